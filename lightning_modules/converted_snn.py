@@ -1,0 +1,126 @@
+"""Stages 2-3: the ANN converted to an SNN of IF neurons (``validate``), adversarially fine-tuned (``fit``).
+
+Fine-tuning (Schmolli et al., CPAL 2025, Stage 3): CE(f(x), y) + beta * KL(f(x) || f(x_adv)), beta = 2, with
+the single-step R+FGSM attack on the KL term (eps = 2/255, alpha = 1/255), BPTT with the triangular
+surrogate (gamma = 1). Weights (masked: pruned entries stay exactly zero), BN affine parameters and
+thresholds are trained; masks are frozen buffers.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping, Optional, Union
+
+import torch
+from torch import nn
+
+from nets.checkpoints import network_state_dict, read_checkpoint
+from nets.conversion import convert, spiking_structure
+from nets.errors import UserError
+from nets.masks import load_masked_state_dict
+from nets.snn import SpikingNetwork
+
+from .adversarial import AdversarialClassifier
+from .robust_ann import _count_classes
+
+
+class ConvertedSNN(AdversarialClassifier):
+    """Args:
+        net: the ANN architecture, exactly as in the ANN's config.
+        ann_checkpoint: the robust (dense or sparse) ANN to convert. Ignored when Lightning restores an SNN
+            checkpoint (``--ckpt_path``).
+        num_steps: T. encoding: ``direct`` (paper) or ``poisson``.
+        reset, surrogate, min_threshold: the IF neuron (``nets.neurons.IFNeuron``).
+        bn: ``keep`` (paper: statistics over batch x time, re-learned) or ``fold``.
+        calib_batches, calib_batch_size, calib_steps, percentile, scale: threshold calibration.
+        **kwargs: objective and optimisation; defaults here are the paper's fine-tuning.
+    """
+
+    kind = "snn"
+
+    def __init__(
+        self,
+        net: nn.Module,
+        ann_checkpoint: Optional[str] = None,
+        num_steps: int = 8,
+        encoding: str = "direct",
+        reset: str = "zero",
+        surrogate: Union[str, Mapping[str, Any]] = "triangular",
+        min_threshold: float = 0.03,
+        bn: str = "keep",
+        calib_batches: int = 10,
+        calib_batch_size: int = 64,
+        calib_steps: int = 100,
+        percentile: float = 99.7,
+        scale: float = 0.3,
+        objective: str = "trades",
+        inner_attack: str = "rfgsm",
+        **kwargs,
+    ):
+        if num_steps < 1:
+            raise UserError(f"model.num_steps (T) must be >= 1, got {num_steps}")
+        if not 0 < percentile <= 100:
+            raise UserError(f"model.percentile must be in (0, 100], got {percentile}")
+        if calib_batches < 1 or calib_batch_size < 1 or calib_steps < 1:
+            raise UserError("model.calib_batches, calib_batch_size and calib_steps must be >= 1")
+        self._classes = _count_classes(net)
+        super().__init__(objective=objective, inner_attack=inner_attack, **kwargs)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self._ann = [net]  # the ANN template, kept out of the module tree (and the state dict)
+        self.neuron_kwargs = dict(reset=reset, surrogate=surrogate, min_threshold=min_threshold, bn=bn)
+        self.snn = SpikingNetwork(spiking_structure(net, **self.neuron_kwargs), num_steps, encoding)
+        self.ann_checkpoint = ann_checkpoint
+        self.calib = dict(calib_steps=calib_steps, percentile=percentile, scale=scale)
+        self.calib_batches, self.calib_batch_size = calib_batches, calib_batch_size
+
+    @property
+    def model(self) -> nn.Module:
+        return self.snn
+
+    def _num_classes(self) -> int:
+        return self._classes
+
+    def setup(self, stage: str) -> None:
+        if self.trainer is not None and self.trainer.ckpt_path:
+            return  # the SNN's own weights, thresholds and masks come from the checkpoint
+        if not self.ann_checkpoint:
+            raise UserError("ConvertedSNN needs an ANN to convert (--model.init_args.ann_checkpoint <ANN .ckpt>) "
+                            "or an SNN checkpoint to restore (--ckpt_path <SNN .ckpt>)")
+        self.convert_from(self.ann_checkpoint, self.trainer.datamodule)
+
+    def convert_from(self, path: str, datamodule) -> None:
+        """Load the ANN, convert it with calibration batches from ``datamodule``, adopt its state."""
+        ann = copy.deepcopy(self._ann[0])
+        sd = network_state_dict(read_checkpoint(path, "model.ann_checkpoint"), path, "net.", kind="ann")
+        try:
+            load_masked_state_dict(ann, sd)
+        except UserError as err:
+            raise UserError(f"model.ann_checkpoint {path!r} does not fit model.net: {err}") from None
+        batches = datamodule.calibration_batches(self.calib_batches, self.calib_batch_size)
+        device = next(self.snn.parameters()).device
+        converted = convert(ann.to(device), [b.to(device) for b in batches], num_steps=self.snn.num_steps,
+                            encoding=self.snn.encoding, **self.neuron_kwargs, **self.calib)
+        state = converted.state_dict()
+        if self.trainer is not None and self.trainer.world_size > 1:
+            state = self.trainer.strategy.broadcast(state, src=0)  # every rank starts from rank 0's SNN
+        self.snn.load_state_dict(state)
+
+    def model_step(self, batch, split: str) -> torch.Tensor:
+        loss = super().model_step(batch, split)
+        if split != "train":
+            self.log(f"{split}/firing_rate", self.firing_rate(batch[0]), on_step=False, on_epoch=True, sync_dist=True)
+        return loss
+
+    @torch.no_grad()
+    def firing_rate(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean spikes per neuron per time step over the whole network, on clean inputs."""
+        neurons = self.snn.neurons
+        for n in neurons:
+            n.record = True
+        try:
+            self.snn(x)
+            spikes = sum(float(n.last_spikes.sum()) for n in neurons)
+            count = sum(n.last_spikes.numel() for n in neurons)
+        finally:
+            for n in neurons:
+                n.record, n.last_spikes = False, None
+        return torch.tensor(spikes / max(count, 1), device=x.device)

@@ -1,0 +1,52 @@
+"""Stage 1: the robust (optionally sparse) ANN."""
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import nn
+
+from nets.checkpoints import network_state_dict, read_checkpoint
+from nets.errors import UserError
+from nets.masks import load_masked_state_dict
+
+from .adversarial import AdversarialClassifier
+
+
+class RobustANN(AdversarialClassifier):
+    """Wraps any network of ``nets.architectures`` (ReLU in the neuron slots) with an adversarial objective.
+
+    Args:
+        net: the network (``class_path`` + ``init_args`` in YAML).
+        init_from: a checkpoint (ANN ``.ckpt`` from ``train.py`` or a bare state dict) whose weights, and
+            masks if it is sparse, initialise ``net`` — e.g. a dense robust ANN to prune from.
+        **kwargs: objective and optimisation, see ``AdversarialClassifier``.
+    """
+
+    kind = "ann"
+
+    def __init__(self, net: nn.Module, init_from: Optional[str] = None, **kwargs):
+        self._classes = _count_classes(net)
+        super().__init__(**kwargs)
+        self.net = net
+        self.init_from = init_from
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        if init_from:
+            sd = network_state_dict(read_checkpoint(init_from, "model.init_from"), init_from, "net.", kind="ann")
+            try:
+                load_masked_state_dict(self.net, sd)
+            except UserError as err:
+                raise UserError(f"model.init_from {init_from!r}: {err}") from None
+
+    @property
+    def model(self) -> nn.Module:
+        return self.net
+
+    def _num_classes(self) -> int:
+        return self._classes
+
+
+def _count_classes(net: nn.Module) -> int:
+    last = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    if not last:
+        raise UserError(f"{type(net).__name__} has no final nn.Linear classifier; the model must end in one")
+    return last[-1].out_features

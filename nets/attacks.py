@@ -1,0 +1,80 @@
+"""Adversarial attacks: one factory over torchattacks, plus the single-step KL attack of SNN fine-tuning.
+
+Every model call goes through torchattacks' ``get_logits`` hook; images and epsilon live in [0, 1] pixel space.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+import torchattacks
+from torchattacks.attack import Attack
+from torch import nn
+
+from .errors import UserError
+
+Eps = Union[float, str]
+
+
+def parse_eps(value: Eps, name: str = "epsilon") -> float:
+    """``0.0078``, ``"2/255"`` or ``"0.0078"`` -> float in [0, 1]."""
+    try:
+        eps = float(Fraction(value)) if isinstance(value, str) else float(value)
+    except (ValueError, ZeroDivisionError):
+        raise UserError(f"{name}: cannot read {value!r} as a number (write e.g. 0.0078 or \"2/255\")") from None
+    if not 0.0 <= eps <= 1.0:
+        raise UserError(f"{name} must be in [0, 1] (pixel space), got {value!r}")
+    return eps
+
+
+class RFGSMKL(Attack):
+    """R+FGSM on the TRADES KL term (Tramèr et al., ICLR 2018; Özdenizci & Legenstein, TMLR 2024).
+
+    x' = clip(x + alpha * sign(N(0, I)));  x_adv = clip_eps(x' + (eps - alpha) * sign(grad_x' KL(f(x') || f(x))))
+    """
+
+    def __init__(self, model: nn.Module, eps: float = 2 / 255, alpha: float = 1 / 255):
+        super().__init__("RFGSMKL", model)
+        if not 0 <= alpha <= eps:
+            raise UserError(f"RFGSMKL needs 0 <= alpha <= eps, got alpha={alpha}, eps={eps}")
+        self.eps, self.alpha = eps, alpha
+        self.supported_mode = ["default"]
+
+    def forward(self, images, labels=None):
+        images = images.clone().detach().to(self.device)
+        with torch.no_grad():
+            p_clean = F.softmax(self.get_logits(images), dim=1)
+        x = (images + self.alpha * torch.randn_like(images).sign()).clamp(0, 1).detach().requires_grad_(True)
+        loss = F.kl_div(F.log_softmax(self.get_logits(x), dim=1), p_clean, reduction="batchmean")
+        grad = torch.autograd.grad(loss, x)[0]
+        adv = x.detach() + (self.eps - self.alpha) * grad.sign()
+        adv = torch.min(torch.max(adv, images - self.eps), images + self.eps)
+        return adv.clamp(0, 1).detach()
+
+
+ATTACKS = ("fgsm", "pgd", "tpgd", "rfgsm", "rfgsm_kl", "apgd_ce", "apgd_dlr", "square")
+
+
+def make_attack(name: str, model: nn.Module, eps: float, steps: int = 10, alpha: float | None = None,
+                random_start: bool = True, n_queries: int = 1000, seed: int = 0) -> Attack:
+    """A torchattacks attack by name. PGD step size defaults to 2.5 * eps / steps (Madry et al.)."""
+    alpha = 2.5 * eps / max(steps, 1) if alpha is None else alpha
+    if name == "fgsm":
+        return torchattacks.FGSM(model, eps=eps)
+    if name == "pgd":
+        return torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+    if name == "tpgd":
+        return torchattacks.TPGD(model, eps=eps, alpha=alpha, steps=steps)
+    if name == "rfgsm":
+        return torchattacks.RFGSM(model, eps=eps, alpha=eps / 2, steps=1)
+    if name == "rfgsm_kl":
+        return RFGSMKL(model, eps=eps, alpha=eps / 2)
+    if name == "apgd_ce":
+        return torchattacks.APGD(model, eps=eps, steps=steps, loss="ce", seed=seed)
+    if name == "apgd_dlr":
+        return torchattacks.APGD(model, eps=eps, steps=steps, loss="dlr", seed=seed)
+    if name == "square":
+        return torchattacks.Square(model, eps=eps, n_queries=n_queries, seed=seed)
+    raise UserError(f"unknown attack {name!r}; choose one of {ATTACKS}")

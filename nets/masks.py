@@ -1,0 +1,243 @@
+"""Unstructured weight masks shared by pruning, conversion, fine-tuning, synop counting and export.
+
+Mechanism: ``torch.nn.utils.parametrize``. ``module.weight`` becomes ``original * mask`` on every forward,
+with ``mask`` a buffer of the parametrization. We chose it over ``torch.nn.utils.prune`` because
+
+* a parametrization may own parameters, so HYDRA/HARP scores live next to the mask they produce;
+* the effective weight is recomputed on every access, so pruned entries are *exactly* zero whatever SGD,
+  momentum or weight decay do to ``original`` (its gradient there is zero anyway: d(w*m)/dw = m);
+* it survives ``deepcopy``, DDP and ``state_dict`` round trips with stable key names.
+
+State-dict keys of a masked layer ``L``: ``L.parametrizations.weight.original`` and
+``L.parametrizations.weight.0.mask`` (+ ``.0.scores`` / ``.0.rate_logit`` while scores are trained).
+``load_masked_state_dict`` loads dense or masked state dicts into dense or masked networks.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Mapping, Optional
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .errors import UserError
+
+PRUNABLE = (nn.Conv2d, nn.Linear)
+_MASK_SUFFIX = ".parametrizations.weight.0.mask"
+_ORIG_SUFFIX = ".parametrizations.weight.original"
+
+
+class WeightMask(nn.Module):
+    """Parametrization ``w -> w * m``.
+
+    Fixed mode: ``m`` is the binary ``mask`` buffer. Score mode (HYDRA, Sehwag et al. 2020):
+    ``m = top-k(|s|)`` over the layer's scores ``s`` with ``k = keep * n`` and a straight-through gradient
+    ``dL/ds = dL/dm``. Rate mode (HARP, Zhao & Wressnegger 2023) additionally learns the layer's keep ratio
+    ``r = sigmoid(rate_logit)``; ``r`` receives the gradient of a soft mask ``sigmoid((|s| - tau(r)) / T)``
+    around the top-k threshold ``tau(r)``."""
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask.detach().to(torch.float32).clone())
+        self.keep: Optional[float] = None
+        self.temperature = 1e-2
+
+    # ---- score modes ---------------------------------------------------------------------------
+    @property
+    def scored(self) -> bool:
+        return hasattr(self, "scores")
+
+    def add_scores(self, weight: torch.Tensor, keep: float, learn_rate: bool = False) -> None:
+        """HYDRA init: ``s = sqrt(6 / fan_in) * w / max|w|``."""
+        fan_in = weight[0].numel()
+        scale = math.sqrt(6.0 / fan_in) / weight.abs().max().clamp_min(1e-12)
+        self.scores = nn.Parameter((weight.detach() * scale).clone())
+        self.keep = float(keep)
+        if learn_rate:
+            k = min(max(keep, 1e-4), 1 - 1e-4)
+            self.rate_logit = nn.Parameter(torch.tensor(math.log(k / (1 - k))))
+
+    def keep_ratio(self) -> torch.Tensor:
+        if hasattr(self, "rate_logit"):
+            return torch.sigmoid(self.rate_logit)
+        return torch.tensor(self.keep if self.keep is not None else float(self.mask.mean()))
+
+    def score_mask(self) -> torch.Tensor:
+        s = self.scores.abs().flatten()
+        n = s.numel()
+        r = self.keep_ratio()
+        k = int(min(n, max(1, round(float(r) * n))))
+        hard = topk_mask(s, k)
+        # straight-through: the forward uses the hard mask, the backward the identity to the scores
+        m = hard + (s - s.detach())
+        if hasattr(self, "rate_logit"):
+            # the learned rate moves the threshold tau(r); a soft mask around tau carries its gradient
+            sorted_s = torch.sort(s.detach(), descending=True).values
+            pos = (r * n - 1).clamp(0, n - 1)
+            lo = pos.detach().floor().long()
+            hi = (lo + 1).clamp(max=n - 1)
+            frac = pos - lo
+            tau = sorted_s[lo] + frac * (sorted_s[hi] - sorted_s[lo])
+            soft = torch.sigmoid((s.detach() - tau) / self.temperature)
+            m = m + (soft - soft.detach())
+        return m.view_as(self.scores)
+
+    def freeze(self) -> None:
+        """End of score training: the current top-k becomes the fixed binary mask."""
+        if self.scored:
+            with torch.no_grad():
+                self.mask.copy_((self.score_mask() > 0.5).float())
+            del self.scores
+            if hasattr(self, "rate_logit"):
+                del self.rate_logit
+        self.keep = None
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if self.scored:
+            return w * self.score_mask()
+        return w * self.mask
+
+
+def topk_mask(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Binary mask keeping exactly the ``k`` largest entries of a flat tensor (ties broken by index)."""
+    mask = torch.zeros_like(values)
+    if k > 0:
+        mask[torch.topk(values, k, sorted=False).indices] = 1.0
+    return mask
+
+
+# ---- helpers over a network --------------------------------------------------------------------
+def prunable_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in net.named_modules() if isinstance(m, PRUNABLE)]
+
+
+def get_weight_mask(module: nn.Module) -> Optional[WeightMask]:
+    if parametrize.is_parametrized(module, "weight"):
+        for p in module.parametrizations.weight:
+            if isinstance(p, WeightMask):
+                return p
+    return None
+
+
+def raw_weight(module: nn.Module) -> torch.Tensor:
+    """The stored weight, without the mask applied."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations.weight.original
+    return module.weight
+
+
+def mask_of(module: nn.Module) -> torch.Tensor:
+    """The binary mask of a layer (all ones when the layer is unmasked or still scoring)."""
+    wm = get_weight_mask(module)
+    if wm is None:
+        return torch.ones_like(module.weight)
+    if wm.scored:
+        with torch.no_grad():
+            return (wm.score_mask() > 0.5).float()
+    return wm.mask
+
+
+def add_mask(module: nn.Module, mask: Optional[torch.Tensor] = None) -> WeightMask:
+    """Attach (or update) the mask of one layer; also zeroes the stored weight where the mask is 0."""
+    existing = get_weight_mask(module)
+    w = raw_weight(module)
+    mask = torch.ones_like(w) if mask is None else mask.to(w.device, torch.float32)
+    if mask.shape != w.shape:
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match weight shape {tuple(w.shape)}")
+    if existing is not None:
+        existing.mask.copy_(mask)
+        wm = existing
+    else:
+        wm = WeightMask(mask)
+        parametrize.register_parametrization(module, "weight", wm, unsafe=True)
+    with torch.no_grad():
+        raw_weight(module).mul_(mask)
+    return wm
+
+
+def ensure_masks(net: nn.Module) -> None:
+    """Give every prunable layer a (all-ones) mask if it has none."""
+    for _, m in prunable_layers(net):
+        if get_weight_mask(m) is None:
+            add_mask(m)
+
+
+def masks_from_nonzero(net: nn.Module) -> None:
+    """Conversion step: the mask becomes ``W != 0`` (and the previous mask, if any)."""
+    for _, m in prunable_layers(net):
+        wm = get_weight_mask(m)
+        nz = (raw_weight(m) != 0).float()
+        add_mask(m, nz if wm is None else nz * mask_of(m))
+
+
+def iter_masks(net: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    for name, m in prunable_layers(net):
+        yield name, mask_of(m)
+
+
+def sparsity_report(net: nn.Module) -> dict[str, float]:
+    """Per-layer and global fraction of pruned weights (``global`` key)."""
+    report, zeros, total = {}, 0, 0
+    for name, mask in iter_masks(net):
+        z = int((mask == 0).sum())
+        report[name] = z / mask.numel()
+        zeros, total = zeros + z, total + mask.numel()
+    if total == 0:
+        raise UserError("the network has no prunable (Conv2d / Linear) layers")
+    report["global"] = zeros / total
+    return report
+
+
+def clean_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """Strip a prefix such as ``net.`` (Lightning) from keys."""
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def prepare_masks(net: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Create the masks (and HYDRA/HARP scores) that ``state_dict`` holds, so a strict load succeeds."""
+    modules = dict(net.named_modules())
+    for key in state_dict:
+        if not key.endswith(_MASK_SUFFIX):
+            continue
+        name = key[: -len(_MASK_SUFFIX)]
+        mod = modules.get(name)
+        if not isinstance(mod, PRUNABLE):
+            continue
+        wm = get_weight_mask(mod) or add_mask(mod)
+        base = f"{name}.parametrizations.weight.0."
+        if base + "scores" in state_dict and not wm.scored:
+            wm.add_scores(raw_weight(mod), keep=1.0, learn_rate=base + "rate_logit" in state_dict)
+        elif base + "scores" not in state_dict and wm.scored:
+            wm.freeze()
+        if base + "rate_logit" not in state_dict and hasattr(wm, "rate_logit"):
+            del wm.rate_logit
+
+
+def load_masked_state_dict(net: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True) -> None:
+    """Load a dense or masked state dict into ``net`` with the masks it carries.
+
+    Masks (and HYDRA/HARP scores) named in ``state_dict`` are created first; a dense ``L.weight`` loads into
+    a masked layer's ``original``. Raises ``ValueError`` naming missing, unexpected and mis-shaped keys."""
+    sd = dict(state_dict)
+    prepare_masks(net, sd)
+    modules = dict(net.named_modules())
+    for name, mod in modules.items():
+        if get_weight_mask(mod) is not None and f"{name}.weight" in sd:
+            sd[f"{name}{_ORIG_SUFFIX}"] = sd.pop(f"{name}.weight")
+            sd.setdefault(f"{name}{_MASK_SUFFIX}", torch.ones_like(sd[f"{name}{_ORIG_SUFFIX}"]))
+    own = net.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    shapes = sorted(f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+                    for k in set(sd) & set(own) if sd[k].shape != own[k].shape)
+    if shapes or (strict and (missing or unexpected)):
+        parts = []
+        if shapes:
+            parts.append("shape mismatches: " + "; ".join(shapes[:5]) + (" ..." if len(shapes) > 5 else ""))
+        if strict and missing:
+            parts.append("missing in checkpoint: " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
+        if strict and unexpected:
+            parts.append("not in the model: " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""))
+        raise UserError("the checkpoint does not fit this network (another architecture or dataset?): " + " | ".join(parts))
+    net.load_state_dict(sd, strict=strict)

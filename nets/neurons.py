@@ -1,0 +1,146 @@
+"""The integrate-and-fire neuron of the converted SNN, built on ``snntorch.Leaky`` with beta = 1.
+
+Per time step t (non-leaky IF, tau = 1; paper: Schmolli et al., CPAL 2025, Stage 2):
+
+    u_t = v_{t-1} + x_t                         integrate (no leak)
+    s_t = H(u_t - theta),  theta = max(V_th, 0.03)   fire when v >= V_th
+    v_t = u_t * (1 - s_t)        hard reset to zero (paper)
+    v_t = u_t - s_t * theta      reset by subtraction (option)
+
+The reset uses the detached spike (as snnTorch does). ``V_th`` is a trainable scalar per layer.
+
+Gradient paths (``mode``), all over the *same* weights, as the evaluation ensemble needs them:
+
+* ``"spike"``: BPTT with ``surrogate`` as dS/du (see ``nets.surrogates``);
+* ``"bptr"``: backprop through rates: forward spikes, backward through r = clamp(mean_t(x_t) / theta, 0, 1);
+* ``"relu"``: the rate-equivalent ANN: output clamp(x / theta, 0, 1), one step suffices.
+
+The layer receives all T steps at once as a ``[T*B, ...]`` tensor (stateless layers run once on the folded
+batch) and runs the recurrence over T inside one autograd function, so BPTT adds one graph node per layer
+instead of T. Membrane state lives only inside ``forward``: nothing is kept between calls, so no
+``snntorch.utils.reset`` (which resets every neuron in the process) is ever needed, and ``deepcopy`` works.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Union
+
+import snntorch
+import torch
+from snntorch._neurons.neurons import SpikingNeuron
+
+from .surrogates import Surrogate, make_surrogate
+
+MODES = ("spike", "bptr", "relu")
+RESETS = ("zero", "subtract")
+
+
+class _IFMultiStep(torch.autograd.Function):
+    """Fused IF recurrence over T; saves only the pre-reset membrane u (spikes are ``u >= theta``)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, theta: torch.Tensor, surrogate: Surrogate, reset_zero: bool):
+        v = torch.zeros_like(x[0])
+        spikes = torch.empty_like(x)
+        u_all = torch.empty_like(x)
+        for t in range(x.shape[0]):
+            u = v + x[t]
+            s = (u >= theta).to(x.dtype)
+            u_all[t], spikes[t] = u, s
+            v = u * (1 - s) if reset_zero else u - s * theta
+        ctx.save_for_backward(u_all, theta)
+        ctx.surrogate, ctx.reset_zero = surrogate, reset_zero
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes: torch.Tensor):
+        u_all, theta = ctx.saved_tensors
+        grad_x = torch.empty_like(u_all)
+        grad_theta = torch.zeros((), dtype=u_all.dtype, device=u_all.device)
+        grad_v = torch.zeros_like(u_all[0])
+        for t in reversed(range(u_all.shape[0])):
+            u = u_all[t]
+            g_spike = grad_spikes[t] * ctx.surrogate.derivative(u - theta)
+            s = (u >= theta).to(u.dtype)
+            if ctx.reset_zero:
+                g_u = g_spike + grad_v * (1 - s)
+            else:
+                g_u = g_spike + grad_v
+                grad_theta = grad_theta - (grad_v * s).sum()
+            grad_theta = grad_theta - g_spike.sum()
+            grad_x[t] = g_u
+            grad_v = g_u
+        return grad_x, grad_theta.reshape(theta.shape), None, None
+
+
+class IFNeuron(snntorch.Leaky):
+    """Non-leaky integrate-and-fire neuron (``snntorch.Leaky`` with beta = 1) run over all T steps at once.
+
+    Args:
+        threshold: initial V_th (replaced by calibration during conversion).
+        reset: ``"zero"`` (hard reset, paper) or ``"subtract"``.
+        surrogate: name or ``{"name": ..., **params}`` of a surrogate in ``nets.surrogates``.
+        min_threshold: V_th is clamped to at least this value (paper: 0.03).
+    """
+
+    def __init__(
+        self,
+        threshold: float = 1.0,
+        reset: str = "zero",
+        surrogate: Union[str, Mapping[str, Any], Surrogate] = "triangular",
+        min_threshold: float = 0.03,
+    ):
+        if reset not in RESETS:
+            raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
+        sg = make_surrogate(surrogate)
+        super().__init__(
+            beta=1.0, threshold=float(threshold), spike_grad=sg, learn_threshold=True,
+            reset_mechanism=reset, reset_delay=False,
+        )
+        # snnTorch keeps a process-wide list of neurons for utils.reset; we never use it, and leaving
+        # ourselves there would keep every network ever built alive.
+        if self in SpikingNeuron.instances:
+            SpikingNeuron.instances.remove(self)
+        self.reset_mode = reset
+        self.min_threshold = float(min_threshold)
+        self.num_steps = 1
+        self.mode = "spike"
+        self.record = False
+        self.last_spikes: torch.Tensor | None = None
+
+    @property
+    def surrogate(self) -> Surrogate:
+        return self.spike_grad
+
+    @surrogate.setter
+    def surrogate(self, spec) -> None:
+        self.spike_grad = make_surrogate(spec)
+
+    def effective_threshold(self) -> torch.Tensor:
+        return self.threshold.clamp_min(self.min_threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        theta = self.effective_threshold()
+        if self.mode == "relu":
+            out = (x / theta).clamp(0, 1)
+            if self.record:
+                self.last_spikes = out.detach()
+            return out
+        T = self.num_steps
+        if x.shape[0] % T:
+            raise ValueError(f"IFNeuron: leading dim {x.shape[0]} is not a multiple of num_steps={T}")
+        xt = x.reshape(T, x.shape[0] // T, *x.shape[1:])
+        if self.mode == "spike":
+            spikes = _IFMultiStep.apply(xt, theta, self.spike_grad, self.reset_mode == "zero")
+        elif self.mode == "bptr":
+            with torch.no_grad():
+                spikes = _IFMultiStep.apply(xt, theta, self.spike_grad, self.reset_mode == "zero")
+            rate = (xt.mean(0) / theta).clamp(0, 1)
+            spikes = spikes + (rate - rate.detach()).unsqueeze(0)
+        else:
+            raise ValueError(f"IFNeuron.mode must be one of {MODES}, got {self.mode!r}")
+        if self.record:
+            self.last_spikes = spikes.detach()
+        return spikes.reshape_as(x)
+
+    def extra_repr(self) -> str:
+        return f"reset={self.reset_mode}, surrogate={self.spike_grad!r}, mode={self.mode}, T={self.num_steps}"
