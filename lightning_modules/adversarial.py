@@ -81,6 +81,30 @@ class AdversarialClassifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and getattr(dm, "num_classes", None) and getattr(dm, "input_shape", None):
+            self.check_fits_data(dm.num_classes, tuple(dm.input_shape))
+
+    def check_fits_data(self, num_classes: int, input_shape: tuple) -> None:
+        """One clear error when the configured network cannot take this datamodule's images or labels."""
+        net = type(self.model).__name__
+        if num_classes != self._num_classes():
+            raise UserError(f"the network ({net}) has {self._num_classes()} outputs but the data has {num_classes} "
+                            f"classes; set num_classes: {num_classes} in model.init_args.net.init_args")
+        try:
+            was = self.model.training
+            self.model.eval()
+            with torch.no_grad():
+                p = next(self.model.parameters())
+                self.model(torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype))
+        except RuntimeError as err:
+            raise UserError(f"the network ({net}) cannot take the data's images of shape {input_shape} "
+                            f"(check in_channels / input_size in model.init_args.net.init_args): "
+                            f"{str(err).splitlines()[0][:160]}") from None
+        finally:
+            self.model.train(was)
+
     # -- objectives -----------------------------------------------------------------------------
     def adversarial_examples(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The inner maximisation of the training objective (model in eval mode while attacking)."""

@@ -80,6 +80,7 @@ class ConvertedSNN(AdversarialClassifier):
         return self._classes
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         if self.trainer is not None and self.trainer.ckpt_path:
             return  # the SNN's own weights, thresholds and masks come from the checkpoint
         if not self.ann_checkpoint:

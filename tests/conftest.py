@@ -1,0 +1,51 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd=ROOT, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python train.py ...`` (or another script) as a user would."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def tiny_overrides(root: Path, epochs: int = 1, batches: int = 3) -> list[str]:
+    return [
+        "--trainer.max_epochs", str(epochs),
+        "--trainer.limit_train_batches", str(batches),
+        "--trainer.limit_val_batches", "2",
+        "--trainer.limit_test_batches", "2",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+        "--trainer.default_root_dir", str(root),
+        "--trainer.logger.init_args.save_dir", str(root),
+    ]
+
+
+def ckpt(root: Path, name: str = "last.ckpt") -> str:
+    found = sorted(Path(root).rglob(name))
+    assert found, f"no {name} under {root}"
+    return str(found[-1])
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def dense_ann_ckpt(tmp_path_factory) -> str:
+    """A quickly trained robust digits ANN, shared by the conversion/pruning tests."""
+    root = tmp_path_factory.mktemp("ann")
+    run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", *tiny_overrides(root, epochs=2, batches=10))
+    return ckpt(root)

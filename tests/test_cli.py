@@ -1,0 +1,102 @@
+"""Smoke tests through the real entry point, as a user runs it."""
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ckpt, run_cli, tiny_overrides
+
+pytestmark = pytest.mark.slow
+
+
+def _metrics(root: Path) -> str:
+    return (sorted(Path(root).rglob("metrics.csv"))[-1]).read_text()
+
+
+def test_ann_fit_then_test_from_its_checkpoint(dense_ann_ckpt, tmp_path):
+    out = run_cli("train.py", "test", "--config", "conf/digits/ann.yaml", "--ckpt_path", dense_ann_ckpt,
+                  *tiny_overrides(tmp_path))
+    assert "test/acc" in out.stdout and "test/pgd_acc" in out.stdout
+    assert (sorted(tmp_path.rglob("config.yaml")))  # the resolved config is saved next to the run
+
+
+def test_print_config_resolves_every_option():
+    out = run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", "--print_config")
+    assert "inference_mode: false" in out.stdout and "class_path: lightning_modules.RobustANN" in out.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model.init_args.objective", "tradez"], "objective must be one of"),
+    (["--model.init_args.epsilon", "1.5"], "epsilon must be in \\[0, 1\\]"),
+    (["--model.init_args.no_such_key", "1"], "no_such_key"),
+    (["--model.init_args.init_from", "/nonexistent.ckpt"], "does not exist"),
+    (["--model.init_args.net.init_args.num_classes", "7"], "has 7 outputs but the data has 10"),
+])
+def test_bad_input_is_one_clear_error(args, message, tmp_path):
+    out = run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", *tiny_overrides(tmp_path), *args, check=False)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]
+    import re
+    assert re.search(message, out.stderr), out.stderr[-2000:]
+
+
+def test_cifar_offline_gives_the_clear_message(tmp_path):
+    out = run_cli("train.py", "fit", "--config", "conf/cifar10/vgg16_ann.yaml", "--trainer.fast_dev_run", "true",
+                  "--data.init_args.data_dir", str(tmp_path / "cifar"), check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "CIFAR10 was not found in" in out.stderr and "download true" in out.stderr
+
+
+def test_cifar_code_path_runs_on_fake_files(tmp_path, monkeypatch):
+    """Fake CIFAR-10 batches in torchvision's layout; the md5 check is the only thing bypassed."""
+    import torchvision
+    import train
+
+    root = tmp_path / "cifar"
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ["data_batch_%d" % i for i in range(1, 6)] + ["test_batch"]:
+        with open(base / name, "wb") as f:
+            pickle.dump({"data": rng.integers(0, 255, (20, 3072), dtype=np.uint8),
+                         "labels": rng.integers(0, 10, 20).tolist()}, f)
+    with open(base / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [str(i) for i in range(10)]}, f)
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    train.main(["fit", "--config", "conf/cifar10/vgg16_ann.yaml", "--trainer.fast_dev_run", "true",
+                "--data.init_args.data_dir", str(root), "--data.init_args.num_workers", "0",
+                "--data.init_args.batch_size", "4", "--model.init_args.net.init_args.width", "0.125",
+                "--model.init_args.attack_steps", "1", "--model.init_args.eval_steps", "1",
+                "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.logger", "false",
+                "--trainer.accelerator", "cpu"])
+
+
+def test_snn_validate_fit_test_through_the_cli(dense_ann_ckpt, tmp_path):
+    snn = ["--config", "conf/digits/snn.yaml", "--model.init_args.num_steps", "2", "--model.init_args.calib_steps", "4",
+           "--model.init_args.calib_batches", "2", "--model.init_args.eval_steps", "2"]
+    out = run_cli("train.py", "validate", *snn, "--model.init_args.ann_checkpoint", dense_ann_ckpt,
+                  *tiny_overrides(tmp_path / "v"))
+    assert "val/acc" in out.stdout and "val/firing_rate" in out.stdout
+    run_cli("train.py", "fit", *snn, "--model.init_args.ann_checkpoint", dense_ann_ckpt, *tiny_overrides(tmp_path / "f"))
+    out = run_cli("train.py", "test", *snn, "--ckpt_path", ckpt(tmp_path / "f"), *tiny_overrides(tmp_path / "t"))
+    assert "test/pgd_acc" in out.stdout
+    # an SNN checkpoint is not an ANN: one clear error
+    out = run_cli("train.py", "validate", *snn, "--model.init_args.ann_checkpoint", ckpt(tmp_path / "f"),
+                  *tiny_overrides(tmp_path / "bad"), check=False)
+    assert out.returncode == 2 and "snn checkpoint" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_snn_without_ann_or_checkpoint_says_what_to_pass(tmp_path):
+    out = run_cli("train.py", "validate", "--config", "conf/digits/snn.yaml", *tiny_overrides(tmp_path), check=False)
+    assert out.returncode == 2 and "ann_checkpoint" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", *tiny_overrides(tmp_path),
+            "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp")
+    text = _metrics(tmp_path)
+    assert "val/acc" in text and "train/loss" in text
+    assert len(sorted(tmp_path.rglob("metrics.csv"))) == 1  # logged from rank 0 only
