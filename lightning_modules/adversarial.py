@@ -22,6 +22,7 @@ from torch import nn
 from torchmetrics import Accuracy, MeanMetric
 
 from nets.attacks import Eps, make_attack, parse_eps
+from nets.channels import adopt_shapes
 from nets.checkpoints import TAG
 from nets.errors import UserError
 from nets.masks import prepare_masks
@@ -177,13 +178,18 @@ class AdversarialClassifier(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
     # -- checkpoints ------------------------------------------------------------------------------
+    channel_pruned = False  # set by callbacks.ChannelPruning: the checkpoint's layer widths differ from the config
+
     def on_save_checkpoint(self, checkpoint) -> None:
-        checkpoint[TAG] = {"kind": self.kind, "net": type(self.model).__name__}
+        checkpoint[TAG] = {"kind": self.kind, "net": type(self.model).__name__, "channel_pruned": self.channel_pruned}
 
     def on_load_checkpoint(self, checkpoint) -> None:
         info = checkpoint.get(TAG, {})
         if info.get("kind") not in (None, self.kind):
             raise UserError(f"this is a {info['kind']} checkpoint, but the config builds a {self.kind} model "
                             f"({type(self).__name__}); use the matching config")
+        if info.get("channel_pruned"):
+            adopt_shapes(self, checkpoint["state_dict"])
+            self.channel_pruned = True
         # masks and pruning scores are created before Lightning's strict load_state_dict
         prepare_masks(self, checkpoint["state_dict"])

@@ -13,10 +13,9 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from nets.checkpoints import network_state_dict, read_checkpoint
+from nets.checkpoints import load_network
 from nets.conversion import convert, spiking_structure
 from nets.errors import UserError
-from nets.masks import load_masked_state_dict
 from nets.snn import SpikingNetwork
 
 from .adversarial import AdversarialClassifier
@@ -91,11 +90,11 @@ class ConvertedSNN(AdversarialClassifier):
     def convert_from(self, path: str, datamodule) -> None:
         """Load the ANN, convert it with calibration batches from ``datamodule``, adopt its state."""
         ann = copy.deepcopy(self._ann[0])
-        sd = network_state_dict(read_checkpoint(path, "model.ann_checkpoint"), path, "net.", kind="ann")
-        try:
-            load_masked_state_dict(ann, sd)
-        except UserError as err:
-            raise UserError(f"model.ann_checkpoint {path!r} does not fit model.net: {err}") from None
+        load_network(ann, path, "model.ann_checkpoint")
+        if any(a.shape != b.shape for a, b in zip(ann.state_dict().values(), self._ann[0].state_dict().values())):
+            # a channel-pruned ANN: rebuild the SNN structure with its widths
+            self.snn = SpikingNetwork(spiking_structure(ann, **self.neuron_kwargs), self.snn.num_steps, self.snn.encoding)
+            self.channel_pruned = True
         batches = datamodule.calibration_batches(self.calib_batches, self.calib_batch_size)
         device = next(self.snn.parameters()).device
         converted = convert(ann.to(device), [b.to(device) for b in batches], num_steps=self.snn.num_steps,

@@ -5,9 +5,8 @@ from typing import Optional
 
 from torch import nn
 
-from nets.checkpoints import network_state_dict, read_checkpoint
+from nets.checkpoints import load_network
 from nets.errors import UserError
-from nets.masks import load_masked_state_dict
 
 from .adversarial import AdversarialClassifier
 
@@ -31,11 +30,7 @@ class RobustANN(AdversarialClassifier):
         self.init_from = init_from
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         if init_from:
-            sd = network_state_dict(read_checkpoint(init_from, "model.init_from"), init_from, "net.", kind="ann")
-            try:
-                load_masked_state_dict(self.net, sd)
-            except UserError as err:
-                raise UserError(f"model.init_from {init_from!r}: {err}") from None
+            load_network(self.net, init_from, "model.init_from")
 
     @property
     def model(self) -> nn.Module:

@@ -42,3 +42,18 @@ def network_state_dict(ckpt: dict[str, Any], path: str, prefix: str, kind: Optio
     if any(k.startswith(prefix) for k in sd):
         sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     return sd
+
+
+def load_network(net, path: str, what: str, kind: Optional[str] = "ann") -> None:
+    """Read ``path`` safely and load its network (masks, scores, channel-pruned widths) into ``net``."""
+    from .channels import adopt_shapes
+    from .masks import load_masked_state_dict
+
+    ckpt = read_checkpoint(path, what)
+    sd = network_state_dict(ckpt, path, "net.", kind=kind)
+    if ckpt.get(TAG, {}).get("channel_pruned"):
+        adopt_shapes(net, sd)
+    try:
+        load_masked_state_dict(net, sd)
+    except UserError as err:
+        raise UserError(f"{what} {path!r} does not fit model.net: {err}") from None

@@ -35,25 +35,26 @@ class WeightMask(nn.Module):
     ``m = top-k(|s|)`` over the layer's scores ``s`` with ``k = keep * n`` and a straight-through gradient
     ``dL/ds = dL/dm``. Rate mode (HARP, Zhao & Wressnegger 2023) additionally learns the layer's keep ratio
     ``r = sigmoid(rate_logit)``; ``r`` receives the gradient of a soft mask ``sigmoid((|s| - tau(r)) / T)``
-    around the top-k threshold ``tau(r)``."""
+    around the top-k threshold ``tau(r)``. ``freeze()`` turns the current top-k into the fixed mask; the scores
+    stay (frozen) so the parameter list, and hence optimizer checkpoints, do not change mid-run."""
 
     def __init__(self, mask: torch.Tensor):
         super().__init__()
         self.register_buffer("mask", mask.detach().to(torch.float32).clone())
-        self.keep: Optional[float] = None
         self.temperature = 1e-2
 
-    # ---- score modes ---------------------------------------------------------------------------
     @property
     def scored(self) -> bool:
-        return hasattr(self, "scores")
+        """True while the mask is computed from trainable scores."""
+        return hasattr(self, "scores") and bool(self.scoring)
 
     def add_scores(self, weight: torch.Tensor, keep: float, learn_rate: bool = False) -> None:
-        """HYDRA init: ``s = sqrt(6 / fan_in) * w / max|w|``."""
+        """HYDRA init: ``s = sqrt(6 / fan_in) * w / max|w|``; ``keep`` = 1 - layer sparsity."""
         fan_in = weight[0].numel()
         scale = math.sqrt(6.0 / fan_in) / weight.abs().max().clamp_min(1e-12)
         self.scores = nn.Parameter((weight.detach() * scale).clone())
-        self.keep = float(keep)
+        self.register_buffer("scoring", torch.tensor(True))
+        self.register_buffer("keep", torch.tensor(float(keep)))
         if learn_rate:
             k = min(max(keep, 1e-4), 1 - 1e-4)
             self.rate_logit = nn.Parameter(torch.tensor(math.log(k / (1 - k))))
@@ -61,37 +62,43 @@ class WeightMask(nn.Module):
     def keep_ratio(self) -> torch.Tensor:
         if hasattr(self, "rate_logit"):
             return torch.sigmoid(self.rate_logit)
-        return torch.tensor(self.keep if self.keep is not None else float(self.mask.mean()))
+        return self.keep
 
-    def score_mask(self) -> torch.Tensor:
+    def score_mask(self, k: Optional[int] = None) -> torch.Tensor:
         s = self.scores.abs().flatten()
         n = s.numel()
         r = self.keep_ratio()
-        k = int(min(n, max(1, round(float(r) * n))))
-        hard = topk_mask(s, k)
-        # straight-through: the forward uses the hard mask, the backward the identity to the scores
-        m = hard + (s - s.detach())
+        if k is None:
+            k = int(min(n, max(1, round(float(r) * n))))
+        hard = topk_mask(s.detach(), k)
+        m = hard + (s - s.detach())  # straight-through: forward hard top-k, backward identity to the scores
         if hasattr(self, "rate_logit"):
             # the learned rate moves the threshold tau(r); a soft mask around tau carries its gradient
             sorted_s = torch.sort(s.detach(), descending=True).values
             pos = (r * n - 1).clamp(0, n - 1)
             lo = pos.detach().floor().long()
             hi = (lo + 1).clamp(max=n - 1)
-            frac = pos - lo
-            tau = sorted_s[lo] + frac * (sorted_s[hi] - sorted_s[lo])
+            tau = sorted_s[lo] + (pos - lo) * (sorted_s[hi] - sorted_s[lo])
             soft = torch.sigmoid((s.detach() - tau) / self.temperature)
             m = m + (soft - soft.detach())
         return m.view_as(self.scores)
 
-    def freeze(self) -> None:
-        """End of score training: the current top-k becomes the fixed binary mask."""
-        if self.scored:
+    def freeze(self, k: Optional[int] = None) -> None:
+        """End of score training: the top-k (``k`` given, or from the keep ratio) becomes the fixed mask."""
+        if hasattr(self, "scores"):
             with torch.no_grad():
-                self.mask.copy_((self.score_mask() > 0.5).float())
-            del self.scores
+                self.mask.copy_((self.score_mask(k) > 0.5).float())
+            self.scoring.fill_(False)
+            self.scores.requires_grad_(False)
             if hasattr(self, "rate_logit"):
-                del self.rate_logit
-        self.keep = None
+                self.rate_logit.requires_grad_(False)
+
+    def strip_scores(self) -> None:
+        """Drop the (frozen) scores: the plain fixed-mask layer that conversion and export use."""
+        self.freeze()
+        for name in ("scores", "rate_logit", "scoring", "keep"):
+            if hasattr(self, name):
+                delattr(self, name)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if self.scored:
@@ -164,7 +171,8 @@ def ensure_masks(net: nn.Module) -> None:
 
 
 def masks_from_nonzero(net: nn.Module) -> None:
-    """Conversion step: the mask becomes ``W != 0`` (and the previous mask, if any)."""
+    """Conversion step: the mask becomes ``W != 0`` (and the previous mask, if any), scores dropped."""
+    strip_scores(net)
     for _, m in prunable_layers(net):
         wm = get_weight_mask(m)
         nz = (raw_weight(m) != 0).float()
@@ -206,12 +214,18 @@ def prepare_masks(net: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> Non
             continue
         wm = get_weight_mask(mod) or add_mask(mod)
         base = f"{name}.parametrizations.weight.0."
-        if base + "scores" in state_dict and not wm.scored:
+        if base + "scores" in state_dict and not hasattr(wm, "scores"):
             wm.add_scores(raw_weight(mod), keep=1.0, learn_rate=base + "rate_logit" in state_dict)
-        elif base + "scores" not in state_dict and wm.scored:
-            wm.freeze()
-        if base + "rate_logit" not in state_dict and hasattr(wm, "rate_logit"):
-            del wm.rate_logit
+        elif base + "scores" not in state_dict and hasattr(wm, "scores"):
+            wm.strip_scores()
+
+
+def strip_scores(net: nn.Module) -> None:
+    """Freeze every score-based mask and drop its scores (before conversion or export)."""
+    for _, m in prunable_layers(net):
+        wm = get_weight_mask(m)
+        if wm is not None:
+            wm.strip_scores()
 
 
 def load_masked_state_dict(net: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True) -> None:
