@@ -195,7 +195,7 @@ class HarpPruning(HydraPruning):
     def fix_masks(self, net: nn.Module) -> None:
         """Project the learned per-layer ratios onto the exact global budget, then fix the top-k masks."""
         layers = [(get_weight_mask(m), m.weight.numel()) for _, m in prunable_layers(net)]
-        ratios = torch.tensor([float(wm.keep_ratio()) for wm, _ in layers])
+        ratios = torch.tensor([float(wm.keep_ratio().detach()) for wm, _ in layers])
         sizes = torch.tensor([n for _, n in layers], dtype=torch.float64)
         budget = round((1 - self.sparsity) * float(sizes.sum()))
 

@@ -69,7 +69,7 @@ class WeightMask(nn.Module):
         n = s.numel()
         r = self.keep_ratio()
         if k is None:
-            k = int(min(n, max(1, round(float(r) * n))))
+            k = int(min(n, max(1, round(float(r.detach()) * n))))
         hard = topk_mask(s.detach(), k)
         m = hard + (s - s.detach())  # straight-through: forward hard top-k, backward identity to the scores
         if hasattr(self, "rate_logit"):

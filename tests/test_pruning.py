@@ -1,0 +1,119 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from callbacks.pruning import HarpPruning, HydraPruning, MagnitudePruning, prune_by_magnitude
+from conftest import ckpt, run_cli, tiny_overrides
+from nets.architectures import VGG, SmallCNN
+from nets.compact import decode_gaps, encode_gaps, export_compact, load_compact
+from nets.errors import UserError
+from nets.masks import ensure_masks, get_weight_mask, mask_of, prunable_layers, sparsity_report
+
+
+def _scored(net, sparsity, cb):
+    ensure_masks(net)
+    for _, m in prunable_layers(net):
+        get_weight_mask(m).add_scores(m.parametrizations.weight.original, 1 - sparsity, learn_rate=cb.learn_rate)
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.99])
+def test_hydra_topk_gives_exact_per_layer_sparsity(sparsity):
+    net = SmallCNN(input_size=8)
+    cb = HydraPruning(sparsity)
+    _scored(net, sparsity, cb)
+    net(torch.rand(2, 1, 8, 8)).sum().backward()  # straight-through gradient reaches the scores
+    assert all(get_weight_mask(m).scores.grad is not None for _, m in prunable_layers(net))
+    cb.fix_masks(net)
+    for name, m in prunable_layers(net):
+        n = m.weight.numel()
+        assert int(mask_of(m).sum()) == max(1, round((1 - sparsity) * n)), name
+
+
+@pytest.mark.parametrize("sparsity", [0.9, 0.99])
+def test_harp_global_sparsity_within_half_a_percent_and_non_uniform(sparsity):
+    net = SmallCNN(input_size=8, width=16)
+    cb = HarpPruning(sparsity)
+    _scored(net, sparsity, cb)
+    with torch.no_grad():  # pretend training moved the learned ratios apart
+        for i, (_, m) in enumerate(prunable_layers(net)):
+            get_weight_mask(m).rate_logit.add_(0.8 * (i - 1.5))
+    cb.fix_masks(net)
+    report = sparsity_report(net)
+    assert abs(report["global"] - sparsity) <= 0.005
+    layer = [v for k, v in report.items() if k != "global"]
+    assert max(layer) - min(layer) > (1 - sparsity) / 2  # a non-uniform allocation
+
+
+def test_harp_regulariser_pushes_rates_towards_the_budget():
+    net = SmallCNN(input_size=8)
+    cb = HarpPruning(0.9, reg_weight=1.0)
+    _scored(net, 0.5, cb)  # start far from the 90 % target
+
+    class _M:  # the callback needs pl_module.model only
+        model = net
+    cb.on_after_backward(None, _M)
+    assert all(get_weight_mask(m).rate_logit.grad > 0 for _, m in prunable_layers(net))  # descend => keep less
+
+
+def test_magnitude_cubic_schedule_and_global_scope():
+    cb = MagnitudePruning(0.9, start_epoch=0, end_epoch=4, frequency=1)
+    targets = [cb.target(e) for e in range(6)]
+    assert targets[0] == 0 and targets[4] == pytest.approx(0.9) and targets[5] is None
+    assert all(a < b for a, b in zip(targets[:4], targets[1:5]))
+    net = SmallCNN(input_size=8)
+    ensure_masks(net)
+    prune_by_magnitude(net, 0.9, "global")
+    assert sparsity_report(net)["global"] == pytest.approx(0.9, abs=1e-3)
+
+
+def test_bad_sparsity_and_unprunable_network_are_clear_errors():
+    for bad in (-0.1, 1.0, 1.5):
+        with pytest.raises(UserError, match="sparsity must be in"):
+            HydraPruning(bad)
+    with pytest.raises(UserError, match="no prunable"):
+        sparsity_report(nn.Sequential(nn.ReLU()))
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 3000), density=st.floats(0.0, 1.0), seed=st.integers(0, 10_000))
+def test_gap_encoding_round_trip(n, density, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(n, generator=g) < density).float() * torch.randn(n, generator=g)
+    v, gaps = encode_gaps(x)
+    assert gaps.dtype == torch.uint8
+    assert torch.equal(decode_gaps(v, gaps, n), x)
+
+
+def test_compact_export_round_trip_and_size_at_99_percent(tmp_path):
+    net = VGG("vgg11", num_classes=10, in_channels=3, input_size=32, width=0.5)
+    net.eval()
+    ensure_masks(net)
+    prune_by_magnitude(net, 0.99)
+    spec = {"kind": "ann", "net": {"class_path": "nets.architectures.VGG",
+                                    "init_args": {"variant": "vgg11", "input_size": 32, "width": 0.5}}}
+    r = export_compact(net, str(tmp_path / "m.safetensors"), spec)
+    assert r["dense_fp32_bytes"] / r["compact_bytes"] >= 50, r
+    back = load_compact(str(tmp_path / "m.safetensors"))
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(net(x), back(x))
+
+
+@pytest.mark.slow
+def test_pruning_callbacks_through_the_cli(dense_ann_ckpt, tmp_path):
+    for method in ("magnitude", "hydra", "harp", "channels"):
+        root = tmp_path / method
+        extra = ["--trainer.max_epochs", "2"] + (["--trainer.callbacks.init_args.score_epochs", "1"]
+                                                 if method in ("hydra", "harp") else [])
+        out = run_cli("train.py", "fit", "--config", f"conf/digits/prune_{method}.yaml",
+                      "--model.init_args.init_from", dense_ann_ckpt, *tiny_overrides(root), *extra)
+        assert "Pruning]" in out.stderr + out.stdout
+        # the pruned checkpoint restores into a fresh model for testing (masks / shrunk channels included)
+        out = run_cli("train.py", "test", "--config", f"conf/digits/prune_{method}.yaml", "--ckpt_path", ckpt(root),
+                      *tiny_overrides(tmp_path / f"{method}_test"))
+        assert "test/acc" in out.stdout
+    state = torch.load(ckpt(tmp_path / "hydra"), weights_only=True)["state_dict"]
+    masks = [v for k, v in state.items() if k.endswith("weight.0.mask")]
+    assert masks and abs(1 - sum(float(m.sum()) for m in masks) / sum(m.numel() for m in masks) - 0.9) < 0.01
