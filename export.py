@@ -15,36 +15,6 @@ import sys
 from nets.errors import UserError
 
 
-def build_from_config(config: str):
-    """The LightningModule a config describes, built through the same LightningCLI parser as train.py."""
-    from lightning.pytorch import LightningDataModule, LightningModule
-    from lightning.pytorch.cli import LightningCLI
-
-    cli = LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                       run=False, save_config_callback=None, args=["--config", config],
-                       trainer_defaults={"logger": False})
-    net_cfg = cli.config.model.init_args.net
-    spec = {"net": {"class_path": net_cfg.class_path, "init_args": dict(net_cfg.init_args)}}
-    return cli.model, cli.datamodule, spec
-
-
-def load_trained(config: str, ckpt_path: str):
-    from nets.checkpoints import read_checkpoint
-
-    model, dm, spec = build_from_config(config)
-    ckpt = read_checkpoint(ckpt_path, "--ckpt_path")
-    model.on_load_checkpoint(ckpt)
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except (KeyError, RuntimeError) as err:
-        raise UserError(f"{ckpt_path!r} does not fit the model of {config!r}: {str(err).splitlines()[0][:200]}") from None
-    model.eval()
-    spec["kind"] = model.kind
-    if model.kind == "snn":
-        spec["snn"] = {"num_steps": model.snn.num_steps, "encoding": model.snn.encoding, "neuron": model.neuron_kwargs}
-    return model, dm, spec
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)
@@ -57,6 +27,8 @@ def main(argv=None) -> int:
         import os
         if os.path.exists(a.out) and not a.force:
             raise UserError(f"{a.out} already exists; choose another --out or pass --force")
+        from lightning_modules.loading import load_trained
+
         model, dm, spec = load_trained(a.config, a.ckpt_path)
         if a.format == "compact":
             from nets.compact import export_compact

@@ -123,7 +123,7 @@ class IFNeuron(snntorch.Leaky):
         if self.mode == "relu":
             out = (x / theta).clamp(0, 1)
             if self.record:
-                self.last_spikes = out.detach()
+                self.last_spikes = out.detach().unsqueeze(0)  # [T=1, B, ...]
             return out
         T = self.num_steps
         if x.shape[0] % T:
@@ -139,7 +139,7 @@ class IFNeuron(snntorch.Leaky):
         else:
             raise ValueError(f"IFNeuron.mode must be one of {MODES}, got {self.mode!r}")
         if self.record:
-            self.last_spikes = spikes.detach()
+            self.last_spikes = spikes.detach()  # [T, B, ...]
         return spikes.reshape_as(x)
 
     def extra_repr(self) -> str:

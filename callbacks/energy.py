@@ -1,0 +1,152 @@
+"""``SpikeEnergyMonitor``: spikes, synops, energy estimate and stored-weight size at the end of ``test``.
+
+Per layer and in total, per test sample: spikes, firing rate (spikes per neuron per time step), synops
+(spikes x non-zero outgoing synapses, exact; ``nets.synops``), and the dense counterfactual (same spikes,
+all-ones masks). The first layer sees the analog image, not spikes: its MACs are reported apart. For an
+ANN: non-zero MACs. Energy (an *estimate*, labelled so): E_SNN = synops * E_AC + first-layer MACs * E_MAC,
+E_ANN = MACs * E_MAC, with E_AC = 0.9 pJ and E_MAC = 4.6 pJ (45 nm, Horowitz 2014) unless configured.
+Writes ``energy.json``, ``energy.md`` and ``energy_per_layer.png`` to ``<log_dir>/evaluation/``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Optional
+
+import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities import rank_zero_info
+
+from nets.compact import export_compact
+from nets.masks import sparsity_report
+from nets.synops import SynopCounter, ann_macs, first_layer_macs
+
+from .evaluation import results_dir, sum_over_ranks, test_subset
+
+
+class SpikeEnergyMonitor(Callback):
+    """Args:
+        num_samples: test images to count over (0 = the whole test set); batch_size: their batch size.
+        e_ac_pj, e_mac_pj: energy per accumulate / multiply-accumulate in pJ (estimates).
+        output_dir: default ``<log_dir>/evaluation``.
+    """
+
+    def __init__(self, num_samples: int = 0, batch_size: int = 200, e_ac_pj: float = 0.9, e_mac_pj: float = 4.6,
+                 output_dir: Optional[str] = None):
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.e_ac, self.e_mac, self.output_dir = e_ac_pj, e_mac_pj, output_dir
+        self.results: dict[str, Any] = {}
+
+    @torch.no_grad()
+    def on_test_epoch_end(self, trainer, pl_module):
+        model = pl_module.model
+        was = model.training
+        model.eval()
+        try:
+            self.results = self.measure(trainer, pl_module, model)
+        finally:
+            model.train(was)
+        if trainer.is_global_zero:
+            self.write(trainer)
+
+    def measure(self, trainer, pl_module, model) -> dict[str, Any]:
+        device = pl_module.device
+        shape = tuple(trainer.datamodule.input_shape)
+        kind = getattr(pl_module, "kind", "ann")
+        net = model.net if kind == "snn" else model
+        res: dict[str, Any] = {"kind": kind, "units": {"spikes": "spikes / sample", "synops": "AC / sample",
+                                                       "macs": "MAC / sample", "energy": "uJ / sample (estimate)",
+                                                       "bytes": "bytes"}}
+        res["sparsity"] = sparsity_report(net)
+        with tempfile.TemporaryDirectory() as tmp:
+            res["storage"] = export_compact(net, os.path.join(tmp, "m.safetensors"), {"kind": kind})
+        if kind != "snn":
+            macs, dense = ann_macs(net, shape), ann_macs(net, shape, dense=True)
+            res.update(macs=macs, dense_macs=dense, energy_uj=macs * self.e_mac * 1e-6,
+                       dense_energy_uj=dense * self.e_mac * 1e-6)
+            rank_zero_info(f"[SpikeEnergyMonitor] ANN: {macs:,.0f} non-zero MAC / sample (dense {dense:,.0f}); "
+                           f"estimated {res['energy_uj']:.4f} uJ / sample at E_MAC = {self.e_mac} pJ")
+            return res
+        counter = SynopCounter(model)
+        n = 0
+        with counter:
+            for x, _ in test_subset(trainer, self.num_samples, self.batch_size):
+                model(x.to(device))
+                n += len(x)
+        names = list(counter.stats)
+        keys = ("spikes", "synops", "dense_synops")
+        local = torch.tensor([[counter.stats[l][k] for k in keys] for l in names] + [[float(n), 0, 0]], device=device)
+        summed = sum_over_ranks(local).cpu()
+        counter.samples = int(summed[-1, 0])
+        for i, l in enumerate(names):
+            for j, k in enumerate(keys):
+                counter.stats[l][k] = float(summed[i, j])
+        res.update(counter.summary())
+        T = model.num_steps
+        first = first_layer_macs(net, shape) * T
+        first_dense = first_layer_macs(net, shape, dense=True) * T
+        tot = res["total"]
+        res.update(num_samples=counter.samples, num_steps=T, first_layer_macs=first, dense_first_layer_macs=first_dense,
+                   synop_ratio_dense_over_sparse=tot["dense_synops"] / max(tot["synops"], 1e-12),
+                   energy_uj=(tot["synops"] * self.e_ac + first * self.e_mac) * 1e-6,
+                   dense_energy_uj=(tot["dense_synops"] * self.e_ac + first_dense * self.e_mac) * 1e-6,
+                   e_ac_pj=self.e_ac, e_mac_pj=self.e_mac)
+        rank_zero_info(f"[SpikeEnergyMonitor] SNN, T={T}, {counter.samples} samples: {tot['spikes']:,.0f} spikes / sample, "
+                       f"{tot['synops']:,.0f} synops / sample (dense masks: {tot['dense_synops']:,.0f}, "
+                       f"{res['synop_ratio_dense_over_sparse']:.2f}x), first layer {first:,.0f} MAC / sample; "
+                       f"estimated {res['energy_uj']:.4f} uJ / sample")
+        return res
+
+    def write(self, trainer) -> None:
+        out = results_dir(trainer, self.output_dir)
+        with open(os.path.join(out, "energy.json"), "w") as f:
+            json.dump(self.results, f, indent=2)
+        with open(os.path.join(out, "energy.md"), "w") as f:
+            f.write(energy_markdown(self.results))
+        plot_layers(self.results, os.path.join(out, "energy_per_layer.png"))
+        rank_zero_info(f"[SpikeEnergyMonitor] wrote {out}/energy.json, energy.md, energy_per_layer.png")
+
+
+def energy_markdown(r: dict[str, Any]) -> str:
+    s = r["storage"]
+    lines = [f"Stored weights: {s['nonzero_weights']:,} non-zero; compact file {s['compact_bytes']:,} bytes vs "
+             f"{s['dense_fp32_bytes']:,} bytes dense fp32 ({s['dense_fp32_bytes'] / s['compact_bytes']:.1f}x); "
+             f"global sparsity {r['sparsity']['global']:.4f}", ""]
+    if r["kind"] != "snn":
+        lines.append(f"ANN: {r['macs']:,.0f} non-zero MAC / sample (dense {r['dense_macs']:,.0f}); "
+                     f"energy estimate {r['energy_uj']:.4f} uJ / sample (E_MAC = {4.6 if 'e_mac_pj' not in r else r['e_mac_pj']} pJ)")
+        return "\n".join(lines) + "\n"
+    lines += [f"SNN, T = {r['num_steps']}, {r['num_samples']} test samples; per sample:", "",
+              "| layer | neurons | spikes | firing rate (spikes/neuron/step) | synops (AC) | dense-mask synops (AC) |",
+              "|---|---|---|---|---|---|"]
+    for name, l in r["layers"].items():
+        lines.append(f"| {name} | {l['neurons']:,} | {l['spikes']:,.1f} | {l['firing_rate']:.4f} | {l['synops']:,.0f} | {l['dense_synops']:,.0f} |")
+    t = r["total"]
+    lines += [f"| **total** | {t['neurons']:,} | {t['spikes']:,.1f} | | {t['synops']:,.0f} | {t['dense_synops']:,.0f} |", "",
+              f"first layer (analog input, not spikes): {r['first_layer_macs']:,.0f} MAC / sample over T steps",
+              f"dense-mask / sparse synops: {r['synop_ratio_dense_over_sparse']:.2f}x",
+              f"energy estimate: {r['energy_uj']:.4f} uJ / sample (dense masks {r['dense_energy_uj']:.4f}); "
+              f"E_AC = {r['e_ac_pj']} pJ, E_MAC = {r['e_mac_pj']} pJ (45 nm, Horowitz 2014) — an estimate, not a measurement"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_layers(r: dict[str, Any], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sp = {k: v for k, v in r["sparsity"].items() if k != "global"}
+    panels = [("sparsity (fraction pruned)", list(sp), list(sp.values()))]
+    if r["kind"] == "snn":
+        names = list(r["layers"])
+        panels = [("spikes / sample", names, [r["layers"][n]["spikes"] for n in names]),
+                  ("synops / sample", names, [r["layers"][n]["synops"] for n in names])] + panels
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    for ax, (title, names, vals) in zip(list(axes) if len(panels) > 1 else [axes], panels):
+        ax.bar(range(len(vals)), vals)
+        ax.set_xticks(range(len(vals)), names, rotation=60, fontsize=7)
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
