@@ -13,8 +13,8 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-demo: install  ## the main job on the embedded digits
-	$(PY) train.py fit --config conf/digits/ann.yaml
+demo: install  ## the whole pipeline on the embedded digits (robust ANN -> HYDRA 90% -> SNN -> fine-tune -> evaluation -> report)
+	$(PY) pipeline.py --config conf/digits/pipeline.yaml
 
 test: install
 	$(PY) -m pytest

@@ -12,13 +12,31 @@ from typing import Optional
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from nets.errors import UserError
 
 
 class DataNotFoundError(UserError):
     """The dataset is not on disk and could not be fetched."""
+
+
+class EpochShuffle(Sampler):
+    """A fresh permutation per epoch from ``(seed, epoch)`` alone, so a run resumed from a checkpoint sees
+    exactly the order an uninterrupted run sees (Lightning calls ``set_epoch`` every epoch)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
 
 
 class ImageClassificationDataModule(L.LightningDataModule):
@@ -80,8 +98,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.data_test = test
 
     def _loader(self, ds: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+        # own generators: creating an iterator must not draw from the global RNG (exact resume)
+        return DataLoader(ds, batch_size=batch_size, sampler=EpochShuffle(len(ds), self.seed) if shuffle else None,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self):
         return self._loader(self.data_train, True, self.batch_size)

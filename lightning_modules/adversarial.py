@@ -182,9 +182,20 @@ class AdversarialClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint) -> None:
         checkpoint[TAG] = {"kind": self.kind, "net": type(self.model).__name__, "channel_pruned": self.channel_pruned}
+        # the RNG drives attack random starts: restoring it makes a resumed run match an uninterrupted one
+        checkpoint[TAG]["rng"] = {"cpu": torch.get_rng_state(),
+                                  "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}
+
+    def on_train_epoch_start(self) -> None:
+        rng, self._resume_rng = getattr(self, "_resume_rng", None), None
+        if rng is not None:
+            torch.set_rng_state(rng["cpu"])
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
 
     def on_load_checkpoint(self, checkpoint) -> None:
         info = checkpoint.get(TAG, {})
+        self._resume_rng = info.get("rng")
         if info.get("kind") not in (None, self.kind):
             raise UserError(f"this is a {info['kind']} checkpoint, but the config builds a {self.kind} model "
                             f"({type(self).__name__}); use the matching config")

@@ -33,9 +33,12 @@ class SpikingNetwork(nn.Module):
         net: the converted network.
         num_steps: T (paper: 8).
         encoding: ``"direct"`` (paper) or ``"poisson"`` (rate coding, straight-through gradient to the image).
+        fold: time steps per conv/linear call. ``None`` picks per device: all T at once on GPUs (big batches
+            are efficient there), one step per call on CPUs, where a convolution's cost per image grows with the
+            batch (measured: folding all T is 1.3-2x slower than per-step calls on a 2-core CPU).
     """
 
-    def __init__(self, net: nn.Sequential, num_steps: int = 8, encoding: str = "direct"):
+    def __init__(self, net: nn.Sequential, num_steps: int = 8, encoding: str = "direct", fold: Optional[int] = None):
         super().__init__()
         if not isinstance(net, nn.Sequential):
             raise TypeError("SpikingNetwork expects an nn.Sequential network (all nets in nets.architectures are)")
@@ -46,6 +49,9 @@ class SpikingNetwork(nn.Module):
         self.net = net
         self.num_steps = int(num_steps)
         self.encoding = encoding
+        if fold is not None and int(fold) < 1:
+            raise ValueError(f"fold must be >= 1, got {fold}")
+        self.fold = fold
         first = next((i for i, m in enumerate(net) if _contains_neuron(m)), len(net))
         self._prefix_len = first
 
@@ -72,8 +78,12 @@ class SpikingNetwork(nn.Module):
             xs = x.unsqueeze(0).expand(T, *x.shape)
             h = ((torch.rand_like(xs) < xs).to(x.dtype) + xs - xs.detach()).reshape(T * B, *x.shape[1:])
             rest = self.net
+        fold = self.fold or (T if h.is_cuda else 1)
         for m in rest:
-            h = m(h)
+            if fold < T and isinstance(m, (nn.Conv2d, nn.Linear)):
+                h = torch.cat([m(chunk) for chunk in h.split(fold * B)])
+            else:
+                h = m(h)
         return h.reshape(T, B, *h.shape[1:]).mean(0)
 
 

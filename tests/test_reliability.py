@@ -1,0 +1,125 @@
+"""Resume, safe loading, determinism, clear errors: the paths researchers hit on shared machines."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, ckpt, run_cli, tiny_overrides
+from nets.checkpoints import read_checkpoint
+from nets.errors import UserError
+
+pytestmark = pytest.mark.slow
+
+
+def _state(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def _fit_cmd(root: Path, config="conf/digits/ann.yaml", epochs=3, extra=()):
+    return [sys.executable, "train.py", "fit", "--config", config, *tiny_overrides(root, epochs=epochs, batches=8),
+            "--trainer.limit_val_batches", "1", *extra]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_fit_resumes_to_the_same_weights(tmp_path, sig):
+    ref = tmp_path / "ref"
+    subprocess.run(_fit_cmd(ref), cwd=ROOT, check=True, capture_output=True)
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_fit_cmd(run), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(run.rglob("last.ckpt")) and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the next epoch
+    proc.send_signal(sig)
+    proc.wait()
+    last = ckpt(run)
+    read_checkpoint(last)  # never a truncated checkpoint: loads with weights_only
+    subprocess.run(_fit_cmd(run) + ["--ckpt_path", last], cwd=ROOT, check=True, capture_output=True)
+    a, b = _state(ckpt(ref)), _state(ckpt(run))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_same_config_and_seed_give_bit_identical_metrics(tmp_path):
+    for name in ("a", "b"):
+        subprocess.run(_fit_cmd(tmp_path / name, epochs=2), cwd=ROOT, check=True, capture_output=True)
+    ma = sorted((tmp_path / "a").rglob("metrics.csv"))[0].read_text()
+    mb = sorted((tmp_path / "b").rglob("metrics.csv"))[0].read_text()
+    assert ma == mb and "val/pgd_acc" in ma
+
+
+class Payload:
+    """A pickle that would create a file if it were ever unpickled."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_payload_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "x": Payload(str(marker))}, evil)
+    with pytest.raises(UserError, match="refused to load"):
+        read_checkpoint(str(evil))
+    out = run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", *tiny_overrides(tmp_path / "r"),
+                  "--model.init_args.init_from", str(evil), check=False)
+    assert out.returncode == 2 and "refused to load" in out.stderr and "Traceback" not in out.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content, message", [(b"", "not a readable PyTorch checkpoint"),
+                                              (b"this is not a checkpoint", "not a readable PyTorch checkpoint")])
+def test_empty_or_corrupt_checkpoint_is_a_clear_error(tmp_path, content, message):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        read_checkpoint(str(bad))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model.init_args.epsilon", "-0.1"], "epsilon must be in"),
+    (["--model.init_args.epsilon", "2/0"], "cannot read"),
+    (["--data.init_args.batch_size", "0"], "batch_size must be >= 1"),
+    (["--trainer.callbacks+=callbacks.HydraPruning", "--trainer.callbacks.init_args.sparsity", "1.0"], "sparsity must be in"),
+    (["--model.init_args.optimizer.init_args.lr", "1e12"], "loss became"),
+])
+def test_bad_values_are_one_clear_error(args, message, tmp_path):
+    out = run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", *tiny_overrides(tmp_path), *args, check=False)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert message in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model.init_args.num_steps", "0"], "num_steps (T) must be >= 1"),
+    (["--model.init_args.percentile", "0"], "percentile must be in (0, 100]"),
+    (["--model.init_args.percentile", "101"], "percentile must be in (0, 100]"),
+])
+def test_bad_snn_values_are_one_clear_error(args, message, tmp_path):
+    out = run_cli("train.py", "validate", "--config", "conf/digits/snn.yaml", *tiny_overrides(tmp_path), *args, check=False)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+def test_ann_checkpoint_of_another_architecture_names_what_differs(dense_ann_ckpt, tmp_path):
+    out = run_cli("train.py", "validate", "--config", "conf/digits/snn.yaml", *tiny_overrides(tmp_path),
+                  "--model.init_args.ann_checkpoint", dense_ann_ckpt, "--model.init_args.net.init_args.width", "8",
+                  check=False)
+    assert out.returncode == 2 and "does not fit model.net" in out.stderr and "shape mismatches" in out.stderr
+
+
+def test_existing_run_folder_is_never_overwritten(tmp_path):
+    args = ["--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1",
+            "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"]
+    run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", *args)
+    before = (tmp_path / "config.yaml").read_text()
+    out = run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", *args, "--model.init_args.beta", "3", check=False)
+    assert out.returncode == 2 and "already exists" in out.stderr
+    assert (tmp_path / "config.yaml").read_text() == before
