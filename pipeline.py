@@ -48,18 +48,18 @@ def plan(cfg: dict) -> list[Stage]:
     extra = cfg.get("args", {}) or {}
     a = lambda kind: [str(x) for x in extra.get(kind, [])]
     stages = [Stage("ann", "fit", cfg["ann"], a("ann")),
-              Stage("ann_test", "test", cfg["ann"], a("test"), {"--ckpt_path": "ann"}),
+              Stage("ann_test", "test", cfg["ann"], a("ann_test"), {"--ckpt_path": "ann"}),
               Stage("snn", "fit", cfg["snn"], a("snn"), {"--model.init_args.ann_checkpoint": "ann"}, "snn"),
-              Stage("snn_test", "test", cfg["snn"], a("test"), {"--ckpt_path": "snn"}, "snn")]
+              Stage("snn_test", "test", cfg["snn"], a("snn_test"), {"--ckpt_path": "snn"}, "snn")]
     for entry in cfg.get("pruning", []) or []:
         for s in entry.get("sparsity", []):
             tag = f"{entry['name']}{round(100 * float(s))}"
             stages += [
                 Stage(f"{tag}_ann", "fit", entry["config"], a("prune") + ["--trainer.callbacks.init_args.sparsity", str(s)],
                       {"--model.init_args.init_from": "ann"}),
-                Stage(f"{tag}_ann_test", "test", cfg["ann"], a("test"), {"--ckpt_path": f"{tag}_ann"}),
+                Stage(f"{tag}_ann_test", "test", cfg["ann"], a("ann_test"), {"--ckpt_path": f"{tag}_ann"}),
                 Stage(f"{tag}_snn", "fit", cfg["snn"], a("snn"), {"--model.init_args.ann_checkpoint": f"{tag}_ann"}, "snn"),
-                Stage(f"{tag}_snn_test", "test", cfg["snn"], a("test"), {"--ckpt_path": f"{tag}_snn"}, "snn"),
+                Stage(f"{tag}_snn_test", "test", cfg["snn"], a("snn_test"), {"--ckpt_path": f"{tag}_snn"}, "snn"),
             ]
     return stages
 

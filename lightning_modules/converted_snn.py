@@ -16,6 +16,7 @@ from torch import nn
 from nets.checkpoints import load_network
 from nets.conversion import convert, spiking_structure
 from nets.errors import UserError
+from nets.masks import prunable_layers, raw_weight
 from nets.snn import SpikingNetwork
 
 from .adversarial import AdversarialClassifier
@@ -91,7 +92,8 @@ class ConvertedSNN(AdversarialClassifier):
         """Load the ANN, convert it with calibration batches from ``datamodule``, adopt its state."""
         ann = copy.deepcopy(self._ann[0])
         load_network(ann, path, "model.ann_checkpoint")
-        if any(a.shape != b.shape for a, b in zip(ann.state_dict().values(), self._ann[0].state_dict().values())):
+        widths = lambda n: [tuple(raw_weight(m).shape) for _, m in prunable_layers(n)]
+        if widths(ann) != widths(self._ann[0]):
             # a channel-pruned ANN: rebuild the SNN structure with its widths
             self.snn = SpikingNetwork(spiking_structure(ann, **self.neuron_kwargs), self.snn.num_steps, self.snn.encoding)
             self.channel_pruned = True

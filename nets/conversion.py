@@ -23,7 +23,7 @@ from torch import nn
 
 from .architectures import Merge
 from .errors import UserError
-from .masks import ensure_masks, masks_from_nonzero, prunable_layers
+from .masks import ensure_masks, masks_from_nonzero, prunable_layers, strip_scores
 from .neurons import IFNeuron
 from .snn import SpikingNetwork, neurons_of
 from .surrogates import Surrogate
@@ -94,6 +94,7 @@ def spiking_structure(
         raise ConversionError(f"bn must be 'keep' or 'fold', got {bn!r}")
     snn = copy.deepcopy(ann)
     try:
+        strip_scores(snn)  # HYDRA/HARP scores are training state of the ANN, not part of the SNN
         if bn == "fold":
             fold_batchnorm(snn)
         _replace(snn, dict(reset=reset, surrogate=surrogate, min_threshold=min_threshold))

@@ -35,40 +35,36 @@ RESETS = ("zero", "subtract")
 
 
 class _IFMultiStep(torch.autograd.Function):
-    """Fused IF recurrence over T; saves only the pre-reset membrane u (spikes are ``u >= theta``)."""
+    """Fused IF recurrence over T. Only the membrane recurrence is stepped (3 ops per step); spikes, surrogate
+    derivatives and the threshold gradient are computed for all T at once. Saves only the pre-reset
+    membrane u (spikes are ``u >= theta``)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, theta: torch.Tensor, surrogate: Surrogate, reset_zero: bool):
-        v = torch.zeros_like(x[0])
-        spikes = torch.empty_like(x)
         u_all = torch.empty_like(x)
+        v = torch.zeros_like(x[0])
         for t in range(x.shape[0]):
-            u = v + x[t]
-            s = (u >= theta).to(x.dtype)
-            u_all[t], spikes[t] = u, s
-            v = u * (1 - s) if reset_zero else u - s * theta
+            u = torch.add(v, x[t], out=u_all[t])
+            fired = u >= theta
+            v = u.masked_fill(fired, 0.0) if reset_zero else torch.where(fired, u - theta, u)
         ctx.save_for_backward(u_all, theta)
         ctx.surrogate, ctx.reset_zero = surrogate, reset_zero
-        return spikes
+        return (u_all >= theta).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_spikes: torch.Tensor):
         u_all, theta = ctx.saved_tensors
+        fired = u_all >= theta
+        g_spike = grad_spikes * ctx.surrogate.derivative(u_all - theta)  # dL/du through the spike, all T
         grad_x = torch.empty_like(u_all)
-        grad_theta = torch.zeros((), dtype=u_all.dtype, device=u_all.device)
-        grad_v = torch.zeros_like(u_all[0])
-        for t in reversed(range(u_all.shape[0])):
-            u = u_all[t]
-            g_spike = grad_spikes[t] * ctx.surrogate.derivative(u - theta)
-            s = (u >= theta).to(u.dtype)
-            if ctx.reset_zero:
-                g_u = g_spike + grad_v * (1 - s)
-            else:
-                g_u = g_spike + grad_v
-                grad_theta = grad_theta - (grad_v * s).sum()
-            grad_theta = grad_theta - g_spike.sum()
-            grad_x[t] = g_u
-            grad_v = g_u
+        grad_x[-1] = g_spike[-1]
+        for t in range(u_all.shape[0] - 2, -1, -1):
+            # dL/du_t = dL/ds_t * g(u_t - theta) + dL/du_{t+1} * dv_t/du_t  (dv/du = 1 - s_t for reset to zero)
+            carry = grad_x[t + 1].masked_fill(fired[t], 0.0) if ctx.reset_zero else grad_x[t + 1]
+            torch.add(g_spike[t], carry, out=grad_x[t])
+        grad_theta = -g_spike.sum()
+        if not ctx.reset_zero:  # v_t = u_t - s_t * theta: the reset itself depends on theta
+            grad_theta = grad_theta - (grad_x[1:] * fired[:-1]).sum()
         return grad_x, grad_theta.reshape(theta.shape), None, None
 
 

@@ -33,9 +33,8 @@ class SpikingNetwork(nn.Module):
         net: the converted network.
         num_steps: T (paper: 8).
         encoding: ``"direct"`` (paper) or ``"poisson"`` (rate coding, straight-through gradient to the image).
-        fold: time steps per conv/linear call. ``None`` picks per device: all T at once on GPUs (big batches
-            are efficient there), one step per call on CPUs, where a convolution's cost per image grows with the
-            batch (measured: folding all T is 1.3-2x slower than per-step calls on a 2-core CPU).
+        fold: time steps per conv/linear call (default: all T in one call). Smaller values bound the size of
+            one convolution call; on the 2-core CPU of ``bench/snn_step.py`` 1 and 8 measured within noise.
     """
 
     def __init__(self, net: nn.Sequential, num_steps: int = 8, encoding: str = "direct", fold: Optional[int] = None):
@@ -78,7 +77,7 @@ class SpikingNetwork(nn.Module):
             xs = x.unsqueeze(0).expand(T, *x.shape)
             h = ((torch.rand_like(xs) < xs).to(x.dtype) + xs - xs.detach()).reshape(T * B, *x.shape[1:])
             rest = self.net
-        fold = self.fold or (T if h.is_cuda else 1)
+        fold = self.fold or T
         for m in rest:
             if fold < T and isinstance(m, (nn.Conv2d, nn.Linear)):
                 h = torch.cat([m(chunk) for chunk in h.split(fold * B)])
