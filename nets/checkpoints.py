@@ -25,7 +25,7 @@ def read_checkpoint(path: str, what: str = "checkpoint") -> dict[str, Any]:
                         "accepted; re-save the state dict with torch.save(model.state_dict(), path).") from None
     except Exception as err:
         raise UserError(f"{what} {path!r} is not a readable PyTorch checkpoint "
-                        f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
+                        f"({type(err).__name__}: {(str(err).splitlines() or ['empty file'])[0][:160]})") from None
     if not isinstance(obj, dict):
         raise UserError(f"{what} {path!r} holds a {type(obj).__name__}, not a checkpoint dictionary")
     return obj

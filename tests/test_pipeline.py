@@ -19,6 +19,7 @@ FAST = ["--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1"
 
 def _tiny_configs(tmp: Path) -> Path:
     """Copies of the digits configs with a small evaluation, and a pipeline over them."""
+    tmp.mkdir(parents=True, exist_ok=True)
     out = {}
     for name in ("ann", "snn", "prune_hydra"):
         cfg = yaml.safe_load((ROOT / f"conf/digits/{name}.yaml").read_text())

@@ -25,12 +25,20 @@ def _fit_cmd(root: Path, config="conf/digits/ann.yaml", epochs=3, extra=()):
             "--trainer.limit_val_batches", "1", *extra]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_fit_resumes_to_the_same_weights(tmp_path, sig):
+SNN = ["--model.init_args.num_steps", "2", "--model.init_args.calib_steps", "4", "--model.init_args.calib_batches", "2",
+       "--model.init_args.eval_steps", "2"]
+
+
+@pytest.mark.parametrize("sig, stage", [(signal.SIGKILL, "ann"), (signal.SIGTERM, "ann"), (signal.SIGKILL, "snn"),
+                                        (signal.SIGKILL, "prune_hydra")])
+def test_killed_fit_resumes_to_the_same_weights(tmp_path, sig, stage, dense_ann_ckpt):
+    extra = {"ann": [], "snn": SNN + ["--model.init_args.ann_checkpoint", dense_ann_ckpt],
+             "prune_hydra": ["--model.init_args.init_from", dense_ann_ckpt, "--trainer.callbacks.init_args.score_epochs", "1"]}[stage]
+    cmd = lambda root: _fit_cmd(root, f"conf/digits/{stage}.yaml", extra=extra)
     ref = tmp_path / "ref"
-    subprocess.run(_fit_cmd(ref), cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(cmd(ref), cwd=ROOT, check=True, capture_output=True)
     run = tmp_path / "killed"
-    proc = subprocess.Popen(_fit_cmd(run), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd(run), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and not list(run.rglob("last.ckpt")) and proc.poll() is None:
         time.sleep(0.05)
@@ -39,7 +47,7 @@ def test_killed_fit_resumes_to_the_same_weights(tmp_path, sig):
     proc.wait()
     last = ckpt(run)
     read_checkpoint(last)  # never a truncated checkpoint: loads with weights_only
-    subprocess.run(_fit_cmd(run) + ["--ckpt_path", last], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(cmd(run) + ["--ckpt_path", last], cwd=ROOT, check=True, capture_output=True)
     a, b = _state(ckpt(ref)), _state(ckpt(run))
     assert a.keys() == b.keys()
     for k in a:
