@@ -85,9 +85,11 @@ class WeightMask(nn.Module):
 
     def freeze(self, k: Optional[int] = None) -> None:
         """End of score training: the top-k (``k`` given, or from the keep ratio) becomes the fixed mask."""
-        if hasattr(self, "scores"):
+        if hasattr(self, "scores") and (bool(self.scoring) or k is not None):
+            # only while scoring: a frozen mask (e.g. HARP's projection onto the global budget) is final
             with torch.no_grad():
                 self.mask.copy_((self.score_mask(k) > 0.5).float())
+        if hasattr(self, "scores"):
             self.scoring.fill_(False)
             self.scores.requires_grad_(False)
             if hasattr(self, "rate_logit"):

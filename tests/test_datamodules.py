@@ -27,3 +27,31 @@ def test_missing_offline_dataset_is_one_clear_error(tmp_path):
     dm = CIFAR10(data_dir=str(tmp_path / "nothing"))
     with pytest.raises(DataNotFoundError, match="not found in .*nothing.*download true"):
         dm.setup("fit")
+
+
+def test_corrupt_dataset_file_is_one_clear_error(tmp_path):
+    base = tmp_path / "cifar" / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    for name in ["data_batch_%d" % i for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (base / name).write_bytes(b"garbage")
+    with pytest.raises(DataNotFoundError, match="CIFAR10 was not found in"):
+        CIFAR10(data_dir=str(tmp_path / "cifar")).setup("fit")
+
+
+def test_readme_bring_your_own_data_example_runs(tmp_path):
+    """The worked example of README "Bring your own data", through train.py."""
+    import re
+    from conftest import ROOT, run_cli, tiny_overrides
+
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n# my_data.py\n(.*?)```", readme, re.S).group(1)
+    (tmp_path / "my_data.py").write_text(code)
+    import os
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{env_path}"
+    try:
+        out = run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", "--data", "my_data.MyDots",
+                      "--model.init_args.net.init_args.num_classes", "2", *tiny_overrides(tmp_path / "run"))
+    finally:
+        os.environ["PYTHONPATH"] = env_path
+    assert "Trainer.fit` stopped" in out.stderr + out.stdout

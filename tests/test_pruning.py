@@ -44,6 +44,9 @@ def test_harp_global_sparsity_within_half_a_percent_and_non_uniform(sparsity):
     assert abs(report["global"] - sparsity) <= 0.005
     layer = [v for k, v in report.items() if k != "global"]
     assert max(layer) - min(layer) > (1 - sparsity) / 2  # a non-uniform allocation
+    from nets.masks import strip_scores
+    strip_scores(net)  # what conversion and export do: the projected masks must survive
+    assert sparsity_report(net) == report
 
 
 def test_harp_regulariser_pushes_rates_towards_the_budget():
@@ -117,3 +120,19 @@ def test_pruning_callbacks_through_the_cli(dense_ann_ckpt, tmp_path):
     state = torch.load(ckpt(tmp_path / "hydra"), weights_only=True)["state_dict"]
     masks = [v for k, v in state.items() if k.endswith("weight.0.mask")]
     assert masks and abs(1 - sum(float(m.sum()) for m in masks) / sum(m.numel() for m in masks) - 0.9) < 0.01
+
+
+@settings(max_examples=6, deadline=None)
+@given(width=st.integers(1, 6), size=st.sampled_from([4, 8, 12]), sparsity=st.floats(0.0, 0.999), seed=st.integers(0, 99))
+def test_compact_export_round_trip_random_shapes_and_sparsities(width, size, sparsity, seed, tmp_path_factory):
+    torch.manual_seed(seed)
+    net = SmallCNN(input_size=size, width=width).eval()
+    ensure_masks(net)
+    prune_by_magnitude(net, sparsity)
+    path = str(tmp_path_factory.mktemp("c") / "m.safetensors")
+    export_compact(net, path, {"kind": "ann", "net": {"class_path": "nets.architectures.SmallCNN",
+                                                      "init_args": {"input_size": size, "width": width}}})
+    back = load_compact(path)
+    x = torch.rand(3, 1, size, size)
+    with torch.no_grad():
+        assert torch.equal(net(x), back(x))
