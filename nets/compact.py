@@ -19,7 +19,8 @@ from torch import nn
 
 from .channels import adopt_shapes
 from .errors import UserError
-from .masks import get_weight_mask, load_masked_state_dict, mask_of, prunable_layers, raw_weight, strip_scores
+from .masks import (get_weight_mask, load_masked_state_dict, mask_of, masks_from_nonzero, prunable_layers,
+                    raw_weight, strip_scores)
 
 FORMAT = "sparse-robust-snn/compact-1"
 
@@ -148,8 +149,6 @@ def load_compact(path: str) -> nn.Module:
             sd[key] = tensors[part][o:o + numel].view(shape).to(dtype)
             o += numel
     adopt_shapes(net, sd)
-    for name, m in prunable_layers(net):
-        sd[f"{name}.parametrizations.weight.original"] = sd.pop(f"{name}.weight")
-        sd[f"{name}.parametrizations.weight.0.mask"] = (sd[f"{name}.parametrizations.weight.original"] != 0).float()
     load_masked_state_dict(net, sd)
+    masks_from_nonzero(net)  # the stored zeros are the mask, as in conversion: M = (W != 0)
     return net.eval()

@@ -23,7 +23,7 @@ from torch import nn
 
 from .architectures import Merge
 from .errors import UserError
-from .masks import ensure_masks, masks_from_nonzero, prunable_layers, strip_scores
+from .masks import ensure_masks, masks_from_nonzero, prunable_layers, raw_weight, strip_scores
 from .neurons import IFNeuron
 from .snn import SpikingNetwork, neurons_of
 from .surrogates import Surrogate
@@ -68,7 +68,7 @@ def fold_batchnorm(net: nn.Sequential) -> nn.Sequential:
         if isinstance(b, nn.modules.batchnorm._BatchNorm) and isinstance(a, (nn.Conv2d, nn.Linear)):
             with torch.no_grad():
                 k = b.weight / torch.sqrt(b.running_var + b.eps)
-                w = a.parametrizations.weight.original if hasattr(a, "parametrizations") else a.weight
+                w = raw_weight(a)
                 w.mul_(k.view(-1, *([1] * (w.dim() - 1))))
                 bias = a.bias if a.bias is not None else torch.zeros_like(b.running_mean)
                 new_bias = (bias - b.running_mean) * k + b.bias
