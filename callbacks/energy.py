@@ -46,8 +46,7 @@ class SpikeEnergyMonitor(Callback):
             self.results = self.measure(trainer, pl_module, model)
         finally:
             model.train(was)
-        if trainer.is_global_zero:
-            self.write(trainer)
+        self.write(trainer)
 
     def measure(self, trainer, pl_module, model) -> dict[str, Any]:
         device = pl_module.device

@@ -39,13 +39,18 @@ def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
 
 def results_dir(trainer, output_dir: Optional[str]) -> str:
     path = output_dir or os.path.join(trainer.log_dir or trainer.default_root_dir, "evaluation")
-    os.makedirs(path, exist_ok=True)
+    if trainer.is_global_zero:
+        os.makedirs(path, exist_ok=True)
     return path
 
 
 def write_results(trainer, output_dir: Optional[str], stem: str, results: dict, markdown: str, plots: dict) -> None:
-    """``<stem>.json``, ``<stem>.md`` and the plots (``{filename: fn(path)}``) into the results folder."""
+    """``<stem>.json``, ``<stem>.md`` and the plots (``{filename: fn(path)}``) into the results folder.
+
+    Call on every rank: ``trainer.log_dir`` is a broadcast under DDP (a rank-0-only call deadlocks); rank 0 writes."""
     out = results_dir(trainer, output_dir)
+    if not trainer.is_global_zero:
+        return
     with open(os.path.join(out, f"{stem}.json"), "w") as f:
         json.dump(results, f, indent=2)
     with open(os.path.join(out, f"{stem}.md"), "w") as f:
@@ -108,8 +113,7 @@ class AttackEvaluation(Callback):
 
     def on_test_epoch_end(self, trainer, pl_module):
         self.results = self.evaluate(trainer, pl_module)
-        if trainer.is_global_zero:
-            self.write(trainer)
+        self.write(trainer)
 
     def evaluate(self, trainer, pl_module) -> dict[str, Any]:
         model = pl_module.model
@@ -125,6 +129,7 @@ class AttackEvaluation(Callback):
         members = self.members(pl_module)
         names = [m["name"] for m in members] if members else ["model"]
         batches = [(x.to(device), y.to(device)) for x, y in test_subset(trainer, self.num_samples, self.batch_size)]
+        self._input_shape = tuple(trainer.datamodule.input_shape)
         res: dict[str, Any] = {"kind": getattr(pl_module, "kind", "ann"), "ensemble": names,
                                "epsilons": self.epsilons, "attacks": {}, "audit": []}
 
@@ -193,7 +198,7 @@ class AttackEvaluation(Callback):
             mark = "PASS" if passed else "FAIL  <<< the numbers below/above are in doubt"
             rank_zero_info(f"[audit] {mark}: {name} — {detail}")
 
-        grads = torch.cat([input_gradients(model, x, y, members) for x, y in batches])
+        grads = torch.cat([input_gradients(model, x, y, members) for x, y in batches] + [torch.ones(0, device=device)])
         zero = float(sum_over_ranks((grads == 0).sum().float()))
         check("non-zero input gradients under the ensemble", zero == 0,
               f"{int(zero)} of {int(total)} samples have an all-zero input gradient under every gradient path")
@@ -202,7 +207,7 @@ class AttackEvaluation(Callback):
             check(f"{label}: accuracy non-increasing in epsilon", all(b <= a + tol for a, b in zip(accs, accs[1:])),
                   " >= ".join(f"{a:.3f}" for a in accs))
         big = run("pgd", self.large_eps, steps=20)[0] / total
-        limit = max(0.1, 1.5 / max(1, _num_classes(model, batches)))
+        limit = max(0.1, 1.5 / max(1, _num_classes(model, self._input_shape)))
         check(f"white-box accuracy near 0 at eps={self.large_eps:g}", big <= limit, f"PGD-20: {big:.3f} (limit {limit:.3f})")
         mid = self.epsilons[len(self.epsilons) // 2]
         a10, a40 = run("pgd", mid, steps=10)[0] / total, run("pgd", mid, steps=40)[0] / total
@@ -221,9 +226,9 @@ class AttackEvaluation(Callback):
                       {"robust_accuracy.png": lambda p: plot_robust_accuracy({"this model": self.results}, p)})
 
 
-def _num_classes(model, batches) -> int:
-    with torch.no_grad():
-        return int(model(batches[0][0][:1]).shape[1])
+def _num_classes(model, input_shape) -> int:
+    with torch.no_grad():  # from the model itself (a rank's shard of the test subset may be empty)
+        return int(model(torch.zeros(1, *input_shape, device=next(model.parameters()).device)).shape[1])
 
 
 def attacks_markdown(r: dict[str, Any]) -> str:

@@ -83,6 +83,11 @@ class AdversarialClassifier(L.LightningModule):
         return self.model(x)
 
     def setup(self, stage: str) -> None:
+        strategy = self.trainer.strategy if self._trainer is not None else None
+        if getattr(strategy, "_layer_sync", None) is not None and strategy.root_device.type != "cuda":
+            # torch's SyncBatchNorm is CUDA-only; without this check DDP fails deep inside with a traceback
+            raise UserError("trainer.sync_batchnorm needs GPUs (torch's SyncBatchNorm is CUDA-only); on CPU set "
+                            "--trainer.sync_batchnorm false (each rank then normalises with its own batch statistics)")
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and getattr(dm, "num_classes", None) and getattr(dm, "input_shape", None):
             self.check_fits_data(dm.num_classes, tuple(dm.input_shape))
