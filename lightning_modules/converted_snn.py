@@ -17,7 +17,7 @@ from nets.checkpoints import load_network
 from nets.conversion import convert, spiking_structure
 from nets.errors import UserError
 from nets.masks import prunable_layers, raw_weight
-from nets.snn import SpikingNetwork
+from nets.snn import SCHEDULES, SpikingNetwork
 
 from .adversarial import AdversarialClassifier
 from .robust_ann import _count_classes
@@ -32,6 +32,8 @@ class ConvertedSNN(AdversarialClassifier):
         reset, surrogate, min_threshold: the IF neuron (``nets.neurons.IFNeuron``).
         bn: ``keep`` (paper: statistics over batch x time, re-learned) or ``fold``.
         calib_batches, calib_batch_size, calib_steps, percentile, scale: threshold calibration.
+        schedule: ``layer`` (all T per layer; BN training statistics over batch x time, paper) or ``time``
+            (all layers per step, faster on CPUs; BN training statistics per step; ``nets.snn``).
         **kwargs: objective and optimisation; defaults here are the paper's fine-tuning.
     """
 
@@ -54,10 +56,13 @@ class ConvertedSNN(AdversarialClassifier):
         scale: float = 0.3,
         objective: str = "trades",
         inner_attack: str = "rfgsm",
+        schedule: str = "layer",
         **kwargs,
     ):
         if num_steps < 1:
             raise UserError(f"model.num_steps (T) must be >= 1, got {num_steps}")
+        if schedule not in SCHEDULES:
+            raise UserError(f"model.schedule must be one of {SCHEDULES}, got {schedule!r}")
         if not 0 < percentile <= 100:
             raise UserError(f"model.percentile must be in (0, 100], got {percentile}")
         if calib_batches < 1 or calib_batch_size < 1 or calib_steps < 1:
@@ -67,7 +72,7 @@ class ConvertedSNN(AdversarialClassifier):
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self._ann = [net]  # the ANN template, kept out of the module tree (and the state dict)
         self.neuron_kwargs = dict(reset=reset, surrogate=surrogate, min_threshold=min_threshold, bn=bn)
-        self.snn = SpikingNetwork(spiking_structure(net, **self.neuron_kwargs), num_steps, encoding)
+        self.snn = SpikingNetwork(spiking_structure(net, **self.neuron_kwargs), num_steps, encoding, schedule=schedule)
         self.ann_checkpoint = ann_checkpoint
         self.calib = dict(calib_steps=calib_steps, percentile=percentile, scale=scale)
         self.calib_batches, self.calib_batch_size = calib_batches, calib_batch_size
@@ -95,7 +100,8 @@ class ConvertedSNN(AdversarialClassifier):
         widths = lambda n: [tuple(raw_weight(m).shape) for _, m in prunable_layers(n)]
         if widths(ann) != widths(self._ann[0]):
             # a channel-pruned ANN: rebuild the SNN structure with its widths
-            self.snn = SpikingNetwork(spiking_structure(ann, **self.neuron_kwargs), self.snn.num_steps, self.snn.encoding)
+            self.snn = SpikingNetwork(spiking_structure(ann, **self.neuron_kwargs), self.snn.num_steps, self.snn.encoding,
+                                      schedule=self.snn.schedule)
             self.channel_pruned = True
         batches = datamodule.calibration_batches(self.calib_batches, self.calib_batch_size)
         device = next(self.snn.parameters()).device

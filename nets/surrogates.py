@@ -42,6 +42,10 @@ class Surrogate:
     def derivative(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def derivative_(self, x: torch.Tensor) -> torch.Tensor:
+        """``derivative`` that may overwrite ``x`` (a temporary): the fused kernel's backward saves allocations."""
+        return self.derivative(x)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return _Heaviside.apply(x, self)
 
@@ -69,6 +73,9 @@ class Triangular(Surrogate):
     def derivative(self, x):
         return (self.gamma - x.abs()).clamp_min(0) / self.gamma**2
 
+    def derivative_(self, x):
+        return x.abs_().neg_().add_(self.gamma).clamp_min_(0).mul_(1.0 / self.gamma**2)
+
 
 class Exponential(Surrogate):
     name = "exponential"
@@ -79,6 +86,9 @@ class Exponential(Surrogate):
 
     def derivative(self, x):
         return self.gamma_d * torch.exp(-self.gamma_s * x.abs())
+
+    def derivative_(self, x):
+        return x.abs_().mul_(-self.gamma_s).exp_().mul_(self.gamma_d)
 
 
 class Rectangular(Surrogate):

@@ -80,7 +80,9 @@ def test_snn_validate_fit_test_through_the_cli(dense_ann_ckpt, tmp_path):
     out = run_cli("train.py", "validate", *snn, "--model.init_args.ann_checkpoint", dense_ann_ckpt,
                   *tiny_overrides(tmp_path / "v"))
     assert "val/acc" in out.stdout and "val/firing_rate" in out.stdout
-    run_cli("train.py", "fit", *snn, "--model.init_args.ann_checkpoint", dense_ann_ckpt, *tiny_overrides(tmp_path / "f"))
+    # fine-tuning with the CPU-friendly time-major schedule (nets/snn.py)
+    run_cli("train.py", "fit", *snn, "--model.init_args.ann_checkpoint", dense_ann_ckpt, "--model.init_args.schedule",
+            "time", *tiny_overrides(tmp_path / "f"))
     out = run_cli("train.py", "test", *snn, "--ckpt_path", ckpt(tmp_path / "f"), *tiny_overrides(tmp_path / "t"))
     assert "test/pgd_acc" in out.stdout
     # an SNN checkpoint is not an ANN: one clear error

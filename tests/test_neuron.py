@@ -78,3 +78,69 @@ def test_threshold_is_clamped_and_state_is_not_kept():
     assert torch.equal(a, b)  # no membrane carried between calls
     copy.deepcopy(neuron)  # no autograd history in module state
     assert neuron not in snntorch.SpikingNeuron.instances
+
+
+def _small_snn(reset: str):
+    from nets.conversion import spiking_structure
+
+    torch.manual_seed(3)
+    ann = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.AvgPool2d(2), torch.nn.Conv2d(4, 5, 3, padding=1), torch.nn.BatchNorm2d(5),
+                              torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(5 * 3 * 3, 3))
+    net = spiking_structure(ann, reset=reset, surrogate={"name": "triangular", "gamma": 1.0})
+    for i, n in enumerate(m for m in net if isinstance(m, IFNeuron)):
+        n.threshold.data.fill_(0.3 + 0.2 * i)
+    return net
+
+
+def _grads(snn, x):
+    x = x.clone().requires_grad_(True)
+    snn.zero_grad()
+    out = snn(x)
+    (out * torch.arange(1.0, 4.0)).sum().backward()
+    return out.detach(), x.grad, [p.grad.clone() for p in snn.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("reset", ["zero", "subtract"])
+def test_time_schedule_equals_layer_schedule_forward_and_backward(reset):
+    from nets.snn import SpikingNetwork
+
+    net = _small_snn(reset).eval()  # BN in eval mode: the schedules differ only in BN training statistics
+    x = torch.rand(6, 2, 6, 6) * 2
+    out_l, gx_l, gp_l = _grads(SpikingNetwork(net, 5, schedule="layer"), x)
+    time = SpikingNetwork(net, 5, schedule="time")
+    out_t, gx_t, gp_t = _grads(time, x)
+    assert torch.allclose(out_l, out_t, atol=1e-6) and out_l.abs().sum() > 0
+    assert gx_t.abs().sum() > 0 and torch.allclose(gx_l, gx_t, atol=1e-5)
+    assert len(gp_l) == len(gp_t) and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(gp_l, gp_t))
+    assert all(n.state is None and not n.stepping for n in time.neurons)  # nothing kept after the forward
+    copy.deepcopy(time)
+
+
+def test_time_schedule_in_training_equals_the_snntorch_loop():
+    """BN in training mode: per-step batch statistics, exactly what snnTorch's tutorial loop computes."""
+    from nets.snn import SpikingNetwork
+
+    net = _small_snn("zero").train()
+    x = torch.rand(6, 2, 6, 6) * 2
+    ours = SpikingNetwork(net, 4, schedule="time")(x)
+    leaky = {i: snntorch.Leaky(beta=1.0, threshold=float(m.threshold.detach()), spike_grad=m.spike_grad,
+                                 reset_mechanism="zero")
+             for i, m in enumerate(net) if isinstance(m, IFNeuron)}
+    mems, ref = {i: None for i in leaky}, 0
+    for _ in range(4):
+        h = x
+        for i, m in enumerate(net):
+            if i in leaky:
+                mems[i] = torch.zeros_like(h) if mems[i] is None else mems[i]
+                h, mems[i] = leaky[i](h, mems[i])
+            else:
+                h = m(h)
+        ref = ref + h
+    assert torch.allclose(ours, ref / 4, atol=1e-6)
+    # recording (spike counting) and BPTR need all T at once: the network falls back to the layer schedule
+    snn = SpikingNetwork(net.eval(), 4, schedule="time")
+    for n in snn.neurons:
+        n.record = True
+    snn(x)
+    assert all(n.last_spikes.shape[0] == 4 for n in snn.neurons)

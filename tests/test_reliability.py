@@ -110,6 +110,7 @@ def test_bad_values_are_one_clear_error(args, message, tmp_path):
     (["--model.init_args.num_steps", "0"], "num_steps (T) must be >= 1"),
     (["--model.init_args.percentile", "0"], "percentile must be in (0, 100]"),
     (["--model.init_args.percentile", "101"], "percentile must be in (0, 100]"),
+    (["--model.init_args.schedule", "depth"], "schedule must be one of"),
 ])
 def test_bad_snn_values_are_one_clear_error(args, message, tmp_path):
     out = run_cli("train.py", "validate", "--config", "conf/digits/snn.yaml", *tiny_overrides(tmp_path), *args, check=False)

@@ -25,6 +25,8 @@ def test_surrogate_derivative_at_points(spec, x, expected):
     assert torch.equal(out, (v >= 0).float())
     out.sum().backward()
     assert torch.allclose(v.grad, torch.tensor(expected), atol=1e-6)
+    # the in-place variant used by the fused IF kernel's backward gives the same values
+    assert torch.allclose(sg.derivative_(torch.tensor(x)), torch.tensor(expected), atol=1e-6)
 
 
 def test_bad_surrogate_names_the_problem():
