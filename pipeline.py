@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import shlex
 import subprocess
@@ -77,7 +78,6 @@ def run(cfg_path: str, extra: list[str], dry_run: bool = False) -> int:
     stages = plan(cfg)
     root = cfg["run_dir"]
     os.makedirs(root, exist_ok=True)
-    timings = []
     for k, st in enumerate(stages, 1):
         d = os.path.join(root, st.name)
         cmd = [sys.executable, os.path.join(HERE, "train.py"), st.command, "--config", st.config, *st.args]
@@ -106,32 +106,59 @@ def run(cfg_path: str, extra: list[str], dry_run: bool = False) -> int:
             continue
         os.makedirs(d, exist_ok=True)
         t0 = time.time()
-        proc = subprocess.run(cmd + resume, cwd=HERE)
-        if proc.returncode != 0:
-            print(f"error: stage {st.name} failed (exit {proc.returncode}); fix the cause and re-run the same "
+        rc, peak_mib = run_measured(cmd + resume)
+        if rc != 0:
+            print(f"error: stage {st.name} failed (exit {rc}); fix the cause and re-run the same "
                   "command: completed stages are skipped, this one resumes", file=sys.stderr)
-            return proc.returncode
+            return rc
+        with open(os.path.join(d, "stage_stats.json"), "w") as f:
+            json.dump({"wall_s": time.time() - t0, "peak_rss_mib": peak_mib, "resumed": bool(resume)}, f)
         with open(done, "w") as f:
             f.write(key + "\n")
-        timings.append((st.name, time.time() - t0))
     if dry_run:
         return 0
     tests = [os.path.join(root, s.name) for s in stages if s.command == "test"]
     rc = subprocess.run([sys.executable, os.path.join(HERE, "report.py"), *tests, "--out", os.path.join(root, "report"),
                          "--title", cfg.get("title", "Pipeline report")], cwd=HERE).returncode
-    if timings:
+    stats = [(st.name, json.load(open(path))) for st in stages
+             if os.path.exists(path := os.path.join(root, st.name, "stage_stats.json"))]
+    if stats:
+        mib = lambda v: "n/a" if v is None else f"{v:.0f}"
+        rows = "".join(f"| {n} | {v['wall_s']:.1f}{' (resumed part)' if v['resumed'] else ''} | "
+                       f"{mib(v['peak_rss_mib'])} |\n" for n, v in stats)
         with open(os.path.join(root, "report", "timings.md"), "w") as f:
-            f.write("| stage | wall time (s) |\n|---|---|\n" + "".join(f"| {n} | {t:.1f} |\n" for n, t in timings))
-        print("wall time per stage: " + ", ".join(f"{n} {t:.0f}s" for n, t in timings))
+            f.write(f"| stage | wall time (s) | peak memory (MiB, max RSS) |\n|---|---|---|\n{rows}"
+                    f"| **total** | {sum(v['wall_s'] for _, v in stats):.1f} | "
+                    f"{mib(max((v['peak_rss_mib'] or 0) for _, v in stats))} (largest stage) |\n")
+        print("wall time per stage: " + ", ".join(f"{n} {v['wall_s']:.0f}s" for n, v in stats))
     return rc
+
+
+def run_measured(cmd: list[str]) -> tuple[int, Optional[float]]:
+    """Run a stage; return its exit code and peak resident memory in MiB (the stage process and its children,
+    e.g. DDP workers: the largest of them; None where the OS does not report it)."""
+    proc = subprocess.Popen(cmd, cwd=HERE)
+    if not hasattr(os, "wait4"):
+        return proc.wait(), None
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except KeyboardInterrupt:  # Ctrl-C reached the stage too (same process group): let it save and stop
+        proc.wait()
+        raise PipelineError("interrupted; re-run the same command to resume (completed stages are skipped)") from None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="pipeline YAML (conf/<dataset>/pipeline.yaml)")
+    p.add_argument("--config", required=True, action="append",
+                   help="pipeline YAML (conf/<dataset>/pipeline.yaml); a further --config (e.g. conf/trainer/ddp.yaml) "
+                        "goes to every stage")
     p.add_argument("--dry_run", action="store_true", help="print the stages and commands, run nothing")
     a, extra = p.parse_known_args(argv)
-    return run(a.config, extra, a.dry_run)
+    for more in a.config[1:]:
+        extra += ["--config", more]
+    return run(a.config[0], extra, a.dry_run)
 
 
 if __name__ == "__main__":

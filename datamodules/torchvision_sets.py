@@ -15,6 +15,7 @@ class TorchvisionDataModule(ImageClassificationDataModule):
     disk, setup raises ``DataNotFoundError`` naming the folder and how to get the files."""
 
     dataset_name = ""
+    layout = "torchvision's layout"
     augment: list[Any] = []
 
     def __init__(self, download: bool = False, augment: bool = True, **kwargs):
@@ -36,7 +37,7 @@ class TorchvisionDataModule(ImageClassificationDataModule):
         except Exception as err:
             where = os.path.abspath(self.data_dir)
             how = ("run once with network access and --data.init_args.download true, or copy the dataset "
-                   f"files into {where} in torchvision's layout")
+                   f"files into {where} in {self.layout}")
             raise DataNotFoundError(
                 f"{self.dataset_name} was not found in {where} ({type(err).__name__}: {str(err).splitlines()[0][:120]}). "
                 f"To fix: {how}. Offline alternatives that need no files: conf/digits/*, conf/mnist5k/*."

@@ -1,6 +1,8 @@
 """Build a trained LightningModule from its config + checkpoint, outside ``trainer.fit`` (export, transfer)."""
 from __future__ import annotations
 
+import warnings
+
 from nets.checkpoints import read_checkpoint
 from nets.errors import UserError
 
@@ -10,9 +12,11 @@ def build_from_config(config: str):
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 
-    cli = LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                       run=False, save_config_callback=None, args=["--config", config],
-                       trainer_defaults={"logger": False})
+    with warnings.catch_warnings():  # the caller's own argv (export.py, pytest) is not meant for this parser
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        cli = LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                           run=False, save_config_callback=None, args=["--config", config],
+                           trainer_defaults={"logger": False})
     net_cfg = cli.config.model.init_args.net
     spec = {"net": {"class_path": net_cfg.class_path, "init_args": dict(net_cfg.init_args)}}
     return cli.model, cli.datamodule, spec

@@ -58,6 +58,10 @@ def test_tiny_pipeline_end_to_end_then_skip(tmp_path):
     assert all(abs(r["sparsity"] - 0.9) < 0.01 for r in sparse)
     assert report[3]["E_dense/E_sparse"] is not None and report[3]["synops"] < report[1]["synops"]
     assert (tmp_path / "run" / "report" / "robust_accuracy_vs_eps.png").exists()
+    # wall time and peak memory of every stage
+    rows = [r.split("|") for r in (tmp_path / "run" / "report" / "timings.md").read_text().splitlines()[2:-1]]
+    assert [r[1].strip() for r in rows][:2] == ["ann", "ann_test"] and len(rows) == 8
+    assert all(float(r[2]) > 0 and 100 < float(r[3]) < 24_000 for r in rows)  # a Python + torch process: > 100 MiB
     again = _run(cfg)
     assert again.returncode == 0 and again.stdout.count("complete, skipped") == 8
 
