@@ -48,10 +48,17 @@ def _run(cfg, **kw):
                           text=True, **kw)
 
 
-def test_tiny_pipeline_end_to_end_then_skip(tmp_path):
-    cfg = _tiny_configs(tmp_path)
-    out = _run(cfg)
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """One uninterrupted tiny pipeline run, shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    out = _run(_tiny_configs(tmp))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return tmp
+
+
+def test_tiny_pipeline_end_to_end_then_skip(reference):
+    tmp_path, cfg = reference, reference / "pipeline.yaml"
     report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
     assert [r["run"] for r in report] == ["ann_test", "snn_test", "hydra90_ann_test", "hydra90_snn_test"]
     sparse = [r for r in report if r["run"].startswith("hydra")]
@@ -66,9 +73,7 @@ def test_tiny_pipeline_end_to_end_then_skip(tmp_path):
     assert again.returncode == 0 and again.stdout.count("complete, skipped") == 8
 
 
-def test_killed_pipeline_resumes_to_the_same_result(tmp_path):
-    ref_cfg = _tiny_configs(tmp_path / "ref")
-    assert _run(ref_cfg).returncode == 0
+def test_killed_pipeline_resumes_to_the_same_result(reference, tmp_path):
     cfg = _tiny_configs(tmp_path / "k")
     proc = subprocess.Popen([sys.executable, "pipeline.py", "--config", str(cfg)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -81,7 +86,7 @@ def test_killed_pipeline_resumes_to_the_same_result(tmp_path):
     proc.wait()
     out = _run(cfg)
     assert out.returncode == 0, out.stderr[-3000:]
-    a = json.loads((tmp_path / "ref" / "run" / "report" / "report.json").read_text())
+    a = json.loads((reference / "run" / "report" / "report.json").read_text())
     b = json.loads((tmp_path / "k" / "run" / "report" / "report.json").read_text())
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("bytes",)} for r in rows]
     assert strip(a) == strip(b)
