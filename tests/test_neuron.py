@@ -115,6 +115,12 @@ def test_time_schedule_equals_layer_schedule_forward_and_backward(reset):
     assert len(gp_l) == len(gp_t) and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(gp_l, gp_t))
     assert all(n.state is None and not n.stepping for n in time.neurons)  # nothing kept after the forward
     copy.deepcopy(time)
+    # rate (Poisson) coding: the same random draws give the same outputs under both schedules
+    outs = []
+    for schedule in ("layer", "time"):
+        torch.manual_seed(5)
+        outs.append(SpikingNetwork(net, 5, encoding="poisson", schedule=schedule)(x.clamp(0, 1)))
+    assert torch.allclose(*outs, atol=1e-6) and outs[0].abs().sum() > 0
 
 
 def test_time_schedule_in_training_equals_the_snntorch_loop():
