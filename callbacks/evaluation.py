@@ -129,7 +129,6 @@ class AttackEvaluation(Callback):
         members = self.members(pl_module)
         names = [m["name"] for m in members] if members else ["model"]
         batches = [(x.to(device), y.to(device)) for x, y in test_subset(trainer, self.num_samples, self.batch_size)]
-        self._input_shape = tuple(trainer.datamodule.input_shape)
         res: dict[str, Any] = {"kind": getattr(pl_module, "kind", "ann"), "ensemble": names,
                                "epsilons": self.epsilons, "attacks": {}, "audit": []}
 
@@ -171,7 +170,7 @@ class AttackEvaluation(Callback):
         if self.transfer_from:
             res["transfer"] = self._transfer(batches, model, eps_max, total, device)
         if self.audit:
-            res["audit"] = self._audit(res, run, batches, model, members, total, device)
+            res["audit"] = self._audit(res, run, batches, model, members, total, device, trainer.datamodule.num_classes)
         return res
 
     def _transfer(self, batches, model, eps, total, device) -> dict[str, Any]:
@@ -189,7 +188,7 @@ class AttackEvaluation(Callback):
         rank_zero_info(f"[AttackEvaluation] transfer eps={eps:.4g} from {self.transfer_from['ckpt_path']}: {acc:.4f}")
         return {"eps": eps, "source": self.transfer_from, "acc": acc}
 
-    def _audit(self, res, run, batches, model, members, total, device) -> list[dict[str, Any]]:
+    def _audit(self, res, run, batches, model, members, total, device, num_classes) -> list[dict[str, Any]]:
         tol = 1.0 / total + 1e-9  # one sample: random starts may flip a single borderline sample
         checks = []
 
@@ -207,7 +206,7 @@ class AttackEvaluation(Callback):
             check(f"{label}: accuracy non-increasing in epsilon", all(b <= a + tol for a, b in zip(accs, accs[1:])),
                   " >= ".join(f"{a:.3f}" for a in accs))
         big = run("pgd", self.large_eps, steps=20)[0] / total
-        limit = max(0.1, 1.5 / max(1, _num_classes(model, self._input_shape)))
+        limit = max(0.1, 1.5 / max(1, num_classes))  # the datamodule's, checked against the network at setup
         check(f"white-box accuracy near 0 at eps={self.large_eps:g}", big <= limit, f"PGD-20: {big:.3f} (limit {limit:.3f})")
         mid = self.epsilons[len(self.epsilons) // 2]
         a10, a40 = run("pgd", mid, steps=10)[0] / total, run("pgd", mid, steps=40)[0] / total
@@ -224,11 +223,6 @@ class AttackEvaluation(Callback):
     def write(self, trainer) -> None:
         write_results(trainer, self.output_dir, "attacks", self.results, attacks_markdown(self.results),
                       {"robust_accuracy.png": lambda p: plot_robust_accuracy({"this model": self.results}, p)})
-
-
-def _num_classes(model, input_shape) -> int:
-    with torch.no_grad():  # from the model itself (a rank's shard of the test subset may be empty)
-        return int(model(torch.zeros(1, *input_shape, device=next(model.parameters()).device)).shape[1])
 
 
 def attacks_markdown(r: dict[str, Any]) -> str:
