@@ -67,11 +67,11 @@ class SpikeEnergyMonitor(Callback):
                            f"estimated {res['energy_uj']:.4f} uJ / sample at E_MAC = {self.e_mac} pJ")
             return res
         counter = SynopCounter(model)
-        n = 0
+        xs, _, _ = test_subset(trainer, self.num_samples)
+        n = len(xs)
         with counter:
-            for x, _ in test_subset(trainer, self.num_samples, self.batch_size):
-                model(x.to(device))
-                n += len(x)
+            for i in range(0, n, self.batch_size):
+                model(xs[i:i + self.batch_size].to(device))
         names = list(counter.stats)
         keys = ("spikes", "synops", "dense_synops")
         local = torch.tensor([[counter.stats[l][k] for k in keys] for l in names] + [[float(n), 0, 0]], device=device)

@@ -29,7 +29,8 @@ class ConvertedSNN(AdversarialClassifier):
         ann_checkpoint: the robust (dense or sparse) ANN to convert. Ignored when Lightning restores an SNN
             checkpoint (``--ckpt_path``).
         num_steps: T. encoding: ``direct`` (paper) or ``poisson``.
-        reset, surrogate, min_threshold: the IF neuron (``nets.neurons.IFNeuron``).
+        reset, surrogate, min_threshold, detach_reset: the IF neuron (``nets.neurons.IFNeuron``); by default the
+            gradient flows through the reset (reference code), ``detach_reset: true`` stops it (snnTorch).
         bn: ``keep`` (paper: statistics over batch x time, re-learned) or ``fold``.
         calib_batches, calib_batch_size, calib_steps, percentile, scale: threshold calibration.
         schedule: ``layer`` (all T per layer; BN training statistics over batch x time, paper) or ``time``
@@ -48,6 +49,7 @@ class ConvertedSNN(AdversarialClassifier):
         reset: str = "zero",
         surrogate: Union[str, Mapping[str, Any]] = "triangular",
         min_threshold: float = 0.03,
+        detach_reset: bool = False,
         bn: str = "keep",
         calib_batches: int = 10,
         calib_batch_size: int = 64,
@@ -71,7 +73,8 @@ class ConvertedSNN(AdversarialClassifier):
         super().__init__(objective=objective, inner_attack=inner_attack, **kwargs)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self._ann = [net]  # the ANN template, kept out of the module tree (and the state dict)
-        self.neuron_kwargs = dict(reset=reset, surrogate=surrogate, min_threshold=min_threshold, bn=bn)
+        self.neuron_kwargs = dict(reset=reset, surrogate=surrogate, min_threshold=min_threshold, bn=bn,
+                                  detach_reset=detach_reset)
         self.snn = SpikingNetwork(spiking_structure(net, **self.neuron_kwargs), num_steps, encoding, schedule=schedule)
         self.ann_checkpoint = ann_checkpoint
         self.calib = dict(calib_steps=calib_steps, percentile=percentile, scale=scale)

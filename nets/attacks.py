@@ -54,12 +54,14 @@ class RFGSMKL(Attack):
         return adv.clamp(0, 1).detach()
 
 
-ATTACKS = ("fgsm", "pgd", "tpgd", "rfgsm", "rfgsm_kl", "apgd_ce", "apgd_dlr", "square")
+ATTACKS = ("fgsm", "pgd", "tpgd", "rfgsm", "rfgsm_kl", "apgd_ce", "apgd_dlr", "apgdt", "square")
 
 
 def make_attack(name: str, model: nn.Module, eps: float, steps: int = 10, alpha: float | None = None,
-                random_start: bool = True, n_queries: int = 1000, seed: int = 0) -> Attack:
-    """A torchattacks attack by name. PGD step size defaults to 2.5 * eps / steps (Madry et al.)."""
+                random_start: bool = True, n_queries: int = 1000, seed: int = 0, n_restarts: int = 1,
+                n_classes: int = 10) -> Attack:
+    """A torchattacks attack by name. PGD step size defaults to 2.5 * eps / steps (Madry et al.).
+    ``apgdt`` is targeted APGD-DLR over the ``n_classes - 1`` most likely wrong classes (Croce & Hein, 2020)."""
     alpha = 2.5 * eps / max(steps, 1) if alpha is None else alpha
     if name == "fgsm":
         return torchattacks.FGSM(model, eps=eps)
@@ -72,11 +74,13 @@ def make_attack(name: str, model: nn.Module, eps: float, steps: int = 10, alpha:
     if name == "rfgsm_kl":
         return RFGSMKL(model, eps=eps, alpha=eps / 2)
     if name == "apgd_ce":
-        return torchattacks.APGD(model, eps=eps, steps=steps, loss="ce", seed=seed)
+        return torchattacks.APGD(model, eps=eps, steps=steps, loss="ce", seed=seed, n_restarts=n_restarts)
     if name == "apgd_dlr":
-        return torchattacks.APGD(model, eps=eps, steps=steps, loss="dlr", seed=seed)
+        return torchattacks.APGD(model, eps=eps, steps=steps, loss="dlr", seed=seed, n_restarts=n_restarts)
+    if name == "apgdt":
+        return torchattacks.APGDT(model, eps=eps, steps=steps, seed=seed, n_restarts=n_restarts, n_classes=n_classes)
     if name == "square":
-        return torchattacks.Square(model, eps=eps, n_queries=n_queries, seed=seed)
+        return torchattacks.Square(model, eps=eps, n_queries=n_queries, seed=seed, n_restarts=n_restarts)
     raise UserError(f"unknown attack {name!r}; choose one of {ATTACKS}")
 
 
@@ -94,54 +98,3 @@ def paper_ensemble() -> list[dict]:
         args = ",".join(f"{v:g}" for k, v in (sg or {}).items() if k != "name")
         m["name"] = m["mode"] if sg is None else sg["name"] + (f"({args})" if args else "")
     return members
-
-
-def ensemble_attack(model: nn.Module, attack: str, x: torch.Tensor, y: torch.Tensor, eps: float,
-                    members: list[dict] | None = None, per_member: bool = False, **attack_kwargs):
-    """Attack ``model`` through every gradient path; a sample is robust only if every member fails.
-
-    Adversarial examples crafted on a member are always judged by the deployed model (the spiking forward).
-    With ``per_member=False`` members run only on samples still unbroken (early exit). Returns
-    ``(robust, {member: correct})``, boolean tensors over the batch (per-member entries cover the samples that
-    member was run on; with ``per_member=True`` that is all of them)."""
-    from .snn import gradient_path
-
-    members = members or [{"name": "model", "mode": None}]
-    with torch.no_grad():
-        robust = model(x).argmax(1) == y
-    per: dict[str, torch.Tensor] = {}
-    for member in members:
-        idx = torch.arange(len(x), device=x.device) if per_member else torch.nonzero(robust).flatten()
-        if idx.numel() == 0:
-            break
-        ctx = gradient_path(model, member["mode"], member.get("surrogate")) if member.get("mode") else _null()
-        with ctx, torch.enable_grad():
-            adv = make_attack(attack, model, eps, **attack_kwargs)(x[idx], y[idx])
-        with torch.no_grad():
-            correct = model(adv).argmax(1) == y[idx]
-        per[member["name"]] = correct
-        robust[idx] &= correct
-    return robust, per
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-
-def input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, members: list[dict] | None = None) -> torch.Tensor:
-    """Per-sample L1 norm of the CE input gradient, maximised over the members (zero = masked gradient)."""
-    from .snn import gradient_path
-
-    best = torch.zeros(len(x), device=x.device)
-    for member in members or [{"mode": None}]:
-        ctx = gradient_path(model, member["mode"], member.get("surrogate")) if member.get("mode") else _null()
-        xi = x.clone().requires_grad_(True)
-        with ctx, torch.enable_grad():
-            loss = F.cross_entropy(model(xi), y, reduction="sum")
-            (g,) = torch.autograd.grad(loss, xi)
-        best = torch.maximum(best, g.abs().flatten(1).sum(1))
-    return best

@@ -86,6 +86,7 @@ def spiking_structure(
     surrogate: Union[str, Mapping[str, Any], Surrogate] = "triangular",
     min_threshold: float = 0.03,
     bn: str = "keep",
+    detach_reset: bool = False,
 ) -> nn.Sequential:
     """Steps ``check`` and ``structure`` (+ all-ones masks, + BN folding): a converted copy of ``ann``
     whose weights are still the ANN's and whose thresholds are not yet calibrated."""
@@ -97,7 +98,7 @@ def spiking_structure(
         strip_scores(snn)  # HYDRA/HARP scores are training state of the ANN, not part of the SNN
         if bn == "fold":
             fold_batchnorm(snn)
-        _replace(snn, dict(reset=reset, surrogate=surrogate, min_threshold=min_threshold))
+        _replace(snn, dict(reset=reset, surrogate=surrogate, min_threshold=min_threshold, detach_reset=detach_reset))
         ensure_masks(snn)
     except ConversionError:
         raise
@@ -188,9 +189,11 @@ def convert(
     min_threshold: float = 0.03,
     bn: str = "keep",
     encoding: str = "direct",
+    detach_reset: bool = False,
 ) -> SpikingNetwork:
     """All five steps: a calibrated ``SpikingNetwork`` with the ANN's weights and frozen masks."""
-    net = spiking_structure(ann, reset=reset, surrogate=surrogate, min_threshold=min_threshold, bn=bn)
+    net = spiking_structure(ann, reset=reset, surrogate=surrogate, min_threshold=min_threshold, bn=bn,
+                            detach_reset=detach_reset)
     try:
         masks_from_nonzero(net)
     except Exception as err:

@@ -7,13 +7,18 @@ Per time step t (non-leaky IF, tau = 1; paper: Schmolli et al., CPAL 2025, Stage
     v_t = u_t * (1 - s_t)        hard reset to zero (paper)
     v_t = u_t - s_t * theta      reset by subtraction (option)
 
-The reset uses the detached spike (as snnTorch does). ``V_th`` is a trainable scalar per layer.
+``V_th`` is a trainable scalar per layer. By default the gradient flows through the reset, i.e. through
+s_t in v_t (dv_t/ds_t = -u_t, or -theta), as in the reference code (IGITUGraz/RobustSNNConversion,
+``models/layers.py``) for fine-tuning and attacks alike; ``detach_reset=True`` gives snnTorch's detached reset.
 
-Gradient paths (``mode``), all over the *same* weights, as the evaluation ensemble needs them:
+Gradient paths (``mode``), all over the *same* weights, as the evaluation ensemble needs them
+(the reference's definitions):
 
 * ``"spike"``: BPTT with ``surrogate`` as dS/du (see ``nets.surrogates``);
-* ``"bptr"``: backprop through rates: forward spikes, backward through r = clamp(mean_t(x_t) / theta, 0, 1);
-* ``"relu"``: the rate-equivalent ANN: output clamp(x / theta, 0, 1), one step suffices.
+* ``"bptr"``: backprop through rates (the reference's ``RateBp``): forward = the IF spikes over T,
+  backward dL/dx_t = dL/ds_t * 1[mean_t(s_t) > 0] (the gradient passes wherever the neuron fired at least once);
+* ``"relu"``: the reference's ``Act`` path, the same network with T = 0: every neuron a plain ReLU
+  (thresholds play no part).
 
 The layer receives all T steps at once as a ``[T*B, ...]`` tensor (stateless layers run once on the folded
 batch) and runs the recurrence over T inside one autograd function, so BPTT adds one graph node per layer
@@ -44,7 +49,8 @@ class _IFMultiStep(torch.autograd.Function):
     and the final membrane v_T (the state for a later call, when the network steps through time)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, v0, theta: torch.Tensor, surrogate: Surrogate, reset_zero: bool):
+    def forward(ctx, x: torch.Tensor, v0, theta: torch.Tensor, surrogate: Surrogate, reset_zero: bool,
+                detach_reset: bool = False):
         ctx.set_materialize_grads(False)
         u_all = torch.empty_like(x)
         spikes = torch.empty_like(x)
@@ -56,6 +62,7 @@ class _IFMultiStep(torch.autograd.Function):
             v = torch.addcmul(u, u, s, value=-1.0) if reset_zero else torch.addcmul(u, s, theta, value=-1.0)
         ctx.save_for_backward(u_all, spikes, theta)  # the spikes are saved by the next layer anyway
         ctx.surrogate, ctx.reset_zero, ctx.has_v0 = surrogate, reset_zero, v0 is not None
+        ctx.detach_reset = detach_reset
         return spikes, v
 
     @staticmethod
@@ -66,7 +73,10 @@ class _IFMultiStep(torch.autograd.Function):
         if grad_spikes is None:
             grad_spikes = torch.zeros_like(u_all)
         for t in range(u_all.shape[0] - 1, -1, -1):
-            g_spike = ctx.surrogate.derivative_(u_all[t] - theta).mul_(grad_spikes[t])  # dL/ds_t * g(u_t - theta)
+            grad_s = grad_spikes[t]
+            if grad_v is not None and not ctx.detach_reset:  # s_t also enters v_t: dv_t/ds_t = -u_t (zero) or -theta
+                grad_s = grad_s - grad_v * (u_all[t] if ctx.reset_zero else theta)
+            g_spike = ctx.surrogate.derivative_(u_all[t] - theta).mul_(grad_s)  # dL/ds_t * g(u_t - theta)
             grad_theta -= g_spike.sum()
             if grad_v is None:  # nothing flows back from v_t
                 grad_x[t] = g_spike
@@ -74,10 +84,10 @@ class _IFMultiStep(torch.autograd.Function):
                 torch.add(g_spike, grad_v, out=grad_x[t])
                 if ctx.reset_zero:  # v_t = u_t (1 - s_t): dv/du = 1 - s
                     grad_x[t].addcmul_(grad_v, spikes[t], value=-1.0)
-                else:  # v_t = u_t - s_t theta: dv/du = 1, and the reset itself depends on theta
+                else:  # v_t = u_t - s_t theta: dv/du = 1 (s_t fixed), and the reset itself depends on theta
                     grad_theta -= (grad_v * spikes[t]).sum()
             grad_v = grad_x[t]  # u_t = v_{t-1} + x_t: dL/dv_{t-1} = dL/du_t = dL/dx_t
-        return grad_x, grad_v if ctx.has_v0 else None, grad_theta.reshape(theta.shape), None, None
+        return grad_x, grad_v if ctx.has_v0 else None, grad_theta.reshape(theta.shape), None, None, None
 
 
 class IFNeuron(snntorch.Leaky):
@@ -88,6 +98,7 @@ class IFNeuron(snntorch.Leaky):
         reset: ``"zero"`` (hard reset, paper) or ``"subtract"``.
         surrogate: name or ``{"name": ..., **params}`` of a surrogate in ``nets.surrogates``.
         min_threshold: V_th is clamped to at least this value (paper: 0.03).
+        detach_reset: stop the gradient through the reset (snnTorch's choice); default: it flows (reference code).
     """
 
     def __init__(
@@ -96,6 +107,7 @@ class IFNeuron(snntorch.Leaky):
         reset: str = "zero",
         surrogate: Union[str, Mapping[str, Any], Surrogate] = "triangular",
         min_threshold: float = 0.03,
+        detach_reset: bool = False,
     ):
         if reset not in RESETS:
             raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
@@ -110,6 +122,7 @@ class IFNeuron(snntorch.Leaky):
             SpikingNeuron.instances.remove(self)
         self.reset_mode = reset
         self.min_threshold = float(min_threshold)
+        self.detach_reset = bool(detach_reset)
         self.num_steps = 1
         self.mode = "spike"
         self.record = False
@@ -133,7 +146,7 @@ class IFNeuron(snntorch.Leaky):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         theta = self.effective_threshold()
         if self.mode == "relu":
-            out = (x / theta).clamp(0, 1)
+            out = torch.relu(x)
             if self.record:
                 self.last_spikes = out.detach().unsqueeze(0)  # [T=1, B, ...]
             return out
@@ -142,14 +155,15 @@ class IFNeuron(snntorch.Leaky):
             raise ValueError(f"IFNeuron: leading dim {x.shape[0]} is not a multiple of num_steps={T}")
         xt = x.reshape(T, x.shape[0] // T, *x.shape[1:])
         if self.mode == "spike":
-            spikes, v = _IFMultiStep.apply(xt, self.state, theta, self.spike_grad, self.reset_mode == "zero")
+            spikes, v = _IFMultiStep.apply(xt, self.state, theta, self.spike_grad, self.reset_mode == "zero",
+                                           self.detach_reset)
             if self.stepping:
                 self.state = v
         elif self.mode == "bptr":
             with torch.no_grad():
                 spikes, _ = _IFMultiStep.apply(xt, None, theta, self.spike_grad, self.reset_mode == "zero")
-            rate = (xt.mean(0) / theta).clamp(0, 1)
-            spikes = spikes + (rate - rate.detach()).unsqueeze(0)
+            fired = (spikes.sum(0, keepdim=True) > 0).to(xt.dtype)  # RateBp: 1[mean_t s_t > 0]
+            spikes = spikes + (xt - xt.detach()) * fired  # value: the spikes exactly; gradient: dL/ds_t * fired
         else:
             raise ValueError(f"IFNeuron.mode must be one of {MODES}, got {self.mode!r}")
         if self.record:
@@ -157,4 +171,5 @@ class IFNeuron(snntorch.Leaky):
         return spikes.reshape_as(x)
 
     def extra_repr(self) -> str:
-        return f"reset={self.reset_mode}, surrogate={self.spike_grad!r}, mode={self.mode}, T={self.num_steps}"
+        return (f"reset={self.reset_mode}{' (detached)' if self.detach_reset else ''}, surrogate={self.spike_grad!r}, "
+                f"mode={self.mode}, T={self.num_steps}")

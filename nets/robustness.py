@@ -1,0 +1,375 @@
+"""Robust accuracy you can publish: the paper's protocol, an adaptive tier beyond it, and the per-sample worst case.
+
+Plain torch + torchattacks (no Lightning; ``callbacks.AttackEvaluation`` is a thin wrapper). For every epsilon
+(ascending), on a fixed set of samples:
+
+1. **paper protocol** (Schmolli et al., CPAL 2025; Özdenizci & Legenstein, TMLR 2024): every configured attack
+   (FGSM, PGD-10, ...) through every gradient path in ``members``; a sample is robust against an attack only if
+   every member fails. Reported per attack and labelled as the paper's protocol.
+2. **ranking** (once, at the largest epsilon): each member's own PGD on every sample, no early exit: how many
+   samples each path breaks on its own; the strongest paths get the adaptive tier.
+3. **adaptive tier**, on the samples nothing has broken yet: APGD-CE and targeted APGD-DLR (Croce & Hein, ICML
+   2020; every target class up to ``max_targets``, ``restarts`` restarts, ``steps`` steps) through the ``top_k``
+   strongest members, then Square (Andriushchenko et al., ECCV 2020; ``square_queries``) on the deployed forward,
+   then a transfer attack from another model when one is given.
+4. **convergence check** (``check_rounds``): rounds of APGD-CE and APGD-T with doubled steps and a new seed, round r
+   through the r-th strongest path (cycling over the top k), until a round breaks nothing more or the rounds run
+   out. Whatever they break counts; when the last round still broke samples, the audit says the attack had not
+   converged. Survivors are few at large epsilons, so the extra rounds cost little where they matter most.
+
+The headline number per epsilon is the **per-sample worst case** over everything run. A sample broken at a
+smaller epsilon stays broken at a larger one (its adversarial example lies in the larger ball), so the worst
+case is non-increasing in epsilon and the adaptive tier only runs on survivors. Every adversarial example is
+checked to lie in the epsilon-ball and in [0, 1], and is judged by the deployed model (for an SNN: the spiking
+forward), whatever member crafted it. Each rank of a DDP run evaluates its own shard; ``reduce`` sums counts
+over ranks, so the member ranking and every number are the same as on one process.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from .attacks import make_attack
+from .errors import UserError
+from .snn import gradient_path
+
+MODEL = {"name": "model", "mode": None}  # the deployed forward itself (ANNs; Square; transfer judging)
+
+
+@dataclass
+class AdaptiveBudget:
+    """The tier beyond the paper's protocol (per epsilon, on survivors only).
+
+    top_k: strongest gradient paths attacked; steps, restarts: of APGD-CE and APGD-T; max_targets: target classes
+    of APGD-T through the strongest path (the most likely wrong classes, at most num_classes - 1); other_targets:
+    the same through the other top_k - 1 paths (APGD-T's cost grows with the targets); square_queries: Square's
+    budget (0 = skip);
+    check_rounds: at most this many rounds of APGD-CE and APGD-T with doubled steps, new seed each, round r through
+    the r-th strongest path, stopping after a round that breaks nothing (convergence check; 0 = off)."""
+
+    top_k: int = 3
+    steps: int = 50
+    restarts: int = 1
+    max_targets: int = 9
+    other_targets: int = 3
+    square_queries: int = 1000
+    check_rounds: int = 4
+
+    def __post_init__(self):
+        if min(self.top_k, self.steps, self.restarts, self.max_targets, self.other_targets) < 1 or \
+                min(self.square_queries, self.check_rounds) < 0:
+            raise UserError(f"adaptive budget: top_k, steps, restarts, max_targets must be >= 1 and square_queries "
+                            f">= 0, got {self}")
+
+    def targets(self, rank: int, num_classes: int) -> int:
+        return max(1, min(self.max_targets if rank == 0 else self.other_targets, num_classes - 1))
+
+    def describe(self, members: int, num_classes: int) -> str:
+        k = min(self.top_k, members)
+        others = f", {self.targets(1, num_classes)} through the next {k - 1}" if k > 1 else ""
+        return (f"APGD-CE + APGD-T (DLR; {self.targets(0, num_classes)} target classes through the strongest path"
+                f"{others}), {self.steps} steps, {self.restarts} restart(s), through the {k} strongest of {members} "
+                f"gradient path(s); Square {self.square_queries} queries"
+                + (f"; convergence check: up to {self.check_rounds} round(s) of both with 2x steps (round r through "
+                   "the r-th strongest path, new seed) until a round breaks nothing" if self.check_rounds else ""))
+
+
+@dataclass
+class _Unit:
+    """One attack through one member on the samples still alive for its stream."""
+
+    stage: str  # paper | rank | adaptive | square | transfer | check
+    attack: str
+    member: dict
+    kwargs: dict = field(default_factory=dict)
+    label: str = ""
+
+    @property
+    def tag(self) -> str:
+        return f"{self.label or self.attack}/{self.member['name']}"
+
+
+def _path(model: nn.Module, member: dict):
+    return gradient_path(model, member["mode"], member.get("surrogate")) if member.get("mode") else contextlib.nullcontext()
+
+
+class Evaluator:
+    """Args:
+        model: the deployed network (inputs in [0, 1]); eval mode is the caller's business.
+        members: gradient paths (``nets.attacks.paper_ensemble()``) or None for the model itself (ANNs).
+        epsilons: budgets in pixel space. paper_attacks: ``[{name: fgsm}, {name: pgd, steps: 10}, ...]``.
+        num_classes: for APGD-T's targets. adaptive: the tier beyond the paper (None = the paper's protocol only).
+        rank_attack: the attack that ranks members (default PGD-10). transfer: ``(name, source model)`` or None.
+        reduce: sums a tensor over DDP ranks (identity on one process). progress: a tqdm-like factory or None.
+        batch_size: attack batch size.
+    """
+
+    def __init__(self, model: nn.Module, members: Optional[list[dict]], epsilons: list[float],
+                 paper_attacks: list[dict], num_classes: int, adaptive: Optional[AdaptiveBudget] = None,
+                 rank_attack: Optional[dict] = None, transfer: Optional[tuple[str, nn.Module]] = None,
+                 reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t, progress=None, batch_size: int = 100):
+        self.model, self.members = model, members or [MODEL]
+        self.epsilons, self.paper_attacks = sorted(epsilons), [dict(a) for a in paper_attacks]
+        self.num_classes, self.adaptive, self.transfer = num_classes, adaptive, transfer
+        self.rank_attack = dict(rank_attack or {"name": "pgd", "steps": 10})
+        self.reduce, self.progress, self.batch_size = reduce, progress, batch_size
+        self.seconds: dict[str, float] = {}  # wall time per stage:attack (this rank)
+        self.ranked: list[dict] = list(self.members)
+
+    # -- attack plan ----------------------------------------------------------------------------------------
+    @staticmethod
+    def label(spec: dict) -> str:
+        return spec["name"] if spec["name"] != "pgd" else f"pgd{spec.get('steps', 10)}"
+
+    def _paper_units(self) -> list[_Unit]:
+        units = []
+        for spec in self.paper_attacks:
+            kw = {k: v for k, v in spec.items() if k != "name"}
+            units += [_Unit("paper", spec["name"], m, kw, self.label(spec)) for m in self.members]
+        return units
+
+    def _adaptive_units(self, ranked: list[dict]) -> list[_Unit]:
+        b = self.adaptive
+        if b is None:
+            return []
+        units = []
+        for rank, m in enumerate(ranked[: b.top_k]):
+            units.append(_Unit("adaptive", "apgd_ce", m, dict(steps=b.steps, n_restarts=b.restarts), "apgd_ce"))
+            units.append(_Unit("adaptive", "apgdt", m, dict(steps=b.steps, n_restarts=b.restarts,
+                                                            n_classes=b.targets(rank, self.num_classes) + 1), "apgdt"))
+        if b.square_queries:
+            units.append(_Unit("square", "square", MODEL, dict(n_queries=b.square_queries), "square"))
+        return units
+
+    def _check_units(self, ranked: list[dict], round_: int) -> list[_Unit]:
+        b = self.adaptive
+        if b is None or not b.check_rounds:
+            return []
+        # the white-box tier again on the strongest path, 2x steps, new seed (Square is itself the check that
+        # gradient-free search finds nothing the white-box attacks missed)
+        targets = b.targets(1, self.num_classes) + 1  # the most likely wrong classes, where APGD-T's breaks concentrate
+        return [_Unit("check", u.attack, u.member, {**u.kwargs, "steps": 2 * u.kwargs["steps"], "seed": round_ + 1,
+                                                    **({"n_classes": targets} if u.attack == "apgdt" else {})},
+                      u.label) for u in self._adaptive_units(ranked[round_ % b.top_k:][:1]) if u.stage == "adaptive"]
+
+    def units_per_eps(self) -> int:
+        n = len(self._paper_units())
+        rounds = self.adaptive.check_rounds if self.adaptive else 0
+        n += len(self._adaptive_units(self.members)) + rounds * len(self._check_units(self.members, 0)) + bool(self.transfer)
+        return n
+
+    def _ranks(self) -> bool:
+        return self.adaptive is not None and len(self.members) > 1
+
+    # -- running ----------------------------------------------------------------------------------------------
+    def correct_after(self, unit: _Unit, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+        """Craft on ``unit.member`` (or the transfer source), judge on the deployed model: correct per sample."""
+        source = self.transfer[1] if unit.stage == "transfer" else self.model
+        with _path(source, unit.member), torch.enable_grad():
+            adv = make_attack(unit.attack, source, eps, **unit.kwargs)(x, y)
+        if (adv - x).abs().max() > eps + 1e-5 or adv.min() < -1e-6 or adv.max() > 1 + 1e-6:
+            raise RuntimeError(f"{unit.tag}: adversarial example outside the eps={eps:g} ball or [0, 1]")
+        with torch.no_grad():
+            return self.model(adv).argmax(1) == y
+
+    def _run_unit(self, unit: _Unit, x, y, alive: torch.Tensor, eps: float) -> torch.Tensor:
+        """Attack the alive samples in batches; returns the boolean mask of samples this unit broke."""
+        t0 = time.perf_counter()
+        broke = torch.zeros_like(alive)
+        idx = torch.nonzero(alive).flatten()
+        for i in range(0, idx.numel(), self.batch_size):
+            j = idx[i:i + self.batch_size]
+            broke[j] = ~self.correct_after(unit, x[j], y[j], eps)
+        key = f"{unit.stage}:{unit.attack}"
+        self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t0
+        return broke
+
+    def run(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+        """Per-sample results on ``x, y`` (this rank's shard). An interrupt (Ctrl-C, SIGTERM raised as
+        KeyboardInterrupt) keeps every finished epsilon and sets ``interrupted``."""
+        n = len(y)
+        with torch.no_grad():
+            clean = torch.cat([self.model(x[i:i + self.batch_size]).argmax(1) == y[i:i + self.batch_size]
+                               for i in range(0, n, self.batch_size)]) if n else torch.zeros(0, dtype=torch.bool)
+        out: dict[str, Any] = {"n": n, "clean": clean.tolist(), "eps": {}, "interrupted": None, "units_done": 0,
+                               "ranking": {}}
+        worst_alive = clean.clone()
+        total = self.units_per_eps() * len(self.epsilons) + (len(self.members) if self._ranks() else 0)
+        bar = self.progress(total=total) if self.progress else None
+        try:
+            self.ranked, out["ranking"] = self._rank(x, y, clean, bar, out)
+            for eps in self.epsilons:
+                res, worst_alive = self._run_eps(x, y, eps, clean, worst_alive, bar, out)
+                out["eps"][f"{eps:.6g}"] = res
+        except KeyboardInterrupt:
+            done = list(out["eps"])
+            out["interrupted"] = (f"interrupted after {len(done)} of {len(self.epsilons)} epsilon(s)"
+                                  + (f" (finished: {', '.join(done)})" if done else ""))
+        finally:
+            if bar is not None:
+                bar.close()
+        return out
+
+    def _rank(self, x, y, clean, bar, out) -> tuple[list[dict], dict[str, Any]]:
+        """Every member's own ``rank_attack`` at the largest epsilon (most breaks, so the clearest ranking) on
+        every clean-correct sample: strongest first (paper order on ties), and each member's robust accuracy."""
+        if not self._ranks():
+            return list(self.members), {}
+        eps = self.epsilons[-1]
+        kw = {k: v for k, v in self.rank_attack.items() if k != "name"}
+        broke_by = []
+        for m in self.members:
+            unit = _Unit("rank", self.rank_attack["name"], m, kw, self.label(self.rank_attack))
+            broke_by.append(float(self._run_unit(unit, x, y, clean, eps).sum()))
+            self._step(bar, out, f"ranking at eps={eps:g}: {unit.tag}")
+        totals = self.reduce(torch.tensor(broke_by, dtype=torch.float64)).tolist()
+        order = sorted(range(len(self.members)), key=lambda k: -totals[k])
+        return [self.members[k] for k in order], {"eps": f"{eps:.6g}", "attack": self.label(self.rank_attack),
+                                                  "broken": {m["name"]: int(t) for m, t in zip(self.members, totals)}}
+
+    def _step(self, bar, out, desc: str) -> None:
+        out["units_done"] += 1
+        if bar is not None:
+            bar.set_description(desc, refresh=False)
+            bar.update(1)
+
+    def _run_eps(self, x, y, eps, clean, worst_alive, bar, out):
+        n = len(y)
+        breaker: list[Optional[str]] = ["clean" if not c else None for c in clean.tolist()]
+        if out["eps"]:  # broken at a smaller epsilon: the same adversarial example is valid here
+            prev_eps, prev = list(out["eps"].items())[-1]
+            for i in torch.nonzero(clean & ~worst_alive).flatten().tolist():
+                b = prev["per_sample"]["worst"][i]
+                breaker[i] = b if "@eps=" in b else f"{b}@eps={prev_eps}"
+        paper: dict[str, list[Optional[str]]] = {}
+        paper_alive_all = clean.clone()
+        for unit in self._paper_units():
+            rec = paper.setdefault(unit.label, [None if c else "clean" for c in clean.tolist()])
+            alive = torch.tensor([r is None for r in rec], dtype=torch.bool)  # early exit: a broken sample is done
+            broke = self._run_unit(unit, x, y, alive, eps)
+            for i in torch.nonzero(broke).flatten().tolist():
+                rec[i] = unit.member["name"]
+            paper_alive_all &= ~broke
+            self._step(bar, out, f"eps={eps:g} paper {unit.tag}")
+        counts = {}
+        for label, rec in paper.items():
+            counts[label] = int(self.reduce(torch.tensor(float(sum(r is None for r in rec)))).item())
+        worst_alive = worst_alive & paper_alive_all
+        for i in range(n):
+            if breaker[i] is None and not worst_alive[i]:
+                breaker[i] = "paper:" + next(f"{lab}/{rec[i]}" for lab, rec in paper.items() if rec[i] is not None)
+        ranked = self.ranked
+        units = self._adaptive_units(ranked)
+        if self.transfer:
+            units.append(_Unit("transfer", "pgd", MODEL, dict(steps=10), f"transfer:{self.transfer[0]}"))
+        stages = {u.stage: 0 for u in units}  # the same on every rank
+
+        def run_units(units: list[_Unit], stage_suffix: str = "") -> int:
+            nonlocal worst_alive
+            broken = 0
+            for unit in units:
+                broke = self._run_unit(unit, x, y, worst_alive, eps)
+                for i in torch.nonzero(broke).flatten().tolist():
+                    breaker[i] = f"{unit.stage}{stage_suffix}:{unit.tag}"
+                worst_alive &= ~broke
+                stages[unit.stage] += int(broke.sum())
+                broken += int(broke.sum())
+                self._step(bar, out, f"eps={eps:g} {unit.stage}{stage_suffix} {unit.tag}")
+            return broken
+
+        run_units(units)
+        rounds: list[int] = []
+        total_rounds = self.adaptive.check_rounds if self.adaptive else 0
+        for r in range(total_rounds):
+            check = self._check_units(ranked, r)
+            stages.setdefault("check", 0)
+            rounds.append(int(self.reduce(torch.tensor(float(run_units(check, f"{r + 1}")))).item()))
+            if rounds[-1] == 0:  # converged; the skipped rounds still count on the progress bar
+                for _ in range((total_rounds - r - 1) * len(check)):
+                    self._step(bar, out, f"eps={eps:g} converged")
+                break
+        local = torch.tensor([float(worst_alive.sum()), float(paper_alive_all.sum())] + [float(v) for v in stages.values()])
+        g = self.reduce(local).tolist()
+        res = {"robust_worst": int(g[0]), "robust_paper_all": int(g[1]), "robust_paper": counts,
+               "broken_by_stage": dict(zip(stages, (int(v) for v in g[2:]))), "check_rounds": rounds,
+               "top_k": [m["name"] for m in ranked[: self.adaptive.top_k]] if self.adaptive else [],
+               "per_sample": {"worst": breaker, "paper": paper}}
+        return res, worst_alive
+
+    # -- audit probes ------------------------------------------------------------------------------------------
+    def input_gradient_norms(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample L1 norm of the CE input gradient, maximised over the members (zero = masked gradient)."""
+        best = torch.zeros(len(x), device=x.device)
+        for member in self.members:
+            for i in range(0, len(x), self.batch_size):
+                xi = x[i:i + self.batch_size].clone().requires_grad_(True)
+                with _path(self.model, member), torch.enable_grad():
+                    loss = torch.nn.functional.cross_entropy(self.model(xi), y[i:i + self.batch_size], reduction="sum")
+                    (g,) = torch.autograd.grad(loss, xi)
+                best[i:i + len(xi)] = torch.maximum(best[i:i + len(xi)], g.abs().flatten(1).sum(1))
+        return best
+
+    def robust_count(self, x: torch.Tensor, y: torch.Tensor, eps: float, attack: dict) -> int:
+        """Samples robust to ``attack`` through every member (early exit), summed over ranks."""
+        with torch.no_grad():
+            alive = torch.cat([self.model(x[i:i + self.batch_size]).argmax(1) == y[i:i + self.batch_size]
+                               for i in range(0, len(y), self.batch_size)] + [torch.zeros(0, dtype=torch.bool)])
+        kw = {k: v for k, v in attack.items() if k != "name"}
+        for m in self.members:
+            alive &= ~self._run_unit(_Unit("audit", attack["name"], m, kw), x, y, alive, eps)
+        return int(self.reduce(torch.tensor(float(alive.sum()))).item())
+
+
+def summarize(local: dict[str, Any], total: int, clean: int) -> dict[str, Any]:
+    """Accuracies per epsilon from an ``Evaluator.run`` result (counts already summed over ranks)."""
+    per_eps = {}
+    for eps, r in local["eps"].items():
+        worst, paper_all = r["robust_worst"] / total, r["robust_paper_all"] / total
+        per_eps[eps] = {"worst": worst, "paper_all": paper_all,
+                        "paper": {k: v / total for k, v in r["robust_paper"].items()},
+                        "overestimate_points": 100 * (paper_all - worst), "broken_by_stage": r["broken_by_stage"],
+                        "top_k": r["top_k"], "check_rounds": r["check_rounds"]}
+    return per_eps
+
+
+def audit(per_eps: dict[str, Any], total: int, zero_grads: int, big: Optional[tuple[float, float]], num_classes: int,
+          margin_points: float = 2.0) -> list[dict[str, Any]]:
+    """Checks whose failure casts doubt on the numbers: masked gradients, non-monotone accuracy, no collapse at a
+    huge epsilon, the paper's protocol overestimating the worst case by more than ``margin_points``, an adaptive
+    tier that had not converged (2x budget still breaks samples), Square or transfer beating the white-box attacks."""
+    tol = 1  # samples: a random start may flip one borderline sample
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, passed: bool, detail: str) -> None:
+        checks.append({"check": name, "passed": bool(passed), "detail": detail})
+
+    check("non-zero input gradients under the ensemble", zero_grads == 0,
+          f"{zero_grads} of {total} samples have an all-zero input gradient under every gradient path")
+    labels = list(next(iter(per_eps.values()))["paper"]) if per_eps else []
+    for label in labels:
+        accs = [v["paper"][label] for v in per_eps.values()]
+        check(f"{label}: accuracy non-increasing in epsilon", all(b <= a + tol / total for a, b in zip(accs, accs[1:])),
+              " >= ".join(f"{a:.3f}" for a in accs))
+    if big is not None:
+        limit = max(0.1, 1.5 / max(1, num_classes))
+        check(f"white-box accuracy near 0 at eps={big[0]:g}", big[1] <= limit, f"PGD-20: {big[1]:.3f} (limit {limit:.3f})")
+    for eps, v in per_eps.items():
+        over = v["overestimate_points"]
+        check(f"eps={eps}: the paper's protocol is within {margin_points:g} points of the worst case",
+              over <= margin_points + 1e-9, f"paper protocol {100 * v['paper_all']:.1f} % vs worst case "
+              f"{100 * v['worst']:.1f} %: the protocol overestimates robustness by {over:.1f} points")
+        stages = v["broken_by_stage"]
+        if v.get("check_rounds"):
+            r = v["check_rounds"]
+            check(f"eps={eps}: adaptive attack converged (its last 2x-steps round broke nothing more)",
+                  r[-1] == 0, "samples broken by each 2x-steps round: " + ", ".join(map(str, r)))
+        for key, what in (("square", "Square (black-box)"), ("transfer", "transfer")):
+            if key in stages:
+                check(f"eps={eps}: {what} never beats the white-box attacks", stages[key] <= tol,
+                      f"{what} broke {stages[key]} sample(s) that every white-box attack left robust")
+    return checks
