@@ -255,10 +255,11 @@ class ChannelPruning(_Pruning):
         pruner.step()
         macs1, params1 = tp.utils.count_ops_and_params(net, example)
         t1 = _latency(net, dm.input_shape)
-        self.report = {"params_before": params0, "params_after": params1, "macs_before": macs0 / 2,
-                       "macs_after": macs1 / 2, "cpu_latency_ratio": t0 / t1}
+        # torch-pruning's count_ops_and_params already counts multiply-accumulates of one example (not FLOPs)
+        self.report = {"params_before": params0, "params_after": params1, "macs_before": macs0,
+                       "macs_after": macs1, "cpu_latency_ratio": t0 / t1}
         rank_zero_info(f"[ChannelPruning] params {params0:,} -> {params1:,} ({params0 / params1:.2f}x), "
-                       f"MACs {macs0 / 2:,.0f} -> {macs1 / 2:,.0f} ({macs0 / macs1:.2f}x), "
+                       f"MACs {macs0:,.0f} -> {macs1:,.0f} ({macs0 / macs1:.2f}x), "
                        f"CPU latency (batch 64) {t0 * 1e3:.2f} ms -> {t1 * 1e3:.2f} ms ({t0 / t1:.2f}x faster)")
         pl_module.channel_pruned = True
 

@@ -7,8 +7,9 @@ Objectives (inner maximisation by torchattacks):
 * ``trades`` (Zhang et al., 2019): CE(f(x), y) + beta * KL(f(x) || f(x_adv)), x_adv maximising the KL term
   by TPGD (``inner_attack: pgd``) or single-step R+FGSM (``inner_attack: rfgsm``, the SNN fine-tuning of the paper)
 
-Validation and test log clean accuracy and PGD accuracy at ``eval_epsilon`` (needs
-``Trainer(inference_mode=False)``, the default of ``train.py``).
+Validation and test log clean accuracy and ``pgd_acc_single_path``: PGD at ``eval_epsilon`` through the model's
+own training gradient path only (a quick model-selection signal, *not* a robustness number: for that see
+``callbacks.AttackEvaluation``; needs ``Trainer(inference_mode=False)``, the default of ``train.py``).
 """
 from __future__ import annotations
 
@@ -156,7 +157,7 @@ class AdversarialClassifier(L.LightningModule):
                 x_adv = attack(x, y)
             with torch.no_grad():
                 m["pgd_acc"](self(x_adv), y)
-            self.log(f"{split}/pgd_acc", m["pgd_acc"], on_step=False, on_epoch=True, prog_bar=True)
+            self.log(f"{split}/pgd_acc_single_path", m["pgd_acc"], on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def training_step(self, batch, batch_idx):

@@ -157,8 +157,9 @@ class SynopCounter:
 
     def add(self, neuron: IFNeuron, spikes: torch.Tensor) -> None:
         """``spikes``: [T, B, ...] of one neuron layer."""
-        per_neuron = spikes.sum(dim=(0, 1))  # summed over T and the batch
-        sparse_fo, dense_fo = self._fanouts(neuron, tuple(spikes.shape[2:]))
+        # float64: float32 sums stop being exact integers above 2^24 (a large layer over a test set passes that)
+        per_neuron = spikes.sum(dim=(0, 1), dtype=torch.float64)  # summed over T and the batch
+        sparse_fo, dense_fo = (f.double() for f in self._fanouts(neuron, tuple(spikes.shape[2:])))
         st = self.stats[self.names[neuron]]
         st["spikes"] += float(per_neuron.sum())
         st["synops"] += float((per_neuron * sparse_fo).sum())

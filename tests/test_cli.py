@@ -17,7 +17,7 @@ def _metrics(root: Path) -> str:
 def test_ann_fit_then_test_from_its_checkpoint(dense_ann_ckpt, tmp_path):
     out = run_cli("train.py", "test", "--config", "conf/digits/ann.yaml", "--ckpt_path", dense_ann_ckpt,
                   *tiny_overrides(tmp_path))
-    assert "test/acc" in out.stdout and "test/pgd_acc" in out.stdout
+    assert "test/acc" in out.stdout and "test/pgd_acc_single_path" in out.stdout
     assert (sorted(tmp_path.rglob("config.yaml")))  # the resolved config is saved next to the run
 
 
@@ -84,7 +84,7 @@ def test_snn_validate_fit_test_through_the_cli(dense_ann_ckpt, tmp_path):
     run_cli("train.py", "fit", *snn, "--model.init_args.ann_checkpoint", dense_ann_ckpt, "--model.init_args.schedule",
             "time", *tiny_overrides(tmp_path / "f"))
     out = run_cli("train.py", "test", *snn, "--ckpt_path", ckpt(tmp_path / "f"), *tiny_overrides(tmp_path / "t"))
-    assert "test/pgd_acc" in out.stdout
+    assert "test/pgd_acc_single_path" in out.stdout
     # an SNN checkpoint is not an ANN: one clear error
     out = run_cli("train.py", "validate", *snn, "--model.init_args.ann_checkpoint", ckpt(tmp_path / "f"),
                   *tiny_overrides(tmp_path / "bad"), check=False)

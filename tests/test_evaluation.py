@@ -1,14 +1,22 @@
-"""The evaluation is honest: ensemble <= every member, and the audit catches gradient masking."""
+"""The evaluation is honest: the worst case is below every component, the audit catches gradient masking and an
+overestimating protocol, per-sample records add up, and an interrupt keeps what was finished."""
+import json
+import os
+import signal
+
 import lightning as L
+import pytest
 import torch
 from torch import nn
 
 from callbacks import AttackEvaluation, SpikeEnergyMonitor
+from callbacks.evaluation import sigterm_as_interrupt
 from datamodules import Digits
 from lightning_modules import RobustANN
 from nets.architectures import SmallCNN
-from nets.attacks import ensemble_attack, paper_ensemble
+from nets.attacks import paper_ensemble
 from nets.conversion import convert
+from nets.robustness import AdaptiveBudget, Evaluator, summarize
 
 
 def _snn():
@@ -17,23 +25,77 @@ def _snn():
     return convert(ann, [torch.rand(32, 1, 8, 8)], num_steps=3, calib_steps=8).eval()
 
 
-def test_ensemble_never_more_robust_than_any_member():
-    snn = _snn()
+def _data(model, n=40):
     dm = Digits()
     dm.setup()
-    x, y = next(iter(dm.test_dataloader()))
-    x, y = x[:40], y[:40]
+    x, _ = next(iter(dm.test_dataloader()))
+    x = x[:n]
     with torch.no_grad():
-        y = snn(x).argmax(1)  # use the model's own predictions so that every sample starts correct
+        y = model(x).argmax(1)  # the model's own predictions: every sample starts correct
+    return x, y
+
+
+SMALL = AdaptiveBudget(top_k=2, steps=5, max_targets=3, other_targets=1, square_queries=20, check_rounds=2)
+
+
+def test_worst_case_is_below_every_component_and_per_sample_records_add_up():
+    snn = _snn()
+    x, y = _data(snn)
     members = paper_ensemble()
     assert len(members) == 19
-    robust, per = ensemble_attack(snn, "pgd", x, y, 0.1, members, per_member=True, steps=3)
-    assert set(per) == {m["name"] for m in members}
-    for name, correct in per.items():
-        assert robust.sum() <= correct.sum(), name
-        assert not (robust & ~correct).any()
-    early, _ = ensemble_attack(snn, "fgsm", x, y, 0.1, members, per_member=False)
-    assert early.sum() <= min(c.sum() for c in ensemble_attack(snn, "fgsm", x, y, 0.1, members, per_member=True)[1].values())
+    ev = Evaluator(snn, members, [0.05, 0.15], [{"name": "fgsm"}, {"name": "pgd", "steps": 3}], 10, SMALL,
+                   batch_size=16)
+    out = ev.run(x, y)
+    assert out["interrupted"] is None and len(out["ranking"]["broken"]) == 19
+    per_eps = summarize(out, len(y), sum(out["clean"]))
+    prev = 1.0
+    for eps, v in per_eps.items():
+        assert v["worst"] <= v["paper_all"] <= min(v["paper"].values())
+        assert v["worst"] <= prev  # broken at a smaller epsilon stays broken
+        prev = v["worst"]
+        rec = out["eps"][eps]["per_sample"]
+        assert sum(b is None for b in rec["worst"]) == out["eps"][eps]["robust_worst"]
+        for label, by in rec["paper"].items():  # robust in the worst case => robust to every paper attack
+            assert all(p is None for w, p in zip(rec["worst"], by) if w is None), label
+    alone = {k: 1 - v / len(y) for k, v in out["ranking"]["broken"].items()}
+    assert per_eps["0.15"]["worst"] <= min(alone.values())  # the ensemble + tier beats every single member
+    assert per_eps["0.15"]["worst"] < per_eps["0.15"]["paper_all"] or per_eps["0.15"]["worst"] == 0
+
+
+def test_interrupt_keeps_finished_epsilons():
+    snn = _snn()
+    x, y = _data(snn, 16)
+    calls = {"n": 0}
+
+    class Bar:  # a progress bar that is interrupted after the first epsilon's attack runs
+        def __init__(self, total):
+            pass
+
+        def set_description(self, *a, **k):
+            pass
+
+        def update(self, n):
+            calls["n"] += 1
+            if calls["n"] == per_eps_units + 19 + 1:
+                raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    ev = Evaluator(snn, paper_ensemble(), [0.05, 0.1], [{"name": "fgsm"}], 10, SMALL, progress=Bar, batch_size=16)
+    per_eps_units = ev.units_per_eps()
+    out = ev.run(x, y)
+    assert list(out["eps"]) == ["0.05"] and "interrupted after 1 of 2" in out["interrupted"]
+
+
+def test_sigterm_becomes_an_interrupt_and_the_handler_is_restored():
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with sigterm_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                torch.zeros(10).sum()
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 class Rounding(nn.Module):
@@ -45,25 +107,41 @@ class Rounding(nn.Module):
 
 def _run_eval(net, tmp_path):
     module = RobustANN(net, objective="standard", eval_epsilon=0.1)
-    cb = AttackEvaluation(attacks=[{"name": "pgd", "steps": 5}], epsilons=[0.05, 0.1], num_samples=60,
-                          batch_size=60, square_queries=50, output_dir=str(tmp_path))
+    cb = AttackEvaluation(attacks=[{"name": "pgd", "steps": 5}], epsilons=[0.1, 0.3], num_samples=60, batch_size=60,
+                          adaptive=dict(top_k=1, steps=10, max_targets=3, square_queries=200, check_rounds=1),
+                          output_dir=str(tmp_path))
     trainer = L.Trainer(inference_mode=False, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_test_batches=1, callbacks=[cb, SpikeEnergyMonitor(num_samples=60, output_dir=str(tmp_path))],
+                        enable_model_summary=False, limit_test_batches=1,
+                        callbacks=[cb, SpikeEnergyMonitor(num_samples=60, output_dir=str(tmp_path))],
                         default_root_dir=str(tmp_path), accelerator="cpu")
     trainer.test(module, datamodule=Digits(batch_size=60))
-    return {c["check"]: c["passed"] for c in cb.results["audit"]}
+    return {c["check"]: c["passed"] for c in cb.results["audit"]}, cb, trainer
 
 
-def test_audit_flags_a_gradient_masking_model(tmp_path):
+def test_audit_flags_a_gradient_masking_model(tmp_path, dense_ann_ckpt):
+    from lightning_modules.loading import load_trained
+
     torch.manual_seed(0)
-    masked = nn.Sequential(Rounding(), SmallCNN(input_size=8, width=4))
-    verdict = _run_eval(masked, tmp_path)
+    trained = load_trained("conf/digits/ann.yaml", dense_ann_ckpt)[0].model
+    masked = nn.Sequential(Rounding(), trained)
+    verdict, cb, trainer = _run_eval(masked, tmp_path)
     assert verdict["non-zero input gradients under the ensemble"] is False
-    assert (tmp_path / "attacks.json").exists() and (tmp_path / "attacks.md").exists()
-    assert (tmp_path / "robust_accuracy.png").exists() and (tmp_path / "energy.json").exists()
+    # white-box attacks see no gradient; the black-box Square breaks what they could not
+    assert verdict["eps=0.3: Square (black-box) never beats the white-box attacks"] is False
+    for name in ("attacks.json", "attacks.md", "per_sample.json", "robust_accuracy.png", "energy.json"):
+        assert (tmp_path / name).exists(), name
+    per_sample = json.loads((tmp_path / "per_sample.json").read_text())
+    assert len(per_sample["samples"]) == 60
+    robust = sum(s["broken_by"]["0.3"] is None for s in per_sample["samples"])
+    assert robust == round(cb.results["eps"]["0.3"]["worst"] * 60)
+    assert any((s["broken_by"]["0.3"] or "").startswith("square") for s in per_sample["samples"])
+    logged = trainer.callback_metrics
+    assert "test/robust_worst/eps=0.3" in logged and "test/robust_paper_pgd5/eps=0.3" in logged
 
 
 def test_audit_passes_gradient_check_on_a_plain_model(tmp_path):
     torch.manual_seed(0)
-    verdict = _run_eval(SmallCNN(input_size=8, width=4), tmp_path)
+    verdict, cb, _ = _run_eval(SmallCNN(input_size=8, width=4), tmp_path)
     assert verdict["non-zero input gradients under the ensemble"] is True
+    md = (tmp_path / "attacks.md").read_text()
+    assert "worst case" in md and "paper protocol" in md and "Attack budget" in md

@@ -26,7 +26,7 @@ def test_multistep_equals_naive_snntorch_loop_forward_and_backward(reset):
     T, B = 6, 5
     x = (torch.randn(T, B, 7) * 0.8 + 0.3).requires_grad_(True)
     sg = make_surrogate("triangular")
-    neuron = IFNeuron(threshold=0.7, reset=reset, surrogate=sg)
+    neuron = IFNeuron(threshold=0.7, reset=reset, surrogate=sg, detach_reset=True)  # snnTorch detaches the reset
     neuron.num_steps = T
     ours = neuron(x.reshape(T * B, 7)).reshape(T, B, 7)
     x2 = x.detach().clone().requires_grad_(True)
@@ -39,22 +39,28 @@ def test_multistep_equals_naive_snntorch_loop_forward_and_backward(reset):
     assert torch.allclose(x.grad, x2.grad, atol=1e-6)
 
 
-def test_threshold_gradient_matches_unrolled_autograd():
+def test_input_and_threshold_gradients_match_unrolled_autograd_with_and_without_detached_reset():
     T, B = 5, 4
     x = torch.randn(T, B, 3) + 0.5
     sg = make_surrogate({"name": "triangular", "gamma": 1.0})
-    neuron = IFNeuron(threshold=0.6, reset="subtract", surrogate=sg)
-    neuron.num_steps = T
-    neuron(x.reshape(T * B, 3)).sum().backward()
-    theta = torch.tensor(0.6, requires_grad=True)
-    v, total = torch.zeros(B, 3), 0
-    for t in range(T):
-        u = v + x[t]
-        s = sg(u - theta)
-        total = total + s.sum()
-        v = u - s.detach() * theta
-    total.backward()
-    assert torch.allclose(neuron.threshold.grad, theta.grad, atol=1e-5)
+    for reset in ("subtract", "zero"):
+        for detach in (True, False):
+            neuron = IFNeuron(threshold=0.6, reset=reset, surrogate=sg, detach_reset=detach)
+            neuron.num_steps = T
+            xn = x.clone().requires_grad_(True)
+            neuron(xn.reshape(T * B, 3)).mul(torch.arange(1.0, T * B * 3 + 1).reshape(T * B, 3)).sum().backward()
+            theta = torch.tensor(0.6, requires_grad=True)
+            xa = x.clone().requires_grad_(True)
+            v, total = torch.zeros(B, 3), 0
+            for t in range(T):
+                u = v + xa[t]
+                s = sg(u - theta)
+                total = total + (s * torch.arange(1.0, B * 3 + 1).reshape(B, 3).add(t * B * 3)).sum()
+                r = s.detach() if detach else s
+                v = u - r * theta if reset == "subtract" else u * (1 - r)
+            total.backward()
+            assert torch.allclose(neuron.threshold.grad, theta.grad, rtol=1e-4, atol=1e-4), (reset, detach)
+            assert torch.allclose(xn.grad, xa.grad, rtol=1e-4, atol=1e-4), (reset, detach)
 
 
 @pytest.mark.parametrize("mode", ["bptr", "relu"])
@@ -80,14 +86,14 @@ def test_threshold_is_clamped_and_state_is_not_kept():
     assert neuron not in snntorch.SpikingNeuron.instances
 
 
-def _small_snn(reset: str):
+def _small_snn(reset: str, detach: bool = False):
     from nets.conversion import spiking_structure
 
     torch.manual_seed(3)
     ann = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
                               torch.nn.AvgPool2d(2), torch.nn.Conv2d(4, 5, 3, padding=1), torch.nn.BatchNorm2d(5),
                               torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(5 * 3 * 3, 3))
-    net = spiking_structure(ann, reset=reset, surrogate={"name": "triangular", "gamma": 1.0})
+    net = spiking_structure(ann, reset=reset, surrogate={"name": "triangular", "gamma": 1.0}, detach_reset=detach)
     for i, n in enumerate(m for m in net if isinstance(m, IFNeuron)):
         n.threshold.data.fill_(0.3 + 0.2 * i)
     return net
@@ -127,7 +133,7 @@ def test_time_schedule_in_training_equals_the_snntorch_loop():
     """BN in training mode: per-step batch statistics, exactly what snnTorch's tutorial loop computes."""
     from nets.snn import SpikingNetwork
 
-    net = _small_snn("zero").train()
+    net = _small_snn("zero", detach=True).train()
     x = torch.rand(6, 2, 6, 6) * 2
     ours = SpikingNetwork(net, 4, schedule="time")(x)
     leaky = {i: snntorch.Leaky(beta=1.0, threshold=float(m.threshold.detach()), spike_grad=m.spike_grad,

@@ -26,7 +26,8 @@ def _tiny_configs(tmp: Path) -> Path:
         for cb in cfg["trainer"]["callbacks"]:
             if cb["class_path"] == "callbacks.AttackEvaluation":
                 cb["init_args"].update(attacks=[{"name": "pgd", "steps": 2}], epsilons=[0.1, 0.2], num_samples=20,
-                                       batch_size=20, square_queries=20)
+                                       batch_size=20, adaptive=dict(top_k=1, steps=2, max_targets=2,
+                                                                    square_queries=20, check_rounds=1))
             if cb["class_path"] == "callbacks.SpikeEnergyMonitor":
                 cb["init_args"]["num_samples"] = 20
         out[name] = tmp / f"{name}.yaml"

@@ -59,11 +59,15 @@ def test_recipe_settings_are_the_papers(dataset):
             assert cfg["trainer"]["max_epochs"] == 50 and cb["score_epochs"] == 20 and cb["finetune_lr"] == 0.01
         if name not in ("ann", "snn"):
             assert cfg["model"]["init_args"]["net"] == a["net"]
-    # evaluation: the ensemble at 2, 4, 8/255 with FGSM, PGD-10, APGD; Square at the largest eps
+    # evaluation at 2, 4, 8/255: the paper's protocol (FGSM, PGD-10, APGD through the ensemble), then the adaptive
+    # tier (APGD-CE + APGD-T over 9 targets, >= 50 steps, >= 3 strongest paths, Square 5000, convergence rounds)
     for cfg in (ann, snn):
         ev = next(c["init_args"] for c in cfg["trainer"]["callbacks"] if c["class_path"] == "callbacks.AttackEvaluation")
         assert [eps(e) for e in ev["epsilons"]] == [2 / 255, 4 / 255, 8 / 255]
-        assert {x["name"] for x in ev["attacks"]} >= {"fgsm", "pgd", "apgd_ce"} and ev["square_queries"] >= 1000
+        assert {x["name"] for x in ev["attacks"]} >= {"fgsm", "pgd", "apgd_ce"}
+        ad = ev["adaptive"]
+        assert ad["steps"] >= 50 and ad["top_k"] >= 3 and ad["max_targets"] == 9 and ad["square_queries"] >= 5000
+        assert ad["check_rounds"] >= 1
 
 
 @pytest.mark.parametrize("dataset", RECIPES)

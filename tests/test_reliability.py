@@ -59,7 +59,7 @@ def test_same_config_and_seed_give_bit_identical_metrics(tmp_path):
         subprocess.run(_fit_cmd(tmp_path / name, epochs=2), cwd=ROOT, check=True, capture_output=True)
     ma = sorted((tmp_path / "a").rglob("metrics.csv"))[0].read_text()
     mb = sorted((tmp_path / "b").rglob("metrics.csv"))[0].read_text()
-    assert ma == mb and "val/pgd_acc" in ma
+    assert ma == mb and "val/pgd_acc_single_path" in ma
 
 
 class Payload:

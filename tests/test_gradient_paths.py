@@ -1,0 +1,120 @@
+"""Each of the 19 gradient paths gives the input gradient of the reference implementation's formulas.
+
+The port below is written from the formulas of IGITUGraz/RobustSNNConversion (``models/layers.py``) as METHOD.md
+states them, independently of ``nets.neurons``: a Python loop over T with plain autograd, the reset *not*
+detached, BPTR as RateBp (backward = grad * 1[mean_t(spikes) > 0]), and the Act path as a plain ReLU with T = 0.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nets.architectures import SmallCNN
+from nets.attacks import paper_ensemble
+from nets.conversion import convert
+from nets.neurons import IFNeuron
+from nets.snn import gradient_path
+
+T = 4
+
+
+def _derivative(sg: dict, x: torch.Tensor) -> torch.Tensor:
+    name = sg["name"]
+    if name == "triangular":
+        g = sg["gamma"]
+        return (g - x.abs()).clamp(min=0) / g / g
+    if name == "exponential":
+        return sg["gamma_d"] * torch.exp(-sg["gamma_s"] * x.abs())
+    if name == "rectangular":
+        return (x.abs() < sg["gamma"] / 2).float() / sg["gamma"]
+    assert name == "straight_through"
+    return torch.ones_like(x)
+
+
+class _Spike(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, sg):
+        ctx.save_for_backward(x)
+        ctx.sg = sg
+        return (x >= 0).float()
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * _derivative(ctx.sg, x), None
+
+
+class _RateBp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, theta, hard):
+        v, out = 0.0, []
+        for t in range(x.shape[0]):
+            v = v + x[t]
+            s = (v - theta >= 0).float()
+            v = (1 - s) * v if hard else v - s * theta
+            out.append(s)
+        out = torch.stack(out)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (out,) = ctx.saved_tensors
+        return g * (out.mean(0, keepdim=True) > 0).float(), None, None
+
+
+def _reference_forward(net: torch.nn.Sequential, x: torch.Tensor, member: dict) -> torch.Tensor:
+    steps = 0 if member["mode"] == "relu" else T
+    h = x if steps == 0 else x.unsqueeze(0).repeat(T, 1, 1, 1, 1).flatten(0, 1)
+    for m in net:
+        if not isinstance(m, IFNeuron):
+            h = m(h)
+            continue
+        theta = m.threshold.detach().clamp(min=0.03)
+        hard = m.reset_mode == "zero"
+        if steps == 0:
+            h = torch.relu(h)
+            continue
+        xt = h.reshape(T, -1, *h.shape[1:])
+        if member["mode"] == "bptr":
+            s = _RateBp.apply(xt, theta, hard)
+        else:
+            v, out = 0.0, []
+            for t in range(T):
+                v = v + xt[t]
+                s_t = _Spike.apply(v - theta, member["surrogate"])
+                v = (1 - s_t) * v if hard else v - s_t * theta  # the gradient flows through the reset
+                out.append(s_t)
+            s = torch.stack(out)
+        h = s.flatten(0, 1)
+    return h if steps == 0 else h.reshape(T, -1, *h.shape[1:]).mean(0)
+
+
+@pytest.fixture(scope="module")
+def snn():
+    torch.manual_seed(0)
+    ann = SmallCNN(input_size=8, width=6, mean=[0.2], std=[0.3])
+    for m in ann.modules():  # non-trivial BN statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    return convert(ann, [torch.rand(64, 1, 8, 8)], num_steps=T, calib_steps=8, scale=0.5).eval()
+
+
+@pytest.mark.parametrize("reset", ["zero", "subtract"])
+@pytest.mark.parametrize("member", paper_ensemble(), ids=lambda m: m["name"])
+def test_member_input_gradient_matches_the_reference_formulas(snn, member, reset):
+    for n in snn.neurons:
+        n.reset_mode = reset
+    torch.manual_seed(1)
+    x = torch.rand(16, 1, 8, 8)
+    y = torch.randint(0, 10, (16,))
+    xo = x.clone().requires_grad_(True)
+    with gradient_path(snn, member["mode"], member.get("surrogate")):
+        (g_ours,) = torch.autograd.grad(F.cross_entropy(snn(xo), y, reduction="sum"), xo)
+    xr = x.clone().requires_grad_(True)
+    (g_ref,) = torch.autograd.grad(F.cross_entropy(_reference_forward(snn.net, xr, member), y, reduction="sum"), xr)
+    assert g_ref.abs().sum() > 0, "the reference gradient vanished: the test network does not spike"
+    cos = F.cosine_similarity(g_ours.flatten(), g_ref.flatten(), dim=0)
+    assert cos >= 0.999, f"{member['name']}: cosine {cos:.5f}"
+    for n in snn.neurons:
+        n.reset_mode = "zero"
