@@ -86,7 +86,7 @@ def run(cfg_path: str, extra: list[str], dry_run: bool = False) -> int:
             if ck is None and not dry_run:
                 raise PipelineError(f"stage {st.name} needs the checkpoint of stage {src}, which has none")
             cmd += [opt, ck or f"<{src}>"]
-        cmd += ["--trainer.default_root_dir", d, "--trainer.logger.init_args.save_dir", d, *extra]
+        cmd += ["--trainer.default_root_dir", d, *extra]
         key = shlex.join(cmd[2:])  # without the interpreter and script paths
         done = os.path.join(d, "DONE")
         if os.path.exists(done):

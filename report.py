@@ -53,8 +53,12 @@ def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
             # the paper's ratio: synops of the dense SNN / synops of this SNN (first layer excluded, E_AC cancels)
             row["E_dense/E_sparse"] = dense_snn["energy"]["total"]["synops"] / max(row["synops"], 1e-12)
         audit = a.get("audit", [])
-        row["audit"] = "pass" if audit and all(c["passed"] for c in audit) else ("FAIL: " + "; ".join(
-            c["check"] for c in audit if not c["passed"])) if audit else "-"
+        failed: dict[str, list[str]] = {}
+        for c in audit:
+            if not c["passed"]:
+                failed.setdefault(c.get("kind", c["check"]), []).append(c.get("eps", ""))
+        row["audit"] = "-" if not audit else "pass" if not failed else "FAIL: " + "; ".join(
+            k + (f" (ε={', '.join(e for e in eps if e)})" if any(eps) else "") for k, eps in failed.items())
         row["eval_s_per_sample"] = a["seconds"] / max(a["num_samples"], 1) if a.get("seconds") else None
         rows.append(row)
 

@@ -50,7 +50,9 @@ class SpikeEnergyMonitor(Callback):
 
     def measure(self, trainer, pl_module, model) -> dict[str, Any]:
         device = pl_module.device
-        shape = tuple(trainer.datamodule.input_shape)
+        xs, _, _ = test_subset(trainer, self.num_samples)
+        # a plain LightningDataModule need not declare input_shape: the test images say it
+        shape = tuple(getattr(trainer.datamodule, "input_shape", None) or xs.shape[1:])
         kind = getattr(pl_module, "kind", "ann")
         net = model.net if kind == "snn" else model
         res: dict[str, Any] = {"kind": kind, "units": {"spikes": "spikes / sample", "synops": "AC / sample",
@@ -67,7 +69,6 @@ class SpikeEnergyMonitor(Callback):
                            f"estimated {res['energy_uj']:.4f} uJ / sample at E_MAC = {self.e_mac} pJ")
             return res
         counter = SynopCounter(model)
-        xs, _, _ = test_subset(trainer, self.num_samples)
         n = len(xs)
         with counter:
             for i in range(0, n, self.batch_size):

@@ -23,6 +23,24 @@ from .adversarial import AdversarialClassifier
 from .robust_ann import _count_classes
 
 
+def calibration_images(datamodule, num_batches: int, batch_size: int) -> list[torch.Tensor]:
+    """``num_batches`` batches of ``batch_size`` training images: the datamodule's own ``calibration_batches``
+    (deterministic, no augmentation) when it has one, else the first images of ``train_dataloader()`` (any
+    LightningDataModule)."""
+    if datamodule is None:
+        raise UserError("conversion needs training images for threshold calibration: pass a datamodule (--data ...)")
+    if callable(getattr(datamodule, "calibration_batches", None)):
+        return datamodule.calibration_batches(num_batches, batch_size)
+    images, need = [], num_batches * batch_size
+    for batch in datamodule.train_dataloader():
+        images.append(batch[0] if isinstance(batch, (list, tuple)) else batch)
+        if sum(len(b) for b in images) >= need:
+            break
+    if not images:
+        raise UserError(f"{type(datamodule).__name__}.train_dataloader() is empty: no images to calibrate thresholds")
+    return list(torch.cat(images)[:need].split(batch_size))
+
+
 class ConvertedSNN(AdversarialClassifier):
     """Args:
         net: the ANN architecture, exactly as in the ANN's config.
@@ -32,7 +50,9 @@ class ConvertedSNN(AdversarialClassifier):
         reset, surrogate, min_threshold, detach_reset: the IF neuron (``nets.neurons.IFNeuron``); by default the
             gradient flows through the reset (reference code), ``detach_reset: true`` stops it (snnTorch).
         bn: ``keep`` (paper: statistics over batch x time, re-learned) or ``fold``.
-        calib_batches, calib_batch_size, calib_steps, percentile, scale: threshold calibration.
+        calib_batches, calib_batch_size, calib_steps, percentile, scale, calib_order: threshold calibration
+            (``nets.conversion.calibrate_thresholds``; ``reference``: scale applied after all layers, as the
+            reference code; ``sequential``: each layer scaled before the next is calibrated).
         schedule: ``layer`` (all T per layer; BN training statistics over batch x time, paper) or ``time``
             (all layers per step, faster on CPUs; BN training statistics per step; ``nets.snn``).
         **kwargs: objective and optimisation; defaults here are the paper's fine-tuning.
@@ -56,6 +76,7 @@ class ConvertedSNN(AdversarialClassifier):
         calib_steps: int = 100,
         percentile: float = 99.7,
         scale: float = 0.3,
+        calib_order: str = "reference",
         objective: str = "trades",
         inner_attack: str = "rfgsm",
         schedule: str = "layer",
@@ -67,6 +88,8 @@ class ConvertedSNN(AdversarialClassifier):
             raise UserError(f"model.schedule must be one of {SCHEDULES}, got {schedule!r}")
         if not 0 < percentile <= 100:
             raise UserError(f"model.percentile must be in (0, 100], got {percentile}")
+        if calib_order not in ("reference", "sequential"):
+            raise UserError(f"model.calib_order must be 'reference' or 'sequential', got {calib_order!r}")
         if calib_batches < 1 or calib_batch_size < 1 or calib_steps < 1:
             raise UserError("model.calib_batches, calib_batch_size and calib_steps must be >= 1")
         self._classes = _count_classes(net)
@@ -77,7 +100,7 @@ class ConvertedSNN(AdversarialClassifier):
                                   detach_reset=detach_reset)
         self.snn = SpikingNetwork(spiking_structure(net, **self.neuron_kwargs), num_steps, encoding, schedule=schedule)
         self.ann_checkpoint = ann_checkpoint
-        self.calib = dict(calib_steps=calib_steps, percentile=percentile, scale=scale)
+        self.calib = dict(calib_steps=calib_steps, percentile=percentile, scale=scale, order=calib_order)
         self.calib_batches, self.calib_batch_size = calib_batches, calib_batch_size
 
     @property
@@ -106,7 +129,7 @@ class ConvertedSNN(AdversarialClassifier):
             self.snn = SpikingNetwork(spiking_structure(ann, **self.neuron_kwargs), self.snn.num_steps, self.snn.encoding,
                                       schedule=self.snn.schedule)
             self.channel_pruned = True
-        batches = datamodule.calibration_batches(self.calib_batches, self.calib_batch_size)
+        batches = calibration_images(datamodule, self.calib_batches, self.calib_batch_size)
         device = next(self.snn.parameters()).device
         converted = convert(ann.to(device), [b.to(device) for b in batches], num_steps=self.snn.num_steps,
                             encoding=self.snn.encoding, **self.neuron_kwargs, **self.calib)

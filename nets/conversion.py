@@ -7,9 +7,11 @@ Steps (Schmolli et al., CPAL 2025, Stage 2):
 3. ``masks``      the mask becomes ``M = (W != 0)`` (and the ANN's mask), applied on every forward, frozen;
 4. ``batchnorm``  kept with statistics over batch x time and running statistics reset (paper), or folded
                   into the preceding conv/linear (``bn="fold"``);
-5. ``calibrate``  thresholds layer by layer from the first, the earlier layers already spiking:
+5. ``calibrate``  thresholds layer by layer from the first, the earlier layers already spiking (at their
+                  unscaled thresholds, as the reference code does):
                   V_th^l = scale * max_batches percentile_rho(pre-activations of layer l over T_c steps),
-                  clamped >= 0.03 (defaults rho = 99.7, T_c = 100, scale = 0.3, 10 batches).
+                  clamped >= 0.03 (defaults rho = 99.7, T_c = 100, scale = 0.3, 10 batches); a layer that
+                  gets no positive input is an error naming it.
 
 A failing step raises ``ConversionError`` naming the step. Train/eval mode is restored in ``finally``.
 """
@@ -107,6 +109,16 @@ def spiking_structure(
     return snn
 
 
+def _layer_before(net: nn.Module, neuron: IFNeuron) -> str:
+    prev = "the input"
+    for name, m in net.named_modules():
+        if m is neuron:
+            return prev
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            prev = f"{name} ({type(m).__name__})"
+    return prev
+
+
 def _percentile(values: torch.Tensor, percentile: float) -> float:
     flat = values.detach().flatten().float()
     if flat.numel() > _MAX_QUANTILE_ELEMENTS:
@@ -114,6 +126,9 @@ def _percentile(values: torch.Tensor, percentile: float) -> float:
         idx = torch.randint(flat.numel(), (_MAX_QUANTILE_ELEMENTS,), generator=g).to(flat.device)
         flat = flat[idx]
     return float(torch.quantile(flat, percentile / 100.0))
+
+
+ORDERS = ("reference", "sequential")
 
 
 @torch.no_grad()
@@ -124,11 +139,20 @@ def calibrate_thresholds(
     percentile: float = 99.7,
     scale: float = 0.3,
     reset_bn_stats: bool = True,
+    order: str = "reference",
 ) -> list[float]:
     """Step ``calibrate``: set each neuron's threshold from its pre-activations, first layer first.
 
-    BatchNorm runs on batch statistics (over batch x time) while calibrating and accumulates fresh running
-    statistics from the spiking inputs (cumulative average), so the converted SNN is usable in eval mode."""
+    ``order="reference"`` (IGITUGraz/RobustSNNConversion, ``main_train.py``): every layer is calibrated with the
+    earlier layers at their *unscaled* thresholds, and all thresholds are multiplied by ``scale`` at the end.
+    ``order="sequential"``: each layer is scaled before the next one is calibrated.
+
+    BatchNorm runs on batch statistics (over batch x time) while calibrating; its running statistics are then
+    re-estimated at the final thresholds over the same batches at ``snn.num_steps`` (cumulative average), so the
+    converted SNN is usable in eval mode right away (the reference resets them and re-learns them in fine-tuning,
+    which fine-tuning here does too)."""
+    if order not in ORDERS:
+        raise ConversionError(f"step 'calibrate': order must be one of {ORDERS}, got {order!r}")
     if not 0 < percentile <= 100:
         raise ConversionError(f"step 'calibrate': percentile must be in (0, 100], got {percentile}")
     if calib_steps < 1 or scale <= 0:
@@ -162,9 +186,22 @@ def calibrate_thresholds(
                         pass
             finally:
                 handle.remove()
-            theta = max(max(captured) * scale, neuron.min_threshold)
+            if not max(captured) > 0:
+                raise ConversionError(f"step 'calibrate': layer {len(thresholds) + 1} ({type(neuron).__name__} after "
+                                      f"{_layer_before(snn.net, neuron)}) receives no positive input on the calibration "
+                                      "data, so it can never spike; check the ANN (dead layer?) or lower 'scale'")
+            theta = max(max(captured) * (scale if order == "sequential" else 1.0), neuron.min_threshold)
             neuron.threshold.fill_(theta)
             thresholds.append(theta)
+        if order == "reference":
+            thresholds = [max(t * scale, n.min_threshold) for t, n in zip(thresholds, neurons_of(snn))]
+            for t, n in zip(thresholds, neurons_of(snn)):
+                n.threshold.fill_(t)
+        if reset_bn_stats and bns:  # running statistics of the final network (thresholds scaled)
+            for bn in bns:
+                bn.reset_running_stats()
+            for xb in batches:
+                snn(xb)
     except ConversionError:
         raise
     except Exception as err:
@@ -190,6 +227,7 @@ def convert(
     bn: str = "keep",
     encoding: str = "direct",
     detach_reset: bool = False,
+    order: str = "reference",
 ) -> SpikingNetwork:
     """All five steps: a calibrated ``SpikingNetwork`` with the ANN's weights and frozen masks."""
     net = spiking_structure(ann, reset=reset, surrogate=surrogate, min_threshold=min_threshold, bn=bn,
@@ -199,5 +237,5 @@ def convert(
     except Exception as err:
         raise ConversionError(f"step 'masks': {err}") from err
     snn = SpikingNetwork(net, num_steps=num_steps, encoding=encoding)
-    calibrate_thresholds(snn, calib_batches, calib_steps, percentile, scale, reset_bn_stats=(bn == "keep"))
+    calibrate_thresholds(snn, calib_batches, calib_steps, percentile, scale, reset_bn_stats=(bn == "keep"), order=order)
     return snn

@@ -345,8 +345,8 @@ def audit(per_eps: dict[str, Any], total: int, zero_grads: int, big: Optional[tu
     tol = 1  # samples: a random start may flip one borderline sample
     checks: list[dict[str, Any]] = []
 
-    def check(name: str, passed: bool, detail: str) -> None:
-        checks.append({"check": name, "passed": bool(passed), "detail": detail})
+    def check(name: str, passed: bool, detail: str, kind: str = "", eps: str = "") -> None:
+        checks.append({"check": name, "passed": bool(passed), "detail": detail, "kind": kind or name, "eps": eps})
 
     check("non-zero input gradients under the ensemble", zero_grads == 0,
           f"{zero_grads} of {total} samples have an all-zero input gradient under every gradient path")
@@ -362,14 +362,17 @@ def audit(per_eps: dict[str, Any], total: int, zero_grads: int, big: Optional[tu
         over = v["overestimate_points"]
         check(f"eps={eps}: the paper's protocol is within {margin_points:g} points of the worst case",
               over <= margin_points + 1e-9, f"paper protocol {100 * v['paper_all']:.1f} % vs worst case "
-              f"{100 * v['worst']:.1f} %: the protocol overestimates robustness by {over:.1f} points")
+              f"{100 * v['worst']:.1f} %: the protocol overestimates robustness by {over:.1f} points",
+              "paper protocol overestimates", eps)
         stages = v["broken_by_stage"]
         if v.get("check_rounds"):
             r = v["check_rounds"]
             check(f"eps={eps}: adaptive attack converged (its last 2x-steps round broke nothing more)",
-                  r[-1] == 0, "samples broken by each 2x-steps round: " + ", ".join(map(str, r)))
+                  r[-1] == 0, "samples broken by each 2x-steps round: " + ", ".join(map(str, r)),
+                  "attack not converged", eps)
         for key, what in (("square", "Square (black-box)"), ("transfer", "transfer")):
             if key in stages:
                 check(f"eps={eps}: {what} never beats the white-box attacks", stages[key] <= tol,
-                      f"{what} broke {stages[key]} sample(s) that every white-box attack left robust")
+                      f"{what} broke {stages[key]} sample(s) that every white-box attack left robust",
+                      f"{key} beat white-box", eps)
     return checks

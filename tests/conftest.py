@@ -27,7 +27,6 @@ def tiny_overrides(root: Path, epochs: int = 1, batches: int = 3) -> list[str]:
         "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false",
         "--trainer.default_root_dir", str(root),
-        "--trainer.logger.init_args.save_dir", str(root),
     ]
 
 

@@ -77,3 +77,36 @@ def test_bn_fold_matches_kept_bn_in_eval():
     with torch.no_grad():
         a, b = SpikingNetwork(kept, 4)(x), SpikingNetwork(folded, 4)(x)
     assert torch.allclose(a, b, atol=1e-4)
+
+
+def _calibrated(order: str) -> list[float]:
+    from nets.conversion import convert
+
+    ann = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False), torch.nn.ReLU(), torch.nn.Linear(2, 1, bias=False),
+                              torch.nn.ReLU(), torch.nn.Linear(1, 2))
+    with torch.no_grad():
+        ann[0].weight.copy_(torch.eye(2))
+        ann[2].weight.copy_(torch.tensor([[1.0, -0.5]]))
+    snn = convert(ann, [torch.tensor([[1.0, 0.3]])], num_steps=4, calib_steps=8, percentile=100, scale=0.3, order=order)
+    return [float(n.threshold) for n in snn.neurons]
+
+
+def test_calibration_order_pins_hand_computed_thresholds():
+    """Layer 1 sees 1.0 and 0.3 every step: raw threshold 1.0. Reference order (layer 1 at 1.0 while layer 2 is
+    calibrated): neuron b fires every 4th step, so layer 2 sees 1 - 0.5 s_b in {1, 0.5}: raw 1.0; both scaled by
+    0.3 at the end -> [0.3, 0.3]. Sequential (layer 1 already at 0.3): both fire every step, layer 2 sees 0.5
+    -> [0.3, 0.15]."""
+    assert _calibrated("reference") == pytest.approx([0.3, 0.3], abs=1e-6)
+    assert _calibrated("sequential") == pytest.approx([0.3, 0.15], abs=1e-6)
+
+
+def test_a_layer_that_never_gets_input_is_named():
+    from nets.conversion import ConversionError, convert
+
+    ann = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False), torch.nn.ReLU(), torch.nn.Linear(2, 1, bias=False),
+                              torch.nn.ReLU(), torch.nn.Linear(1, 2))
+    with torch.no_grad():
+        ann[0].weight.copy_(torch.eye(2))
+        ann[2].weight.fill_(-1.0)  # layer 2 only ever gets negative input
+    with pytest.raises(ConversionError, match=r"layer 2 .*after 2 \(Linear\).*never spike"):
+        convert(ann, [torch.rand(4, 2)], num_steps=2, calib_steps=4)
