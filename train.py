@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import sys
 
-from lightning.pytorch import LightningDataModule, LightningModule
+import logging
 import os
+import re
 import warnings
 
+from jsonargparse import ArgumentError, Namespace
+from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from nets.checkpoints import read_checkpoint, resolve_checkpoint
 from nets.errors import UserError
 
 warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
@@ -24,6 +28,9 @@ class SafeSaveConfig(SaveConfigCallback):
     """Saves the resolved config next to the run; refuses (never overwrites) when one is already there."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
+        existing = os.path.join(trainer.log_dir or trainer.default_root_dir, self.config_filename)
+        if getattr(pl_module, "restoring_checkpoint", False) and os.path.isfile(existing):
+            return  # a resumed fit continues its own folder: the config saved at its start stays
         try:
             super().setup(trainer, pl_module, stage)
         except RuntimeError as err:
@@ -35,8 +42,88 @@ class SafeSaveConfig(SaveConfigCallback):
                             "--trainer.default_root_dir.") from None
 
 
+class _NoTips(logging.Filter):
+    """Lightning's advertising tips are nothing a user of this repo can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
+
+
+def _version_of(ckpt_path: str, root: str) -> int | None:
+    """``K`` when ``ckpt_path`` is ``<root>/lightning_logs/version_K/checkpoints/*.ckpt`` (a resume continues there)."""
+    parts = os.path.normpath(os.path.abspath(ckpt_path)).split(os.sep)
+    if len(parts) >= 4 and parts[-2] == "checkpoints" and parts[-3].startswith("version_") and \
+            os.sep.join(parts[:-3]) == os.path.normpath(os.path.abspath(os.path.join(root, "lightning_logs"))):
+        try:
+            return int(parts[-3][len("version_"):])
+        except ValueError:
+            return None
+    return None
+
+
 class CLI(LightningCLI):
-    pass
+    """Lightning's conventions, plus: checkpoints may be given as run folders (``<folder>``, ``<folder>/best``,
+    ``<folder>/last``); logs go under ``--trainer.default_root_dir`` (CSV, ``lightning_logs/version_K`` for fit,
+    ``test/version_K`` / ``validate/version_K`` for evaluations, so they never take the version numbers of fit
+    runs); a resumed fit continues its own version folder (``best.ckpt`` / ``last.ckpt`` stay right); every run
+    ends with one line naming its folder, checkpoints and results; SIGTERM or Ctrl-C during fit saves
+    ``interrupted.ckpt`` and exits 1."""
+
+    def _parse_ckpt_path(self) -> None:
+        sub = self.config.get("subcommand")
+        if sub and self.config[sub].get("ckpt_path"):
+            path = resolve_checkpoint(self.config[sub].ckpt_path, "--ckpt_path")
+            if os.path.isfile(path):
+                read_checkpoint(path, "--ckpt_path")  # one clear error for a file that is not a safe checkpoint
+            self.config[sub].ckpt_path = path
+        super()._parse_ckpt_path()  # Lightning reads the checkpoint's hyperparameters into the config
+
+    def before_instantiate_classes(self) -> None:
+        sub = self.subcommand
+        cfg = self.config[sub]
+        init = cfg.model.get("init_args") if cfg.get("model") is not None else None
+        for key in ("ann_checkpoint", "init_from"):
+            if init is not None and init.get(key):
+                init[key] = resolve_checkpoint(init[key], f"model.init_args.{key}")
+        root = cfg.trainer.get("default_root_dir") or os.getcwd()
+        if cfg.trainer.get("logger") in (None, True):
+            version = _version_of(cfg.ckpt_path, root) if sub == "fit" and cfg.get("ckpt_path") else None
+            cfg.trainer.logger = Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(
+                save_dir=root, name="lightning_logs" if sub == "fit" else sub, version=version))
+
+    def instantiate_trainer(self, **kwargs):
+        from callbacks.interrupt import SaveOnInterrupt
+
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(SaveOnInterrupt())
+        return trainer
+
+    def _before(self) -> None:
+        # a checkpoint will be restored: the module need not build its weights (e.g. convert an ANN) at setup
+        if self.config_init[self.subcommand].get("ckpt_path"):
+            self.model.restoring_checkpoint = True
+
+    before_fit = before_validate = before_test = _before
+
+    def _after(self) -> None:
+        t = self.trainer
+        folder = t.log_dir or t.default_root_dir  # a broadcast under DDP: every rank must ask
+        if not t.is_global_zero:
+            return
+        parts = [f"run folder {folder}"]
+        for cb in t.checkpoint_callbacks:
+            for path in (getattr(cb, "last_model_path", ""), getattr(cb, "best_model_path", "")):
+                if path and os.path.isfile(path) and not any(path in p for p in parts):
+                    parts.append(f"{os.path.basename(path)}: {path}")
+        results = os.path.join(folder, "evaluation")
+        if os.path.isdir(results):
+            parts.append(f"results: {results}")
+        print("done: " + "; ".join(parts), flush=True)
+
+    after_fit = after_validate = after_test = _after
 
 
 def main(args=None) -> None:
@@ -49,32 +136,52 @@ def main(args=None) -> None:
             seed_everything_default=0,
             trainer_defaults={"inference_mode": False},
             save_config_callback=SafeSaveConfig,
+            parser_kwargs={"exit_on_error": False},  # the reason first (below), not 50 lines of usage
             args=args,
         )
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        _exit(2)
+    except (ValueError, ArgumentError) as err:
         message = _config_error(err)
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {message}\n(every option: python train.py {{fit,validate,test}} --help; the resolved config: "
+              "add --print_config)", file=sys.stderr)
         sys.exit(2)
 
 
-def _config_error(err: ValueError) -> str | None:
-    """jsonargparse reports a class that refused its arguments as a union mismatch; keep just the reasons."""
+def _exit(code: int) -> None:
+    """Exit; under DDP without running the interpreter's teardown, where gloo's threads may abort the process
+    (exit status -6 instead of ``code``) when destroyed mid-flight."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        sys.stdout.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _config_error(err: Exception) -> str | None:
+    """jsonargparse's report, reduced to the offending key and the reasons (a class that refused its arguments comes
+    as a union mismatch listing every alternative; keep the ones that say something)."""
     text = str(err)
-    if "Does not validate against any of the Union subtypes" not in text or "Errors:" not in text:
+    if isinstance(err, ValueError) and "Does not validate against any of the Union subtypes" not in text:
         return None
+    key = re.search(r'Parser key "([^"]+)"', text) or re.search(r"[Kk]ey '([^']+)'", text)
     reasons = []
-    for line in text.split("Errors:", 1)[1].splitlines():
+    for line in text.split("Errors:", 1)[-1].splitlines():
         line = line.strip()
         if line.startswith("Given value"):
             break
-        if line.startswith("- ") and "Expected a <class 'NoneType'>" not in line:
-            reasons.append(line[2:])
-    return "invalid configuration: " + "; ".join(reasons) if reasons else None
+        line = line[2:] if line.startswith("- ") else line
+        if line and "Expected a <class 'NoneType'>" not in line and not line.startswith("Problem with given class_path") \
+                and "Does not validate against" not in line and not line.startswith("Parser key"):
+            reasons.append(line.rstrip(":"))
+    if not reasons:
+        reasons = [text.splitlines()[0]] if text else []
+    where = f"{key.group(1)}: " if key else ""
+    return "invalid configuration: " + where + "; ".join(reasons) if reasons else None
 
 
 if __name__ == "__main__":

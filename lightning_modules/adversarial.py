@@ -13,6 +13,7 @@ own training gradient path only (a quick model-selection signal, *not* a robustn
 """
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import lightning as L
@@ -140,10 +141,14 @@ class AdversarialClassifier(L.LightningModule):
         if split == "train":
             loss, logits = self.training_loss(x, y)
             if not torch.isfinite(loss):
+                cb = self.trainer.checkpoint_callback if self._trainer is not None else None
+                last = getattr(cb, "last_model_path", "") or getattr(cb, "best_model_path", "")
+                kept = (f"The last good checkpoint is kept: {last}." if last and os.path.isfile(last)
+                        else "No checkpoint was saved before this point.")
                 raise UserError(
                     f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}. "
                     "Likely cause: a learning rate too high for this network/objective (lower "
-                    "model.optimizer.init_args.lr) or corrupt inputs. The last good checkpoint is kept.")
+                    f"model.optimizer.init_args.lr) or corrupt inputs. {kept}")
         else:
             logits = self(x)
             loss = F.cross_entropy(logits, y)

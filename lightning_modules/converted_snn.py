@@ -112,7 +112,7 @@ class ConvertedSNN(AdversarialClassifier):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if self.trainer is not None and self.trainer.ckpt_path:
+        if getattr(self, "restoring_checkpoint", False) or (self.trainer is not None and self.trainer.ckpt_path):
             return  # the SNN's own weights, thresholds and masks come from the checkpoint
         if not self.ann_checkpoint:
             raise UserError("ConvertedSNN needs an ANN to convert (--model.init_args.ann_checkpoint <ANN .ckpt>) "

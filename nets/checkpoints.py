@@ -1,6 +1,7 @@
 """Safe checkpoint reading: ``torch.load(weights_only=True)`` only, with one clear error per bad file."""
 from __future__ import annotations
 
+import glob
 import os
 import pickle
 from typing import Any, Optional
@@ -12,10 +13,36 @@ from .errors import UserError
 TAG = "sparse_robust_snn"  # what this repo stores in every Lightning checkpoint: {"kind": "ann"|"snn", ...}
 
 
+def resolve_checkpoint(path: Optional[str], what: str = "checkpoint") -> Optional[str]:
+    """A checkpoint file from a file path, a run folder (its newest ``last.ckpt``) or ``<run folder>/best`` /
+    ``<run folder>/last`` (its newest ``best.ckpt`` / ``last.ckpt``); anything else is returned unchanged."""
+    if not path or os.path.isfile(path):
+        return path
+    base, leaf = path, "last.ckpt"
+    if not os.path.isdir(path) and os.path.basename(os.path.normpath(path)) in ("best", "last"):
+        base, leaf = os.path.dirname(os.path.normpath(path)), os.path.basename(os.path.normpath(path)) + ".ckpt"
+    if not base or not os.path.isdir(base):
+        return path
+    found = sorted(glob.glob(os.path.join(base, "**", leaf), recursive=True), key=os.path.getmtime)
+    if not found:
+        raise UserError(f"{what} {path!r}: no {leaf} under the folder {base!r}; pass a .ckpt file or a run folder "
+                        "written by train.py fit")
+    return found[-1]
+
+
 def read_checkpoint(path: str, what: str = "checkpoint") -> dict[str, Any]:
     """Load a file with ``weights_only=True``; refuse pickled code instead of running it."""
+    path = resolve_checkpoint(path, what)
     if not path or not os.path.isfile(path):
         raise UserError(f"{what} {path!r} does not exist; pass the path of a .ckpt written by train.py")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (PK..); the legacy format starts with a pickle protocol byte (0x80)
+    if head[:2] != b"PK" and head[:1] != b"\x80":
+        kind = "an empty file" if not head else "text (YAML/JSON/CSV?)" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) \
+            else "some other binary format"
+        raise UserError(f"{what} {path!r} is not a PyTorch checkpoint (it holds {kind}); pass a .ckpt written by "
+                        "train.py fit, or its run folder")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

@@ -115,7 +115,7 @@ def _layer_before(net: nn.Module, neuron: IFNeuron) -> str:
         if m is neuron:
             return prev
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            prev = f"{name} ({type(m).__name__})"
+            prev = f"{name} ({type(m).__name__.replace('Parametrized', '')})"
     return prev
 
 
@@ -189,7 +189,7 @@ def calibrate_thresholds(
             if not max(captured) > 0:
                 raise ConversionError(f"step 'calibrate': layer {len(thresholds) + 1} ({type(neuron).__name__} after "
                                       f"{_layer_before(snn.net, neuron)}) receives no positive input on the calibration "
-                                      "data, so it can never spike; check the ANN (dead layer?) or lower 'scale'")
+                                      "data, so it can never spike; check the ANN (a dead layer?) and the calibration data")
             theta = max(max(captured) * (scale if order == "sequential" else 1.0), neuron.min_threshold)
             neuron.threshold.fill_(theta)
             thresholds.append(theta)

@@ -84,8 +84,10 @@ def test_pickle_payload_is_refused_and_never_runs(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content, message", [(b"", "not a readable PyTorch checkpoint"),
-                                              (b"this is not a checkpoint", "not a readable PyTorch checkpoint")])
+@pytest.mark.parametrize("content, message", [(b"", "not a PyTorch checkpoint .it holds an empty file"),
+                                              (b"seed_everything: 0\nmodel: {}\n", "not a PyTorch checkpoint .it holds text"),
+                                              (bytes(range(7, 250, 3)), "not a PyTorch checkpoint .it holds some other"),
+                                              (b"PK\x03\x04 a truncated zip", "not a readable PyTorch checkpoint")])
 def test_empty_or_corrupt_checkpoint_is_a_clear_error(tmp_path, content, message):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(content)
@@ -132,3 +134,17 @@ def test_existing_run_folder_is_never_overwritten(tmp_path):
     out = run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", *args, "--model.init_args.beta", "3", check=False)
     assert out.returncode == 2 and "already exists" in out.stderr
     assert (tmp_path / "config.yaml").read_text() == before
+
+
+def test_a_file_that_is_not_a_checkpoint_says_so_through_the_cli(tmp_path):
+    out = run_cli("train.py", "test", "--config", "conf/digits/ann.yaml", "--ckpt_path", "conf/digits/ann.yaml",
+                  *tiny_overrides(tmp_path), check=False)
+    assert out.returncode == 2 and "is not a PyTorch checkpoint (it holds text" in out.stderr
+    assert "Traceback" not in out.stderr and "could run code" not in out.stderr
+
+
+def test_a_config_error_names_the_key_first(tmp_path):
+    out = run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", "--model.init_args.no_such_key", "1",
+                  *tiny_overrides(tmp_path), check=False)
+    assert out.returncode == 2 and out.stderr.startswith("error: invalid configuration:")
+    assert "no_such_key" in out.stderr.splitlines()[0] and len(out.stderr.splitlines()) <= 3

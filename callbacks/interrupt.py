@@ -1,0 +1,43 @@
+"""``SaveOnInterrupt``: SIGTERM or Ctrl-C during ``fit`` saves a resumable checkpoint, then the run exits 1."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities import rank_zero_info
+
+
+class SaveOnInterrupt(Callback):
+    """SIGTERM (a scheduler's or ``kill``'s stop) is turned into Ctrl-C's KeyboardInterrupt while fitting; on either,
+    the state at that point is saved as ``interrupted.ckpt`` beside ``last.ckpt`` (which stays the exact end-of-epoch
+    resume point) and Lightning exits with status 1. Added to every ``train.py`` run."""
+
+    def __init__(self):
+        self._previous = None
+
+    def on_fit_start(self, trainer, pl_module):
+        if threading.current_thread() is threading.main_thread():
+            def handler(signum, frame):
+                raise KeyboardInterrupt
+
+            self._previous = signal.signal(signal.SIGTERM, handler)
+
+    def teardown(self, trainer, pl_module, stage):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def on_exception(self, trainer, pl_module, exception):
+        if not isinstance(exception, KeyboardInterrupt) or trainer.state.fn != "fit":
+            return
+        cb = trainer.checkpoint_callback
+        if cb is None or cb.dirpath is None or trainer.world_size > 1:  # saving is collective under DDP
+            rank_zero_info("interrupted: no checkpoint saved at this point; resume from the last saved last.ckpt")
+            return
+        path = os.path.join(cb.dirpath, "interrupted.ckpt")
+        trainer.save_checkpoint(path)
+        last = os.path.join(cb.dirpath, "last.ckpt")
+        rank_zero_info(f"interrupted: saved {path} (resume there with --ckpt_path {path}"
+                       + (f"; {last} is the exact end-of-epoch resume point)" if os.path.isfile(last) else ")"))
