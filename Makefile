@@ -17,7 +17,7 @@ demo: install  ## the whole pipeline on the embedded digits (robust ANN -> HYDRA
 	$(PY) pipeline.py --config conf/digits/pipeline.yaml
 
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup  # 2 workers, one thread each (tests spawn single-thread processes)
 
 bench: install
 	$(PY) bench/snn_step.py

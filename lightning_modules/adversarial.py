@@ -91,8 +91,21 @@ class AdversarialClassifier(L.LightningModule):
             raise UserError("trainer.sync_batchnorm needs GPUs (torch's SyncBatchNorm is CUDA-only); on CPU set "
                             "--trainer.sync_batchnorm false (each rank then normalises with its own batch statistics)")
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is not None and getattr(dm, "num_classes", None) and getattr(dm, "input_shape", None):
-            self.check_fits_data(dm.num_classes, tuple(dm.input_shape))
+        if dm is None:
+            return
+        classes, shape = getattr(dm, "num_classes", None), getattr(dm, "input_shape", None)
+        if not (classes and shape):  # a plain LightningDataModule: one batch says the shape and the labels seen
+            loader = {"fit": "train_dataloader", "validate": "val_dataloader", "test": "test_dataloader"}.get(stage)
+            batch = next(iter(getattr(dm, loader)()), None) if loader and callable(getattr(dm, loader, None)) else None
+            if batch is None:
+                return
+            x, y = batch[0], torch.as_tensor(batch[1])
+            shape = shape or tuple(x.shape[1:])
+            if not classes and y.numel() and int(y.max()) >= self._num_classes():
+                raise UserError(f"the data has labels up to {int(y.max())} but the network ({type(self.model).__name__}) "
+                                f"has {self._num_classes()} outputs; set num_classes in model.init_args.net.init_args")
+            classes = classes or self._num_classes()
+        self.check_fits_data(classes, tuple(shape))
 
     def check_fits_data(self, num_classes: int, input_shape: tuple) -> None:
         """One clear error when the configured network cannot take this datamodule's images or labels."""

@@ -30,6 +30,29 @@ def tiny_overrides(root: Path, epochs: int = 1, batches: int = 3) -> list[str]:
     ]
 
 
+# the evaluation callbacks on 10 test images with a minimal budget: for tests of the plumbing, not of robustness
+TINY_EVAL = """
+trainer:
+  callbacks:
+    - class_path: callbacks.AttackEvaluation
+      init_args:
+        attacks: [{name: fgsm}]
+        epsilons: [0.1]
+        num_samples: 10
+        batch_size: 10
+        adaptive: {top_k: 1, steps: 2, max_targets: 2, square_queries: 10, check_rounds: 1}
+    - class_path: callbacks.SpikeEnergyMonitor
+      init_args: {num_samples: 10}
+"""
+
+
+def tiny_eval(folder: Path) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tiny_eval.yaml"
+    path.write_text(TINY_EVAL)
+    return str(path)
+
+
 def ckpt(root: Path, name: str = "last.ckpt") -> str:
     found = sorted(Path(root).rglob(name))
     assert found, f"no {name} under {root}"

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ckpt, run_cli, tiny_overrides
+from conftest import tiny_eval, ckpt, run_cli, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -83,8 +83,9 @@ def test_snn_validate_fit_test_through_the_cli(dense_ann_ckpt, tmp_path):
     # fine-tuning with the CPU-friendly time-major schedule (nets/snn.py)
     run_cli("train.py", "fit", *snn, "--model.init_args.ann_checkpoint", dense_ann_ckpt, "--model.init_args.schedule",
             "time", *tiny_overrides(tmp_path / "f"))
-    out = run_cli("train.py", "test", *snn, "--ckpt_path", ckpt(tmp_path / "f"), *tiny_overrides(tmp_path / "t"))
-    assert "test/pgd_acc_single_path" in out.stdout
+    out = run_cli("train.py", "test", *snn, "--config", tiny_eval(tmp_path), "--ckpt_path", ckpt(tmp_path / "f"),
+                  *tiny_overrides(tmp_path / "t"))
+    assert "test/pgd_acc_single_path" in out.stdout and "test/robust_worst/eps=0.1" in out.stdout
     # an SNN checkpoint is not an ANN: one clear error
     out = run_cli("train.py", "validate", *snn, "--model.init_args.ann_checkpoint", ckpt(tmp_path / "f"),
                   *tiny_overrides(tmp_path / "bad"), check=False)

@@ -88,7 +88,7 @@ def _calibrated(order: str) -> list[float]:
         ann[0].weight.copy_(torch.eye(2))
         ann[2].weight.copy_(torch.tensor([[1.0, -0.5]]))
     snn = convert(ann, [torch.tensor([[1.0, 0.3]])], num_steps=4, calib_steps=8, percentile=100, scale=0.3, order=order)
-    return [float(n.threshold) for n in snn.neurons]
+    return [float(n.threshold.detach()) for n in snn.neurons]
 
 
 def test_calibration_order_pins_hand_computed_thresholds():

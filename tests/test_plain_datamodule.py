@@ -2,23 +2,10 @@
 SNN fit and SNN test with the evaluation callbacks (test set from test_dataloader())."""
 import json
 
-from conftest import ckpt, run_cli, tiny_overrides
+from conftest import ckpt, run_cli, tiny_eval, tiny_overrides
 
 NET = ["--model.init_args.net.init_args.num_classes", "5", "--model.init_args.net.init_args.in_channels", "3",
        "--model.init_args.net.init_args.input_size", "16"]
-EVAL = """
-trainer:
-  callbacks:
-    - class_path: callbacks.AttackEvaluation
-      init_args:
-        attacks: [{name: fgsm}]
-        epsilons: [0.1]
-        num_samples: 20
-        batch_size: 20
-        adaptive: {top_k: 1, steps: 2, max_targets: 2, square_queries: 10, check_rounds: 1}
-    - class_path: callbacks.SpikeEnergyMonitor
-      init_args: {num_samples: 20}
-"""
 
 
 def test_a_plain_lightning_datamodule_runs_the_whole_pipeline(tmp_path):
@@ -28,11 +15,16 @@ def test_a_plain_lightning_datamodule_runs_the_whole_pipeline(tmp_path):
     snn_args = ["--config", "conf/digits/snn.yaml", *data, *NET, "--model.init_args.num_steps", "2",
                 "--model.init_args.calib_steps", "4", "--model.init_args.calib_batches", "2"]
     run_cli("train.py", "fit", *snn_args, "--model.init_args.ann_checkpoint", ann, *tiny_overrides(tmp_path / "snn"))
-    cfg = tmp_path / "eval.yaml"
-    cfg.write_text(EVAL)
-    run_cli("train.py", "test", *snn_args, "--config", str(cfg), "--ckpt_path", ckpt(tmp_path / "snn"),
+    run_cli("train.py", "test", *snn_args, "--config", tiny_eval(tmp_path), "--ckpt_path", ckpt(tmp_path / "snn"),
             *tiny_overrides(tmp_path / "test"))
     attacks = json.loads(open(ckpt(tmp_path / "test", "attacks.json")).read())
-    assert attacks["num_samples"] == 20 and attacks["num_classes"] == 5 and attacks["kind"] == "snn"
+    assert attacks["num_samples"] == 10 and attacks["num_classes"] == 5 and attacks["kind"] == "snn"
     energy = json.loads(open(ckpt(tmp_path / "test", "energy.json")).read())
-    assert energy["num_samples"] == 20 and energy["total"]["synops"] > 0
+    assert energy["num_samples"] == 10 and energy["total"]["synops"] > 0
+
+
+def test_a_plain_datamodule_that_does_not_fit_the_network_is_one_clear_error(tmp_path):
+    data = ["--data", "tests.plain_data.PlainData"]
+    out = run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", *data, *tiny_overrides(tmp_path), check=False)
+    assert out.returncode == 2 and "cannot take the data's images of shape (3, 16, 16)" in out.stderr
+    assert "Traceback" not in out.stderr
