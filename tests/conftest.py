@@ -18,6 +18,30 @@ def run_cli(*args: str, cwd=ROOT, check: bool = True, timeout: int = 600) -> sub
     return proc
 
 
+def run_main(*args: str) -> subprocess.CompletedProcess:
+    """``python train.py ...`` in this process (no interpreter start: for the many quick bad-input cases)."""
+    import contextlib
+    import io
+
+    import train
+
+    import logging
+    import warnings
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    handler, lightning_log = logging.StreamHandler(err), logging.getLogger("lightning.pytorch")
+    lightning_log.addHandler(handler)  # Lightning's info lines (rank_zero_info) as a terminal would show them
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
+        try:
+            train.main(list(args))
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+        finally:
+            lightning_log.removeHandler(handler)
+    return subprocess.CompletedProcess(["train.py", *args], code, out.getvalue(), err.getvalue())
+
+
 def tiny_overrides(root: Path, epochs: int = 1, batches: int = 3) -> list[str]:
     return [
         "--trainer.max_epochs", str(epochs),

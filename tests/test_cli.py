@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tiny_eval, ckpt, run_cli, tiny_overrides
+from conftest import run_main, tiny_eval, ckpt, run_cli, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ def test_print_config_resolves_every_option():
     (["--model.init_args.net.init_args.num_classes", "7"], "has 7 outputs but the data has 10"),
 ])
 def test_bad_input_is_one_clear_error(args, message, tmp_path):
-    out = run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", *tiny_overrides(tmp_path), *args, check=False)
+    out = run_main("fit", "--config", "conf/digits/ann.yaml", *tiny_overrides(tmp_path), *args)
     assert out.returncode != 0
     assert "Traceback" not in out.stderr, out.stderr[-2000:]
     import re

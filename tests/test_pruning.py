@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from callbacks.pruning import HarpPruning, HydraPruning, MagnitudePruning, prune_by_magnitude
-from conftest import ckpt, run_cli, tiny_overrides
+from conftest import ckpt, run_cli, run_main, tiny_overrides
 from nets.architectures import VGG, SmallCNN
 from nets.compact import decode_gaps, encode_gaps, export_compact, load_compact
 from nets.errors import UserError
@@ -110,12 +110,14 @@ def test_pruning_callbacks_through_the_cli(dense_ann_ckpt, tmp_path):
         root = tmp_path / method
         extra = ["--trainer.max_epochs", "2"] + (["--trainer.callbacks.init_args.score_epochs", "1"]
                                                  if method in ("hydra", "harp") else [])
-        out = run_cli("train.py", "fit", "--config", f"conf/digits/prune_{method}.yaml",
-                      "--model.init_args.init_from", dense_ann_ckpt, *tiny_overrides(root), *extra)
+        out = run_main("fit", "--config", f"conf/digits/prune_{method}.yaml",  # in-process: no interpreter start
+                       "--model.init_args.init_from", dense_ann_ckpt, *tiny_overrides(root), *extra)
+        assert out.returncode == 0, out.stderr[-3000:]
         assert "Pruning]" in out.stderr + out.stdout
         # the pruned checkpoint restores into a fresh model for testing (masks / shrunk channels included)
-        out = run_cli("train.py", "test", "--config", f"conf/digits/prune_{method}.yaml", "--ckpt_path", ckpt(root),
-                      *tiny_overrides(tmp_path / f"{method}_test"))
+        out = run_main("test", "--config", f"conf/digits/prune_{method}.yaml", "--ckpt_path", ckpt(root),
+                       *tiny_overrides(tmp_path / f"{method}_test"))
+        assert out.returncode == 0, out.stderr[-3000:]
         assert "test/acc" in out.stdout
     state = torch.load(ckpt(tmp_path / "hydra"), weights_only=True)["state_dict"]
     masks = [v for k, v in state.items() if k.endswith("weight.0.mask")]

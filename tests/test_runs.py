@@ -1,5 +1,6 @@
 """Runs follow Lightning's conventions: outputs under --trainer.default_root_dir, run folders as checkpoint
 arguments, evaluations that never take a fit's version number, resumes in the same folder, clean stops."""
+import json
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ def test_outputs_checkpoints_and_resume_follow_the_run_folder(tmp_path):
     last, best = version0 / "checkpoints" / "last.ckpt", version0 / "checkpoints" / "best.ckpt"
     assert last.is_file() and best.is_file() and (version0 / "config.yaml").is_file()
     assert f"done: run folder {version0}" in out.stdout and str(last) in out.stdout and str(best) in out.stdout
+    assert "Tip:" not in out.stdout + out.stderr  # no advertising a user cannot act on
     # an evaluation takes the run folder and writes beside it, not into lightning_logs/version_1
     cfg = tmp_path / "eval.yaml"
     cfg.write_text(EVAL)
@@ -62,3 +64,23 @@ def test_sigterm_during_fit_saves_a_resumable_checkpoint_and_exits_1(tmp_path):
     assert saved and "interrupted: saved" in output
     run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", *tiny_overrides(root, epochs=3, batches=20),
             "--ckpt_path", str(saved[0]))
+
+
+def test_sigterm_during_the_evaluation_stops_within_seconds_and_keeps_what_finished(dense_ann_ckpt, tmp_path):
+    root = tmp_path / "ev"
+    cmd = [sys.executable, "train.py", "test", "--config", "conf/digits/ann.yaml", "--ckpt_path", dense_ann_ckpt,
+           *tiny_overrides(root)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    lines = []
+    for line in proc.stdout:  # the evaluation has started
+        lines.append(line)
+        if "[AttackEvaluation]" in line and "test samples" in line:
+            break
+    time.sleep(2)
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    output = "".join(lines) + proc.communicate(timeout=120)[0]
+    assert time.time() - sent < 30 and proc.returncode == 1, output[-2000:]
+    attacks = json.loads(next(root.rglob("attacks.json")).read_text())
+    assert attacks["interrupted"].startswith("interrupted") and "finished part is written" in output
