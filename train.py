@@ -16,6 +16,7 @@ import warnings
 
 from jsonargparse import ArgumentError, Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from nets.checkpoints import read_checkpoint, resolve_checkpoint
@@ -99,6 +100,8 @@ class CLI(LightningCLI):
 
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.append(SaveOnInterrupt())
+        if self.subcommand != "fit":  # an evaluation writes no checkpoint (and restoring their state only warns)
+            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ModelCheckpoint)]
         return trainer
 
     def _before(self) -> None:
@@ -114,8 +117,10 @@ class CLI(LightningCLI):
         if not t.is_global_zero:
             return
         parts = [f"run folder {folder}"]
-        for cb in t.checkpoint_callbacks:
-            for path in (getattr(cb, "last_model_path", ""), getattr(cb, "best_model_path", "")):
+        for cb in t.checkpoint_callbacks if self.subcommand == "fit" else []:  # evaluations write no checkpoint
+            paths = [getattr(cb, "last_model_path", "") if getattr(cb, "save_last", False) else "",
+                     getattr(cb, "best_model_path", "") if getattr(cb, "monitor", None) else ""]
+            for path in paths:
                 if path and os.path.isfile(path) and not any(path in p for p in parts):
                     parts.append(f"{os.path.basename(path)}: {path}")
         results = os.path.join(folder, "evaluation")

@@ -15,8 +15,8 @@ def _metrics(root: Path) -> str:
 
 
 def test_ann_fit_then_test_from_its_checkpoint(dense_ann_ckpt, tmp_path):
-    out = run_cli("train.py", "test", "--config", "conf/digits/ann.yaml", "--ckpt_path", dense_ann_ckpt,
-                  *tiny_overrides(tmp_path))
+    out = run_cli("train.py", "test", "--config", "conf/digits/ann.yaml", "--config", tiny_eval(tmp_path),
+                  "--ckpt_path", dense_ann_ckpt, *tiny_overrides(tmp_path))
     assert "test/acc" in out.stdout and "test/pgd_acc_single_path" in out.stdout
     assert (sorted(tmp_path.rglob("config.yaml")))  # the resolved config is saved next to the run
 
