@@ -8,20 +8,7 @@ import time
 
 import torch
 
-from conftest import ROOT, run_cli, tiny_overrides
-
-EVAL = """
-trainer:
-  callbacks:
-    - class_path: callbacks.AttackEvaluation
-      init_args:
-        attacks: [{name: fgsm}]
-        epsilons: [0.1]
-        num_samples: 10
-        batch_size: 10
-        adaptive: false
-        audit: false
-"""
+from conftest import ROOT, run_cli, tiny_eval, tiny_overrides
 
 
 def test_outputs_checkpoints_and_resume_follow_the_run_folder(tmp_path):
@@ -33,9 +20,7 @@ def test_outputs_checkpoints_and_resume_follow_the_run_folder(tmp_path):
     assert f"done: run folder {version0}" in out.stdout and str(last) in out.stdout and str(best) in out.stdout
     assert "Tip:" not in out.stdout + out.stderr  # no advertising a user cannot act on
     # an evaluation takes the run folder and writes beside it, not into lightning_logs/version_1
-    cfg = tmp_path / "eval.yaml"
-    cfg.write_text(EVAL)
-    out = run_cli("train.py", "test", "--config", "conf/digits/ann.yaml", "--config", str(cfg), "--ckpt_path", str(root),
+    out = run_cli("train.py", "test", "--config", "conf/digits/ann.yaml", "--config", tiny_eval(tmp_path), "--ckpt_path", str(root),
                   *tiny_overrides(root))
     assert (root / "test" / "version_0" / "evaluation" / "attacks.json").is_file()
     assert "results: " in out.stdout
