@@ -102,6 +102,7 @@ class CLI(LightningCLI):
         trainer.callbacks.append(SaveOnInterrupt())
         if self.subcommand != "fit":  # an evaluation writes no checkpoint (and restoring their state only warns)
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ModelCheckpoint)]
+            warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided")
         return trainer
 
     def _before(self) -> None:
