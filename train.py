@@ -75,12 +75,15 @@ class CLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         sub = self.config.get("subcommand")
+        path = None
         if sub and self.config[sub].get("ckpt_path"):
-            path = resolve_checkpoint(self.config[sub].ckpt_path, "--ckpt_path")
-            if os.path.isfile(path):
+            path = self.config[sub].ckpt_path = resolve_checkpoint(self.config[sub].ckpt_path, "--ckpt_path")
+        try:
+            super()._parse_ckpt_path()  # Lightning reads the checkpoint's hyperparameters into the config
+        except Exception:
+            if path and os.path.isfile(path):
                 read_checkpoint(path, "--ckpt_path")  # one clear error for a file that is not a safe checkpoint
-            self.config[sub].ckpt_path = path
-        super()._parse_ckpt_path()  # Lightning reads the checkpoint's hyperparameters into the config
+            raise
 
     def before_instantiate_classes(self) -> None:
         sub = self.subcommand

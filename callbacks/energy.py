@@ -50,10 +50,10 @@ class SpikeEnergyMonitor(Callback):
 
     def measure(self, trainer, pl_module, model) -> dict[str, Any]:
         device = pl_module.device
-        xs, _, _ = test_subset(trainer, self.num_samples)
-        # a plain LightningDataModule need not declare input_shape: the test images say it
-        shape = tuple(getattr(trainer.datamodule, "input_shape", None) or xs.shape[1:])
         kind = getattr(pl_module, "kind", "ann")
+        shape = getattr(trainer.datamodule, "input_shape", None)
+        xs = test_subset(trainer, self.num_samples)[0] if kind == "snn" or not shape else None
+        shape = tuple(shape or xs.shape[1:])  # a plain LightningDataModule need not declare it: the images say it
         net = model.net if kind == "snn" else model
         res: dict[str, Any] = {"kind": kind, "units": {"spikes": "spikes / sample", "synops": "AC / sample",
                                                        "macs": "MAC / sample", "energy": "uJ / sample (estimate)",

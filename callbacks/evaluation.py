@@ -4,17 +4,15 @@ Runs at the end of ``trainer.test`` on the first ``num_samples`` samples of the 
 ``test_dataloader()``; each DDP rank attacks its own exact shard and the counts are summed. What runs, per
 epsilon: the paper's protocol (for an SNN, every attack through the 19 gradient paths of
 ``nets.attacks.paper_ensemble``), then the adaptive tier (APGD-CE, targeted APGD-DLR through the strongest
-paths, Square, optional transfer, a 2x-budget convergence check) on the survivors; the headline is the
+paths, Square, optional transfer, convergence rounds with 2x steps) on the survivors; the headline is the
 per-sample worst case. Results go to ``<log_dir>/evaluation/`` (see ``AttackEvaluation``).
 """
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from typing import Any, Optional, Union
 
@@ -28,6 +26,8 @@ from nets.attacks import Eps, paper_ensemble, parse_eps
 from nets.errors import UserError
 from nets.reporting import attacks_markdown, plot_robust_accuracy
 from nets.robustness import AdaptiveBudget, Evaluator, audit, summarize
+
+from .interrupt import sigterm_as_interrupt
 
 WHITE_BOX = ("fgsm", "pgd", "apgd_ce", "apgd_dlr")
 
@@ -100,25 +100,7 @@ def gather_objects(obj: Any) -> list[Any]:
     return [obj]
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM raises KeyboardInterrupt (like Ctrl-C) while the block runs, so a long evaluation stops within
-    seconds and keeps what it finished; the previous handler is restored afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-DEFAULT_ADAPTIVE = {k: v for k, v in vars(AdaptiveBudget()).items()}
+DEFAULT_ADAPTIVE = dataclasses.asdict(AdaptiveBudget())
 
 
 class AttackEvaluation(Callback):
@@ -227,8 +209,6 @@ class AttackEvaluation(Callback):
         checks = []
         if self.audit and not local["interrupted"]:
             try:
-                with torch.no_grad():
-                    pass
                 zero = int(reduce((ev.input_gradient_norms(x, y) == 0).sum().double().reshape(1)).item())
                 big = (self.large_eps, ev.robust_count(x, y, self.large_eps, {"name": "pgd", "steps": 20}) / max(total, 1))
                 checks = audit(per_eps, total, zero, big, num_classes, self.margin_points)

@@ -1,6 +1,7 @@
 """``SaveOnInterrupt``: SIGTERM or Ctrl-C during ``fit`` saves a resumable checkpoint, then the run exits 1."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -9,25 +10,37 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt (like Ctrl-C) while the block runs, so a long fit or evaluation stops within
+    seconds through the same path as Ctrl-C; the previous handler is restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class SaveOnInterrupt(Callback):
     """SIGTERM (a scheduler's or ``kill``'s stop) is turned into Ctrl-C's KeyboardInterrupt while fitting; on either,
     the state at that point is saved as ``interrupted.ckpt`` beside ``last.ckpt`` (which stays the exact end-of-epoch
     resume point) and Lightning exits with status 1. Added to every ``train.py`` run."""
 
     def __init__(self):
-        self._previous = None
+        self._signals = contextlib.ExitStack()
 
     def on_fit_start(self, trainer, pl_module):
-        if threading.current_thread() is threading.main_thread():
-            def handler(signum, frame):
-                raise KeyboardInterrupt
-
-            self._previous = signal.signal(signal.SIGTERM, handler)
+        self._signals.enter_context(sigterm_as_interrupt())
 
     def teardown(self, trainer, pl_module, stage):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
+        self._signals.close()  # the previous SIGTERM handler is back
 
     def on_exception(self, trainer, pl_module, exception):
         if not isinstance(exception, KeyboardInterrupt) or trainer.state.fn != "fit":

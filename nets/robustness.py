@@ -63,8 +63,8 @@ class AdaptiveBudget:
     def __post_init__(self):
         if min(self.top_k, self.steps, self.restarts, self.max_targets, self.other_targets) < 1 or \
                 min(self.square_queries, self.check_rounds) < 0:
-            raise UserError(f"adaptive budget: top_k, steps, restarts, max_targets must be >= 1 and square_queries "
-                            f">= 0, got {self}")
+            raise UserError(f"adaptive budget: top_k, steps, restarts, max_targets, other_targets must be >= 1 and "
+                            f"square_queries, check_rounds >= 0, got {self}")
 
     def targets(self, rank: int, num_classes: int) -> int:
         return max(1, min(self.max_targets if rank == 0 else self.other_targets, num_classes - 1))
@@ -92,6 +92,11 @@ class _Unit:
     @property
     def tag(self) -> str:
         return f"{self.label or self.attack}/{self.member['name']}"
+
+
+def _kwargs(spec: dict) -> dict:
+    """An attack spec (``{name: pgd, steps: 10}``) without its name: the keyword arguments of ``make_attack``."""
+    return {k: v for k, v in spec.items() if k != "name"}
 
 
 def _path(model: nn.Module, member: dict):
@@ -129,8 +134,7 @@ class Evaluator:
     def _paper_units(self) -> list[_Unit]:
         units = []
         for spec in self.paper_attacks:
-            kw = {k: v for k, v in spec.items() if k != "name"}
-            units += [_Unit("paper", spec["name"], m, kw, self.label(spec)) for m in self.members]
+            units += [_Unit("paper", spec["name"], m, _kwargs(spec), self.label(spec)) for m in self.members]
         return units
 
     def _adaptive_units(self, ranked: list[dict]) -> list[_Unit]:
@@ -150,8 +154,8 @@ class Evaluator:
         b = self.adaptive
         if b is None or not b.check_rounds:
             return []
-        # the white-box tier again on the strongest path, 2x steps, new seed (Square is itself the check that
-        # gradient-free search finds nothing the white-box attacks missed)
+        # the white-box part of the tier again through the round's path, 2x steps, new seed (Square needs no rerun:
+        # it is itself the check that gradient-free search finds nothing the white-box attacks missed)
         targets = b.targets(1, self.num_classes) + 1  # the most likely wrong classes, where APGD-T's breaks concentrate
         return [_Unit("check", u.attack, u.member, {**u.kwargs, "steps": 2 * u.kwargs["steps"], "seed": round_ + 1,
                                                     **({"n_classes": targets} if u.attack == "apgdt" else {})},
@@ -193,9 +197,7 @@ class Evaluator:
         """Per-sample results on ``x, y`` (this rank's shard). An interrupt (Ctrl-C, SIGTERM raised as
         KeyboardInterrupt) keeps every finished epsilon and sets ``interrupted``."""
         n = len(y)
-        with torch.no_grad():
-            clean = torch.cat([self.model(x[i:i + self.batch_size]).argmax(1) == y[i:i + self.batch_size]
-                               for i in range(0, n, self.batch_size)]) if n else torch.zeros(0, dtype=torch.bool)
+        clean = self.clean_correct(x, y)
         out: dict[str, Any] = {"n": n, "clean": clean.tolist(), "eps": {}, "interrupted": None, "units_done": 0,
                                "ranking": {}}
         worst_alive = clean.clone()
@@ -221,10 +223,9 @@ class Evaluator:
         if not self._ranks():
             return list(self.members), {}
         eps = self.epsilons[-1]
-        kw = {k: v for k, v in self.rank_attack.items() if k != "name"}
         broke_by = []
         for m in self.members:
-            unit = _Unit("rank", self.rank_attack["name"], m, kw, self.label(self.rank_attack))
+            unit = _Unit("rank", self.rank_attack["name"], m, _kwargs(self.rank_attack), self.label(self.rank_attack))
             broke_by.append(float(self._run_unit(unit, x, y, clean, eps).sum()))
             self._step(bar, out, f"ranking at eps={eps:g}: {unit.tag}")
         totals = self.reduce(torch.tensor(broke_by, dtype=torch.float64)).tolist()
@@ -301,6 +302,12 @@ class Evaluator:
                "per_sample": {"worst": breaker, "paper": paper}}
         return res, worst_alive
 
+    @torch.no_grad()
+    def clean_correct(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per sample: the deployed model classifies the unperturbed image correctly."""
+        return torch.cat([self.model(x[i:i + self.batch_size]).argmax(1) == y[i:i + self.batch_size]
+                          for i in range(0, len(y), self.batch_size)] + [torch.zeros(0, dtype=torch.bool, device=y.device)])
+
     # -- audit probes ------------------------------------------------------------------------------------------
     def input_gradient_norms(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample L1 norm of the CE input gradient, maximised over the members (zero = masked gradient)."""
@@ -316,12 +323,9 @@ class Evaluator:
 
     def robust_count(self, x: torch.Tensor, y: torch.Tensor, eps: float, attack: dict) -> int:
         """Samples robust to ``attack`` through every member (early exit), summed over ranks."""
-        with torch.no_grad():
-            alive = torch.cat([self.model(x[i:i + self.batch_size]).argmax(1) == y[i:i + self.batch_size]
-                               for i in range(0, len(y), self.batch_size)] + [torch.zeros(0, dtype=torch.bool)])
-        kw = {k: v for k, v in attack.items() if k != "name"}
+        alive = self.clean_correct(x, y)
         for m in self.members:
-            alive &= ~self._run_unit(_Unit("audit", attack["name"], m, kw), x, y, alive, eps)
+            alive &= ~self._run_unit(_Unit("audit", attack["name"], m, _kwargs(attack)), x, y, alive, eps)
         return int(self.reduce(torch.tensor(float(alive.sum()))).item())
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from callbacks import AttackEvaluation, SpikeEnergyMonitor
-from callbacks.evaluation import sigterm_as_interrupt
+from callbacks.interrupt import sigterm_as_interrupt
 from datamodules import Digits
 from lightning_modules import RobustANN
 from nets.architectures import SmallCNN
