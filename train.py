@@ -53,6 +53,25 @@ class _NoTips(logging.Filter):
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
 
 
+# Lightning types these ``Union[float, int]``, so the CLI reads ``1`` as 1.0 (= 100 % of the batches); a user typing
+# ``--trainer.limit_val_batches 1`` means one batch, as ``Trainer(limit_val_batches=1)`` does
+_COUNTS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches",
+           "val_check_interval")
+
+
+def _integer_counts(args: list[str]) -> set[str]:
+    """The trainer count options given as an integer literal on the command line."""
+    found = set()
+    for k, tok in enumerate(args):
+        for key in _COUNTS:
+            flag = f"--trainer.{key}"
+            value = tok[len(flag) + 1:] if tok.startswith(flag + "=") else (
+                args[k + 1] if tok == flag and k + 1 < len(args) else None)
+            if value is not None:
+                (found.add if re.fullmatch(r"\d+", value.strip()) else found.discard)(key)
+    return found
+
+
 def _version_of(ckpt_path: str, root: str) -> int | None:
     """``K`` when ``ckpt_path`` is ``<root>/lightning_logs/version_K/checkpoints/*.ckpt`` (a resume continues there)."""
     parts = os.path.normpath(os.path.abspath(ckpt_path)).split(os.sep)
@@ -72,6 +91,10 @@ class CLI(LightningCLI):
     runs); a resumed fit continues its own version folder (``best.ckpt`` / ``last.ckpt`` stay right); every run
     ends with one line naming its folder, checkpoints and results; SIGTERM or Ctrl-C during fit saves
     ``interrupted.ckpt`` and exits 1."""
+
+    def __init__(self, *a, args=None, **kw):
+        self._args = sys.argv[1:] if args is None else list(args) if isinstance(args, (list, tuple)) else []
+        super().__init__(*a, args=args, **kw)
 
     def _parse_ckpt_path(self) -> None:
         sub = self.config.get("subcommand")
@@ -101,6 +124,10 @@ class CLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         from callbacks.interrupt import SaveOnInterrupt
 
+        init = self.config_init[self.subcommand]["trainer"]
+        for key in _integer_counts(self._args):  # after instantiate_classes, which casts 1 to 1.0 again
+            if init.get(key) == 1.0:
+                init[key] = 1
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.append(SaveOnInterrupt())
         if self.subcommand != "fit":  # an evaluation writes no checkpoint (and restoring their state only warns)

@@ -4,7 +4,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+
+# every process a test spawns (train.py, pipeline.py, DDP workers) uses one thread: two pytest workers share 2 cores,
+# and oversubscribed torch processes slow each other far more than 2x
+os.environ["OMP_NUM_THREADS"] = "1"
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

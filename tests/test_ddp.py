@@ -50,6 +50,8 @@ def test_snn_fine_tuning_and_evaluation_under_ddp_match_one_process(dense_ann_ck
     bad = run_cli("train.py", "fit", *fit, *tiny_overrides(tmp_path / "bad"), "--trainer.sync_batchnorm", "true", *DDP,
                   check=False)
     assert bad.returncode == 2 and "sync_batchnorm needs GPUs" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(list((tmp_path / "fit2").rglob("metrics.csv"))) == 1  # logged from rank 0 only
+    assert "train/loss" in next((tmp_path / "fit2").rglob("metrics.csv")).read_text()
     one, two = ckpt(tmp_path / "fit1"), ckpt(tmp_path / "fit2")
     assert torch.load(two, weights_only=True)["global_step"] == torch.load(one, weights_only=True)["global_step"] == 4
 
