@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from nets.checkpoints import load_network
-from nets.conversion import convert, spiking_structure
+from nets.conversion import AMPLITUDES, convert, spiking_structure
 from nets.errors import UserError
 from nets.masks import prunable_layers, raw_weight
 from nets.snn import SCHEDULES, SpikingNetwork
@@ -49,7 +49,11 @@ class ConvertedSNN(AdversarialClassifier):
         num_steps: T. encoding: ``direct`` (paper) or ``poisson``.
         reset, surrogate, min_threshold, detach_reset: the IF neuron (``nets.neurons.IFNeuron``); by default the
             gradient flows through the reset (reference code), ``detach_reset: true`` stops it (snnTorch).
-        bn: ``keep`` (paper: statistics over batch x time, re-learned) or ``fold``.
+        bn: ``keep`` (paper: statistics over batch x time, re-learned) or ``fold`` (after calibration; exact).
+        amplitude: ``one`` (paper: 0/1 spikes) or ``threshold`` (a spike stands for theta, multiplied into the next
+            layer; with ``bn: fold``, ``reset: subtract``, ``scale: 1``, ``percentile: 99.9``, ``v_init: 0.5`` the
+            converted SNN is within a point of the ANN without fine-tuning: ``bench/conversion.py``).
+        v_init: initial membrane as a fraction of the threshold (0 in the paper).
         calib_batches, calib_batch_size, calib_steps, percentile, scale, calib_order: threshold calibration
             (``nets.conversion.calibrate_thresholds``; ``reference``: scale applied after all layers, as the
             reference code; ``sequential``: each layer scaled before the next is calibrated).
@@ -71,6 +75,8 @@ class ConvertedSNN(AdversarialClassifier):
         min_threshold: float = 0.03,
         detach_reset: bool = False,
         bn: str = "keep",
+        amplitude: str = "one",
+        v_init: float = 0.0,
         calib_batches: int = 10,
         calib_batch_size: int = 64,
         calib_steps: int = 100,
@@ -96,11 +102,23 @@ class ConvertedSNN(AdversarialClassifier):
         super().__init__(objective=objective, inner_attack=inner_attack, **kwargs)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self._ann = [net]  # the ANN template, kept out of the module tree (and the state dict)
+        if amplitude not in AMPLITUDES:
+            raise UserError(f"model.amplitude must be one of {AMPLITUDES}, got {amplitude!r}")
+        if amplitude == "threshold" and bn != "fold":
+            raise UserError("model.amplitude threshold folds the ANN's BatchNorms: set --model.init_args.bn fold")
         self.neuron_kwargs = dict(reset=reset, surrogate=surrogate, min_threshold=min_threshold, bn=bn,
-                                  detach_reset=detach_reset)
-        self.snn = SpikingNetwork(spiking_structure(net, **self.neuron_kwargs), num_steps, encoding, schedule=schedule)
+                                  detach_reset=detach_reset, v_init=v_init)
+        self.snn = SpikingNetwork(self._structure(net), num_steps, encoding, schedule=schedule)
         self.ann_checkpoint = ann_checkpoint
-        self.calib = dict(calib_steps=calib_steps, percentile=percentile, scale=scale, order=calib_order)
+        self.calib = dict(calib_steps=calib_steps, percentile=percentile, scale=scale, order=calib_order,
+                          amplitude=amplitude)
+
+    def _structure(self, ann: nn.Module) -> nn.Module:
+        """The converted network's modules (weights still the ANN's): what a checkpoint of this SNN restores into."""
+        kw = dict(self.neuron_kwargs)
+        if self.hparams.amplitude == "threshold":  # BN folded before calibration, where it follows a conv/linear
+            kw["bn"] = "fold_where_possible"
+        return spiking_structure(ann, **kw)
         self.calib_batches, self.calib_batch_size = calib_batches, calib_batch_size
 
     @property
@@ -126,7 +144,7 @@ class ConvertedSNN(AdversarialClassifier):
         widths = lambda n: [tuple(raw_weight(m).shape) for _, m in prunable_layers(n)]
         if widths(ann) != widths(self._ann[0]):
             # a channel-pruned ANN: rebuild the SNN structure with its widths
-            self.snn = SpikingNetwork(spiking_structure(ann, **self.neuron_kwargs), self.snn.num_steps, self.snn.encoding,
+            self.snn = SpikingNetwork(self._structure(ann), self.snn.num_steps, self.snn.encoding,
                                       schedule=self.snn.schedule)
             self.channel_pruned = True
         batches = calibration_images(datamodule, self.calib_batches, self.calib_batch_size)

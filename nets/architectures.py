@@ -32,21 +32,15 @@ class Normalize(nn.Module):
 
 
 class Merge(nn.Module):
-    """Residual merge. ANN: ``skip + branch``. After conversion (``convex=True``):
-    ``a * skip + (1 - a) * branch`` with a trainable ``a`` (init 0.5), clamped to [0, 1]."""
+    """Residual merge ``a * skip + (1 - a) * branch`` with a trainable ``a`` (init 0.5), clamped to [0, 1] — in the
+    ANN and in the SNN alike (as IGITUGraz/RobustSNNConversion's ``ConvexCombination``), so conversion changes
+    the neurons only."""
 
     def __init__(self):
         super().__init__()
-        self.convex = False
-        self.alpha = nn.Parameter(torch.tensor(0.5), requires_grad=False)
-
-    def make_convex(self) -> None:
-        self.convex = True
-        self.alpha.requires_grad_(True)
+        self.alpha = nn.Parameter(torch.tensor(0.5))
 
     def forward(self, branch, skip):
-        if not self.convex:
-            return branch + skip
         a = self.alpha.clamp(0, 1)
         return a * skip + (1 - a) * branch
 

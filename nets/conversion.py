@@ -3,15 +3,15 @@
 Steps (Schmolli et al., CPAL 2025, Stage 2):
 
 1. ``check``      the ANN is an ``nn.Sequential`` of this repo's kind with ReLU slots;
-2. ``structure``  deep copy, every ``nn.ReLU`` -> ``IFNeuron``, residual merges -> trainable convex sums;
+2. ``structure``  deep copy, every ``nn.ReLU`` -> ``IFNeuron`` (nothing else changes);
 3. ``masks``      the mask becomes ``M = (W != 0)`` (and the ANN's mask), applied on every forward, frozen;
-4. ``batchnorm``  kept with statistics over batch x time and running statistics reset (paper), or folded
-                  into the preceding conv/linear (``bn="fold"``);
-5. ``calibrate``  thresholds layer by layer from the first, the earlier layers already spiking (at their
+4. ``calibrate``  thresholds layer by layer from the first, the earlier layers already spiking (at their
                   unscaled thresholds, as the reference code does):
                   V_th^l = scale * max_batches percentile_rho(pre-activations of layer l over T_c steps),
                   clamped >= 0.03 (defaults rho = 99.7, T_c = 100, scale = 0.3, 10 batches); a layer that
-                  gets no positive input is an error naming it.
+                  gets no positive input is an error naming it; BatchNorm runs on batch statistics (over
+                  batch x time) and its running statistics are re-estimated on the spikes at the end (paper);
+5. ``batchnorm``  kept (paper; re-learned in fine-tuning) or folded into the preceding conv/linear (``bn="fold"``).
 
 A failing step raises ``ConversionError`` naming the step. Train/eval mode is restored in ``finally``.
 """
@@ -23,8 +23,8 @@ from typing import Any, Iterable, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from .architectures import Merge
 from .errors import UserError
+from .architectures import PreActBlock
 from .masks import ensure_masks, masks_from_nonzero, prunable_layers, raw_weight, strip_scores
 from .neurons import IFNeuron
 from .snn import SpikingNetwork, neurons_of
@@ -46,10 +46,26 @@ def _check_ann(ann: nn.Module) -> None:
         raise ConversionError("step 'check': the ANN must be an nn.Sequential (use nets.architectures)")
     if any(isinstance(m, IFNeuron) for m in ann.modules()):
         raise ConversionError("step 'check': the network already holds IF neurons: it is converted")
-    if not any(isinstance(m, nn.ReLU) for m in ann.modules()):
+    leaves = [(n, m) for n, m in ann.named_modules() if n and "parametrizations" not in n
+              and (isinstance(m, (nn.Conv2d, nn.Linear)) or not list(m.children()))]  # masked layers have children
+    for name, m in leaves:
+        kind = type(m).__name__
+        if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool2d)):
+            raise ConversionError(f"step 'check': layer {name} ({kind}): the max of spike trains is not the max of "
+                                  "rates; use nn.AvgPool2d (or AdaptiveAvgPool2d) and retrain the ANN")
+        if type(m).__module__ == nn.ReLU.__module__ and not isinstance(m, nn.ReLU):
+            raise ConversionError(f"step 'check': layer {name} ({kind}): only nn.ReLU slots become IF neurons; "
+                                  f"replace it by nn.ReLU and retrain the ANN (a final Softmax: remove it, the "
+                                  "readout averages the logits)")
+    relus = [k for k, (_, m) in enumerate(leaves) if isinstance(m, nn.ReLU)]
+    if not relus:
         raise ConversionError("step 'check': the ANN has no nn.ReLU slot to hold a spiking neuron")
     if not prunable_layers(ann):
         raise ConversionError("step 'check': the ANN has no Conv2d/Linear layer")
+    if not any(isinstance(m, (nn.Conv2d, nn.Linear)) for _, m in leaves[relus[-1] + 1:]):
+        raise ConversionError(f"step 'check': nothing reads the spikes of the last ReLU ({leaves[relus[-1]][0]}); "
+                              "the network must end with a Linear (or conv) readout, e.g. append "
+                              "nn.Linear(features, num_classes)")
 
 
 def _replace(module: nn.Module, neuron_kwargs: Mapping[str, Any]) -> None:
@@ -57,26 +73,33 @@ def _replace(module: nn.Module, neuron_kwargs: Mapping[str, Any]) -> None:
         if isinstance(child, nn.ReLU):
             setattr(module, name, IFNeuron(**neuron_kwargs))
         else:
-            if isinstance(child, Merge):
-                child.make_convex()
             _replace(child, neuron_kwargs)
 
 
-def fold_batchnorm(net: nn.Sequential) -> nn.Sequential:
-    """Fold every ``BatchNorm`` that directly follows a conv/linear in ``net`` into it (in place):
-    ``W' = W * gamma / sqrt(var + eps)``, ``b' = (b - mu) * gamma / sqrt(var + eps) + beta``."""
+def fused_weights(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """``W' = W * gamma / sqrt(var + eps)``, ``b' = (b - mu) * gamma / sqrt(var + eps) + beta`` for a BatchNorm
+    (running statistics) after ``layer`` (``torch.nn.utils.fusion``). ``W`` is the stored weight: pruned zeros stay 0."""
+    from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
+
+    fuse = fuse_conv_bn_weights if isinstance(layer, nn.Conv2d) else fuse_linear_bn_weights
+    w, b = fuse(raw_weight(layer), layer.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+    return w.detach(), b.detach()
+
+
+def fold_batchnorm(net: nn.Sequential, strict: bool = True) -> nn.Sequential:
+    """Fold every ``BatchNorm`` that directly follows a conv/linear in ``net`` into it (in place; ``fused_weights``).
+    Exact in eval mode for whatever statistics the BN holds, so ``convert`` folds *after* calibration, when they are
+    the spiking network's (folding the ANN's statistics mis-scales every bias: spikes are 0/1, not ANN activations).
+    ``strict=False`` leaves the BatchNorms it cannot fold (pre-activation blocks) in place."""
     mods = list(net.named_children())
     for (_, a), (bn_name, b) in zip(mods, mods[1:]):
         if isinstance(b, nn.modules.batchnorm._BatchNorm) and isinstance(a, (nn.Conv2d, nn.Linear)):
+            w, bias = fused_weights(a, b)
             with torch.no_grad():
-                k = b.weight / torch.sqrt(b.running_var + b.eps)
-                w = raw_weight(a)
-                w.mul_(k.view(-1, *([1] * (w.dim() - 1))))
-                bias = a.bias if a.bias is not None else torch.zeros_like(b.running_mean)
-                new_bias = (bias - b.running_mean) * k + b.bias
-                a.bias = nn.Parameter(new_bias.clone())
+                raw_weight(a).copy_(w)
+            a.bias = nn.Parameter(bias.clone())
             setattr(net, bn_name, nn.Identity())
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+    if strict and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
         raise ConversionError("step 'batchnorm': bn='fold' needs every BatchNorm right after a conv/linear "
                               "(pre-activation ResNets put BN first); use bn='keep'")
     return net
@@ -89,18 +112,20 @@ def spiking_structure(
     min_threshold: float = 0.03,
     bn: str = "keep",
     detach_reset: bool = False,
+    v_init: float = 0.0,
 ) -> nn.Sequential:
     """Steps ``check`` and ``structure`` (+ all-ones masks, + BN folding): a converted copy of ``ann``
     whose weights are still the ANN's and whose thresholds are not yet calibrated."""
     _check_ann(ann)
-    if bn not in ("keep", "fold"):
+    if bn not in ("keep", "fold", "fold_where_possible"):
         raise ConversionError(f"bn must be 'keep' or 'fold', got {bn!r}")
     snn = copy.deepcopy(ann)
     try:
         strip_scores(snn)  # HYDRA/HARP scores are training state of the ANN, not part of the SNN
-        if bn == "fold":
-            fold_batchnorm(snn)
-        _replace(snn, dict(reset=reset, surrogate=surrogate, min_threshold=min_threshold, detach_reset=detach_reset))
+        if bn != "keep":
+            fold_batchnorm(snn, strict=bn == "fold")
+        _replace(snn, dict(reset=reset, surrogate=surrogate, min_threshold=min_threshold, detach_reset=detach_reset,
+                           v_init=v_init))
         ensure_masks(snn)
     except ConversionError:
         raise
@@ -129,6 +154,32 @@ def _percentile(values: torch.Tensor, percentile: float) -> float:
 
 
 ORDERS = ("reference", "sequential")
+AMPLITUDES = ("one", "threshold")
+
+
+def _consumers(net: nn.Sequential) -> dict[IFNeuron, list[nn.Module]]:
+    """For ``amplitude="threshold"``: the convs/linears that read each neuron's spikes. Plain chains (neuron ->
+    pooling/flatten -> conv/linear) and this repo's pre-activation blocks (act1 -> conv1 and the shortcut conv;
+    act2 -> conv2; the identity skip carries the block input, not spikes)."""
+    found: dict[IFNeuron, list[nn.Module]] = {}
+    pending = None
+    for name, m in net.named_children():
+        if isinstance(m, IFNeuron):
+            pending = m
+        elif isinstance(m, (nn.Conv2d, nn.Linear)) and pending is not None:
+            found[pending], pending = [m], None
+        elif isinstance(m, PreActBlock) and pending is None:
+            found[m.act1] = [m.conv1] + ([m.shortcut] if m.shortcut is not None else [])
+            found[m.act2] = [m.conv2]
+        elif pending is not None and not isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout,
+                                                          nn.Identity)):
+            raise ConversionError(f"step 'calibrate': amplitude='threshold' needs every neuron's spikes read by a "
+                                  f"conv/linear (after pooling/flatten); {name} ({type(m).__name__}) follows a "
+                                  "neuron: use amplitude='one'")
+    if len(found) != len(neurons_of(net)):
+        raise ConversionError("step 'calibrate': amplitude='threshold' supports plain chains and this repo's "
+                              "PreActBlock; a neuron elsewhere has no known reader: use amplitude='one'")
+    return found
 
 
 @torch.no_grad()
@@ -140,6 +191,7 @@ def calibrate_thresholds(
     scale: float = 0.3,
     reset_bn_stats: bool = True,
     order: str = "reference",
+    amplitude: str = "one",
 ) -> list[float]:
     """Step ``calibrate``: set each neuron's threshold from its pre-activations, first layer first.
 
@@ -150,23 +202,41 @@ def calibrate_thresholds(
     BatchNorm runs on batch statistics (over batch x time) while calibrating; its running statistics are then
     re-estimated at the final thresholds over the same batches at ``snn.num_steps`` (cumulative average), so the
     converted SNN is usable in eval mode right away (the reference resets them and re-learns them in fine-tuning,
-    which fine-tuning here does too)."""
+    which fine-tuning here does too).
+
+    ``amplitude="threshold"``: a spike stands for theta, not 1 — each neuron's threshold is multiplied into the
+    weights of the layer that reads its spikes (rate-based conversion, Rueckauer et al. 2017; spikes stay 0/1),
+    so the SNN approaches the ANN itself as T grows. It needs the BatchNorms folded first (``convert`` does)."""
     if order not in ORDERS:
         raise ConversionError(f"step 'calibrate': order must be one of {ORDERS}, got {order!r}")
     if not 0 < percentile <= 100:
         raise ConversionError(f"step 'calibrate': percentile must be in (0, 100], got {percentile}")
     if calib_steps < 1 or scale <= 0:
         raise ConversionError(f"step 'calibrate': need calib_steps >= 1 and scale > 0, got {calib_steps}, {scale}")
+    if amplitude not in AMPLITUDES:
+        raise ConversionError(f"step 'calibrate': amplitude must be one of {AMPLITUDES}, got {amplitude!r}")
     batches = list(batches)
     if not batches:
         raise ConversionError("step 'calibrate': no calibration batches (is the training set empty?)")
     bns = [m for m in snn.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    consumers = _consumers(snn.net) if amplitude == "threshold" else {}
+    if consumers:  # the ANN's statistics stay (spikes of amplitude theta reproduce the ANN's activations)
+        reset_bn_stats = False
+    applied: dict[IFNeuron, float] = {}
+
+    def set_threshold(neuron: IFNeuron, theta: float) -> None:
+        neuron.threshold.fill_(theta)
+        for layer in consumers.get(neuron, []):  # the reading layers' weights carry the spike amplitude theta
+            raw_weight(layer).mul_(theta / applied.get(neuron, 1.0))
+        applied[neuron] = theta
+
     modes = {m: m.training for m in snn.modules()}
     momenta = [bn.momentum for bn in bns]
     thresholds: list[float] = []
     try:
         snn.train()
         for bn in bns:
+            bn.train(not consumers)
             if reset_bn_stats:
                 bn.reset_running_stats()
             bn.momentum = None  # cumulative average over all calibration passes
@@ -191,12 +261,12 @@ def calibrate_thresholds(
                                       f"{_layer_before(snn.net, neuron)}) receives no positive input on the calibration "
                                       "data, so it can never spike; check the ANN (a dead layer?) and the calibration data")
             theta = max(max(captured) * (scale if order == "sequential" else 1.0), neuron.min_threshold)
-            neuron.threshold.fill_(theta)
+            set_threshold(neuron, theta)
             thresholds.append(theta)
         if order == "reference":
             thresholds = [max(t * scale, n.min_threshold) for t, n in zip(thresholds, neurons_of(snn))]
             for t, n in zip(thresholds, neurons_of(snn)):
-                n.threshold.fill_(t)
+                set_threshold(n, t)
         if reset_bn_stats and bns:  # running statistics of the final network (thresholds scaled)
             for bn in bns:
                 bn.reset_running_stats()
@@ -228,14 +298,33 @@ def convert(
     encoding: str = "direct",
     detach_reset: bool = False,
     order: str = "reference",
+    amplitude: str = "one",
+    v_init: float = 0.0,
 ) -> SpikingNetwork:
-    """All five steps: a calibrated ``SpikingNetwork`` with the ANN's weights and frozen masks."""
-    net = spiking_structure(ann, reset=reset, surrogate=surrogate, min_threshold=min_threshold, bn=bn,
-                            detach_reset=detach_reset)
+    """All five steps: a calibrated ``SpikingNetwork`` with the ANN's weights and frozen masks. With ``bn="fold"``
+    the BatchNorms are kept through calibration (their statistics re-estimated on spikes) and folded after it;
+    with ``amplitude="threshold"`` the ANN's BatchNorms are folded first where they follow a conv/linear and kept
+    with the ANN's statistics elsewhere (pre-activation blocks): the SNN then computes the ANN's function in the
+    rate limit."""
+    if bn not in ("keep", "fold"):
+        raise ConversionError(f"bn must be 'keep' or 'fold', got {bn!r}")
+    if amplitude == "threshold" and bn != "fold":
+        raise ConversionError("amplitude='threshold' folds the ANN's BatchNorms (keeping their statistics where they "
+                              "cannot be folded): set bn='fold'")
+    net = spiking_structure(ann, reset=reset, surrogate=surrogate, min_threshold=min_threshold,
+                            bn="fold_where_possible" if amplitude == "threshold" else "keep", detach_reset=detach_reset,
+                            v_init=v_init)
     try:
         masks_from_nonzero(net)
     except Exception as err:
         raise ConversionError(f"step 'masks': {err}") from err
     snn = SpikingNetwork(net, num_steps=num_steps, encoding=encoding)
-    calibrate_thresholds(snn, calib_batches, calib_steps, percentile, scale, reset_bn_stats=(bn == "keep"), order=order)
+    calibrate_thresholds(snn, calib_batches, calib_steps, percentile, scale, order=order, amplitude=amplitude)
+    if bn == "fold" and amplitude == "one":
+        try:
+            fold_batchnorm(snn.net)
+        except ConversionError:
+            raise
+        except Exception as err:
+            raise ConversionError(f"step 'batchnorm': {err}") from err
     return snn

@@ -2,7 +2,7 @@
 
 Per time step t (non-leaky IF, tau = 1; paper: Schmolli et al., CPAL 2025, Stage 2):
 
-    u_t = v_{t-1} + x_t                         integrate (no leak)
+    u_t = v_{t-1} + x_t,  v_0 = v_init * theta    integrate (no leak; v_init = 0 in the paper)
     s_t = H(u_t - theta),  theta = max(V_th, 0.03)   fire when v >= V_th
     v_t = u_t * (1 - s_t)        hard reset to zero (paper)
     v_t = u_t - s_t * theta      reset by subtraction (option)
@@ -99,6 +99,8 @@ class IFNeuron(snntorch.Leaky):
         surrogate: name or ``{"name": ..., **params}`` of a surrogate in ``nets.surrogates``.
         min_threshold: V_th is clamped to at least this value (paper: 0.03).
         detach_reset: stop the gradient through the reset (snnTorch's choice); default: it flows (reference code).
+        v_init: initial membrane as a fraction of theta (0 in the paper; 0.5 halves the rate-coding error with
+            reset by subtraction: the rate then rounds a / theta instead of flooring it, Bu et al., ICLR 2022).
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class IFNeuron(snntorch.Leaky):
         surrogate: Union[str, Mapping[str, Any], Surrogate] = "triangular",
         min_threshold: float = 0.03,
         detach_reset: bool = False,
+        v_init: float = 0.0,
     ):
         if reset not in RESETS:
             raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
@@ -123,6 +126,9 @@ class IFNeuron(snntorch.Leaky):
         self.reset_mode = reset
         self.min_threshold = float(min_threshold)
         self.detach_reset = bool(detach_reset)
+        if not 0 <= float(v_init) < 1:
+            raise ValueError(f"v_init must be in [0, 1) (a fraction of the threshold), got {v_init!r}")
+        self.v_init = float(v_init)
         self.num_steps = 1
         self.mode = "spike"
         self.record = False
@@ -154,14 +160,17 @@ class IFNeuron(snntorch.Leaky):
         if x.shape[0] % T:
             raise ValueError(f"IFNeuron: leading dim {x.shape[0]} is not a multiple of num_steps={T}")
         xt = x.reshape(T, x.shape[0] // T, *x.shape[1:])
+        v0 = self.state
+        if v0 is None and self.v_init:
+            v0 = (theta * self.v_init).expand_as(xt[0])
         if self.mode == "spike":
-            spikes, v = _IFMultiStep.apply(xt, self.state, theta, self.spike_grad, self.reset_mode == "zero",
+            spikes, v = _IFMultiStep.apply(xt, v0, theta, self.spike_grad, self.reset_mode == "zero",
                                            self.detach_reset)
             if self.stepping:
                 self.state = v
         elif self.mode == "bptr":
             with torch.no_grad():
-                spikes, _ = _IFMultiStep.apply(xt, None, theta, self.spike_grad, self.reset_mode == "zero")
+                spikes, _ = _IFMultiStep.apply(xt, v0, theta, self.spike_grad, self.reset_mode == "zero")
             fired = (spikes.sum(0, keepdim=True) > 0).to(xt.dtype)  # RateBp: 1[mean_t s_t > 0]
             spikes = spikes + (xt - xt.detach()) * fired  # value: the spikes exactly; gradient: dL/ds_t * fired
         else:
@@ -171,5 +180,6 @@ class IFNeuron(snntorch.Leaky):
         return spikes.reshape_as(x)
 
     def extra_repr(self) -> str:
-        return (f"reset={self.reset_mode}{' (detached)' if self.detach_reset else ''}, surrogate={self.spike_grad!r}, "
+        return (f"reset={self.reset_mode}{' (detached)' if self.detach_reset else ''}"
+                f"{f', v_init={self.v_init}' if self.v_init else ''}, surrogate={self.spike_grad!r}, "
                 f"mode={self.mode}, T={self.num_steps}")

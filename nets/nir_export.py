@@ -3,7 +3,7 @@
 Mapping (all weights with pruned entries exactly zero):
 
 * ``Normalize`` and BatchNorm (eval statistics) -> per-channel affine maps. A BN right after a conv is folded
-  into it (``W' = W g/s``, ``b' = (b - mu) g/s + beta``); any other BN, and ``Normalize``, becomes a 1x1
+  into it (``nets.conversion.fused_weights``); any other BN, and ``Normalize``, becomes a 1x1
   ``nir.Conv2d`` with a diagonal weight and a bias.
 * ``Conv2d`` -> ``nir.Conv2d``; ``Linear`` -> ``nir.Affine`` / ``nir.Linear``; ``AvgPool2d`` (and a global
   ``AdaptiveAvgPool2d``) -> ``nir.AvgPool2d``; ``Flatten`` -> ``nir.Flatten``.
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .architectures import Merge, Normalize, PreActBlock
+from .conversion import fused_weights
 from .errors import UserError
 from .masks import mask_of, raw_weight
 from .neurons import IFNeuron
@@ -68,11 +69,9 @@ class _Builder:
                                                   stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, bias=_np(bias)), inputs)
 
     def conv(self, m: nn.Conv2d, shape, inputs, bn=None) -> str:
-        w = _weight(m)
-        b = m.bias.detach() if m.bias is not None else torch.zeros(w.shape[0])
-        if bn is not None:
-            k, c = _bn_affine(bn)
-            w, b = w * k.view(-1, 1, 1, 1), b * k + c
+        w, b = fused_weights(m, bn) if bn is not None else (raw_weight(m).detach(), m.bias)
+        w = w * mask_of(m)
+        b = b.detach() if b is not None else torch.zeros(w.shape[0])
         return self.add("conv", self.nir.Conv2d(input_shape=tuple(shape[-2:]), weight=_np(w), stride=m.stride,
                                                 padding=m.padding, dilation=m.dilation, groups=m.groups, bias=_np(b)),
                         inputs)
@@ -170,14 +169,11 @@ def _block(b: _Builder, m: PreActBlock, x: torch.Tensor, cur: list[str]) -> list
     h = [b.neuron(m.act2, tuple(y.shape[1:]), h)]
     h = [b.conv(m.conv2, y.shape, h)]
     skip = [b.conv(m.shortcut, x.shape, spikes)] if m.shortcut is not None else cur
-    a = float(m.merge.alpha.clamp(0, 1)) if m.merge.convex else None
+    a = float(m.merge.alpha.clamp(0, 1))
     out_shape = m.conv2(y).shape[1:]
     ones = np.ones(tuple(out_shape), dtype=np.float32)
-    if a is None:
-        branch_s, skip_s = h, skip
-    else:
-        branch_s = [b.add("scale", nir.Scale(scale=ones * (1 - a)), h)]
-        skip_s = [b.add("scale", nir.Scale(scale=ones * a), skip)]
+    branch_s = [b.add("scale", nir.Scale(scale=ones * (1 - a)), h)]
+    skip_s = [b.add("scale", nir.Scale(scale=ones * a), skip)]
     return [b.add("sum", nir.Scale(scale=ones), branch_s + skip_s)]
 
 

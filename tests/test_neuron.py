@@ -156,3 +156,16 @@ def test_time_schedule_in_training_equals_the_snntorch_loop():
         n.record = True
     snn(x)
     assert all(n.last_spikes.shape[0] == 4 for n in snn.neurons)
+
+
+def test_v_init_half_rounds_the_rate_instead_of_flooring_it():
+    """Constant input 0.36 theta for T = 10, reset by subtraction: floor(3.6) = 3 spikes from v_0 = 0,
+    floor(0.5 + 3.6) = 4 = round(3.6) from v_0 = theta / 2."""
+    from nets.neurons import IFNeuron
+
+    counts = []
+    for v_init in (0.0, 0.5):
+        n = IFNeuron(threshold=1.0, reset="subtract", v_init=v_init)
+        n.num_steps = 10
+        counts.append(int(n(torch.full((10, 1), 0.36)).sum()))
+    assert counts == [3, 4]
