@@ -31,7 +31,7 @@ import snntorch as snn  # noqa: E402
 
 from nets.conversion import spiking_structure  # noqa: E402
 from nets.neurons import IFNeuron  # noqa: E402
-from nets.snn import SCHEDULES, SpikingNetwork  # noqa: E402
+from nets.snn import SpikingNetwork, resolve_schedule  # noqa: E402
 
 
 def reference_ann() -> nn.Sequential:
@@ -71,6 +71,9 @@ class NaiveSNN(nn.Module):
         return out / self.T
 
 
+CONCRETE = ("layer", "time")  # what "auto" chooses between
+
+
 def build(T: int, device: str, fold: int | None, schedule: str = "layer"):
     torch.manual_seed(0)
     net = spiking_structure(reference_ann())
@@ -99,8 +102,8 @@ def step_time(model, x, y, steps: int) -> float:
 
 
 def one(variant: str, a) -> dict:
-    ours, naive = build(a.T, a.device, a.fold, variant if variant in SCHEDULES else "layer")
-    model = ours if variant in SCHEDULES else naive
+    ours, naive = build(a.T, a.device, a.fold, variant if variant in CONCRETE else "layer")
+    model = ours if variant in CONCRETE else naive
     g = torch.Generator().manual_seed(1)
     x = torch.rand(a.batch, 3, 32, 32, generator=g).to(a.device)
     if variant == "naive_nhwc":
@@ -122,14 +125,14 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--fold", type=int, default=None, help="time steps per conv call, layer schedule (default: all T)")
-    p.add_argument("--only", choices=["naive", "naive_nhwc", *SCHEDULES], default=None, help=argparse.SUPPRESS)
+    p.add_argument("--only", choices=["naive", "naive_nhwc", *CONCRETE], default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.only:  # child process: one variant, so that peak RSS is its own
         print(json.dumps(one(a.only, a)))
         return
     x = torch.rand(8, 3, 32, 32).to(a.device)
     print(f"device {a.device}, T={a.T}, batch {a.batch}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    for schedule in SCHEDULES:
+    for schedule in CONCRETE:
         ours, naive = build(a.T, a.device, a.fold, schedule)
         with torch.no_grad():
             for mode in ("eval", "train"):
@@ -139,7 +142,7 @@ def main() -> None:
                 print(f"outputs vs the naive loop, {schedule} schedule, BN in {mode} mode: max abs diff {diff:.2e}"
                       + (" (BN statistics over batch x time instead of per step)" if mode == "train" and schedule == "layer" else ""))
     res = {}
-    for v in ("naive", "naive_nhwc", *SCHEDULES):
+    for v in ("naive", "naive_nhwc", *CONCRETE):
         cmd = [sys.executable, __file__, "--only", v, "--device", a.device, "--T", str(a.T), "--batch", str(a.batch),
                "--steps", str(a.steps)] + (["--fold", str(a.fold)] if a.fold else [])
         res[v] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
@@ -148,13 +151,16 @@ def main() -> None:
     c = res["naive_nhwc"]  # how much of the gain is the memory format alone
     print(f"naive loop, NHWC input: {c['step_s'] * 1e3:8.1f} ms/step, peak memory +{c['peak_mib']:.0f} MiB;  "
           f"speed-up {n['step_s'] / c['step_s']:.2f}x (the memory format alone)")
-    for v in SCHEDULES:
+    for v in CONCRETE:
         o = res[v]
         print(f"this repo, {v:>5s} sched: {o['step_s'] * 1e3:8.1f} ms/step, peak memory +{o['peak_mib']:.0f} MiB;  "
               f"speed-up {n['step_s'] / o['step_s']:.2f}x, peak memory {o['peak_mib'] / max(n['peak_mib'], 1e-9):.2f}x")
-    best = min(SCHEDULES, key=lambda v: res[v]["step_s"])
+    best = min(CONCRETE, key=lambda v: res[v]["step_s"])
+    auto = resolve_schedule("auto", torch.device(a.device))
     print(f"best schedule on {a.device}: {best}, {n['step_s'] / res[best]['step_s']:.2f}x the naive loop's speed "
           "(target >= 1.5x; never < 1)")
+    print(f"schedule 'auto' (the default) picks {auto} on {a.device}: {n['step_s'] / res[auto]['step_s']:.2f}x the naive "
+          f"loop, {res[best]['step_s'] / res[auto]['step_s']:.2f}x the best schedule")
 
 
 if __name__ == "__main__":

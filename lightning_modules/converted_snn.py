@@ -57,8 +57,9 @@ class ConvertedSNN(AdversarialClassifier):
         calib_batches, calib_batch_size, calib_steps, percentile, scale, calib_order: threshold calibration
             (``nets.conversion.calibrate_thresholds``; ``reference``: scale applied after all layers, as the
             reference code; ``sequential``: each layer scaled before the next is calibrated).
-        schedule: ``layer`` (all T per layer; BN training statistics over batch x time, paper) or ``time``
-            (all layers per step, faster on CPUs; BN training statistics per step; ``nets.snn``).
+        schedule: ``auto`` (default: ``time`` on CPU, ``layer`` on GPU), ``layer`` (all T per layer; BN training
+            statistics over batch x time, paper) or ``time`` (all layers per step, faster on CPUs; BN training
+            statistics per step; ``nets.snn``). Outputs in eval mode are the same under every schedule.
         **kwargs: objective and optimisation; defaults here are the paper's fine-tuning.
     """
 
@@ -85,7 +86,7 @@ class ConvertedSNN(AdversarialClassifier):
         calib_order: str = "reference",
         objective: str = "trades",
         inner_attack: str = "rfgsm",
-        schedule: str = "layer",
+        schedule: str = "auto",
         **kwargs,
     ):
         if num_steps < 1:

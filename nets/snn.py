@@ -23,7 +23,13 @@ from .neurons import MODES, IFNeuron
 from .surrogates import make_surrogate
 
 
-SCHEDULES = ("layer", "time")
+SCHEDULES = ("auto", "layer", "time")
+
+
+def resolve_schedule(schedule: str, device: torch.device) -> str:
+    """``auto``: ``time`` on CPUs (measured 1.6x the layer schedule, ``bench/snn_step.py``), ``layer`` elsewhere
+    (one big [T*B] batch per layer keeps a GPU busy)."""
+    return schedule if schedule != "auto" else ("time" if device.type == "cpu" else "layer")
 
 
 def neurons_of(net: nn.Module) -> list[IFNeuron]:
@@ -42,7 +48,8 @@ class SpikingNetwork(nn.Module):
         num_steps: T (paper: 8).
         encoding: ``"direct"`` (paper) or ``"poisson"`` (rate coding, straight-through gradient to the image).
         fold: with ``schedule="layer"``, time steps per conv/linear call (default: all T in one call).
-        schedule: ``"layer"`` (all T per layer, [T*B] batches; GPU) or ``"time"`` (all layers per step; CPU).
+        schedule: ``"layer"`` (all T per layer, [T*B] batches; GPU), ``"time"`` (all layers per step; CPU) or
+            ``"auto"`` (``time`` on CPU, ``layer`` elsewhere; ``resolve_schedule``).
     """
 
     def __init__(self, net: nn.Sequential, num_steps: int = 8, encoding: str = "direct", fold: Optional[int] = None,
@@ -90,7 +97,7 @@ class SpikingNetwork(nn.Module):
             steps = list((torch.rand_like(xs) < xs).to(x.dtype) + xs - xs.detach())
             rest = list(self.net)
         # stepping needs every neuron on the plain spiking path (BPTR averages over T; recording wants [T, B])
-        if self.schedule == "time" and T > 1 and all(n.mode == "spike" and not n.record for n in neurons):
+        if resolve_schedule(self.schedule, x.device) == "time" and T > 1 and all(n.mode == "spike" and not n.record for n in neurons):
             return self._time_major(rest, steps, neurons)
         for n in neurons:
             n.num_steps = T

@@ -1,11 +1,14 @@
 """Smoke tests through the real entry point, as a user runs it."""
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import run_main, tiny_eval, ckpt, run_cli, tiny_overrides
+from conftest import ROOT, run_main, tiny_eval, ckpt, run_cli, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -80,9 +83,9 @@ def test_snn_validate_fit_test_through_the_cli(dense_ann_ckpt, tmp_path):
     out = run_cli("train.py", "validate", *snn, "--model.init_args.ann_checkpoint", dense_ann_ckpt,
                   *tiny_overrides(tmp_path / "v"))
     assert "val/acc" in out.stdout and "val/firing_rate" in out.stdout
-    # fine-tuning with the CPU-friendly time-major schedule (nets/snn.py)
+    # fine-tuning with the paper's layer schedule (the default, auto, is the time-major one on CPU; nets/snn.py)
     run_cli("train.py", "fit", *snn, "--model.init_args.ann_checkpoint", dense_ann_ckpt, "--model.init_args.schedule",
-            "time", *tiny_overrides(tmp_path / "f"))
+            "layer", *tiny_overrides(tmp_path / "f"))
     out = run_cli("train.py", "test", *snn, "--config", tiny_eval(tmp_path), "--ckpt_path", ckpt(tmp_path / "f"),
                   *tiny_overrides(tmp_path / "t"))
     assert "test/pgd_acc_single_path" in out.stdout and "test/robust_worst/eps=0.1" in out.stdout
@@ -104,3 +107,21 @@ def test_a_count_of_one_batch_means_one_batch(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "limit_val_batches=1)` was configured so 1 batch will be used" in out.stderr
     assert "limit_train_batches=1)` was configured so 1 batch per epoch" in out.stderr
+
+
+def test_a_non_editable_install_runs_from_another_folder(tmp_path):
+    """``pip install .`` (not -e): the console script finds every module and runs a fit outside the clone."""
+    import shutil
+
+    src = tmp_path / "src"  # a copy: the build must not write into the clone the other tests run from
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "results", "build", "*.egg-info",
+                                                              "__pycache__", ".pytest_cache"))
+    target = tmp_path / "site"
+    run_cli("-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(src),
+            cwd=tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(target), OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, str(target / "bin" / "srsnn-train"), "fit", "--config",
+                          str(ROOT / "conf/digits/ann.yaml"), *tiny_overrides(tmp_path / "run", batches=1),
+                          "--trainer.limit_val_batches", "1"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "done: run folder" in out.stdout and list((tmp_path / "run").rglob("last.ckpt"))

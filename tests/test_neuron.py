@@ -169,3 +169,11 @@ def test_v_init_half_rounds_the_rate_instead_of_flooring_it():
         n.num_steps = 10
         counts.append(int(n(torch.full((10, 1), 0.36)).sum()))
     assert counts == [3, 4]
+
+
+def test_auto_schedule_is_time_on_cpu_and_layer_on_gpus():
+    from nets.snn import resolve_schedule
+
+    assert resolve_schedule("auto", torch.device("cpu")) == "time"
+    assert resolve_schedule("auto", torch.device("cuda")) == "layer"
+    assert resolve_schedule("layer", torch.device("cpu")) == "layer"
