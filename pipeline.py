@@ -4,14 +4,18 @@ fine-tuning -> evaluation -> comparison report.
     python pipeline.py --config conf/digits/pipeline.yaml [extra train.py options for every stage]
 
 Each stage is an ordinary ``train.py`` run (its own folder, checkpoint, logs and saved config) under the
-pipeline's ``run_dir``. Re-running the same command skips completed stages and resumes an interrupted
-``fit`` from its ``last.ckpt``; a stage completed with a different command is refused, never overwritten.
+pipeline's ``run_dir``. A stage's identity is its command, the contents of its config files, the code version
+(a hash of the package's sources) and the identities of the stages it takes checkpoints from. Re-running skips
+completed stages whose identity is unchanged and resumes an interrupted ``fit`` from its ``last.ckpt``; a stage
+whose config, command, code or upstream stage changed is re-run (and so is everything downstream), saying why;
+its old folder is kept as ``<stage>.stale-<k>``, never overwritten.
 Options after ``--config`` (e.g. ``--trainer.devices 4 --trainer.strategy ddp``) go to every stage.
 """
 from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import os
 import shlex
@@ -65,6 +69,63 @@ def plan(cfg: dict) -> list[Stage]:
     return stages
 
 
+CODE = ("train.py", "nets", "lightning_modules", "callbacks", "datamodules")  # what a stage's result depends on
+
+
+def code_version(root: str = HERE) -> str:
+    """A hash of the package's Python sources (works in a clone and in an installed copy alike)."""
+    h = hashlib.sha256()
+    for entry in CODE:
+        path = os.path.join(root, entry)
+        files = [path] if os.path.isfile(path) else sorted(glob.glob(os.path.join(path, "**", "*.py"), recursive=True))
+        for f in files:
+            h.update(os.path.relpath(f, root).encode() + b"\0" + open(f, "rb").read() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _config_files(args: list[str]) -> list[str]:
+    return [args[k + 1] for k, a in enumerate(args[:-1]) if a == "--config"]
+
+
+def identity(command: list[str], upstream: dict[str, str], code: str) -> dict[str, str]:
+    """What a stage's result depends on: its command (config files by their contents, checkpoints by the upstream
+    stages' identities, its own folder left out: a run folder moved with its configs stays valid), the code."""
+    def digest(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    configs = {}
+    for path in _config_files(command):
+        path = os.path.join(HERE, path)  # stages run in HERE (an absolute path stays as it is)
+        configs[path] = digest(open(path).read()) if os.path.isfile(path) else "missing"
+    generic = [("<config>" if k and command[k - 1] == "--config" else a) for k, a in enumerate(command)]
+    return {"command": digest(shlex.join(generic)), "configs": digest(json.dumps(sorted(configs.values()))),
+            "code": code, "upstream": digest(json.dumps(upstream, sort_keys=True))}
+
+
+def _changed(old: dict, new: dict) -> str:
+    if "code" not in old:
+        return "completed by an older version of pipeline.py"
+    what = {"command": "its command changed", "configs": "its config file changed", "code": "the code changed",
+            "upstream": "a stage it takes a checkpoint from was re-run"}
+    return ", ".join(v for k, v in what.items() if old.get(k) != new.get(k)) or "unknown"
+
+
+def _read_identity(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):  # a DONE file of an older pipeline (the command line only)
+        return {"command": "older pipeline version"}
+
+
+def _set_aside(d: str) -> str:
+    k = 1
+    while os.path.exists(f"{d}.stale-{k}"):
+        k += 1
+    os.rename(d, f"{d}.stale-{k}")
+    return f"{d}.stale-{k}"
+
+
 def last_checkpoint(stage_dir: str) -> Optional[str]:
     found = sorted(glob.glob(os.path.join(stage_dir, "**", "last.ckpt"), recursive=True), key=os.path.getmtime)
     return found[-1] if found else None
@@ -78,23 +139,32 @@ def run(cfg_path: str, extra: list[str], dry_run: bool = False) -> int:
     stages = plan(cfg)
     root = cfg["run_dir"]
     os.makedirs(root, exist_ok=True)
+    code = code_version()
+    ids: dict[str, dict] = {}
     for k, st in enumerate(stages, 1):
         d = os.path.join(root, st.name)
-        cmd = [sys.executable, os.path.join(HERE, "train.py"), st.command, "--config", st.config, *st.args]
+        cmd = [sys.executable, os.path.join(HERE, "train.py"), st.command, "--config", st.config, *st.args, *extra]
+        ids[st.name] = identity(cmd[2:], {src: ids[src] for src in st.needs.values()}, code)
         for opt, src in st.needs.items():
             ck = last_checkpoint(os.path.join(root, src))
             if ck is None and not dry_run:
                 raise PipelineError(f"stage {st.name} needs the checkpoint of stage {src}, which has none")
             cmd += [opt, ck or f"<{src}>"]
-        cmd += ["--trainer.default_root_dir", d, *extra]
-        key = shlex.join(cmd[2:])  # without the interpreter and script paths
-        done = os.path.join(d, "DONE")
-        if os.path.exists(done):
-            if open(done).read().strip() != key:
-                raise PipelineError(f"stage {st.name} in {d} was completed with another command; "
-                                    "its results are kept: use a new run_dir or remove that folder")
-            print(f"== stage {k}/{len(stages)}: {st.name} — complete, skipped", flush=True)
-            continue
+        cmd += ["--trainer.default_root_dir", d]
+        done, started = os.path.join(d, "DONE"), os.path.join(d, "STARTED")
+        marker = done if os.path.exists(done) else started if os.path.exists(started) else None
+        if marker is not None:
+            old = _read_identity(marker)
+            if old == ids[st.name] and marker == done:
+                print(f"== stage {k}/{len(stages)}: {st.name} — complete, skipped", flush=True)
+                continue
+            if old != ids[st.name]:
+                why = _changed(old, ids[st.name])
+                if dry_run:
+                    print(f"== stage {k}/{len(stages)}: {st.name} — stale ({why}): would re-run", flush=True)
+                    continue
+                print(f"== stage {k}/{len(stages)}: {st.name} — stale ({why}): re-running; the old results are "
+                      f"kept in {_set_aside(d)}", flush=True)
         resume = []
         if st.command == "fit" and last_checkpoint(d):
             resume = ["--ckpt_path", last_checkpoint(d)]
@@ -105,6 +175,8 @@ def run(cfg_path: str, extra: list[str], dry_run: bool = False) -> int:
             print("   " + shlex.join(cmd + resume))
             continue
         os.makedirs(d, exist_ok=True)
+        with open(started, "w") as f:  # a fit interrupted under another identity is never resumed
+            json.dump(ids[st.name], f)
         t0 = time.time()
         rc, peak_mib = run_measured(cmd + resume)
         if rc != 0:
@@ -114,7 +186,7 @@ def run(cfg_path: str, extra: list[str], dry_run: bool = False) -> int:
         with open(os.path.join(d, "stage_stats.json"), "w") as f:
             json.dump({"wall_s": time.time() - t0, "peak_rss_mib": peak_mib, "resumed": bool(resume)}, f)
         with open(done, "w") as f:
-            f.write(key + "\n")
+            json.dump(ids[st.name], f)
     if dry_run:
         return 0
     tests = [os.path.join(root, s.name) for s in stages if s.command == "test"]

@@ -113,6 +113,7 @@ class ConvertedSNN(AdversarialClassifier):
         self.ann_checkpoint = ann_checkpoint
         self.calib = dict(calib_steps=calib_steps, percentile=percentile, scale=scale, order=calib_order,
                           amplitude=amplitude)
+        self.calib_batches, self.calib_batch_size = calib_batches, calib_batch_size
 
     def _structure(self, ann: nn.Module) -> nn.Module:
         """The converted network's modules (weights still the ANN's): what a checkpoint of this SNN restores into."""
@@ -120,7 +121,6 @@ class ConvertedSNN(AdversarialClassifier):
         if self.hparams.amplitude == "threshold":  # BN folded before calibration, where it follows a conv/linear
             kw["bn"] = "fold_where_possible"
         return spiking_structure(ann, **kw)
-        self.calib_batches, self.calib_batch_size = calib_batches, calib_batch_size
 
     @property
     def model(self) -> nn.Module:

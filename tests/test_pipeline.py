@@ -44,8 +44,8 @@ def _tiny_configs(tmp: Path, pruning: bool = True) -> Path:
     return path
 
 
-def _run(cfg, **kw):
-    return subprocess.run([sys.executable, "pipeline.py", "--config", str(cfg)], cwd=ROOT, capture_output=True,
+def _run(cfg, extra=(), **kw):
+    return subprocess.run([sys.executable, "pipeline.py", "--config", str(cfg), *extra], cwd=ROOT, capture_output=True,
                           text=True, **kw)
 
 
@@ -74,8 +74,55 @@ def test_tiny_pipeline_end_to_end_then_skip(reference):
     assert again.returncode == 0 and again.stdout.count("complete, skipped") == 8
 
 
+def _copy(reference: Path, dest: Path, stages=None) -> Path:
+    """The reference run (or some of its stages) and its configs under ``dest``: identities do not depend on paths."""
+    import shutil
+
+    shutil.copytree(reference, dest, ignore=None if stages is None else
+                    lambda d, names: [n for n in names if Path(d) == reference / "run" and n not in stages])
+    for f in dest.glob("*.yaml"):
+        f.write_text(f.read_text().replace(str(reference), str(dest)))
+    return dest
+
+
+def test_a_changed_config_or_code_makes_its_stages_and_those_downstream_stale(reference, tmp_path):
+    import pipeline
+
+    reference = _copy(reference, tmp_path / "copy")
+    cfg = yaml.safe_load((reference / "pipeline.yaml").read_text())
+    snn_yaml = Path(cfg["snn"])
+    snn_yaml.write_text(snn_yaml.read_text() + "\n# edited\n")  # any edit of the file counts
+    try:
+        out = _run(reference / "pipeline.yaml", extra=["--dry_run"])
+    finally:
+        snn_yaml.write_text(snn_yaml.read_text().replace("\n# edited\n", ""))
+    lines = [l for l in out.stdout.splitlines() if l.startswith("== stage")]
+    assert out.returncode == 0 and len(lines) == 8, out.stdout + out.stderr
+    stale = [l.split(":")[1].split()[0] for l in lines if "stale (its config file changed" in l]
+    assert stale == ["snn", "snn_test", "hydra90_snn", "hydra90_snn_test"], lines
+    assert sum("complete, skipped" in l for l in lines) == 4
+    # a stage re-run for real: the arguments of the ANN's test changed -> it and the pruned ANN's test re-run,
+    # the old results are kept aside
+    cfg["args"]["ann_test"] = cfg["args"]["ann_test"] + ["--trainer.limit_test_batches", "2"]
+    edited = reference / "pipeline_edited.yaml"
+    edited.write_text(yaml.safe_dump(cfg))
+    out = _run(edited)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.stdout.count("stale (its command changed): re-running") == 2 and out.stdout.count("complete, skipped") == 6
+    assert (reference / "run" / "ann_test.stale-1" / "DONE").exists()
+    src = tmp_path / "src"  # the code version is a hash of the sources: an edited file changes it
+    for entry in pipeline.CODE:
+        (src / entry).parent.mkdir(parents=True, exist_ok=True)
+        (src / entry).write_text("x = 1\n") if entry.endswith(".py") else (src / entry).mkdir()
+    before = pipeline.code_version(str(src))
+    (src / "nets" / "neurons.py").write_text("x = 2\n")
+    assert pipeline.code_version(str(src)) != before
+
+
 def test_killed_pipeline_resumes_to_the_same_result(reference, tmp_path):
-    cfg = _tiny_configs(tmp_path / "k", pruning=False)  # the dense branch: the resume logic is the same
+    # the dense branch (the resume logic is the same), its completed ANN stages copied from the reference run
+    _copy(reference, tmp_path / "k", stages={"ann", "ann_test"})
+    cfg = _tiny_configs(tmp_path / "k", pruning=False)
     proc = subprocess.Popen([sys.executable, "pipeline.py", "--config", str(cfg)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     snn_dir = tmp_path / "k" / "run" / "snn"
