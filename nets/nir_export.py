@@ -7,8 +7,18 @@ Mapping (all weights with pruned entries exactly zero):
   ``nir.Conv2d`` with a diagonal weight and a bias.
 * ``Conv2d`` -> ``nir.Conv2d``; ``Linear`` -> ``nir.Affine`` / ``nir.Linear``; ``AvgPool2d`` (and a global
   ``AdaptiveAvgPool2d``) -> ``nir.AvgPool2d``; ``Flatten`` -> ``nir.Flatten``.
-* ``IFNeuron`` -> ``nir.IF(r=1, v_threshold=theta, v_reset=0)``: NIR's IF resets to ``v_reset``, i.e. the
-  paper's hard reset. Reset by subtraction has no NIR equivalent: such graphs are refused.
+* ``IFNeuron`` -> ``nir.IF(r=1, v_threshold=theta', v_reset=0)``: NIR's IF resets to ``v_reset``, i.e. the
+  paper's hard reset. NIR fires at ``v > theta'``, this repo at ``v >= theta``: ``theta'`` is the largest float32
+  below theta, which makes the two identical. Reset by subtraction and ``v_init != 0`` have no NIR equivalent:
+  such graphs are refused (nir >= 1.0.5 has ``v_reset``; older nir, e.g. the one sinabs pins, cannot read the file).
+* Flatten dims count without the batch dimension (``start_dim=0``), as NIR's type inference reads them.
+
+Independent consumer: ``nirtorch.nir_to_torch`` (nirtorch >= 2) wires and runs the file (graph, edges summed into
+a node, state through time) with its default Conv2d/AvgPool2d/Linear mappings plus modules written from the NIR
+spec for ``IF``, ``Scale``, ``Affine`` and ``Flatten`` (tests/test_deploy.py): nirtorch 2.6 has no IF/Scale
+mapping, its default ``Affine`` drops the bias and its default ``Flatten`` reads the dims as torch dims (batch
+included). snnTorch 1.0's ``import_from_nir`` maps IF to a leaky neuron (``Leaky(beta=0.9)``), so it cannot run IF
+graphs faithfully.
 * Residual ``Merge`` (``a*skip + (1-a)*branch``) -> two ``nir.Scale`` nodes feeding one summing node (NIR sums
   all edges into a node).
 
@@ -80,7 +90,12 @@ class _Builder:
         if m.reset_mode != "zero":
             raise UserError("NIR's IF neuron resets to v_reset; reset by subtraction cannot be expressed "
                             "(convert with reset: zero to export)")
-        theta = float(m.effective_threshold())
+        if m.v_init:
+            raise UserError("NIR's IF starts from v = 0; a neuron with v_init != 0 cannot be expressed "
+                            "(convert with v_init: 0 to export)")
+        # NIR fires at v > theta', this repo at v >= theta: theta' = the largest float32 below theta makes the two
+        # identical for every float32 membrane
+        theta = np.nextafter(np.float32(m.effective_threshold()), np.float32(-np.inf), dtype=np.float32)
         ones = np.ones(shape, dtype=np.float32)
         return self.add("if", self.nir.IF(r=ones, v_threshold=ones * theta, v_reset=ones * 0), inputs)
 
@@ -134,6 +149,7 @@ def to_nir(snn: nn.Module, input_shape: tuple):
                     cur = [b.add("avgpool", nir.AvgPool2d(kernel_size=np.array(shape[1:]), stride=np.array(shape[1:]),
                                                           padding=np.array([0, 0])), cur)]
                 elif isinstance(m, nn.Flatten):
+                    # NIR counts dims without the batch dimension (its type inference checks this)
                     cur = [b.add("flatten", nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1), cur)]
                 elif isinstance(m, nn.Linear):
                     w = _weight(m)
@@ -243,7 +259,7 @@ class NIRRunner(nn.Module):
                     h = h * t(node.scale)
                 elif isinstance(node, nir.IF):
                     v = state.get(name, torch.zeros_like(h)) + h * t(node.r)
-                    s = (v >= t(node.v_threshold)).to(h.dtype)
+                    s = (v > t(node.v_threshold)).to(h.dtype)  # NIR's convention (the export shifts theta)
                     state[name] = torch.where(s.bool(), t(node.v_reset).expand_as(v), v)
                     self.spike_counts[name] += float(s.sum())
                     h = s

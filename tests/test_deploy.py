@@ -47,6 +47,82 @@ def test_nir_round_trip_same_predictions_and_spikes(make, tmp_path):
     assert any((v.weight == 0).mean() > 0.5 for v in convs)  # pruned entries travel as zeros
 
 
+class _SpecIF(nn.Module):
+    """NIR's IF, from the spec: v <- v + r * I; where v > v_threshold: spike and v <- v_reset."""
+
+    def __init__(self, node):
+        super().__init__()
+        self.r, self.th, self.vr = (torch.as_tensor(a, dtype=torch.float32) for a in (node.r, node.v_threshold,
+                                                                                      node.v_reset))
+
+    def forward(self, x, state=None):
+        v = (torch.zeros_like(x) if state is None else state) + self.r * x
+        s = (v > self.th).to(x.dtype)
+        return s, torch.where(s.bool(), self.vr.expand_as(v), v)
+
+
+class _SpecScale(nn.Module):
+    def __init__(self, node):
+        super().__init__()
+        self.scale = torch.as_tensor(node.scale)
+
+    def forward(self, x):
+        return x * self.scale
+
+
+class _SpecFlatten(nn.Module):  # NIR's dims exclude the batch (nirtorch 2.6's default reads them as torch dims)
+    def __init__(self, node):
+        super().__init__()
+        self.start, self.end = int(node.start_dim), int(node.end_dim)
+
+    def forward(self, x):
+        return x.flatten(self.start + 1, self.end if self.end < 0 else self.end + 1)
+
+
+def _spec_affine(node):  # nirtorch 2.6's default Affine mapping drops the bias
+    m = nn.Linear(node.weight.shape[1], node.weight.shape[0])
+    m.weight.data, m.bias.data = torch.from_numpy(node.weight), torch.from_numpy(node.bias)
+    return m
+
+
+@pytest.mark.parametrize("make", [lambda: SmallCNN(input_size=8, width=4, mean=[0.2], std=[0.3]),
+                                  lambda: PreActResNet(blocks=1, base_width=4, input_size=8, in_channels=1)])
+def test_nirtorch_runs_the_exported_file_with_the_same_predictions(make, tmp_path):
+    """An independent consumer: nirtorch builds and steps the graph (edges, sums into a node, state through
+    time); only the node kinds it has no (or a wrong) default for are written here, from the NIR spec."""
+    nirtorch = pytest.importorskip("nirtorch")
+    snn = _sparse_snn(make(), (1, 8, 8))
+    path = tmp_path / "m.nir"
+    export_nir(snn, str(path), (1, 8, 8))
+    graph = nirtorch.nir_to_torch(str(path), {nir.IF: _SpecIF, nir.Scale: _SpecScale, nir.Flatten: _SpecFlatten,
+                                              nir.Affine: _spec_affine})
+    x = torch.rand(256, 1, 8, 8)
+    with torch.no_grad():
+        out, state = graph(x)
+        for _ in range(snn.num_steps - 1):
+            y, state = graph(x, state)
+            out = out + y
+        ours = snn(x)
+    assert (ours.argmax(1) == (out / snn.num_steps).argmax(1)).float().mean() >= 0.99
+
+
+def test_nir_threshold_is_shifted_to_nir_s_strict_inequality(tmp_path):
+    """This repo fires at v >= theta, NIR at v > theta': an input exactly at theta must spike in both."""
+    import numpy as np
+
+    from nets.neurons import IFNeuron
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(1, 1, bias=False), IFNeuron(threshold=0.5), nn.Linear(1, 1, bias=False))
+    with torch.no_grad():
+        net[1].weight.fill_(1.0)
+        net[3].weight.fill_(1.0)
+    node = next(v for v in to_nir(net, (1,)).nodes.values() if isinstance(v, nir.IF))
+    theta = float(np.asarray(node.v_threshold).flat[0])
+    assert theta < 0.5 and np.float32(0.5) > np.float32(theta) and np.nextafter(np.float32(theta), np.float32(1)) == 0.5
+    runner = NIRRunner(to_nir(net, (1,)), num_steps=1)
+    assert float(runner(torch.full((1, 1), 0.5))) == 1.0 and float(net(torch.full((1, 1), 0.5))) == 1.0
+
+
 def test_nir_refuses_what_it_cannot_express(tmp_path):
     snn = _sparse_snn(SmallCNN(input_size=8, width=4), (1, 8, 8), reset="subtract")
     with pytest.raises(UserError, match="reset by subtraction"):
