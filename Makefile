@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-recipes install bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,10 @@ demo: install  ## the whole pipeline on the embedded digits (robust ANN -> HYDRA
 	$(PY) pipeline.py --config conf/digits/pipeline.yaml
 
 test: install
-	$(PY) -m pytest -n 2 --dist loadgroup  # 2 workers, one thread each (tests spawn single-thread processes)
+	$(PY) -m pytest -n 2 --dist loadgroup -m "not recipes"  # 2 workers, one thread each (tests spawn single-thread processes)
+
+test-recipes: install  ## the paper recipes' stage chains on synthetic data of their true shape (CI runs it too)
+	$(PY) -m pytest -n 2 -m recipes
 
 bench: install
 	$(PY) bench/snn_step.py

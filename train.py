@@ -1,7 +1,7 @@
 """Entry point: ``python train.py {fit,validate,test} --config conf/<dataset>/<stage>.yaml``.
 
 A thin LightningCLI: model and data are chosen by ``class_path`` in the YAML (any LightningModule /
-LightningDataModule, yours included). Trainer defaults: ``inference_mode: false`` (attacks in
+LightningDataModule, yours included). Trainer defaults: ``devices: 1``, ``inference_mode: false`` (attacks in
 validation/test need gradients), the seed fixed, the resolved config saved next to every run.
 Bad input raises ``UserError``, printed as one line without a traceback.
 """
@@ -170,7 +170,8 @@ def main(args=None) -> None:
             subclass_mode_model=True,
             subclass_mode_data=True,
             seed_everything_default=0,
-            trainer_defaults={"inference_mode": False},
+            # one device unless asked (Lightning's "auto" would spread over every GPU); attacks need gradients
+            trainer_defaults={"inference_mode": False, "devices": 1},
             save_config_callback=SafeSaveConfig,
             parser_kwargs={"exit_on_error": False},  # the reason first (below), not 50 lines of usage
             args=args,

@@ -156,7 +156,9 @@ def main() -> None:
         print(f"this repo, {v:>5s} sched: {o['step_s'] * 1e3:8.1f} ms/step, peak memory +{o['peak_mib']:.0f} MiB;  "
               f"speed-up {n['step_s'] / o['step_s']:.2f}x, peak memory {o['peak_mib'] / max(n['peak_mib'], 1e-9):.2f}x")
     best = min(CONCRETE, key=lambda v: res[v]["step_s"])
-    auto = resolve_schedule("auto", torch.device(a.device))
+    with torch.no_grad():  # per-sample size of the first IF layer's input, what "auto" decides on
+        features = ours.net[:ours._prefix_len].eval()(x[:1]).numel()
+    auto = resolve_schedule("auto", torch.device(a.device), features)
     print(f"best schedule on {a.device}: {best}, {n['step_s'] / res[best]['step_s']:.2f}x the naive loop's speed "
           "(target >= 1.5x; never < 1)")
     print(f"schedule 'auto' (the default) picks {auto} on {a.device}: {n['step_s'] / res[auto]['step_s']:.2f}x the naive "

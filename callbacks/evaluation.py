@@ -101,6 +101,10 @@ def gather_objects(obj: Any) -> list[Any]:
 
 
 DEFAULT_ADAPTIVE = dataclasses.asdict(AdaptiveBudget())
+# named budgets for ``adaptive``: ``strong`` (the default, what the README's numbers use) and ``quick`` (plumbing
+# checks and smoke runs: its numbers are upper bounds, and the audit says so); ``paper`` = the protocol alone
+PRESETS = {"strong": {}, "quick": dict(top_k=1, steps=5, max_targets=2, other_targets=1, square_queries=50,
+                                       check_rounds=1)}
 
 
 class AttackEvaluation(Callback):
@@ -113,8 +117,10 @@ class AttackEvaluation(Callback):
         epsilons: perturbation budgets in pixel space (numbers or ``"8/255"``).
         num_samples: the first ``num_samples`` of ``test_dataloader()`` (0 = all); batch_size: attack batch size.
         ensemble: ``auto`` (SNN: the paper's 19 gradient paths; ANN: the network), ``none`` or ``paper``.
-        adaptive: the tier beyond the paper (``nets.robustness.AdaptiveBudget``: top_k, steps, restarts,
-            max_targets, other_targets, square_queries, check_rounds); ``true`` = defaults, ``false`` = the paper's protocol only.
+        adaptive: the tier beyond the paper: a preset (``strong`` = ``true``, the default; ``quick``; ``paper`` =
+            ``false``, the paper's protocol only) or the strong budget with some keys changed
+            (``nets.robustness.AdaptiveBudget``: top_k, steps, restarts, max_targets, other_targets, square_queries,
+            check_rounds), e.g. ``{square_queries: 5000}``.
         transfer_from: ``{config: <yaml>, ckpt_path: <ckpt>}`` of a source model; its PGD examples count too.
         audit: run the audit; large_eps: epsilon of the "near 0 accuracy" check; margin_points: how far (in
             points) the paper's protocol may sit above the worst case before the audit flags it.
@@ -127,7 +133,7 @@ class AttackEvaluation(Callback):
 
     def __init__(self, attacks: Optional[list[dict[str, Any]]] = None, epsilons: Optional[list[Eps]] = None,
                  num_samples: int = 500, batch_size: int = 100, ensemble: str = "auto",
-                 adaptive: Union[bool, dict[str, Any]] = True, transfer_from: Optional[dict[str, str]] = None,
+                 adaptive: Union[bool, str, dict[str, Any]] = True, transfer_from: Optional[dict[str, str]] = None,
                  audit: bool = True, large_eps: float = 0.5, margin_points: float = 2.0,
                  output_dir: Optional[str] = None):
         self.attacks = attacks or [{"name": "fgsm"}, {"name": "pgd", "steps": 10}]
@@ -140,10 +146,15 @@ class AttackEvaluation(Callback):
             raise UserError(f"AttackEvaluation.ensemble must be auto, none or paper, got {ensemble!r}")
         if num_samples < 0 or batch_size < 1:
             raise UserError("AttackEvaluation needs num_samples >= 0 and batch_size >= 1")
+        if isinstance(adaptive, str):
+            if adaptive not in (*PRESETS, "paper"):
+                raise UserError(f"AttackEvaluation.adaptive: unknown preset {adaptive!r}; one of "
+                                f"{[*PRESETS, 'paper']} or a dict of {sorted(DEFAULT_ADAPTIVE)}")
+            adaptive = False if adaptive == "paper" else PRESETS[adaptive]
         if adaptive is True:
-            adaptive = DEFAULT_ADAPTIVE
+            adaptive = {}
         try:
-            self.adaptive = AdaptiveBudget(**{**DEFAULT_ADAPTIVE, **adaptive}) if adaptive else None
+            self.adaptive = AdaptiveBudget(**{**DEFAULT_ADAPTIVE, **adaptive}) if adaptive is not False else None
         except TypeError as err:
             raise UserError(f"AttackEvaluation.adaptive: {err}; its keys are {sorted(DEFAULT_ADAPTIVE)}") from None
         self.num_samples, self.batch_size, self.ensemble = num_samples, batch_size, ensemble

@@ -17,7 +17,7 @@ from nets.checkpoints import load_network
 from nets.conversion import AMPLITUDES, convert, spiking_structure
 from nets.errors import UserError
 from nets.masks import prunable_layers, raw_weight
-from nets.snn import SCHEDULES, SpikingNetwork
+from nets.snn import SCHEDULES, SpikingNetwork, record_spikes
 
 from .adversarial import AdversarialClassifier
 from .robust_ann import _count_classes
@@ -57,7 +57,7 @@ class ConvertedSNN(AdversarialClassifier):
         calib_batches, calib_batch_size, calib_steps, percentile, scale, calib_order: threshold calibration
             (``nets.conversion.calibrate_thresholds``; ``reference``: scale applied after all layers, as the
             reference code; ``sequential``: each layer scaled before the next is calibrated).
-        schedule: ``auto`` (default: ``time`` on CPU, ``layer`` on GPU), ``layer`` (all T per layer; BN training
+        schedule: ``auto`` (default: ``time`` on CPU unless the layers are tiny, ``layer`` on GPU), ``layer`` (all T per layer; BN training
             statistics over batch x time, paper) or ``time`` (all layers per step, faster on CPUs; BN training
             statistics per step; ``nets.snn``). Outputs in eval mode are the same under every schedule.
         **kwargs: objective and optimisation; defaults here are the paper's fine-tuning.
@@ -166,14 +166,12 @@ class ConvertedSNN(AdversarialClassifier):
     @torch.no_grad()
     def firing_rate(self, x: torch.Tensor) -> torch.Tensor:
         """Mean spikes per neuron per time step over the whole network, on clean inputs."""
-        neurons = self.snn.neurons
-        for n in neurons:
-            n.record = True
-        try:
+        spikes, slots = [], []
+
+        def count(_neuron, s):
+            spikes.append(float(s.sum()))
+            slots.append(s.numel())
+
+        with record_spikes(self.snn, count):
             self.snn(x)
-            spikes = sum(float(n.last_spikes.sum()) for n in neurons)
-            count = sum(n.last_spikes.numel() for n in neurons)
-        finally:
-            for n in neurons:
-                n.record, n.last_spikes = False, None
-        return torch.tensor(spikes / max(count, 1), device=x.device)
+        return torch.tensor(sum(spikes) / max(sum(slots), 1), device=x.device)

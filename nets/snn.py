@@ -26,10 +26,19 @@ from .surrogates import make_surrogate
 SCHEDULES = ("auto", "layer", "time")
 
 
-def resolve_schedule(schedule: str, device: torch.device) -> str:
-    """``auto``: ``time`` on CPUs (measured 1.6x the layer schedule, ``bench/snn_step.py``), ``layer`` elsewhere
-    (one big [T*B] batch per layer keeps a GPU busy)."""
-    return schedule if schedule != "auto" else ("time" if device.type == "cpu" else "layer")
+# per-sample size of the first spiking layer's input above which the time-major order wins on a CPU (measured,
+# bench/snn_step.py and the demo: 32x32x32 -> time 1.6x faster; mnist5k 16x16x16 -> time 1.2x; digits 8x8x16 ->
+# layer 1.1x faster, and its evaluation 1.5x)
+TIME_MAJOR_MIN_FEATURES = 4096
+
+
+def resolve_schedule(schedule: str, device: torch.device, features: int = TIME_MAJOR_MIN_FEATURES) -> str:
+    """``auto``: ``time`` on CPUs when each sample's input to the first spiking layer has at least
+    ``TIME_MAJOR_MIN_FEATURES`` elements (a step's working set then outgrows the cache), ``layer`` otherwise and on
+    GPUs (one big [T*B] batch per layer keeps a GPU busy). Eval-mode outputs are the same either way."""
+    if schedule != "auto":
+        return schedule
+    return "time" if device.type == "cpu" and features >= TIME_MAJOR_MIN_FEATURES else "layer"
 
 
 def neurons_of(net: nn.Module) -> list[IFNeuron]:
@@ -49,7 +58,7 @@ class SpikingNetwork(nn.Module):
         encoding: ``"direct"`` (paper) or ``"poisson"`` (rate coding, straight-through gradient to the image).
         fold: with ``schedule="layer"``, time steps per conv/linear call (default: all T in one call).
         schedule: ``"layer"`` (all T per layer, [T*B] batches; GPU), ``"time"`` (all layers per step; CPU) or
-            ``"auto"`` (``time`` on CPU, ``layer`` elsewhere; ``resolve_schedule``).
+            ``"auto"`` (``time`` on CPU for all but tiny inputs, ``layer`` elsewhere; ``resolve_schedule``).
     """
 
     def __init__(self, net: nn.Sequential, num_steps: int = 8, encoding: str = "direct", fold: Optional[int] = None,
@@ -97,7 +106,7 @@ class SpikingNetwork(nn.Module):
             steps = list((torch.rand_like(xs) < xs).to(x.dtype) + xs - xs.detach())
             rest = list(self.net)
         # stepping needs every neuron on the plain spiking path (BPTR averages over T; recording wants [T, B])
-        if resolve_schedule(self.schedule, x.device) == "time" and T > 1 and all(n.mode == "spike" and not n.record for n in neurons):
+        if resolve_schedule(self.schedule, x.device, steps[0][0].numel()) == "time" and T > 1 and all(n.mode == "spike" and not n.record for n in neurons):
             return self._time_major(rest, steps, neurons)
         for n in neurons:
             n.num_steps = T
@@ -123,6 +132,29 @@ class SpikingNetwork(nn.Module):
         finally:
             for n in neurons:  # no membrane (and no autograd history) survives the forward
                 n.stepping, n.state = False, None
+
+
+@contextlib.contextmanager
+def record_spikes(net: nn.Module, sink) -> Iterator[None]:
+    """While active, every forward of a neuron of ``net`` calls ``sink(neuron, spikes)`` with its [T, B, ...] spikes
+    (the one spike recorder: synop counting and firing rates both use it); the neurons' settings are restored."""
+    neurons = neurons_of(net)
+    saved = [n.record for n in neurons]
+
+    def hook(neuron, _inp, _out):
+        sink(neuron, neuron.last_spikes)
+        neuron.last_spikes = None
+
+    handles = [n.register_forward_hook(hook) for n in neurons]
+    try:
+        for n in neurons:
+            n.record = True
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for n, rec in zip(neurons, saved):
+            n.record, n.last_spikes = rec, None
 
 
 @contextlib.contextmanager

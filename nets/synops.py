@@ -22,6 +22,7 @@ from .architectures import PreActBlock
 from .errors import UserError
 from .masks import mask_of
 from .neurons import IFNeuron
+from .snn import record_spikes
 
 _PASS = (nn.Flatten, nn.Identity, nn.Dropout)
 _WEIGHT = (nn.Conv2d, nn.Linear)
@@ -93,19 +94,8 @@ def fanout(path_list: list[list[nn.Module]], spike_shape: tuple, dense: bool = F
 
 def first_layer_macs(net: nn.Sequential, input_shape: tuple, dense: bool = False) -> float:
     """MACs of the weight layers that see the analog input (before the first neuron), per sample and step."""
-    x = torch.zeros(1, *input_shape, device=next(net.parameters()).device)
-    macs = 0.0
-    for m in net:
-        if isinstance(m, IFNeuron) or any(isinstance(c, IFNeuron) for c in m.modules()):
-            break
-        if isinstance(m, _WEIGHT):
-            nnz = float(m.weight.numel() if dense else (mask_of(m) != 0).sum())
-            y = m(x)
-            macs += nnz * (y.shape[-1] * y.shape[-2] if isinstance(m, nn.Conv2d) else 1)
-            x = y
-        else:
-            x = m(x)
-    return macs
+    first = next((i for i, m in enumerate(net) if any(isinstance(c, IFNeuron) for c in m.modules())), len(net))
+    return ann_macs(nn.Sequential(*list(net)[:first]), input_shape, dense) if first else 0.0
 
 
 def ann_macs(net: nn.Module, input_shape: tuple, dense: bool = False) -> float:
@@ -168,22 +158,12 @@ class SynopCounter:
         st["steps"] = int(spikes.shape[0])
 
     def __enter__(self):
-        self._saved = [(n, n.record) for n in self.names]
-        for n in self.names:
-            n.record = True
-        self._hooks = [n.register_forward_hook(self._hook) for n in self.names]
+        self._recording = record_spikes(self.net, self.add)
+        self._recording.__enter__()
         return self
 
-    def _hook(self, neuron, _inp, _out):
-        self.add(neuron, neuron.last_spikes)
-        neuron.last_spikes = None
-
     def __exit__(self, *exc):
-        for h in self._hooks:
-            h.remove()
-        for n, rec in self._saved:
-            n.record = rec
-        return False
+        return self._recording.__exit__(*exc)
 
     def summary(self) -> dict:
         """Per-sample figures per layer and in total (spikes, firing rate per neuron per step, synops)."""

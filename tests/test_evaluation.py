@@ -145,3 +145,15 @@ def test_audit_passes_gradient_check_on_a_plain_model(tmp_path):
     assert verdict["non-zero input gradients under the ensemble"] is True
     md = (tmp_path / "attacks.md").read_text()
     assert "worst case" in md and "paper protocol" in md and "Attack budget" in md
+
+
+def test_adaptive_presets_resolve_to_budgets_and_a_wrong_name_is_one_clear_error():
+    from callbacks.evaluation import PRESETS
+    from nets.errors import UserError
+
+    assert AttackEvaluation(adaptive="strong").adaptive == AttackEvaluation(adaptive=True).adaptive == AdaptiveBudget()
+    assert AttackEvaluation(adaptive="paper").adaptive is None and AttackEvaluation(adaptive=False).adaptive is None
+    assert AttackEvaluation(adaptive="quick").adaptive == AdaptiveBudget(**PRESETS["quick"])
+    assert AttackEvaluation(adaptive={"square_queries": 5000}).adaptive == AdaptiveBudget(square_queries=5000)
+    with pytest.raises(UserError, match="unknown preset 'strng'"):
+        AttackEvaluation(adaptive="strng")

@@ -171,9 +171,10 @@ def test_v_init_half_rounds_the_rate_instead_of_flooring_it():
     assert counts == [3, 4]
 
 
-def test_auto_schedule_is_time_on_cpu_and_layer_on_gpus():
+def test_auto_schedule_is_time_on_cpu_for_large_layers_and_layer_otherwise():
     from nets.snn import resolve_schedule
 
-    assert resolve_schedule("auto", torch.device("cpu")) == "time"
-    assert resolve_schedule("auto", torch.device("cuda")) == "layer"
-    assert resolve_schedule("layer", torch.device("cpu")) == "layer"
+    assert resolve_schedule("auto", torch.device("cpu"), 32 * 32 * 32) == "time"
+    assert resolve_schedule("auto", torch.device("cpu"), 16 * 8 * 8) == "layer"  # a tiny layer: per-step overhead
+    assert resolve_schedule("auto", torch.device("cuda"), 32 * 32 * 32) == "layer"
+    assert resolve_schedule("layer", torch.device("cpu"), 32 * 32 * 32) == "layer"
