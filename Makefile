@@ -17,7 +17,7 @@ demo: install  ## the whole pipeline on the embedded digits (robust ANN -> HYDRA
 	$(PY) pipeline.py --config conf/digits/pipeline.yaml
 
 test: install
-	$(PY) -m pytest -n 2 --dist loadgroup -m "not recipes"  # 2 workers, one thread each (tests spawn single-thread processes)
+	$(PY) -m pytest -n 2 --dist loadfile -m "not recipes"  # 2 workers, a file per worker (shared fixtures), one thread each
 
 test-recipes: install  ## the paper recipes' stage chains on synthetic data of their true shape (CI runs it too)
 	$(PY) -m pytest -n 2 -m recipes

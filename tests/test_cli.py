@@ -80,18 +80,19 @@ def test_cifar_code_path_runs_on_fake_files(tmp_path, monkeypatch):
 def test_snn_validate_fit_test_through_the_cli(dense_ann_ckpt, tmp_path):
     snn = ["--config", "conf/digits/snn.yaml", "--model.init_args.num_steps", "2", "--model.init_args.calib_steps", "4",
            "--model.init_args.calib_batches", "2", "--model.init_args.eval_steps", "2"]
-    out = run_cli("train.py", "validate", *snn, "--model.init_args.ann_checkpoint", dense_ann_ckpt,
-                  *tiny_overrides(tmp_path / "v"))
+    ok = lambda out: out if out.returncode == 0 else pytest.fail(out.stderr[-3000:])
+    out = ok(run_main("validate", *snn, "--model.init_args.ann_checkpoint", dense_ann_ckpt,
+                      *tiny_overrides(tmp_path / "v")))
     assert "val/acc" in out.stdout and "val/firing_rate" in out.stdout
-    # fine-tuning with the paper's layer schedule (the default, auto, is the time-major one on CPU; nets/snn.py)
-    run_cli("train.py", "fit", *snn, "--model.init_args.ann_checkpoint", dense_ann_ckpt, "--model.init_args.schedule",
-            "layer", *tiny_overrides(tmp_path / "f"))
-    out = run_cli("train.py", "test", *snn, "--config", tiny_eval(tmp_path), "--ckpt_path", ckpt(tmp_path / "f"),
-                  *tiny_overrides(tmp_path / "t"))
+    # fine-tuning with the time-major schedule (digits' layers are tiny, so auto picks the layer one; nets/snn.py)
+    ok(run_main("fit", *snn, "--model.init_args.ann_checkpoint", dense_ann_ckpt, "--model.init_args.schedule", "time",
+                *tiny_overrides(tmp_path / "f")))
+    out = ok(run_main("test", *snn, "--config", tiny_eval(tmp_path), "--ckpt_path", ckpt(tmp_path / "f"),
+                      *tiny_overrides(tmp_path / "t")))
     assert "test/pgd_acc_single_path" in out.stdout and "test/robust_worst/eps=0.1" in out.stdout
     # an SNN checkpoint is not an ANN: one clear error
-    out = run_cli("train.py", "validate", *snn, "--model.init_args.ann_checkpoint", ckpt(tmp_path / "f"),
-                  *tiny_overrides(tmp_path / "bad"), check=False)
+    out = run_main("validate", *snn, "--model.init_args.ann_checkpoint", ckpt(tmp_path / "f"),
+                   *tiny_overrides(tmp_path / "bad"))
     assert out.returncode == 2 and "snn checkpoint" in out.stderr and "Traceback" not in out.stderr
 
 

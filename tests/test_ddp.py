@@ -53,6 +53,7 @@ def test_snn_fine_tuning_and_evaluation_under_ddp_match_one_process(dense_ann_ck
     assert len(list((tmp_path / "fit2").rglob("metrics.csv"))) == 1  # logged from rank 0 only
     assert "train/loss" in next((tmp_path / "fit2").rglob("metrics.csv")).read_text()
     one, two = ckpt(tmp_path / "fit1"), ckpt(tmp_path / "fit2")
+    # the same number of optimizer steps as one process with the whole global batch
     assert torch.load(two, weights_only=True)["global_step"] == torch.load(one, weights_only=True)["global_step"] == 4
 
     # the same checkpoint evaluated by 1 and by 2 processes: identical counts (each sample attacked once)
@@ -64,11 +65,3 @@ def test_snn_fine_tuning_and_evaluation_under_ddp_match_one_process(dense_ann_ck
     assert e1["num_samples"] == e2["num_samples"] == 31
     for key in ("spikes", "synops", "dense_synops"):
         assert abs(e1["total"][key] - e2["total"][key]) <= 1e-6 * max(1.0, e1["total"][key])
-
-    # fine-tuned by 2 processes vs by 1: not bit-identical (each rank draws its own RFGSM noise), but the
-    # same robust accuracy on the same subset within two samples
-    a0, _ = _evaluate(tmp_path / "ev0", cfg, one, ddp=False)
-    assert abs(a0["clean_acc"] - a1["clean_acc"]) <= 2 / 31
-    for eps, entry in a0["eps"].items():
-        for label, acc in entry["paper"].items():
-            assert abs(acc - a1["eps"][eps]["paper"][label]) <= 2 / 31, (label, eps)

@@ -11,7 +11,7 @@ import yaml
 
 from conftest import ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]  # one worker: the shared reference run
+pytestmark = pytest.mark.slow  # `make test` runs a file per worker: the reference run is built once
 
 FAST = ["--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -49,7 +49,7 @@ def _run(cfg, extra=(), **kw):
                           text=True, **kw)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not "module": xdist may interleave other modules' tests on this worker
 def reference(tmp_path_factory) -> Path:
     """One uninterrupted tiny pipeline run, shared by the tests below."""
     tmp = tmp_path_factory.mktemp("pipeline")
