@@ -6,6 +6,8 @@ Objectives (inner maximisation by torchattacks):
 * ``pgd_at`` (Madry et al., 2018): CE(f(x_adv), y), x_adv from PGD (or R+FGSM with ``inner_attack: rfgsm``)
 * ``trades`` (Zhang et al., 2019): CE(f(x), y) + beta * KL(f(x) || f(x_adv)), x_adv maximising the KL term
   by TPGD (``inner_attack: pgd``) or single-step R+FGSM (``inner_attack: rfgsm``, the SNN fine-tuning of the paper)
+* ``mart`` (Wang et al., 2020): boosted CE on x_adv + beta * misclassification-weighted KL (``nets.objectives``;
+  set ``beta: 4`` as the reference code does), x_adv from PGD on CE (or R+FGSM)
 
 Validation and test log clean accuracy and ``pgd_acc_single_path``: PGD at ``eval_epsilon`` through the model's
 own training gradient path only (a quick model-selection signal, *not* a robustness number: for that see
@@ -28,8 +30,8 @@ from nets.channels import adopt_shapes
 from nets.checkpoints import TAG
 from nets.errors import UserError
 from nets.masks import prepare_masks
+from nets.objectives import OBJECTIVES, mart_loss, trades_loss
 
-OBJECTIVES = ("standard", "pgd_at", "trades")
 SPLITS = ("train", "val", "test")
 
 
@@ -129,7 +131,7 @@ class AdversarialClassifier(L.LightningModule):
     # -- objectives -----------------------------------------------------------------------------
     def adversarial_examples(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The inner maximisation of the training objective (model in eval mode while attacking)."""
-        name = {("pgd_at", "pgd"): "pgd", ("pgd_at", "rfgsm"): "rfgsm",
+        name = {("pgd_at", "pgd"): "pgd", ("pgd_at", "rfgsm"): "rfgsm", ("mart", "pgd"): "pgd", ("mart", "rfgsm"): "rfgsm",
                 ("trades", "pgd"): "tpgd", ("trades", "rfgsm"): "rfgsm_kl"}[(self.objective, self.inner_attack)]
         attack = make_attack(name, self.model, self.epsilon, self.attack_steps, self.attack_step_size)
         with torch.enable_grad():
@@ -144,8 +146,8 @@ class AdversarialClassifier(L.LightningModule):
             logits = self(x_adv)
             return F.cross_entropy(logits, y), logits
         logits = self(x)
-        kl = F.kl_div(F.log_softmax(self(x_adv), dim=1), F.softmax(logits, dim=1), reduction="batchmean")
-        return F.cross_entropy(logits, y) + self.beta * kl, logits
+        loss = (mart_loss if self.objective == "mart" else trades_loss)(logits, self(x_adv), y, self.beta)
+        return loss, logits
 
     # -- one step for every split --------------------------------------------------------------------
     def model_step(self, batch, split: str) -> torch.Tensor:

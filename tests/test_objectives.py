@@ -43,3 +43,21 @@ def test_trades_loss_is_ce_plus_beta_kl_and_attacks_stay_in_the_ball():
     for name in ("fgsm", "pgd", "tpgd", "rfgsm_kl"):
         adv = make_attack(name, module.net, 0.1, steps=3)(x, y)
         assert (adv - x).abs().max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+
+
+def test_mart_loss_matches_its_equation_on_a_hand_case():
+    """z = (2, 0, 0), z~ = (0, 1, 0), y = 0: CE(z~, 0) - log(1 - p~_1) + beta KL(p || p~) (1 - p_0)."""
+    import math
+
+    from nets.objectives import mart_loss
+
+    z, z_adv, y = torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([0])
+    p = [math.exp(2) / (math.exp(2) + 2), 1 / (math.exp(2) + 2), 1 / (math.exp(2) + 2)]
+    q = [1 / (math.e + 2), math.e / (math.e + 2), 1 / (math.e + 2)]
+    kl = sum(a * math.log(a / b) for a, b in zip(p, q))
+    expected = -math.log(q[0]) - math.log(1 - q[1]) + 4.0 * kl * (1 - p[0])
+    assert abs(float(mart_loss(z, z_adv, y, beta=4.0)) - expected) < 1e-5
+
+
+def test_mart_training_is_more_robust_than_standard_training():
+    assert _train("mart") > _train("standard") + 0.15
