@@ -5,9 +5,10 @@
 * ``HydraPruning`` — HYDRA (Sehwag et al., NeurIPS 2020): per-weight scores, layer-wise top-k, weights frozen
   while the scores learn with the model's own adversarial objective for ``score_epochs``; then the mask is
   fixed and the weights fine-tuned (paper: 20 + 30 epochs, fine-tune lr 0.01).
-* ``HarpPruning`` — HARP (Zhao & Wressnegger, ICLR 2023): HYDRA plus a learned keep ratio per layer and a
-  regulariser that holds the global sparsity at kappa; at the switch the ratios are projected so the global
-  sparsity is exact.
+* ``HarpPruning`` — HARP (Zhao & Wressnegger, ICLR 2023): HYDRA plus a learned keep ratio per layer (at least
+  ``alpha`` times the global one) and, inside the training loss, the hinge ``gamma_e * max(r / (1 - kappa) - 1, 0)``
+  on the kept fraction r with a weight growing per epoch, ``gamma_e = (e + 1) gamma``; at the switch the ratios
+  are projected so the global sparsity is exact.
 * ``ChannelPruning`` — structured: torch-pruning removes whole channels, so the network really shrinks.
 
 All log per-layer and global sparsity (``sparsity/<layer>``, ``sparsity/global``) at every change.
@@ -117,6 +118,7 @@ class HydraPruning(_Pruning):
     """
 
     learn_rate = False
+    rate_min = 0.0
 
     def __init__(self, sparsity: float = 0.9, score_epochs: int = 20, finetune_lr: Optional[float] = 0.01):
         super().__init__(sparsity)
@@ -131,7 +133,7 @@ class HydraPruning(_Pruning):
         for _, m in prunable_layers(net):
             wm = get_weight_mask(m) or add_mask(m)
             if not hasattr(wm, "scores"):
-                wm.add_scores(raw_weight(m), keep=1 - self.sparsity, learn_rate=self.learn_rate)
+                wm.add_scores(raw_weight(m), keep=1 - self.sparsity, learn_rate=self.learn_rate, rate_min=self.rate_min)
         self._set_phase(net, scoring=True)
 
     @staticmethod
@@ -173,24 +175,36 @@ class HydraPruning(_Pruning):
 
 
 class HarpPruning(HydraPruning):
-    """Args: as ``HydraPruning`` plus ``reg_weight`` (lambda of the sparsity regulariser
-    lambda * (sum_l r_l n_l / N - (1 - kappa))^2) and ``min_keep`` (no layer keeps less)."""
+    """Args: as ``HydraPruning`` plus ``gamma`` (base weight of the hinge regulariser, HARP's default 1.0; it
+    grows as (epoch + 1) gamma) and ``alpha`` (every layer keeps at least ``alpha * (1 - sparsity)`` of its
+    weights; HARP's default 0.1). The regulariser is a term of the training loss (logged as
+    ``train/harp_rate_penalty``), so it is optimised with the loss and synchronised under DDP like it."""
 
     learn_rate = True
 
     def __init__(self, sparsity: float = 0.9, score_epochs: int = 20, finetune_lr: Optional[float] = 0.01,
-                 reg_weight: float = 10.0, min_keep: float = 0.002):
+                 gamma: float = 1.0, alpha: float = 0.1):
         super().__init__(sparsity, score_epochs, finetune_lr)
-        self.reg_weight, self.min_keep = reg_weight, min_keep
+        if gamma < 0 or not 0 <= alpha <= 1:
+            raise UserError(f"HarpPruning needs gamma >= 0 and alpha in [0, 1], got {gamma}, {alpha}")
+        self.gamma, self.alpha = gamma, alpha
 
-    def on_after_backward(self, trainer, pl_module):
-        masks = [(get_weight_mask(m), m.weight.numel()) for _, m in prunable_layers(_net(pl_module))]
-        if not all(wm.scored for wm, _ in masks):
-            return
-        total = sum(n for _, n in masks)
-        kept = sum(wm.keep_ratio() * n for wm, n in masks) / total
-        reg = self.reg_weight * (kept - (1 - self.sparsity)) ** 2
-        reg.backward()
+    @property
+    def rate_min(self) -> float:
+        return self.alpha * (1 - self.sparsity)
+
+    def setup(self, trainer, pl_module, stage):
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit":
+            pl_module.loss_terms["harp_rate_penalty"] = lambda: self.penalty(_net(pl_module), trainer.current_epoch)
+
+    def penalty(self, net: nn.Module, epoch: int) -> Optional[torch.Tensor]:
+        """``(epoch + 1) gamma max(sum_l r_l n_l / (N (1 - kappa)) - 1, 0)`` while the scores train, else None."""
+        masks = [(get_weight_mask(m), m.weight.numel()) for _, m in prunable_layers(net)]
+        if not all(wm is not None and wm.scored for wm, _ in masks):
+            return None
+        kept = sum(wm.keep_ratio() * n for wm, n in masks) / sum(n for _, n in masks)
+        return (epoch + 1) * self.gamma * torch.relu(kept / (1 - self.sparsity) - 1)
 
     def fix_masks(self, net: nn.Module) -> None:
         """Project the learned per-layer ratios onto the exact global budget, then fix the top-k masks."""
@@ -200,7 +214,7 @@ class HarpPruning(HydraPruning):
         budget = round((1 - self.sparsity) * float(sizes.sum()))
 
         def counts(c: float) -> torch.Tensor:
-            return (ratios.double() * c).clamp(self.min_keep, 1.0).mul(sizes).round().clamp(min=1)
+            return (ratios.double() * c).clamp(self.rate_min, 1.0).mul(sizes).round().clamp(min=1)
 
         lo, hi = 0.0, 1.0 / max(float(ratios.min()), 1e-6)
         for _ in range(100):  # bisection on a common scale c: sum_l round(clamp(c * r_l) * n_l) = budget

@@ -64,6 +64,9 @@ class AdversarialClassifier(L.LightningModule):
         if attack_steps < 1 or eval_steps < 1:
             raise UserError("model.attack_steps and model.eval_steps must be >= 1")
         self.objective, self.beta, self.inner_attack = objective, float(beta), inner_attack
+        # extra terms of the training loss that callbacks register (e.g. HARP's rate penalty): name -> () -> Tensor
+        # or None; added to the loss (one backward, synchronised under DDP like the rest) and logged as train/<name>
+        self.loss_terms: dict = {}
         self.epsilon = parse_eps(epsilon, "model.epsilon")
         self.eval_epsilon = parse_eps(eval_epsilon if eval_epsilon is not None else epsilon, "model.eval_epsilon")
         self.attack_steps, self.attack_step_size, self.eval_steps = attack_steps, attack_step_size, eval_steps
@@ -155,6 +158,11 @@ class AdversarialClassifier(L.LightningModule):
         m = self.metrics[f"{split}_metrics"]
         if split == "train":
             loss, logits = self.training_loss(x, y)
+            for name, term in self.loss_terms.items():
+                value = term()
+                if value is not None:
+                    loss = loss + value
+                    self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=True, sync_dist=True)
             if not torch.isfinite(loss):
                 cb = self.trainer.checkpoint_callback if self._trainer is not None else None
                 last = getattr(cb, "last_model_path", "") or getattr(cb, "best_model_path", "")

@@ -34,34 +34,35 @@ class WeightMask(nn.Module):
     Fixed mode: ``m`` is the binary ``mask`` buffer. Score mode (HYDRA, Sehwag et al. 2020):
     ``m = top-k(|s|)`` over the layer's scores ``s`` with ``k = keep * n`` and a straight-through gradient
     ``dL/ds = dL/dm``. Rate mode (HARP, Zhao & Wressnegger 2023) additionally learns the layer's keep ratio
-    ``r = sigmoid(rate_logit)``; ``r`` receives the gradient of a soft mask ``sigmoid((|s| - tau(r)) / T)``
-    around the top-k threshold ``tau(r)``. ``freeze()`` turns the current top-k into the fixed mask; the scores
+    ``r = r_min + (1 - r_min) sigmoid(rate_logit)`` (``r_min``: the per-layer minimum) with HARP's
+    straight-through rule ``dL/dr = sum_i dL/dm_i``. ``freeze()`` turns the current top-k into the fixed mask; the scores
     stay (frozen) so the parameter list, and hence optimizer checkpoints, do not change mid-run."""
 
     def __init__(self, mask: torch.Tensor):
         super().__init__()
         self.register_buffer("mask", mask.detach().to(torch.float32).clone())
-        self.temperature = 1e-2
 
     @property
     def scored(self) -> bool:
         """True while the mask is computed from trainable scores."""
         return hasattr(self, "scores") and bool(self.scoring)
 
-    def add_scores(self, weight: torch.Tensor, keep: float, learn_rate: bool = False) -> None:
-        """HYDRA init: ``s = sqrt(6 / fan_in) * w / max|w|``; ``keep`` = 1 - layer sparsity."""
+    def add_scores(self, weight: torch.Tensor, keep: float, learn_rate: bool = False, rate_min: float = 0.0) -> None:
+        """HYDRA init: ``s = sqrt(6 / fan_in) * w / max|w|``; ``keep`` = 1 - layer sparsity (HARP: the initial rate,
+        its logit clipped to sigmoid^-1 of [0.01, 0.99] as in HARP's code)."""
         fan_in = weight[0].numel()
         scale = math.sqrt(6.0 / fan_in) / weight.abs().max().clamp_min(1e-12)
         self.scores = nn.Parameter((weight.detach() * scale).clone())
         self.register_buffer("scoring", torch.tensor(True))
         self.register_buffer("keep", torch.tensor(float(keep)))
         if learn_rate:
-            k = min(max(keep, 1e-4), 1 - 1e-4)
+            self.register_buffer("rate_min", torch.tensor(float(rate_min)))
+            k = min(max((keep - rate_min) / (1 - rate_min), 1e-2), 1 - 1e-2)
             self.rate_logit = nn.Parameter(torch.tensor(math.log(k / (1 - k))))
 
     def keep_ratio(self) -> torch.Tensor:
         if hasattr(self, "rate_logit"):
-            return torch.sigmoid(self.rate_logit)
+            return self.rate_min + (1 - self.rate_min) * torch.sigmoid(self.rate_logit)
         return self.keep
 
     def score_mask(self, k: Optional[int] = None) -> torch.Tensor:
@@ -73,14 +74,7 @@ class WeightMask(nn.Module):
         hard = topk_mask(s.detach(), k)
         m = hard + (s - s.detach())  # straight-through: forward hard top-k, backward identity to the scores
         if hasattr(self, "rate_logit"):
-            # the learned rate moves the threshold tau(r); a soft mask around tau carries its gradient
-            sorted_s = torch.sort(s.detach(), descending=True).values
-            pos = (r * n - 1).clamp(0, n - 1)
-            lo = pos.detach().floor().long()
-            hi = (lo + 1).clamp(max=n - 1)
-            tau = sorted_s[lo] + (pos - lo) * (sorted_s[hi] - sorted_s[lo])
-            soft = torch.sigmoid((s.detach() - tau) / self.temperature)
-            m = m + (soft - soft.detach())
+            m = m + (r - r.detach())  # HARP: the rate gets the sum of the mask's gradient
         return m.view_as(self.scores)
 
     def freeze(self, k: Optional[int] = None) -> None:
@@ -98,7 +92,7 @@ class WeightMask(nn.Module):
     def strip_scores(self) -> None:
         """Drop the (frozen) scores: the plain fixed-mask layer that conversion and export use."""
         self.freeze()
-        for name in ("scores", "rate_logit", "scoring", "keep"):
+        for name in ("scores", "rate_logit", "rate_min", "scoring", "keep"):
             if hasattr(self, name):
                 delattr(self, name)
 

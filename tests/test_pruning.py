@@ -15,7 +15,8 @@ from nets.masks import ensure_masks, get_weight_mask, mask_of, prunable_layers, 
 def _scored(net, sparsity, cb):
     ensure_masks(net)
     for _, m in prunable_layers(net):
-        get_weight_mask(m).add_scores(m.parametrizations.weight.original, 1 - sparsity, learn_rate=cb.learn_rate)
+        get_weight_mask(m).add_scores(m.parametrizations.weight.original, 1 - sparsity, learn_rate=cb.learn_rate,
+                                      rate_min=cb.rate_min)
 
 
 @pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.99])
@@ -49,15 +50,35 @@ def test_harp_global_sparsity_within_half_a_percent_and_non_uniform(sparsity):
     assert sparsity_report(net) == report
 
 
-def test_harp_regulariser_pushes_rates_towards_the_budget():
+def test_harp_hinge_penalty_grows_per_epoch_and_only_above_the_budget():
     net = SmallCNN(input_size=8)
-    cb = HarpPruning(0.9, reg_weight=1.0)
-    _scored(net, 0.5, cb)  # start far from the 90 % target
-
-    class _M:  # the callback needs pl_module.model only
-        model = net
-    cb.on_after_backward(None, _M)
+    cb = HarpPruning(0.9, gamma=1.0)
+    _scored(net, 0.5, cb)  # start far above the 10 % budget
+    p0, p4 = cb.penalty(net, 0), cb.penalty(net, 4)
+    assert float(p4) == pytest.approx(5 * float(p0)) and float(p0) > 0  # weight (epoch + 1) * gamma
+    p0.backward()
     assert all(get_weight_mask(m).rate_logit.grad > 0 for _, m in prunable_layers(net))  # descend => keep less
+    below = SmallCNN(input_size=8)
+    _scored(below, 0.95, HarpPruning(0.9))  # keeping 5 % < 10 %: the hinge is flat
+    assert float(HarpPruning(0.9).penalty(below, 3)) == 0.0
+
+
+def test_harp_rate_gets_the_sum_of_the_mask_gradient_and_keeps_a_per_layer_minimum():
+    net = SmallCNN(input_size=8, width=16)
+    cb = HarpPruning(0.9, alpha=0.1)
+    _scored(net, 0.9, cb)
+    wm = get_weight_mask(prunable_layers(net)[0][1])
+    assert float(wm.keep_ratio()) == pytest.approx(0.1, rel=1e-3) and float(wm.rate_min) == pytest.approx(0.01)
+    m = wm.score_mask()
+    g = torch.randn_like(m)
+    (m * g).sum().backward()
+    dr = float(wm.rate_logit.grad) / float(torch.sigmoid(wm.rate_logit) * (1 - torch.sigmoid(wm.rate_logit)) * 0.99)
+    assert dr == pytest.approx(float(g.sum()), rel=1e-4)
+    with torch.no_grad():  # one layer driven towards keeping nothing
+        wm.rate_logit.fill_(-30.0)
+    cb.fix_masks(net)
+    first = prunable_layers(net)[0][1]
+    assert float(mask_of(first).mean()) >= 0.01 - 1 / first.weight.numel()
 
 
 def test_magnitude_cubic_schedule_and_global_scope():
@@ -119,9 +140,12 @@ def test_pruning_callbacks_through_the_cli(dense_ann_ckpt, tmp_path):
                        *tiny_overrides(tmp_path / f"{method}_test"))
         assert out.returncode == 0, out.stderr[-3000:]
         assert "test/acc" in out.stdout
-    state = torch.load(ckpt(tmp_path / "hydra"), weights_only=True)["state_dict"]
-    masks = [v for k, v in state.items() if k.endswith("weight.0.mask")]
-    assert masks and abs(1 - sum(float(m.sum()) for m in masks) / sum(m.numel() for m in masks) - 0.9) < 0.01
+    for method in ("hydra", "harp"):
+        state = torch.load(ckpt(tmp_path / method), weights_only=True)["state_dict"]
+        masks = [v for k, v in state.items() if k.endswith("weight.0.mask")]
+        assert masks and abs(1 - sum(float(m.sum()) for m in masks) / sum(m.numel() for m in masks) - 0.9) < 0.01
+    # HARP's rate penalty is a term of the training loss, logged with it
+    assert "train/harp_rate_penalty" in sorted((tmp_path / "harp").rglob("metrics.csv"))[0].read_text()
 
 
 @settings(max_examples=6, deadline=None)
