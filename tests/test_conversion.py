@@ -154,10 +154,10 @@ def test_residual_merge_is_the_same_function_in_the_ann_and_the_snn(trained):
     snn = convert(nets["resnet"], calib, num_steps=2, calib_steps=4)
     snn_merges = [m for m in snn.modules() if isinstance(m, Merge)]
     assert ann_merges and all(m.alpha.requires_grad for m in ann_merges + snn_merges)
-    assert any(abs(float(m.alpha) - 0.5) > 1e-4 for m in ann_merges)  # trained as part of the ANN
-    assert [float(m.alpha) for m in ann_merges] == [float(m.alpha) for m in snn_merges]
+    assert any(abs(m.alpha.item() - 0.5) > 1e-4 for m in ann_merges)  # trained as part of the ANN
+    assert [m.alpha.item() for m in ann_merges] == [m.alpha.item() for m in snn_merges]
     branch, skip = torch.full((1, 2), 2.0), torch.full((1, 2), 4.0)
-    a = float(ann_merges[0].alpha.clamp(0, 1))
+    a = ann_merges[0].alpha.clamp(0, 1).item()
     assert torch.allclose(ann_merges[0](branch, skip), torch.full((1, 2), 4 * a + 2 * (1 - a)))
 
 

@@ -13,9 +13,9 @@ from conftest import ROOT, ckpt, run_main, tiny_eval
 pytestmark = [pytest.mark.slow, pytest.mark.recipes]  # `make test-recipes` (run by .ci/run after `make test`)
 
 RECIPES = ["cifar10", "cifar100", "tinyimagenet", "svhn"]
-SMALL = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
-         "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false",
-         "--trainer.enable_model_summary", "false"]
+SMALL = ["--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "1", "--trainer.limit_train_batches", "1",
+         "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar",
+         "false", "--trainer.enable_model_summary", "false"]
 ANN = ["--model.init_args.attack_steps", "1", "--model.init_args.eval_steps", "1"]
 SNN = ["--model.init_args.num_steps", "2", "--model.init_args.calib_batches", "1", "--model.init_args.calib_batch_size",
        "2", "--model.init_args.calib_steps", "2", "--model.init_args.eval_steps", "1"]
