@@ -262,13 +262,18 @@ class ChannelPruning(_Pruning):
         imp = tp.importance.BNScaleImportance() if self.importance == "bn_scale" else \
             tp.importance.MagnitudeImportance(p=1 if self.importance == "l1" else 2)
         classifier = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
-        macs0, params0 = tp.utils.count_ops_and_params(net, example)
-        t0 = _latency(net, dm.input_shape)
-        pruner = tp.pruner.MetaPruner(net, example, importance=imp, pruning_ratio=self.sparsity,
-                                      ignored_layers=[classifier])
-        pruner.step()
-        macs1, params1 = tp.utils.count_ops_and_params(net, example)
-        t1 = _latency(net, dm.input_shape)
+        modes = {m: m.training for m in net.modules()}  # torch-pruning's counting leaves modules in eval mode
+        try:
+            macs0, params0 = tp.utils.count_ops_and_params(net, example)
+            t0 = _latency(net, dm.input_shape)
+            pruner = tp.pruner.MetaPruner(net, example, importance=imp, pruning_ratio=self.sparsity,
+                                          ignored_layers=[classifier])
+            pruner.step()
+            macs1, params1 = tp.utils.count_ops_and_params(net, example)
+            t1 = _latency(net, dm.input_shape)
+        finally:
+            for m, was in modes.items():
+                m.train(was)
         # torch-pruning's count_ops_and_params already counts multiply-accumulates of one example (not FLOPs)
         self.report = {"params_before": params0, "params_after": params1, "macs_before": macs0,
                        "macs_after": macs1, "cpu_latency_ratio": t0 / t1}
