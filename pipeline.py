@@ -93,12 +93,12 @@ def identity(command: list[str], upstream: dict[str, str], code: str) -> dict[st
     def digest(text: str) -> str:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    configs = {}
+    configs = []
     for path in _config_files(command):
         path = os.path.join(HERE, path)  # stages run in HERE (an absolute path stays as it is)
-        configs[path] = digest(open(path).read()) if os.path.isfile(path) else "missing"
+        configs.append(digest(open(path).read()) if os.path.isfile(path) else "missing")
     generic = [("<config>" if k and command[k - 1] == "--config" else a) for k, a in enumerate(command)]
-    return {"command": digest(shlex.join(generic)), "configs": digest(json.dumps(sorted(configs.values()))),
+    return {"command": digest(shlex.join(generic)), "configs": digest(json.dumps(sorted(configs))),
             "code": code, "upstream": digest(json.dumps(upstream, sort_keys=True))}
 
 

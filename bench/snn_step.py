@@ -31,7 +31,7 @@ import snntorch as snn  # noqa: E402
 
 from nets.conversion import spiking_structure  # noqa: E402
 from nets.neurons import IFNeuron  # noqa: E402
-from nets.snn import SpikingNetwork, resolve_schedule  # noqa: E402
+from nets.snn import SpikingNetwork, resolve_schedule, stateless_prefix  # noqa: E402
 
 
 def reference_ann() -> nn.Sequential:
@@ -157,7 +157,7 @@ def main() -> None:
               f"speed-up {n['step_s'] / o['step_s']:.2f}x, peak memory {o['peak_mib'] / max(n['peak_mib'], 1e-9):.2f}x")
     best = min(CONCRETE, key=lambda v: res[v]["step_s"])
     with torch.no_grad():  # per-sample size of the first IF layer's input, what "auto" decides on
-        features = ours.net[:ours._prefix_len].eval()(x[:1]).numel()
+        features = ours.net[:stateless_prefix(ours.net)].eval()(x[:1]).numel()
     auto = resolve_schedule("auto", torch.device(a.device), features)
     print(f"best schedule on {a.device}: {best}, {n['step_s'] / res[best]['step_s']:.2f}x the naive loop's speed "
           "(target >= 1.5x; never < 1)")

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from nets.checkpoints import load_network
-from nets.conversion import AMPLITUDES, convert, spiking_structure
+from nets.conversion import check_options, convert, spiking_structure
 from nets.errors import UserError
 from nets.masks import prunable_layers, raw_weight
 from nets.snn import SCHEDULES, SpikingNetwork, record_spikes
@@ -57,9 +57,9 @@ class ConvertedSNN(AdversarialClassifier):
         calib_batches, calib_batch_size, calib_steps, percentile, scale, calib_order: threshold calibration
             (``nets.conversion.calibrate_thresholds``; ``reference``: scale applied after all layers, as the
             reference code; ``sequential``: each layer scaled before the next is calibrated).
-        schedule: ``auto`` (default: ``time`` on CPU unless the layers are tiny, ``layer`` on GPU), ``layer`` (all T per layer; BN training
-            statistics over batch x time, paper) or ``time`` (all layers per step, faster on CPUs; BN training
-            statistics per step; ``nets.snn``). Outputs in eval mode are the same under every schedule.
+        schedule: ``auto`` (default: ``time`` on CPU unless the layers are tiny, ``layer`` on GPU), ``layer``
+            (all T per layer; BN training statistics over batch x time, paper) or ``time`` (all layers per step,
+            faster on CPUs; BN training statistics per step; ``nets.snn``). Outputs in eval mode are the same under every schedule.
         **kwargs: objective and optimisation; defaults here are the paper's fine-tuning.
     """
 
@@ -103,10 +103,7 @@ class ConvertedSNN(AdversarialClassifier):
         super().__init__(objective=objective, inner_attack=inner_attack, **kwargs)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self._ann = [net]  # the ANN template, kept out of the module tree (and the state dict)
-        if amplitude not in AMPLITUDES:
-            raise UserError(f"model.amplitude must be one of {AMPLITUDES}, got {amplitude!r}")
-        if amplitude == "threshold" and bn != "fold":
-            raise UserError("model.amplitude threshold folds the ANN's BatchNorms: set --model.init_args.bn fold")
+        check_options(bn, amplitude)  # model.init_args.bn / amplitude, before any conversion work
         self.neuron_kwargs = dict(reset=reset, surrogate=surrogate, min_threshold=min_threshold, bn=bn,
                                   detach_reset=detach_reset, v_init=v_init)
         self.snn = SpikingNetwork(self._structure(net), num_steps, encoding, schedule=schedule)

@@ -284,6 +284,17 @@ def calibrate_thresholds(
     return thresholds
 
 
+def check_options(bn: str, amplitude: str) -> None:
+    """The BatchNorm / spike-amplitude combinations ``convert`` accepts (checked before any work is done)."""
+    if bn not in ("keep", "fold"):
+        raise ConversionError(f"bn must be 'keep' or 'fold', got {bn!r}")
+    if amplitude not in AMPLITUDES:
+        raise ConversionError(f"amplitude must be one of {AMPLITUDES}, got {amplitude!r}")
+    if amplitude == "threshold" and bn != "fold":
+        raise ConversionError("amplitude='threshold' folds the ANN's BatchNorms (keeping their statistics where they "
+                              "cannot be folded): set bn='fold'")
+
+
 def convert(
     ann: nn.Module,
     calib_batches: Iterable[torch.Tensor],
@@ -306,11 +317,7 @@ def convert(
     with ``amplitude="threshold"`` the ANN's BatchNorms are folded first where they follow a conv/linear and kept
     with the ANN's statistics elsewhere (pre-activation blocks): the SNN then computes the ANN's function in the
     rate limit."""
-    if bn not in ("keep", "fold"):
-        raise ConversionError(f"bn must be 'keep' or 'fold', got {bn!r}")
-    if amplitude == "threshold" and bn != "fold":
-        raise ConversionError("amplitude='threshold' folds the ANN's BatchNorms (keeping their statistics where they "
-                              "cannot be folded): set bn='fold'")
+    check_options(bn, amplitude)
     net = spiking_structure(ann, reset=reset, surrogate=surrogate, min_threshold=min_threshold,
                             bn="fold_where_possible" if amplitude == "threshold" else "keep", detach_reset=detach_reset,
                             v_init=v_init)

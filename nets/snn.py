@@ -45,8 +45,10 @@ def neurons_of(net: nn.Module) -> list[IFNeuron]:
     return [m for m in net.modules() if isinstance(m, IFNeuron)]
 
 
-def _contains_neuron(module: nn.Module) -> bool:
-    return any(isinstance(m, IFNeuron) for m in module.modules())
+def stateless_prefix(net: nn.Sequential) -> int:
+    """How many leading layers of ``net`` hold no neuron: under direct coding they see the analog image, the same at
+    every step (computed once by ``SpikingNetwork``; their MACs are counted apart from synops)."""
+    return next((i for i, m in enumerate(net) if any(isinstance(c, IFNeuron) for c in m.modules())), len(net))
 
 
 class SpikingNetwork(nn.Module):
@@ -79,8 +81,7 @@ class SpikingNetwork(nn.Module):
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         self.schedule = schedule
-        first = next((i for i, m in enumerate(net) if _contains_neuron(m)), len(net))
-        self._prefix_len = first
+        self._prefix_len = stateless_prefix(net)
 
     @property
     def neurons(self) -> list[IFNeuron]:
@@ -106,7 +107,8 @@ class SpikingNetwork(nn.Module):
             steps = list((torch.rand_like(xs) < xs).to(x.dtype) + xs - xs.detach())
             rest = list(self.net)
         # stepping needs every neuron on the plain spiking path (BPTR averages over T; recording wants [T, B])
-        if resolve_schedule(self.schedule, x.device, steps[0][0].numel()) == "time" and T > 1 and all(n.mode == "spike" and not n.record for n in neurons):
+        plain = all(n.mode == "spike" and not n.record for n in neurons)
+        if plain and T > 1 and resolve_schedule(self.schedule, x.device, steps[0][0].numel()) == "time":
             return self._time_major(rest, steps, neurons)
         for n in neurons:
             n.num_steps = T

@@ -22,7 +22,7 @@ from .architectures import PreActBlock
 from .errors import UserError
 from .masks import mask_of
 from .neurons import IFNeuron
-from .snn import record_spikes
+from .snn import record_spikes, stateless_prefix
 
 _PASS = (nn.Flatten, nn.Identity, nn.Dropout)
 _WEIGHT = (nn.Conv2d, nn.Linear)
@@ -94,7 +94,7 @@ def fanout(path_list: list[list[nn.Module]], spike_shape: tuple, dense: bool = F
 
 def first_layer_macs(net: nn.Sequential, input_shape: tuple, dense: bool = False) -> float:
     """MACs of the weight layers that see the analog input (before the first neuron), per sample and step."""
-    first = next((i for i, m in enumerate(net) if any(isinstance(c, IFNeuron) for c in m.modules())), len(net))
+    first = stateless_prefix(net)
     return ann_macs(nn.Sequential(*list(net)[:first]), input_shape, dense) if first else 0.0
 
 
