@@ -46,16 +46,22 @@ class Stage:
 
 
 def plan(cfg: dict) -> list[Stage]:
-    """Expand a pipeline config into its stages (the pruning sweep included)."""
+    """Expand a pipeline config into its stages: the dense chain, the pruning sweep (every method x sparsity) and
+    the time-step sweep (``t_sweep: {of: <run>, num_steps: [..]}``: that run's ANN converted and fine-tuned at
+    each T)."""
     for key in ("run_dir", "ann", "snn"):
         if key not in cfg:
             raise PipelineError(f"pipeline config needs '{key}'")
     extra = cfg.get("args", {}) or {}
     a = lambda kind: [str(x) for x in extra.get(kind, [])]
+
+    def snn_chain(tag: str, ann: str, more: list[str] = ()) -> list[Stage]:
+        """Conversion + fine-tuning (``fit``), then evaluation (``test``) of one ANN stage."""
+        return [Stage(f"{tag}snn", "fit", cfg["snn"], a("snn") + list(more), {"--model.init_args.ann_checkpoint": ann}, "snn"),
+                Stage(f"{tag}snn_test", "test", cfg["snn"], a("snn_test") + list(more), {"--ckpt_path": f"{tag}snn"}, "snn")]
+
     stages = [Stage("ann", "fit", cfg["ann"], a("ann")),
-              Stage("ann_test", "test", cfg["ann"], a("ann_test"), {"--ckpt_path": "ann"}),
-              Stage("snn", "fit", cfg["snn"], a("snn"), {"--model.init_args.ann_checkpoint": "ann"}, "snn"),
-              Stage("snn_test", "test", cfg["snn"], a("snn_test"), {"--ckpt_path": "snn"}, "snn")]
+              Stage("ann_test", "test", cfg["ann"], a("ann_test"), {"--ckpt_path": "ann"}), *snn_chain("", "ann")]
     for entry in cfg.get("pruning", []) or []:
         for s in entry.get("sparsity", []):
             tag = f"{entry['name']}{round(100 * float(s))}"
@@ -63,9 +69,16 @@ def plan(cfg: dict) -> list[Stage]:
                 Stage(f"{tag}_ann", "fit", entry["config"], a("prune") + ["--trainer.callbacks.init_args.sparsity", str(s)],
                       {"--model.init_args.init_from": "ann"}),
                 Stage(f"{tag}_ann_test", "test", cfg["ann"], a("ann_test"), {"--ckpt_path": f"{tag}_ann"}),
-                Stage(f"{tag}_snn", "fit", cfg["snn"], a("snn"), {"--model.init_args.ann_checkpoint": f"{tag}_ann"}, "snn"),
-                Stage(f"{tag}_snn_test", "test", cfg["snn"], a("snn_test"), {"--ckpt_path": f"{tag}_snn"}, "snn"),
-            ]
+                *snn_chain(f"{tag}_", f"{tag}_ann")]
+    sweep = cfg.get("t_sweep")
+    if sweep:
+        of, steps = sweep.get("of", ""), sweep.get("num_steps", [])
+        if not any(st.name == f"{of}_ann" for st in stages) and of != "dense":
+            raise PipelineError(f"t_sweep.of: {of!r} is not a run of this pipeline; name one of "
+                                f"{['dense'] + [st.name[:-4] for st in stages if st.name.endswith('_ann')]}")
+        for t in steps:
+            stages += snn_chain(f"{'' if of == 'dense' else of + '_'}T{int(t)}_", "ann" if of == "dense" else f"{of}_ann",
+                                ["--model.init_args.num_steps", str(int(t))])
     return stages
 
 

@@ -3,8 +3,13 @@
     python report.py runs/pipeline/digits/*_test --out results/digits
 
 Each run folder is a ``train.py test`` run with ``AttackEvaluation`` and ``SpikeEnergyMonitor`` (their
-``evaluation/attacks.json`` and ``energy.json``; the newest version is used). Writes ``report.md``,
-``report.json`` and plots (robust accuracy vs epsilon, per-layer spikes/synops, per-layer sparsity).
+``evaluation/attacks.json`` and ``energy.json``; the newest version is used). Where the pipeline's sibling folders
+exists (``<run>`` without ``_test``: the fit), its last validation metrics and, for an SNN, the converted SNN's
+before fine-tuning are read too. Runs named ``<method><percent>_...`` (``hydra90_snn_test``) are grouped by pruning
+method and sparsity, ``..._T<k>_...`` by time steps. Writes ``report.md`` (the table, conversion vs fine-tuning,
+the T sweep and the paper's claims each with its measured answer), ``report.json`` and figures: robust accuracy
+vs epsilon, vs sparsity per method, vs E_dense/E_sparse (the trade-off frontier), per-layer spikes / synops /
+sparsity by layer name, and the T sweep.
 Robust accuracy: the per-sample worst case over everything run, with the paper's protocol beside it.
 E_dense/E_sparse = synops of the dense SNN of the same report / synops of each SNN (the paper's ratio; the first
 layer's analog MACs are excluded and reported apart, with a labelled pJ estimate).
@@ -12,11 +17,16 @@ layer's analog MACs are excluded and reported apart, with a labelled pJ estimate
 from __future__ import annotations
 
 import argparse
+import csv
 import glob
 import json
 import os
+import re
 import sys
-from typing import Any
+from typing import Any, Optional
+
+NAME = re.compile(r"^(?:(?P<method>[a-z]+?)(?P<pct>\d+)_)?(?:T(?P<T>\d+)_)?(?P<kind>ann|snn)_test$")
+METHODS = {"lwm": "LWM", "hydra": "HYDRA", "harp": "HARP", "channels": "channels", None: "dense"}
 
 
 def load_run(folder: str) -> dict[str, Any]:
@@ -28,7 +38,27 @@ def load_run(folder: str) -> dict[str, Any]:
     run = {"name": os.path.basename(os.path.normpath(folder)), "attacks": json.load(open(found[-1]))}
     energy = os.path.join(ev, "energy.json")
     run["energy"] = json.load(open(energy)) if os.path.exists(energy) else {}
+    base = os.path.normpath(folder)[:-len("_test")] if os.path.normpath(folder).endswith("_test") else None
+    run["fit"], run["converted"] = last_validation(base) if base else (None, None)
     return run
+
+
+def last_validation(folder: str) -> tuple[Optional[dict[str, Any]], Optional[dict[str, float]]]:
+    """The last logged validation metrics of a fit (``val/acc``, ``val/pgd_acc_single_path``, epochs) and the
+    converted SNN's before fine-tuning (``converted/val_acc``, ``converted/val_pgd_acc``, logged by ``ConvertedSNN``
+    from the sanity check) under a run folder, over all its logs (a resumed fit logs to a new version folder);
+    None where not logged."""
+    rows = []
+    for path in sorted(glob.glob(os.path.join(folder, "**", "metrics.csv"), recursive=True), key=os.path.getmtime):
+        with open(path) as f:
+            rows += list(csv.DictReader(f))
+    num = lambda v: float(v) if v not in (None, "") else None
+    val = [r for r in rows if r.get("val/acc")]
+    fit = {"acc": num(val[-1]["val/acc"]), "pgd": num(val[-1].get("val/pgd_acc_single_path")),
+           "epochs": int(val[-1]["epoch"]) + 1 if val[-1].get("epoch") else None} if val else None
+    conv = next(({"acc": num(r["converted/val_acc"]), "pgd": num(r.get("converted/val_pgd_acc"))}
+                 for r in rows if r.get("converted/val_acc")), None)
+    return fit, conv
 
 
 def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
@@ -39,14 +69,23 @@ def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     rows = []
     for r in runs:
         a, e = r["attacks"], r["energy"]
+        m = NAME.match(r["name"])
         row = {"run": r["name"], "kind": a["kind"], "sparsity": e.get("sparsity", {}).get("global"),
+               "method": METHODS.get(m["method"], m["method"]) if m else None, "T": e.get("num_steps"),
                "clean": a["clean_acc"]}
+        if m and m["method"] is None and (row["sparsity"] or 0) > 1e-3:
+            row["method"] = None  # an unnamed sparse run: not "dense"
+        for key in ("fit", "converted"):
+            v = r.get(key) or {}
+            row[f"{key}_val_acc"], row[f"{key}_val_pgd"] = v.get("acc"), v.get("pgd")
+        row["fit_epochs"] = (r.get("fit") or {}).get("epochs")
         for eps in eps_cols:
             v = a["eps"].get(eps, {})
             row[f"worst@{eps}"], row[f"paper@{eps}"] = v.get("worst"), v.get("paper_all")
         st = e.get("storage", {})
         row["weights"], row["bytes"], row["dense_bytes"] = st.get("nonzero_weights"), st.get("compact_bytes"), st.get("dense_fp32_bytes")
         row["synops"] = e.get("total", {}).get("synops") if a["kind"] == "snn" else None
+        row["spikes"] = e.get("total", {}).get("spikes") if a["kind"] == "snn" else None
         row["macs"] = e.get("macs") if a["kind"] != "snn" else e.get("first_layer_macs")
         row["energy_uj"] = e.get("energy_uj")
         if a["kind"] == "snn" and dense_snn is not None and row["synops"]:
@@ -99,7 +138,133 @@ def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     return "\n".join(lines) + "\n" + "\n".join(note) + "\n", rows
 
 
-def plots(runs: list[dict[str, Any]], out: str) -> list[str]:
+def _pts(v: Optional[float]) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
+def main_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows at the dense SNN's time steps (a T sweep's other runs are reported apart)."""
+    t = next((r["T"] for r in rows if r["kind"] == "snn" and r["method"] == "dense"), None)
+    return [r for r in rows if r["kind"] != "snn" or t is None or r["T"] == t]
+
+
+def finetune_table(rows: list[dict[str, Any]]) -> str:
+    """Converted-only vs fine-tuned SNN on the validation split (clean and the single-path PGD of training)."""
+    snns = [r for r in rows if r["kind"] == "snn" and r["converted_val_acc"] is not None and r["fit_val_acc"] is not None]
+    if not snns:
+        return ""
+    lines = ["## Conversion alone vs adversarial fine-tuning (validation split)", "",
+             "Clean and PGD accuracy (the training objective's single-path PGD at the training ε) of each SNN right "
+             "after conversion and after fine-tuning (its last epoch).", "",
+             "| run | T | converted clean % | fine-tuned clean % | converted PGD % | fine-tuned PGD % | PGD gain (points) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in snns:
+        gain = 100 * (r["fit_val_pgd"] - r["converted_val_pgd"])
+        lines.append(f"| {r['run']} | {r['T']} | {_pts(r['converted_val_acc'])} | {_pts(r['fit_val_acc'])} | "
+                     f"{_pts(r['converted_val_pgd'])} | {_pts(r['fit_val_pgd'])} | {gain:+.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def t_sweeps(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """SNN runs of one pruned (or dense) ANN at several T, sorted by T."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        m = NAME.match(r["run"])
+        if r["kind"] == "snn" and m:
+            groups.setdefault(f"{m['method']}{m['pct']}" if m["method"] else "dense", []).append(r)
+    return {k: sorted(v, key=lambda r: r["T"]) for k, v in groups.items() if len({r["T"] for r in v}) > 1}
+
+
+def t_sweep_table(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
+    out = []
+    for base, rs in t_sweeps(rows).items():
+        out += [f"## Time steps: {base} SNN at T = {', '.join(str(r['T']) for r in rs)}", "",
+                "Each T converted from the same sparse ANN and fine-tuned alike; synops and spikes per test sample.", "",
+                "| T | clean % | " + " | ".join(f"**worst case** ε={e} %" for e in eps_cols) + " | spikes/sample | "
+                "synops/sample | first-layer MACs |", "|---" * (5 + len(eps_cols)) + "|"]
+        for r in rs:
+            out.append(f"| {r['T']} | {_pts(r['clean'])} | " + " | ".join(f"**{_pts(r[f'worst@{e}'])}**" for e in eps_cols)
+                       + f" | {r['spikes']:,.0f} | {r['synops']:,.0f} | {r['macs']:,.0f} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def claims(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
+    """The paper's claims, each with its answer from these runs (yes / partly / no, with the numbers), worst case
+    at the smallest ε (the training ε of every recipe here) unless said otherwise."""
+    if not eps_cols:
+        return ""
+    e = eps_cols[0]
+    rows = main_rows(rows)
+    snn = {(r["method"], round(100 * (r["sparsity"] or 0))): r for r in rows if r["kind"] == "snn" and r["method"]}
+    ann = {(r["method"], round(100 * (r["sparsity"] or 0))): r for r in rows if r["kind"] == "ann" and r["method"]}
+    w = lambda r: r[f"worst@{e}"]
+    out = ["## The paper's claims, measured", "",
+           f"Worst-case robust accuracy at ε = {e} on the evaluated test samples; thresholds stated with each answer.", ""]
+    dense = snn.get(("dense", 0))
+    sparse = sorted((k, r) for k, r in snn.items() if k[0] != "dense" and 0 < k[1] <= 90)
+    if dense and sparse:
+        drops = [(f"{m} {p} %", 100 * (w(dense) - w(r))) for (m, p), r in sparse]
+        close = [d <= 5 for _, d in drops]
+        verdict = "yes" if all(close) else "partly" if any(close) else "no"
+        out.append(f"- **Sparse SNN robustness stays close to the dense SNN up to 90 % sparsity** (within 5 points): "
+                   f"**{verdict}**. Dense SNN {_pts(w(dense))} %; drop in points: "
+                   + ", ".join(f"{n} {d:+.1f}" for n, d in drops) + ".")
+    low = {m: snn.get((m, 99)) for m in ("LWM", "HYDRA", "HARP")}
+    if all(low.values()):
+        gaps = {m: (100 * (w(low[m]) - w(low["LWM"])), 100 * (low[m]["clean"] - low["LWM"]["clean"]))
+                for m in ("HYDRA", "HARP")}
+        big = [g >= 10 for pair in gaps.values() for g in pair]
+        verdict = "yes" if all(big) else "partly" if any(g > 0 for pair in gaps.values() for g in pair) else "no"
+        out.append(f"- **At 99 % sparsity HYDRA and HARP are far better than magnitude pruning (LWM)** (≥ 10 points, "
+                   f"clean and robust): **{verdict}**. SNN clean / worst case: LWM {_pts(low['LWM']['clean'])} / "
+                   f"{_pts(w(low['LWM']))}, HYDRA {_pts(low['HYDRA']['clean'])} / {_pts(w(low['HYDRA']))}, HARP "
+                   f"{_pts(low['HARP']['clean'])} / {_pts(w(low['HARP']))} %.")
+    ratios = {}
+    for (m, p), r in sorted(snn.items(), key=lambda kv: kv[0][1]):
+        if m != "dense" and r.get("E_dense/E_sparse"):
+            ratios.setdefault(m, []).append((p, r["E_dense/E_sparse"]))
+    if ratios:
+        grows = [all(b[1] > a[1] for a, b in zip(v, v[1:])) for v in ratios.values() if len(v) > 1]
+        verdict = "yes" if grows and all(grows) else "partly" if any(grows) else "no"
+        out.append(f"- **The energy ratio E_dense/E_sparse grows with sparsity** (paper: 8.61× for HARP 99 % on "
+                   f"CIFAR-10): **{verdict}**. " + "; ".join(f"{m}: " + ", ".join(f"{p} % {x:.2f}×" for p, x in v)
+                                                           for m, v in ratios.items()) + ".")
+    pairs = [(k, snn[k], ann[k]) for k in sorted(snn) if k in ann]
+    if pairs:
+        diffs = {ee: [100 * (s_[f"worst@{ee}"] - a_[f"worst@{ee}"]) for _, s_, a_ in pairs] for ee in eps_cols}
+        at_least = [d >= 0 for d in diffs[e]]
+        verdict = "yes" if all(at_least) else "partly" if any(at_least) else "no"
+        out.append(f"- **The SNN is at least as robust as its ANN under the same attack budget** (paper, HYDRA 90 %, "
+                   f"Square-5000 at 8/255: SNN 36.3 vs ANN 32.7): **{verdict}** at ε = {e} ({sum(at_least)} of "
+                   f"{len(pairs)} pairs). SNN − ANN worst case in points: " + "; ".join(
+                       f"{'dense' if m == 'dense' else f'{m} {p} %'} " + " / ".join(f"{diffs[ee][i]:+.1f}" for ee in eps_cols)
+                       for i, ((m, p), _, _) in enumerate(pairs)) + f" (ε = {' / '.join(eps_cols)}).")
+    tuned = [r for r in rows if r["kind"] == "snn" and r["converted_val_pgd"] is not None and r["fit_val_pgd"] is not None]
+    if tuned:
+        better = [r["fit_val_pgd"] > r["converted_val_pgd"] for r in tuned]
+        verdict = "yes" if all(better) else "partly" if any(better) else "no"
+        gains = [100 * (r["fit_val_pgd"] - r["converted_val_pgd"]) for r in tuned]
+        out.append(f"- **Adversarial fine-tuning of the SNN beats conversion alone** (validation PGD accuracy): "
+                   f"**{verdict}** ({sum(better)} of {len(tuned)} SNNs; gain {min(gains):+.1f} to {max(gains):+.1f} points).")
+    return "\n".join(out) + "\n" if len(out) > 4 else ""
+
+
+COLORS = {"dense": "black", "LWM": "tab:red", "HYDRA": "tab:blue", "HARP": "tab:green", "channels": "tab:purple"}
+
+
+def _color(method: Optional[str]) -> str:
+    return COLORS.get(method or "", "tab:gray")
+
+
+def _save(fig, path: str) -> str:
+    fig.savefig(path, dpi=130, bbox_inches="tight")  # tight: legends placed outside the axes are kept
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return path
+
+
+def plots(runs: list[dict[str, Any]], rows: list[dict[str, Any]], out: str) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -108,27 +273,109 @@ def plots(runs: list[dict[str, Any]], out: str) -> list[str]:
 
     paths = [os.path.join(out, "robust_accuracy_vs_eps.png")]
     plot_robust_accuracy({r["name"]: r["attacks"] for r in runs}, paths[0])
-    snns = [r for r in runs if r["attacks"]["kind"] == "snn" and r["energy"].get("layers")]
-    panels = [("spikes / sample", "spikes", snns), ("synops / sample", "synops", snns)]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, (title, key, rs) in zip(axes, panels):
-        for i, r in enumerate(rs):
-            layers = list(r["energy"]["layers"])
-            ax.bar([j + i * 0.8 / max(len(rs), 1) for j in range(len(layers))],
-                   [r["energy"]["layers"][l][key] for l in layers], width=0.8 / max(len(rs), 1), label=r["name"])
-            ax.set_xticks(range(len(layers)), layers, fontsize=7)
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=6)
-    for i, r in enumerate(runs):
-        sp = {k: v for k, v in r["energy"].get("sparsity", {}).items() if k != "global"}
-        axes[2].plot(range(len(sp)), list(sp.values()), marker="o", label=r["name"])
-        axes[2].set_xticks(range(len(sp)), list(sp), fontsize=7)
-    axes[2].set_title("per-layer sparsity", fontsize=9)
-    axes[2].legend(fontsize=6)
-    fig.tight_layout()
-    paths.append(os.path.join(out, "layers.png"))
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    eps = [k.split("@", 1)[1] for k in rows[0] if k.startswith("worst@")] if rows else []
+    main = main_rows(rows)
+
+    # robust accuracy vs sparsity, one line per method and kind (dense shared), one panel per epsilon
+    methods = [m for m in dict.fromkeys(r["method"] for r in main) if m not in (None, "dense")]
+    if methods and eps:
+        keys = ["clean"] + [f"worst@{e}" for e in eps]
+        fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.4), sharey=True)
+        levels = sorted({round(100 * (r["sparsity"] or 0)) for r in main if r["method"] in methods})
+        xpos = {p: i + 1 for i, p in enumerate(levels)} | {0: 0}
+        for ax, key in zip(axes, keys):
+            for kind, ls, mk in (("snn", "-", "o"), ("ann", "--", "s")):
+                dense = next((r for r in main if r["kind"] == kind and r["method"] == "dense"), None)
+                for m in methods:
+                    pts = sorted((round(100 * (r["sparsity"] or 0)), r[key]) for r in main if r["kind"] == kind and r["method"] == m)
+                    pts = ([(0, dense[key])] if dense else []) + pts
+                    ax.plot([xpos[p] for p, _ in pts], [100 * v for _, v in pts], ls=ls, marker=mk, color=_color(m),
+                            label=f"{m} {kind.upper()}", alpha=1 if kind == "snn" else 0.55)
+            ax.set_xticks(list(xpos.values()), ["dense" if p == 0 else f"{p} %" for p in xpos])
+            ax.set_title("clean" if key == "clean" else f"worst case, ε = {key.split('@')[1]}", fontsize=9)
+            ax.set_xlabel("sparsity (fraction of weights pruned)", fontsize=8)
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("accuracy %")
+        axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), title="solid SNN, dashed ANN",
+                        title_fontsize=7)
+        paths.append(_save(fig, os.path.join(out, "robust_vs_sparsity.png")))
+
+    # the trade-off frontier: worst-case robust accuracy vs E_dense/E_sparse of every SNN
+    snns = [r for r in main if r["kind"] == "snn" and r.get("E_dense/E_sparse")]
+    if len(snns) > 1 and eps:
+        fig, axes = plt.subplots(1, len(eps), figsize=(4.2 * len(eps), 3.6), sharey=True, squeeze=False)
+        for ax, e in zip(axes[0], eps):
+            for r in snns:
+                x, y = r["E_dense/E_sparse"], 100 * r[f"worst@{e}"]
+                ax.scatter([x], [y], color=_color(r["method"]), s=30, zorder=3)
+                ax.annotate(f"{round(100 * (r['sparsity'] or 0))} %" if r["method"] != "dense" else "dense", (x, y),
+                            textcoords="offset points", xytext=(4, 3), fontsize=7)
+            front, best = [], -1.0  # non-dominated points: no cheaper-or-equal SNN is more robust
+            for r in sorted(snns, key=lambda r: -r["E_dense/E_sparse"]):
+                if r[f"worst@{e}"] > best:
+                    front.append(r)
+                    best = r[f"worst@{e}"]
+            ax.plot([r["E_dense/E_sparse"] for r in front], [100 * r[f"worst@{e}"] for r in front], color="gray",
+                    ls=":", zorder=1, label="frontier")
+            ax.set_xscale("log")
+            ax.set_xlabel("E_dense / E_sparse (synops ratio, log)", fontsize=8)
+            ax.set_title(f"worst case, ε = {e}", fontsize=9)
+            ax.grid(alpha=0.3, which="both")
+        axes[0][0].set_ylabel("robust accuracy %")
+        for m in dict.fromkeys(r["method"] for r in snns):
+            axes[0][-1].scatter([], [], color=_color(m), label=m or "other")
+        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+        paths.append(_save(fig, os.path.join(out, "robust_vs_energy.png")))
+
+    # per-layer spikes, synops and sparsity by layer name: one line per run, legend outside
+    by_name = {r["name"]: r for r in runs}
+    layered = [(row, by_name[row["run"]]) for row in main if by_name[row["run"]]["energy"].get("layers")]
+    if layered or runs:
+        fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+        styles = ["-", "--", ":", "-."]
+        for i, (row, r) in enumerate(layered):
+            en = r["energy"]
+            lab = en.get("labels", {})
+            names = list(en["layers"])
+            style = dict(color=_color(row["method"]), ls=styles[i % len(styles)], marker="o", ms=3, label=r["name"])
+            axes[0].plot([lab.get(n, n) for n in names], [en["layers"][n]["spikes"] for n in names], **style)
+            axes[1].plot([lab.get(n, n) for n in names], [en["layers"][n]["synops"] for n in names], **style)
+        for row in main:
+            en = by_name[row["run"]]["energy"]
+            sp = {k: v for k, v in en.get("sparsity", {}).items() if k != "global"}
+            if row["kind"] == "ann" and sp:
+                lab = en.get("labels", {})
+                axes[2].plot([lab.get(n, n) for n in sp], [100 * v for v in sp.values()], color=_color(row["method"]),
+                             marker="o", ms=3, label=row["run"])
+        for ax, title in zip(axes, ("spikes / sample (SNN)", "synops / sample (SNN)", "weights pruned % (per layer)")):
+            ax.set_title(title, fontsize=9)
+            ax.tick_params(axis="x", labelsize=7, rotation=45)
+            ax.grid(alpha=0.3)
+        for ax in axes[:2]:
+            ax.set_yscale("log")
+        for ax in axes:
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=6, ncol=1 + len(ax.get_legend_handles_labels()[0]) // 12)
+        paths.append(_save(fig, os.path.join(out, "layers.png")))
+
+    sweeps = t_sweeps(rows)
+    if sweeps and eps:
+        fig, ax = plt.subplots(figsize=(5.2, 3.8))
+        for base, rs in sweeps.items():
+            xs = [r["synops"] for r in rs]
+            ax.plot(xs, [100 * r["clean"] for r in rs], "k--", marker="s", ms=4, label=f"{base}: clean")
+            for j, e in enumerate(eps):
+                ys = [100 * r[f"worst@{e}"] for r in rs]
+                ax.plot(xs, ys, marker="o", color=plt.cm.viridis(j / max(len(eps), 2)), label=f"{base}: worst case ε = {e}")
+            for r in rs:
+                ax.annotate(f"T={r['T']}", (r["synops"], 100 * r["clean"]), textcoords="offset points", xytext=(3, 4),
+                            fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel("synops / sample (log)")
+        ax.set_ylabel("accuracy %")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+        paths.append(_save(fig, os.path.join(out, "t_sweep.png")))
     return paths
 
 
@@ -141,12 +388,15 @@ def main(argv=None) -> int:
     runs = [load_run(r) for r in a.runs]
     os.makedirs(a.out, exist_ok=True)
     table, rows = build_table(runs)
+    eps = [k.split("@", 1)[1] for k in rows[0] if k.startswith("worst@")]
+    text = "\n".join(x for x in (f"# {a.title}\n", table, claims(rows, eps), finetune_table(rows),
+                                  t_sweep_table(rows, eps)) if x)
     with open(os.path.join(a.out, "report.md"), "w") as f:
-        f.write(f"# {a.title}\n\n{table}")
+        f.write(text)
     with open(os.path.join(a.out, "report.json"), "w") as f:
         json.dump(rows, f, indent=2)
-    figs = plots(runs, a.out)
-    print(table)
+    figs = plots(runs, rows, a.out)
+    print(text)
     print(f"wrote {a.out}/report.md, report.json, " + ", ".join(os.path.basename(x) for x in figs))
     return 0
 

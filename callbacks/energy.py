@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from nets.compact import export_compact
 from nets.masks import sparsity_report
-from nets.synops import SynopCounter, ann_macs, first_layer_macs
+from nets.synops import SynopCounter, ann_macs, first_layer_macs, layer_labels
 
 from .evaluation import sum_over_ranks, test_subset, write_results
 
@@ -59,6 +59,7 @@ class SpikeEnergyMonitor(Callback):
                                                        "macs": "MAC / sample", "energy": "uJ / sample (estimate)",
                                                        "bytes": "bytes"}}
         res["sparsity"] = sparsity_report(net)
+        res["labels"] = layer_labels(net)  # readable layer names (conv1, fc1) for tables and plots
         with tempfile.TemporaryDirectory() as tmp:
             res["storage"] = export_compact(net, os.path.join(tmp, "m.safetensors"), {"kind": kind})
         if kind != "snn":
@@ -115,7 +116,7 @@ def energy_markdown(r: dict[str, Any]) -> str:
               "| layer | neurons | spikes | firing rate (spikes/neuron/step) | synops (AC) | dense-mask synops (AC) |",
               "|---|---|---|---|---|---|"]
     for name, l in r["layers"].items():
-        lines.append(f"| {name} | {l['neurons']:,} | {l['spikes']:,.1f} | {l['firing_rate']:.4f} | {l['synops']:,.0f} | {l['dense_synops']:,.0f} |")
+        lines.append(f"| {r.get('labels', {}).get(name, name)} | {l['neurons']:,} | {l['spikes']:,.1f} | {l['firing_rate']:.4f} | {l['synops']:,.0f} | {l['dense_synops']:,.0f} |")
     t = r["total"]
     lines += [f"| **total** | {t['neurons']:,} | {t['spikes']:,.1f} | | {t['synops']:,.0f} | {t['dense_synops']:,.0f} |", "",
               f"first layer (analog input, not spikes): {r['first_layer_macs']:,.0f} MAC / sample over T steps",
@@ -130,12 +131,13 @@ def plot_layers(r: dict[str, Any], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    label = lambda n: r.get("labels", {}).get(n, n)
     sp = {k: v for k, v in r["sparsity"].items() if k != "global"}
-    panels = [("sparsity (fraction pruned)", list(sp), list(sp.values()))]
+    panels = [("sparsity (fraction pruned)", [label(n) for n in sp], list(sp.values()))]
     if r["kind"] == "snn":
         names = list(r["layers"])
-        panels = [("spikes / sample", names, [r["layers"][n]["spikes"] for n in names]),
-                  ("synops / sample", names, [r["layers"][n]["synops"] for n in names])] + panels
+        panels = [("spikes / sample", [label(n) for n in names], [r["layers"][n]["spikes"] for n in names]),
+                  ("synops / sample", [label(n) for n in names], [r["layers"][n]["synops"] for n in names])] + panels
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for ax, (title, names, vals) in zip(list(axes) if len(panels) > 1 else [axes], panels):
         ax.bar(range(len(vals)), vals)

@@ -154,6 +154,21 @@ class ConvertedSNN(AdversarialClassifier):
             state = self.trainer.strategy.broadcast(state, src=0)  # every rank starts from rank 0's SNN
         self.snn.load_state_dict(state)
 
+    # -- the converted SNN's accuracy before fine-tuning --------------------------------------------
+    # Lightning's sanity check runs validation on the just-converted SNN before the first training step; with
+    # trainer.num_sanity_val_steps -1 it covers the whole validation split, so its metrics are the converted-only
+    # baseline (fine-tuning must beat it). Lightning discards sanity-check logs: keep them and log them as
+    # converted/val_* in the first epoch. Not on resume: the model checked then is not the converted one.
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking and not self.trainer.ckpt_path:
+            m = self.metrics["val_metrics"]
+            self._converted = {f"converted/val_{k}": m[k].compute() for k in ("acc", "pgd_acc") if m[k].update_called}
+
+    def on_train_start(self) -> None:
+        for name, value in getattr(self, "_converted", {}).items():
+            self.log(name, value, on_step=False, on_epoch=True)
+        self._converted = {}
+
     def model_step(self, batch, split: str) -> torch.Tensor:
         loss = super().model_step(batch, split)
         if split != "train":

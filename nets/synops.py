@@ -119,6 +119,25 @@ def ann_macs(net: nn.Module, input_shape: tuple, dense: bool = False) -> float:
     return macs[0]
 
 
+def layer_labels(net: nn.Module) -> dict[str, str]:
+    """Readable names by module path: weight layers numbered in forward order (``conv1``, ``conv2``, ``fc1``) and
+    each neuron layer after the weight layer feeding it (``conv1 IF``; a second neuron layer after the same weight layer,
+    as in residual blocks, keeps its module path). Works for the ANN (ReLU slots are not neurons) and the SNN."""
+    labels, counts, last, taken = {}, {"conv": 0, "fc": 0}, "input", set()
+    for name, m in net.named_modules():
+        if isinstance(m, _WEIGHT):
+            if name.endswith("shortcut"):
+                labels[name] = name
+                continue
+            kind = "conv" if isinstance(m, nn.Conv2d) else "fc"
+            counts[kind] += 1
+            labels[name] = last = f"{kind}{counts[kind]}"
+        elif isinstance(m, IFNeuron):
+            labels[name] = f"{last} IF" if last not in taken else f"{name} (IF after {last})"
+            taken.add(last)
+    return labels
+
+
 class SynopCounter:
     """Accumulates per-layer spikes and synops over batches of a ``SpikingNetwork`` run.
 

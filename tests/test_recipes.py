@@ -29,7 +29,20 @@ def test_every_pipeline_plans_its_stages_from_existing_configs(dataset):
     stages = plan(pipe)
     assert [s.name for s in stages[:4]] == ["ann", "ann_test", "snn", "snn_test"]
     assert all((ROOT / s.config).is_file() for s in stages)
-    assert len(stages) == 4 + 4 * sum(len(p["sparsity"]) for p in pipe["pruning"])
+    sweep = len((pipe.get("t_sweep") or {}).get("num_steps", []))
+    assert len(stages) == 4 + 4 * sum(len(p["sparsity"]) for p in pipe["pruning"]) + 2 * sweep
+
+
+def test_a_t_sweep_names_its_stages_after_the_run_and_rejects_an_unknown_run():
+    from pipeline import PipelineError, plan
+
+    pipe = _cfg("conf/mnist5k/pipeline.yaml") | {"t_sweep": {"of": "hydra90", "num_steps": [2, 16]}}
+    sweep = [s for s in plan(pipe) if "_T" in s.name]
+    assert [s.name for s in sweep] == ["hydra90_T2_snn", "hydra90_T2_snn_test", "hydra90_T16_snn", "hydra90_T16_snn_test"]
+    assert sweep[0].args[-2:] == ["--model.init_args.num_steps", "2"] and sweep[1].needs == {"--ckpt_path": "hydra90_T2_snn"}
+    assert sweep[0].needs == {"--model.init_args.ann_checkpoint": "hydra90_ann"}
+    with pytest.raises(PipelineError, match="hydra42"):
+        plan(pipe | {"t_sweep": {"of": "hydra42", "num_steps": [2]}})
 
 
 @pytest.mark.parametrize("dataset", RECIPES)

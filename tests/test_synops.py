@@ -10,7 +10,7 @@ from nets.conversion import spiking_structure
 from nets.masks import add_mask, ensure_masks, prunable_layers
 from nets.neurons import IFNeuron
 from nets.snn import SpikingNetwork
-from nets.synops import SynopCounter, ann_macs, consumer_paths, fanout
+from nets.synops import SynopCounter, ann_macs, consumer_paths, fanout, layer_labels
 
 
 def test_conv_stride_two_with_padding_hand_count():
@@ -98,3 +98,14 @@ def test_ann_macs_counts_nonzero_weights_only():
     for _, m in prunable_layers(net):
         add_mask(m, torch.zeros_like(m.weight))
     assert ann_macs(net, (1, 8, 8)) == 0 and dense > 0
+
+
+def test_layer_labels_name_weight_layers_in_order_and_neurons_after_their_weight_layer():
+    ann = SmallCNN(num_classes=10, in_channels=1, input_size=16, width=4)
+    snn = SpikingNetwork(spiking_structure(ann), 2)
+    labels = layer_labels(snn)
+    weights = [n for n, m in snn.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    neurons = [n for n, m in snn.named_modules() if isinstance(m, IFNeuron)]
+    assert [labels[n] for n in weights] == ["conv1", "conv2", "conv3", "fc1"]
+    assert [labels[n] for n in neurons] == ["conv1 IF", "conv2 IF", "conv3 IF"]
+    assert set(layer_labels(ann).values()) == {"conv1", "conv2", "conv3", "fc1"}  # ReLU slots are not neurons
