@@ -48,7 +48,7 @@ class Stage:
 def plan(cfg: dict) -> list[Stage]:
     """Expand a pipeline config into its stages: the dense chain, the pruning sweep (every method x sparsity) and
     the time-step sweep (``t_sweep: {of: <run>, num_steps: [..]}``: that run's ANN converted and fine-tuned at
-    each T)."""
+    each T) and the converted-only SNNs' evaluation (``converted_test: [<run>, ..]``: no fine-tuning)."""
     for key in ("run_dir", "ann", "snn"):
         if key not in cfg:
             raise PipelineError(f"pipeline config needs '{key}'")
@@ -70,15 +70,23 @@ def plan(cfg: dict) -> list[Stage]:
                       {"--model.init_args.init_from": "ann"}),
                 Stage(f"{tag}_ann_test", "test", cfg["ann"], a("ann_test"), {"--ckpt_path": f"{tag}_ann"}),
                 *snn_chain(f"{tag}_", f"{tag}_ann")]
-    sweep = cfg.get("t_sweep")
-    if sweep:
-        of, steps = sweep.get("of", ""), sweep.get("num_steps", [])
-        if not any(st.name == f"{of}_ann" for st in stages) and of != "dense":
-            raise PipelineError(f"t_sweep.of: {of!r} is not a run of this pipeline; name one of "
+    def ann_of(key: str, of: str) -> str:
+        """The ANN stage of a run named in ``key`` (``dense`` or ``<method><percent>``, e.g. ``hydra90``)."""
+        if of == "dense":
+            return "ann"
+        if not any(st.name == f"{of}_ann" for st in stages):
+            raise PipelineError(f"{key}: {of!r} is not a run of this pipeline; name one of "
                                 f"{['dense'] + [st.name[:-4] for st in stages if st.name.endswith('_ann')]}")
-        for t in steps:
-            stages += snn_chain(f"{'' if of == 'dense' else of + '_'}T{int(t)}_", "ann" if of == "dense" else f"{of}_ann",
-                                ["--model.init_args.num_steps", str(int(t))])
+        return f"{of}_ann"
+
+    sweep = cfg.get("t_sweep") or {}
+    for t in sweep.get("num_steps", []):
+        ann = ann_of("t_sweep.of", sweep.get("of", ""))
+        stages += snn_chain(f"{ann[:-3]}T{int(t)}_", ann, ["--model.init_args.num_steps", str(int(t))])
+    for of in cfg.get("converted_test", []) or []:  # conversion alone, evaluated like the fine-tuned SNNs
+        ann = ann_of("converted_test", of)
+        stages.append(Stage(f"{ann[:-3]}snn_converted_test", "test", cfg["snn"], a("snn_test"),
+                            {"--model.init_args.ann_checkpoint": ann}, "snn"))
     return stages
 
 

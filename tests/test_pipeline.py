@@ -36,7 +36,7 @@ def _tiny_configs(tmp: Path, pruning: bool = True) -> Path:
                 "--model.init_args.calib_batches", "2", "--model.init_args.eval_steps", "2"]
     pipe = {"title": "tiny", "run_dir": str(tmp / "run"), "ann": str(out["ann"]), "snn": str(out["snn"]),
             "pruning": [{"name": "hydra", "config": str(out["prune_hydra"]), "sparsity": [0.9]}] if pruning else [],
-            **({"t_sweep": {"of": "hydra90", "num_steps": [3]}} if pruning else {}),
+            **({"t_sweep": {"of": "hydra90", "num_steps": [3]}, "converted_test": ["hydra90"]} if pruning else {}),
             "args": {"ann": ["--trainer.max_epochs", "2", *FAST], "ann_test": FAST,
                      "prune": ["--trainer.max_epochs", "2", "--trainer.callbacks.init_args.score_epochs", "1", *FAST],
                      "snn": ["--trainer.max_epochs", "2", *snn_args, *FAST], "snn_test": [*snn_args, *FAST]}}
@@ -64,26 +64,27 @@ def test_tiny_pipeline_end_to_end_then_skip(reference):
     tmp_path, cfg = reference, reference / "pipeline.yaml"
     report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
     assert [r["run"] for r in report] == ["ann_test", "snn_test", "hydra90_ann_test", "hydra90_snn_test",
-                                          "hydra90_T3_snn_test"]
+                                          "hydra90_T3_snn_test", "hydra90_snn_converted_test"]
     sparse = [r for r in report if r["run"].startswith("hydra")]
     assert all(abs(r["sparsity"] - 0.9) < 0.01 for r in sparse)
     assert report[3]["E_dense/E_sparse"] is not None and report[3]["synops"] < report[1]["synops"]
-    assert [r["T"] for r in report if r["kind"] == "snn"] == [2, 2, 3] and [r["method"] for r in report[:4]] == \
+    assert [r["T"] for r in report if r["kind"] == "snn"] == [2, 2, 3, 2] and [r["method"] for r in report[:4]] == \
         ["dense", "dense", "HYDRA", "HYDRA"]
     # every SNN's converted-only validation (its fit's sanity check) beside the fine-tuned one
     assert all(r["converted_val_acc"] is not None and r["fit_val_acc"] is not None and r["fit_epochs"] == 2
-               for r in report if r["kind"] == "snn")
+               for r in report if r["kind"] == "snn" and not r["converted_only"])
+    assert report[5]["converted_only"] and report[5]["sparsity"] == report[3]["sparsity"]  # the same masks
     md = (tmp_path / "run" / "report" / "report.md").read_text()
     assert "## The paper's claims, measured" in md and "## Time steps: hydra90 SNN at T = 2, 3" in md
-    assert "## Conversion alone vs adversarial fine-tuning" in md
+    assert "## Conversion alone vs adversarial fine-tuning" in md and "| hydra90_snn_test | 2 |" in md
     for fig in ("robust_accuracy_vs_eps", "robust_vs_sparsity", "robust_vs_energy", "layers", "t_sweep"):
         assert (tmp_path / "run" / "report" / f"{fig}.png").exists(), fig
     # wall time and peak memory of every stage
     rows = [r.split("|") for r in (tmp_path / "run" / "report" / "timings.md").read_text().splitlines()[2:-1]]
-    assert [r[1].strip() for r in rows][:2] == ["ann", "ann_test"] and len(rows) == 10
+    assert [r[1].strip() for r in rows][:2] == ["ann", "ann_test"] and len(rows) == 11
     assert all(float(r[2]) > 0 and 100 < float(r[3]) < 24_000 for r in rows)  # a Python + torch process: > 100 MiB
     again = _run(cfg)
-    assert again.returncode == 0 and again.stdout.count("complete, skipped") == 10
+    assert again.returncode == 0 and again.stdout.count("complete, skipped") == 11
 
 
 def _copy(reference: Path, dest: Path, stages=None) -> Path:
@@ -109,9 +110,10 @@ def test_a_changed_config_or_code_makes_its_stages_and_those_downstream_stale(re
     finally:
         snn_yaml.write_text(snn_yaml.read_text().replace("\n# edited\n", ""))
     lines = [l for l in out.stdout.splitlines() if l.startswith("== stage")]
-    assert out.returncode == 0 and len(lines) == 10, out.stdout + out.stderr
+    assert out.returncode == 0 and len(lines) == 11, out.stdout + out.stderr
     stale = [l.split(":")[1].split()[0] for l in lines if "stale (its config file changed" in l]
-    assert stale == ["snn", "snn_test", "hydra90_snn", "hydra90_snn_test", "hydra90_T3_snn", "hydra90_T3_snn_test"], lines
+    assert stale == ["snn", "snn_test", "hydra90_snn", "hydra90_snn_test", "hydra90_T3_snn", "hydra90_T3_snn_test",
+                     "hydra90_snn_converted_test"], lines
     assert sum("complete, skipped" in l for l in lines) == 4
     # a stage re-run for real: the arguments of the ANN's test changed -> it and the pruned ANN's test re-run,
     # the old results are kept aside
@@ -120,7 +122,7 @@ def test_a_changed_config_or_code_makes_its_stages_and_those_downstream_stale(re
     edited.write_text(yaml.safe_dump(cfg))
     out = _run(edited)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert out.stdout.count("stale (its command changed): re-running") == 2 and out.stdout.count("complete, skipped") == 8
+    assert out.stdout.count("stale (its command changed): re-running") == 2 and out.stdout.count("complete, skipped") == 9
     assert (reference / "run" / "ann_test.stale-1" / "DONE").exists()
     src = tmp_path / "src"  # the code version is a hash of the sources: an edited file changes it
     for entry in pipeline.CODE:
