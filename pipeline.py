@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -224,7 +225,22 @@ def run(cfg_path: str, extra: list[str], dry_run: bool = False) -> int:
                     f"| **total** | {sum(v['wall_s'] for _, v in stats):.1f} | "
                     f"{mib(max((v['peak_rss_mib'] or 0) for _, v in stats))} (largest stage) |\n")
         print("wall time per stage: " + ", ".join(f"{n} {v['wall_s']:.0f}s" for n, v in stats))
+    if rc == 0 and cfg.get("results"):
+        publish(os.path.join(root, "report"), tests, cfg["results"])
     return rc
+
+
+def publish(report_dir: str, tests: list[str], dest: str) -> None:
+    """Copy the report (tables, figures, timings) and every evaluated model's own evaluation report
+    (``evaluation/<stage>.md``) to ``dest`` (the pipeline's ``results:`` folder, e.g. ``results/mnist5k``)."""
+    os.makedirs(os.path.join(dest, "evaluation"), exist_ok=True)
+    for f in sorted(os.listdir(report_dir)):
+        shutil.copy2(os.path.join(report_dir, f), os.path.join(dest, f))
+    for t in tests:
+        found = sorted(glob.glob(os.path.join(t, "**", "evaluation", "attacks.md"), recursive=True), key=os.path.getmtime)
+        if found:
+            shutil.copy2(found[-1], os.path.join(dest, "evaluation", f"{os.path.basename(t)}.md"))
+    print(f"results copied to {dest}")
 
 
 def run_measured(cmd: list[str]) -> tuple[int, Optional[float]]:

@@ -34,7 +34,8 @@ def _tiny_configs(tmp: Path, pruning: bool = True) -> Path:
         out[name].write_text(yaml.safe_dump(cfg))
     snn_args = ["--model.init_args.num_steps", "2", "--model.init_args.calib_steps", "4",
                 "--model.init_args.calib_batches", "2", "--model.init_args.eval_steps", "2"]
-    pipe = {"title": "tiny", "run_dir": str(tmp / "run"), "ann": str(out["ann"]), "snn": str(out["snn"]),
+    pipe = {"title": "tiny", "run_dir": str(tmp / "run"), "results": str(tmp / "results"),
+            "ann": str(out["ann"]), "snn": str(out["snn"]),
             "pruning": [{"name": "hydra", "config": str(out["prune_hydra"]), "sparsity": [0.9]}] if pruning else [],
             **({"t_sweep": {"of": "hydra90", "num_steps": [3]}, "converted_test": ["hydra90"]} if pruning else {}),
             "args": {"ann": ["--trainer.max_epochs", "2", *FAST], "ann_test": FAST,
@@ -79,6 +80,9 @@ def test_tiny_pipeline_end_to_end_then_skip(reference):
     assert "## Conversion alone vs adversarial fine-tuning" in md and "| hydra90_snn_test | 2 |" in md
     for fig in ("robust_accuracy_vs_eps", "robust_vs_sparsity", "robust_vs_energy", "layers", "t_sweep"):
         assert (tmp_path / "run" / "report" / f"{fig}.png").exists(), fig
+    # published to the pipeline's results folder: the report and every model's own evaluation
+    assert (tmp_path / "results" / "report.md").read_text() == md
+    assert sorted(p.stem for p in (tmp_path / "results" / "evaluation").glob("*.md")) == sorted(r["run"] for r in report)
     # wall time and peak memory of every stage
     rows = [r.split("|") for r in (tmp_path / "run" / "report" / "timings.md").read_text().splitlines()[2:-1]]
     assert [r[1].strip() for r in rows][:2] == ["ann", "ann_test"] and len(rows) == 11
