@@ -4,7 +4,7 @@ fine-tuning -> evaluation -> comparison report.
     python pipeline.py --config conf/digits/pipeline.yaml [extra train.py options for every stage]
 
 Each stage is an ordinary ``train.py`` run (its own folder, checkpoint, logs and saved config) under the
-pipeline's ``run_dir``. A stage's identity is its command, the contents of its config files, the code version
+pipeline's ``run_dir``. A stage's identity is its command, the contents of its config files (and the files they include), the code version
 (a hash of the package's sources) and the identities of the stages it takes checkpoints from. Re-running skips
 completed stages whose identity is unchanged and resumes an interrupted ``fit`` from its ``last.ckpt``; a stage
 whose config, command, code or upstream stage changed is re-run (and so is everything downstream), saying why;
@@ -109,6 +109,17 @@ def _config_files(args: list[str]) -> list[str]:
     return [args[k + 1] for k, a in enumerate(args[:-1]) if a == "--config"]
 
 
+def _with_includes(path: str) -> list[str]:
+    """A config file and those it includes (a ``config: <file>`` key, relative to the including file), recursively."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return [path]
+    include = data.get("config") if isinstance(data, dict) else None
+    return [path] + (_with_includes(os.path.join(os.path.dirname(path), include)) if isinstance(include, str) else [])
+
+
 def identity(command: list[str], upstream: dict[str, str], code: str) -> dict[str, str]:
     """What a stage's result depends on: its command (config files by their contents, checkpoints by the upstream
     stages' identities, its own folder left out: a run folder moved with its configs stays valid), the code."""
@@ -117,8 +128,8 @@ def identity(command: list[str], upstream: dict[str, str], code: str) -> dict[st
 
     configs = []
     for path in _config_files(command):
-        path = os.path.join(HERE, path)  # stages run in HERE (an absolute path stays as it is)
-        configs.append(digest(open(path).read()) if os.path.isfile(path) else "missing")
+        for f in _with_includes(os.path.join(HERE, path)):  # stages run in HERE (an absolute path stays as it is)
+            configs.append(digest(open(f).read()) if os.path.isfile(f) else "missing")
     generic = [("<config>" if k and command[k - 1] == "--config" else a) for k, a in enumerate(command)]
     return {"command": digest(shlex.join(generic)), "configs": digest(json.dumps(sorted(configs))),
             "code": code, "upstream": digest(json.dumps(upstream, sort_keys=True))}

@@ -186,6 +186,8 @@ def main(args=None) -> None:
         print(f"error: {message}\n(every option: python train.py {{fit,validate,test}} --help; the resolved config: "
               "add --print_config)", file=sys.stderr)
         sys.exit(2)
+    if args is None:  # the command line (not an in-process call): a DDP worker's teardown may abort (see _exit)
+        _exit(0)
 
 
 def _exit(code: int) -> None:
@@ -195,6 +197,7 @@ def _exit(code: int) -> None:
 
     if dist.is_available() and dist.is_initialized():
         sys.stdout.flush()
+        sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
 

@@ -21,17 +21,19 @@ def _tiny_configs(tmp: Path, pruning: bool = True) -> Path:
     """Copies of the digits configs with a small evaluation, and a pipeline over them."""
     tmp.mkdir(parents=True, exist_ok=True)
     out = {}
-    for name in ("ann", "snn", "prune_hydra"):
-        cfg = yaml.safe_load((ROOT / f"conf/digits/{name}.yaml").read_text())
-        for cb in cfg["trainer"]["callbacks"]:
-            if cb["class_path"] == "callbacks.AttackEvaluation":
-                cb["init_args"].update(attacks=[{"name": "pgd", "steps": 2}], epsilons=[0.1, 0.2], num_samples=20,
-                                       batch_size=20, adaptive=dict(top_k=1, steps=2, max_targets=2,
-                                                                    square_queries=20, check_rounds=1))
-            if cb["class_path"] == "callbacks.SpikeEnergyMonitor":
-                cb["init_args"]["num_samples"] = 20
+    for name in ("snn", "prune_hydra"):  # overlays on ann.yaml (`config: ann.yaml`): they take the tiny one below
         out[name] = tmp / f"{name}.yaml"
-        out[name].write_text(yaml.safe_dump(cfg))
+        out[name].write_text((ROOT / f"conf/digits/{name}.yaml").read_text())
+    cfg = yaml.safe_load((ROOT / "conf/digits/ann.yaml").read_text())
+    for cb in cfg["trainer"]["callbacks"]:
+        if cb["class_path"] == "callbacks.AttackEvaluation":
+            cb["init_args"].update(attacks=[{"name": "pgd", "steps": 2}], epsilons=[0.1, 0.2], num_samples=20,
+                                   batch_size=20, adaptive=dict(top_k=1, steps=2, max_targets=2,
+                                                                square_queries=20, check_rounds=1))
+        if cb["class_path"] == "callbacks.SpikeEnergyMonitor":
+            cb["init_args"]["num_samples"] = 20
+    out["ann"] = tmp / "ann.yaml"
+    out["ann"].write_text(yaml.safe_dump(cfg))
     snn_args = ["--model.init_args.num_steps", "2", "--model.init_args.calib_steps", "4",
                 "--model.init_args.calib_batches", "2", "--model.init_args.eval_steps", "2"]
     pipe = {"title": "tiny", "run_dir": str(tmp / "run"), "results": str(tmp / "results"),
@@ -119,6 +121,14 @@ def test_a_changed_config_or_code_makes_its_stages_and_those_downstream_stale(re
     assert stale == ["snn", "snn_test", "hydra90_snn", "hydra90_snn_test", "hydra90_T3_snn", "hydra90_T3_snn_test",
                      "hydra90_snn_converted_test"], lines
     assert sum("complete, skipped" in l for l in lines) == 4
+    # the configs that include ann.yaml (`config: ann.yaml`) change with it: every stage is stale
+    ann_yaml = Path(cfg["ann"])
+    ann_yaml.write_text(ann_yaml.read_text() + "\n# edited\n")
+    try:
+        out = _run(reference / "pipeline.yaml", extra=["--dry_run"])
+    finally:
+        ann_yaml.write_text(ann_yaml.read_text().replace("\n# edited\n", ""))
+    assert out.stdout.count("stale (its config file changed") == 11, out.stdout
     # a stage re-run for real: the arguments of the ANN's test changed -> it and the pruned ANN's test re-run,
     # the old results are kept aside
     cfg["args"]["ann_test"] = cfg["args"]["ann_test"] + ["--trainer.limit_test_batches", "2"]

@@ -1,4 +1,6 @@
-"""The GPU recipes: every pipeline resolves, every stage config builds, and the settings are the paper's (METHOD.md)."""
+"""The GPU recipes: every pipeline resolves, every stage config builds, and the settings are the paper's (METHOD.md);
+every config of conf/ resolves to the values it had before the configs were composed from shared parts."""
+import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,6 +14,39 @@ RECIPES = ["cifar10", "cifar100", "tinyimagenet", "svhn"]
 
 def _cfg(path: str) -> dict:
     return yaml.safe_load((ROOT / path).read_text())
+
+
+def _resolved(path: str) -> dict:
+    """A stage config as train.py resolves it (its ``config:`` include and dotted overrides applied), nested."""
+    from resolved_configs import resolve
+
+    out: dict = {}
+    for key, value in resolve(path).items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+# the only differences composition brought, each without effect: a GPU recipe's SNN now states full precision as its
+# ANN does (Lightning's default, 32-true, before); an SNN inherits its ANN's PGD step count, which R+FGSM, its inner
+# attack (one step), ignores
+HARMLESS = {"trainer.precision": lambda old, new, cfg: old is None and new == "32-true",
+            "model.init_args.attack_steps": lambda old, new, cfg: cfg.get("model.init_args.inner_attack") == "rfgsm"}
+
+
+def test_every_config_resolves_to_the_values_it_had_before_composition():
+    from resolved_configs import resolve, stage_configs
+
+    before = json.loads((ROOT / "tests" / "data" / "resolved_configs.json").read_text())
+    assert sorted(before) == stage_configs()
+    for path, old in before.items():
+        new = resolve(path)
+        assert {k for k in set(old) ^ set(new) if not k.startswith("trainer.")} == set(), path  # Lightning's own keys may vary
+        changed = {k: (old[k], new[k]) for k in set(old) & set(new) if old[k] != new[k]}
+        assert {k: v for k, v in changed.items() if not (k in HARMLESS and HARMLESS[k](*v, new))} == {}, path
 
 
 def _stage_configs(dataset: str) -> dict[str, str]:
@@ -30,7 +65,8 @@ def test_every_pipeline_plans_its_stages_from_existing_configs(dataset):
     assert [s.name for s in stages[:4]] == ["ann", "ann_test", "snn", "snn_test"]
     assert all((ROOT / s.config).is_file() for s in stages)
     sweep = len((pipe.get("t_sweep") or {}).get("num_steps", []))
-    assert len(stages) == 4 + 4 * sum(len(p["sparsity"]) for p in pipe["pruning"]) + 2 * sweep
+    converted = len(pipe.get("converted_test") or [])
+    assert len(stages) == 4 + 4 * sum(len(p["sparsity"]) for p in pipe["pruning"]) + 2 * sweep + converted
 
 
 def test_a_t_sweep_names_its_stages_after_the_run_and_rejects_an_unknown_run():
@@ -47,7 +83,7 @@ def test_a_t_sweep_names_its_stages_after_the_run_and_rejects_an_unknown_run():
 
 @pytest.mark.parametrize("dataset", RECIPES)
 def test_recipe_settings_are_the_papers(dataset):
-    cfgs = {k: _cfg(v) for k, v in _stage_configs(dataset).items()}
+    cfgs = {k: _resolved(v) for k, v in _stage_configs(dataset).items()}
     ann, snn = cfgs["ann"], cfgs["snn"]
     a, s = ann["model"]["init_args"], snn["model"]["init_args"]
     eps = lambda v: float(Fraction(str(v)))

@@ -1,0 +1,55 @@
+"""Every stage config of ``conf/`` resolved exactly as ``train.py`` resolves it (includes and overrides applied),
+flattened to ``dotted.key -> value``. ``tests/data/resolved_configs.json`` holds these values as they were before
+the configs were composed from shared parts; ``test_recipes.py`` checks every config still resolves to them.
+
+    python tests/resolved_configs.py > tests/data/resolved_configs.json   # only when a change is meant
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stage_configs() -> list[str]:
+    """The train.py configs of every dataset (pipeline files and shared fragments excluded)."""
+    return sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("conf/*/*.yaml")
+                  if p.name != "pipeline.yaml" and p.parent.name != "trainer")
+
+
+def flatten(value, prefix: str = "") -> dict:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+@functools.lru_cache(maxsize=None)
+def resolve(config: str) -> dict:
+    """``train.py fit --config <config> --print_config``, run in this process, flattened (cached: do not mutate)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import train
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*args parameter is intended.*")  # the caller's own argv
+        try:
+            train.main(["fit", "--config", str(ROOT / config), "--print_config"])
+        except SystemExit:
+            pass
+    return flatten(yaml.safe_load(buf.getvalue()))
+
+
+if __name__ == "__main__":
+    json.dump({c: resolve(c) for c in stage_configs()}, sys.stdout, indent=0, sort_keys=True)
