@@ -111,6 +111,7 @@ class ConvertedSNN(AdversarialClassifier):
         self.calib = dict(calib_steps=calib_steps, percentile=percentile, scale=scale, order=calib_order,
                           amplitude=amplitude)
         self.calib_batches, self.calib_batch_size = calib_batches, calib_batch_size
+        self.converted_metrics: dict[str, float] = {}  # validation right after conversion (see on_validation_epoch_end)
 
     def _structure(self, ann: nn.Module) -> nn.Module:
         """The converted network's modules (weights still the ANN's): what a checkpoint of this SNN restores into."""
@@ -157,17 +158,26 @@ class ConvertedSNN(AdversarialClassifier):
     # -- the converted SNN's accuracy before fine-tuning --------------------------------------------
     # Lightning's sanity check runs validation on the just-converted SNN before the first training step; with
     # trainer.num_sanity_val_steps -1 it covers the whole validation split, so its metrics are the converted-only
-    # baseline (fine-tuning must beat it). Lightning discards sanity-check logs: keep them and log them as
-    # converted/val_* in the first epoch. Not on resume: the model checked then is not the converted one.
+    # baseline (fine-tuning must beat it). Lightning discards sanity-check logs: they are kept (in checkpoints too)
+    # and logged as converted/val_* by every fit, a resumed one included (a killed run may not have written its
+    # logs). Not measured on resume: the model checked then is not the converted one.
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking and not self.trainer.ckpt_path:
             m = self.metrics["val_metrics"]
-            self._converted = {f"converted/val_{k}": m[k].compute() for k in ("acc", "pgd_acc") if m[k].update_called}
+            self.converted_metrics = {f"converted/val_{k}": float(m[k].compute()) for k in ("acc", "pgd_acc")
+                                      if m[k].update_called}
 
     def on_train_start(self) -> None:
-        for name, value in getattr(self, "_converted", {}).items():
+        for name, value in self.converted_metrics.items():
             self.log(name, value, on_step=False, on_epoch=True)
-        self._converted = {}
+
+    def on_save_checkpoint(self, checkpoint) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["converted_metrics"] = dict(self.converted_metrics)
+
+    def on_load_checkpoint(self, checkpoint) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.converted_metrics = dict(checkpoint.get("converted_metrics", {}))
 
     def model_step(self, batch, split: str) -> torch.Tensor:
         loss = super().model_step(batch, split)

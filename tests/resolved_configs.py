@@ -1,8 +1,8 @@
 """Every stage config of ``conf/`` resolved exactly as ``train.py`` resolves it (includes and overrides applied),
-flattened to ``dotted.key -> value``. ``tests/data/resolved_configs.json`` holds these values as they were before
+flattened to ``dotted.key -> value``. ``tests/resolved_configs.json`` holds these values as they were before
 the configs were composed from shared parts; ``test_recipes.py`` checks every config still resolves to them.
 
-    python tests/resolved_configs.py > tests/data/resolved_configs.json   # only when a change is meant
+    python tests/resolved_configs.py > tests/resolved_configs.json   # only when a change is meant
 """
 from __future__ import annotations
 

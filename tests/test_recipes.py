@@ -40,7 +40,7 @@ HARMLESS = {"trainer.precision": lambda old, new, cfg: old is None and new == "3
 def test_every_config_resolves_to_the_values_it_had_before_composition():
     from resolved_configs import resolve, stage_configs
 
-    before = json.loads((ROOT / "tests" / "data" / "resolved_configs.json").read_text())
+    before = json.loads((ROOT / "tests" / "resolved_configs.json").read_text())
     assert sorted(before) == stage_configs()
     for path, old in before.items():
         new = resolve(path)
