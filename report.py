@@ -20,6 +20,7 @@ import argparse
 import csv
 import glob
 import json
+import math
 import os
 import re
 import sys
@@ -72,7 +73,7 @@ def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
         m = NAME.match(r["name"])
         row = {"run": r["name"], "kind": a["kind"], "sparsity": e.get("sparsity", {}).get("global"),
                "method": METHODS.get(m["method"], m["method"]) if m else None, "T": e.get("num_steps"),
-               "converted_only": bool(m and m["converted"]), "clean": a["clean_acc"]}
+               "converted_only": bool(m and m["converted"]), "samples": a.get("num_samples"), "clean": a["clean_acc"]}
         if m and m["method"] is None and (row["sparsity"] or 0) > 1e-3:
             row["method"] = None  # an unnamed sparse run: not "dense"
         for key in ("fit", "converted"):
@@ -224,8 +225,12 @@ def claims(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
     snn = {(r["method"], round(100 * (r["sparsity"] or 0))): r for r in rows if r["kind"] == "snn" and r["method"]}
     ann = {(r["method"], round(100 * (r["sparsity"] or 0))): r for r in rows if r["kind"] == "ann" and r["method"]}
     w = lambda r: r[f"worst@{e}"]
+    n = min((r["samples"] for r in rows if r.get("samples")), default=None)
+    noise = (f" With {n} samples one sample is {100 / n:.1f} points and a 95 % interval at 80 % accuracy is about "
+             f"±{196 * math.sqrt(0.16 / n):.0f} points: read smaller differences as ties." if n else "")
     out = ["## The paper's claims, measured", "",
-           f"Worst-case robust accuracy at ε = {e} on the evaluated test samples; thresholds stated with each answer.", ""]
+           f"Worst-case robust accuracy at ε = {e} on the evaluated test samples; thresholds stated with each answer."
+           + noise, ""]
     dense = snn.get(("dense", 0))
     sparse = sorted((k, r) for k, r in snn.items() if k[0] != "dense" and 0 < k[1] <= 90)
     if dense and sparse:

@@ -7,7 +7,7 @@ import report
 def _row(run, kind, method, sparsity, clean, worst, ratio=None, T=8):
     return {"run": run, "kind": kind, "method": method, "sparsity": sparsity, "T": T if kind == "snn" else None,
             "clean": clean, "worst@0.1": worst, "E_dense/E_sparse": ratio, "synops": 1e6 / (ratio or 1),
-            "spikes": 1.0, "macs": 1.0, "converted_only": run.endswith("_converted_test")}
+            "spikes": 1.0, "macs": 1.0, "converted_only": run.endswith("_converted_test"), "samples": 100}
 
 
 def _verdict(text: str, claim: str) -> str:
@@ -37,6 +37,7 @@ def test_claims_answer_each_claim_from_the_numbers():
     assert _verdict(text, "grows with sparsity") == "yes"
     assert _verdict(text, "at least as robust as its ANN") == "yes"  # every SNN 5 points above its ANN
     assert _verdict(text, "beats conversion alone") == "yes"
+    assert "With 100 samples one sample is 1.0 points" in text and "±8 points" in text  # the sampling noise, stated
 
 
 def test_claims_say_no_or_partly_when_the_numbers_disagree():
