@@ -169,7 +169,7 @@ class ConvertedSNN(AdversarialClassifier):
 
     def on_train_start(self) -> None:
         for name, value in self.converted_metrics.items():
-            self.log(name, value, on_step=False, on_epoch=True)
+            self.log(name, value, on_step=False, on_epoch=True, sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint) -> None:
         super().on_save_checkpoint(checkpoint)
