@@ -4,11 +4,11 @@ fine-tuning -> evaluation -> comparison report.
     python pipeline.py --config conf/digits/pipeline.yaml [extra train.py options for every stage]
 
 Each stage is an ordinary ``train.py`` run (its own folder, checkpoint, logs and saved config) under the
-pipeline's ``run_dir``. A stage's identity is its command, the contents of its config files (and the files they include), the code version
-(a hash of the package's sources) and the identities of the stages it takes checkpoints from. Re-running skips
-completed stages whose identity is unchanged and resumes an interrupted ``fit`` from its ``last.ckpt``; a stage
-whose config, command, code or upstream stage changed is re-run (and so is everything downstream), saying why;
-its old folder is kept as ``<stage>.stale-<k>``, never overwritten.
+pipeline's ``run_dir``. A stage's identity is its command, the contents of its config files (and of the files
+they include), the code version (a hash of the package's sources) and the identities of the stages it takes
+checkpoints from. Re-running skips completed stages whose identity is unchanged and resumes an interrupted
+``fit`` from its ``last.ckpt``; a stage whose config, command, code or upstream stage changed is re-run (and so is
+everything downstream), saying why; its old folder is kept as ``<stage>.stale-<k>``, never overwritten.
 Options after ``--config`` (e.g. ``--trainer.devices 4 --trainer.strategy ddp``) go to every stage.
 """
 from __future__ import annotations
@@ -71,6 +71,7 @@ def plan(cfg: dict) -> list[Stage]:
                       {"--model.init_args.init_from": "ann"}),
                 Stage(f"{tag}_ann_test", "test", cfg["ann"], a("ann_test"), {"--ckpt_path": f"{tag}_ann"}),
                 *snn_chain(f"{tag}_", f"{tag}_ann")]
+
     def ann_of(key: str, of: str) -> str:
         """The ANN stage of a run named in ``key`` (``dense`` or ``<method><percent>``, e.g. ``hydra90``)."""
         if of == "dense":
@@ -109,15 +110,18 @@ def _config_files(args: list[str]) -> list[str]:
     return [args[k + 1] for k, a in enumerate(args[:-1]) if a == "--config"]
 
 
-def _with_includes(path: str) -> list[str]:
+def _with_includes(path: str, seen: tuple = ()) -> list[str]:
     """A config file and those it includes (a ``config: <file>`` key, relative to the including file), recursively."""
+    if path in seen:  # an include cycle: train.py reports it; the identity need not loop
+        return []
     try:
         with open(path) as f:
             data = yaml.safe_load(f)
     except (OSError, yaml.YAMLError):
         return [path]
     include = data.get("config") if isinstance(data, dict) else None
-    return [path] + (_with_includes(os.path.join(os.path.dirname(path), include)) if isinstance(include, str) else [])
+    more = _with_includes(os.path.join(os.path.dirname(path), include), seen + (path,)) if isinstance(include, str) else []
+    return [path] + more
 
 
 def identity(command: list[str], upstream: dict[str, str], code: str) -> dict[str, str]:
