@@ -45,7 +45,9 @@ def test_claims_say_no_or_partly_when_the_numbers_disagree():
                                converted_worst=0.6), ["0.1"])
     assert _verdict(text, "close to the dense SNN up to 90 %") == "partly"  # HYDRA 50 % close, HYDRA 90 % 20 points off
     assert _verdict(text, "far better than magnitude pruning") == "partly"  # clean far better, robust not
-    assert _verdict(text, "grows with sparsity") == "no"  # 2 -> 10 -> 5
+    assert _verdict(text, "grows with sparsity") == "partly"  # HYDRA 2 -> 10 -> 5; LWM and HARP 1 (dense) -> 50
+    only_one_level = [r for r in _rows() if r["method"] in ("dense", "LWM")]
+    assert _verdict(report.claims(only_one_level, ["0.1"]), "grows with sparsity") == "yes"  # dense 1x -> LWM 99 % 50x
     assert _verdict(text, "beats conversion alone") == "no"
 
 
