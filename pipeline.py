@@ -82,8 +82,8 @@ def plan(cfg: dict) -> list[Stage]:
         return f"{of}_ann"
 
     sweep = cfg.get("t_sweep") or {}
+    ann = ann_of("t_sweep.of", sweep.get("of", "")) if sweep.get("num_steps") else None
     for t in sweep.get("num_steps", []):
-        ann = ann_of("t_sweep.of", sweep.get("of", ""))
         stages += snn_chain(f"{ann[:-3]}T{int(t)}_", ann, ["--model.init_args.num_steps", str(int(t))])
     for of in cfg.get("converted_test", []) or []:  # conversion alone, evaluated like the fine-tuned SNNs
         ann = ann_of("converted_test", of)

@@ -139,6 +139,11 @@ def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     return "\n".join(lines) + "\n" + "\n".join(note) + "\n", rows
 
 
+def eps_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The evaluated epsilons, in table order (the ``worst@<eps>`` keys of the rows)."""
+    return [k.split("@", 1)[1] for k in rows[0] if k.startswith("worst@")] if rows else []
+
+
 def _pts(v: Optional[float]) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
 
@@ -306,7 +311,7 @@ def plots(runs: list[dict[str, Any]], rows: list[dict[str, Any]], out: str) -> l
 
     paths = [os.path.join(out, "robust_accuracy_vs_eps.png")]
     plot_robust_accuracy({r["name"]: r["attacks"] for r in runs}, paths[0])
-    eps = [k.split("@", 1)[1] for k in rows[0] if k.startswith("worst@")] if rows else []
+    eps = eps_columns(rows)
     main = main_rows(rows)
 
     # robust accuracy vs sparsity, one line per method and kind (dense shared), one panel per epsilon
@@ -363,33 +368,32 @@ def plots(runs: list[dict[str, Any]], rows: list[dict[str, Any]], out: str) -> l
     # per-layer spikes, synops and sparsity by layer name: one line per run, legend outside
     by_name = {r["name"]: r for r in runs}
     layered = [(row, by_name[row["run"]]) for row in main if by_name[row["run"]]["energy"].get("layers")]
-    if layered or runs:
-        fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-        styles = ["-", "--", ":", "-."]
-        for i, (row, r) in enumerate(layered):
-            en = r["energy"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    styles = ["-", "--", ":", "-."]
+    for i, (row, r) in enumerate(layered):
+        en = r["energy"]
+        lab = en.get("labels", {})
+        names = list(en["layers"])
+        style = dict(color=_color(row["method"]), ls=styles[i % len(styles)], marker="o", ms=3, label=r["name"])
+        axes[0].plot([lab.get(n, n) for n in names], [en["layers"][n]["spikes"] for n in names], **style)
+        axes[1].plot([lab.get(n, n) for n in names], [en["layers"][n]["synops"] for n in names], **style)
+    for row in main:
+        en = by_name[row["run"]]["energy"]
+        sp = {k: v for k, v in en.get("sparsity", {}).items() if k != "global"}
+        if row["kind"] == "ann" and sp:
             lab = en.get("labels", {})
-            names = list(en["layers"])
-            style = dict(color=_color(row["method"]), ls=styles[i % len(styles)], marker="o", ms=3, label=r["name"])
-            axes[0].plot([lab.get(n, n) for n in names], [en["layers"][n]["spikes"] for n in names], **style)
-            axes[1].plot([lab.get(n, n) for n in names], [en["layers"][n]["synops"] for n in names], **style)
-        for row in main:
-            en = by_name[row["run"]]["energy"]
-            sp = {k: v for k, v in en.get("sparsity", {}).items() if k != "global"}
-            if row["kind"] == "ann" and sp:
-                lab = en.get("labels", {})
-                axes[2].plot([lab.get(n, n) for n in sp], [100 * v for v in sp.values()], color=_color(row["method"]),
-                             marker="o", ms=3, label=row["run"])
-        for ax, title in zip(axes, ("spikes / sample (SNN)", "synops / sample (SNN)", "weights pruned % (per layer)")):
-            ax.set_title(title, fontsize=9)
-            ax.tick_params(axis="x", labelsize=7, rotation=45)
-            ax.grid(alpha=0.3)
-        for ax in axes[:2]:
-            ax.set_yscale("log")
-        for ax in axes:
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=6, ncol=1 + len(ax.get_legend_handles_labels()[0]) // 12)
-        paths.append(_save(fig, os.path.join(out, "layers.png")))
+            axes[2].plot([lab.get(n, n) for n in sp], [100 * v for v in sp.values()], color=_color(row["method"]),
+                         marker="o", ms=3, label=row["run"])
+    for ax, title in zip(axes, ("spikes / sample (SNN)", "synops / sample (SNN)", "weights pruned % (per layer)")):
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="x", labelsize=7, rotation=45)
+        ax.grid(alpha=0.3)
+    for ax in axes[:2]:
+        ax.set_yscale("log")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, ncol=1 + len(ax.get_legend_handles_labels()[0]) // 12)
+    paths.append(_save(fig, os.path.join(out, "layers.png")))
 
     sweeps = t_sweeps(rows)
     if sweeps and eps:
@@ -421,7 +425,7 @@ def main(argv=None) -> int:
     runs = [load_run(r) for r in a.runs]
     os.makedirs(a.out, exist_ok=True)
     table, rows = build_table(runs)
-    eps = [k.split("@", 1)[1] for k in rows[0] if k.startswith("worst@")]
+    eps = eps_columns(rows)
     text = "\n".join(x for x in (f"# {a.title}\n", table, claims(rows, eps), finetune_table(rows, eps),
                                   t_sweep_table(rows, eps)) if x)
     with open(os.path.join(a.out, "report.md"), "w") as f:

@@ -34,9 +34,14 @@ def flatten(value, prefix: str = "") -> dict:
     return {prefix: value}
 
 
-@functools.lru_cache(maxsize=None)
 def resolve(config: str) -> dict:
-    """``train.py fit --config <config> --print_config``, run in this process, flattened (cached: do not mutate)."""
+    """``resolve_nested(config)`` flattened to ``dotted.key -> value``."""
+    return flatten(resolve_nested(config))
+
+
+@functools.lru_cache(maxsize=None)
+def resolve_nested(config: str) -> dict:
+    """``train.py fit --config <config> --print_config``, run in this process (cached: do not mutate)."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     import train
@@ -48,7 +53,7 @@ def resolve(config: str) -> dict:
             train.main(["fit", "--config", str(ROOT / config), "--print_config"])
         except SystemExit:
             pass
-    return flatten(yaml.safe_load(buf.getvalue()))
+    return yaml.safe_load(buf.getvalue())
 
 
 if __name__ == "__main__":

@@ -16,20 +16,6 @@ def _cfg(path: str) -> dict:
     return yaml.safe_load((ROOT / path).read_text())
 
 
-def _resolved(path: str) -> dict:
-    """A stage config as train.py resolves it (its ``config:`` include and dotted overrides applied), nested."""
-    from resolved_configs import resolve
-
-    out: dict = {}
-    for key, value in resolve(path).items():
-        *parents, leaf = key.split(".")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
-
-
 # the only differences composition brought, each without effect: a GPU recipe's SNN now states full precision as its
 # ANN does (Lightning's default, 32-true, before); an SNN inherits its ANN's PGD step count, which R+FGSM, its inner
 # attack (one step), ignores
@@ -83,7 +69,9 @@ def test_a_t_sweep_names_its_stages_after_the_run_and_rejects_an_unknown_run():
 
 @pytest.mark.parametrize("dataset", RECIPES)
 def test_recipe_settings_are_the_papers(dataset):
-    cfgs = {k: _resolved(v) for k, v in _stage_configs(dataset).items()}
+    from resolved_configs import resolve_nested  # include and dotted overrides applied, as train.py does
+
+    cfgs = {k: resolve_nested(v) for k, v in _stage_configs(dataset).items()}
     ann, snn = cfgs["ann"], cfgs["snn"]
     a, s = ann["model"]["init_args"], snn["model"]["init_args"]
     eps = lambda v: float(Fraction(str(v)))
