@@ -168,11 +168,21 @@ def last_checkpoint(stage_dir: str) -> Optional[str]:
     return found[-1] if found else None
 
 
-def run(cfg_path: str, extra: list[str], dry_run: bool = False) -> int:
-    if not os.path.isfile(cfg_path):
-        raise PipelineError(f"pipeline config {cfg_path!r} does not exist")
-    with open(cfg_path) as f:
+def load_config(path: str, seen: tuple = ()) -> dict:
+    """A pipeline YAML; ``include: <pipeline YAML>`` starts from another one (its stages and run folder, so the
+    stages they share are reused), this file's keys replacing the included file's."""
+    if not os.path.isfile(path):
+        raise PipelineError(f"pipeline config {path!r} does not exist")
+    if os.path.abspath(path) in seen:
+        raise PipelineError(f"pipeline config {path!r} includes itself (through {' -> '.join(seen)})")
+    with open(path) as f:
         cfg = yaml.safe_load(f) or {}
+    base = cfg.pop("include", None)
+    return {**load_config(base, (*seen, os.path.abspath(path))), **cfg} if base else cfg
+
+
+def run(cfg_path: str, extra: list[str], dry_run: bool = False) -> int:
+    cfg = load_config(cfg_path)
     stages = plan(cfg)
     root = cfg["run_dir"]
     os.makedirs(root, exist_ok=True)

@@ -67,6 +67,20 @@ def test_a_t_sweep_names_its_stages_after_the_run_and_rejects_an_unknown_run():
         plan(pipe | {"t_sweep": {"of": "hydra42", "num_steps": [2]}})
 
 
+def test_an_including_pipeline_adds_its_stages_to_the_included_ones_and_refuses_a_cycle(tmp_path):
+    from pipeline import PipelineError, load_config, plan
+
+    base = plan(load_config("conf/mnist5k/pipeline.yaml"))
+    sweep = plan(load_config("conf/mnist5k/t_sweep.yaml"))
+    assert [s.name for s in sweep if not s.name.startswith("hydra90_T")] == [s.name for s in base]  # reused as they are
+    assert {s.name for s in sweep} - {s.name for s in base} == {f"hydra90_T{t}_snn{x}" for t in (2, 4, 16) for x in ("", "_test")}
+    assert load_config("conf/mnist5k/t_sweep.yaml")["run_dir"] == load_config("conf/mnist5k/pipeline.yaml")["run_dir"]
+    (tmp_path / "a.yaml").write_text(f"include: {tmp_path / 'b.yaml'}\n")
+    (tmp_path / "b.yaml").write_text(f"include: {tmp_path / 'a.yaml'}\n")
+    with pytest.raises(PipelineError, match="includes itself"):
+        load_config(str(tmp_path / "a.yaml"))
+
+
 @pytest.mark.parametrize("dataset", RECIPES)
 def test_recipe_settings_are_the_papers(dataset):
     from resolved_configs import resolve_nested  # include and dotted overrides applied, as train.py does
