@@ -19,6 +19,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from lightning_modules.loading import link_data_arguments
 from nets.checkpoints import read_checkpoint, resolve_checkpoint
 from nets.errors import UserError
 
@@ -95,6 +96,23 @@ class CLI(LightningCLI):
     def __init__(self, *a, args=None, **kw):
         self._args = sys.argv[1:] if args is None else list(args) if isinstance(args, (list, tuple)) else []
         super().__init__(*a, args=args, **kw)
+
+    def parse_arguments(self, parser, args) -> None:
+        """Lightning's parsing, then the network's data-dependent arguments from the datamodule
+        (``link_data_arguments``); ``--print_config`` prints the config with them filled in."""
+        printing = [] if isinstance(args, (dict, Namespace)) else \
+            [a for a in self._args if a == "--print_config" or a.startswith("--print_config=")]
+        if printing:  # printed here, after the linking, instead of inside the parser
+            args = [a for a in self._args if a not in printing]
+        self.config = parser.parse_object(args) if isinstance(args, (dict, Namespace)) else parser.parse_args(args)
+        sub = self.config.get("subcommand")
+        if sub is not None:
+            link_data_arguments(self.config[sub])
+        if printing:
+            flags = printing[-1].partition("=")[2].split(",")
+            sys.stdout.write(self._parser(sub).dump(self.config[sub] if sub else self.config,
+                                                    skip_none="skip_null" in flags, skip_default="skip_default" in flags))
+            sys.exit(0)
 
     def _parse_ckpt_path(self) -> None:
         sub = self.config.get("subcommand")

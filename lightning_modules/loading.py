@@ -1,10 +1,47 @@
-"""Build a trained LightningModule from its config + checkpoint, outside ``trainer.fit`` (export, transfer)."""
+"""From a config to modules: the network's data-dependent arguments read from the datamodule (``train.py`` and
+here), and a trained LightningModule built from its config + checkpoint outside ``trainer.fit`` (export, transfer)."""
 from __future__ import annotations
 
+import importlib
 import warnings
+
+from jsonargparse import Namespace
 
 from nets.checkpoints import read_checkpoint
 from nets.errors import UserError
+
+# the network arguments that follow from the data, read from the datamodule where a config leaves them null
+_DATA_LINKS = {
+    "num_classes": lambda dm: int(dm.num_classes),
+    "in_channels": lambda dm: int(dm.input_shape[0]),
+    "input_size": lambda dm: int(dm.input_shape[1]) if dm.input_shape[1] == dm.input_shape[2] else None,  # square nets
+    "mean": lambda dm: [float(v) for v in dm.mean],
+    "std": lambda dm: [float(v) for v in dm.std],
+}
+
+
+def link_data_arguments(cfg: Namespace) -> None:
+    """Fill ``model.init_args.net.init_args`` keys that are null (``num_classes``, ``in_channels``, ``input_size``,
+    ``mean``, ``std``) from the datamodule's attributes (``num_classes``, ``input_shape`` = (C, H, W), ``mean``,
+    ``std``), so a new dataset needs no network arguments. A value the config sets is kept (setup checks it against
+    the data); a datamodule without the attribute leaves it null (the architecture's default, checked at setup)."""
+    net = cfg.get("model.init_args.net") if cfg.get("model") is not None else None
+    args = net.get("init_args") if isinstance(net, Namespace) else None
+    missing = [k for k in _DATA_LINKS if args is not None and k in args and args[k] is None]
+    data = cfg.get("data")
+    if not missing or not isinstance(data, Namespace) or not data.get("class_path"):
+        return
+    module, _, name = data.class_path.rpartition(".")
+    try:
+        init = data.get("init_args")
+        dm = getattr(importlib.import_module(module), name)(**(init.as_dict() if isinstance(init, Namespace) else {}))
+    except Exception:  # noqa: BLE001 - the datamodule's own instantiation reports its error right after
+        return
+    for key in missing:
+        try:
+            args[key] = _DATA_LINKS[key](dm)
+        except (AttributeError, IndexError, TypeError):
+            pass  # this datamodule does not say
 
 
 def build_from_config(config: str):
@@ -12,9 +49,13 @@ def build_from_config(config: str):
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 
+    class _LinkedCLI(LightningCLI):
+        def before_instantiate_classes(self) -> None:
+            link_data_arguments(self.config)
+
     with warnings.catch_warnings():  # the caller's own argv (export.py, pytest) is not meant for this parser
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        cli = LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+        cli = _LinkedCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                            run=False, save_config_callback=None, args=["--config", config],
                            trainer_defaults={"logger": False})
     net_cfg = cli.config.model.init_args.net

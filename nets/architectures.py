@@ -6,6 +6,10 @@ swaps every ``nn.ReLU`` for an ``IFNeuron`` and keeps everything else.
 
 Every network is an ``nn.Sequential`` whose first module is ``Normalize``: inputs stay in [0, 1] pixel space,
 so attacks and epsilon are defined there, and the per-dataset normalisation is part of the model.
+
+The arguments that follow from the data (``num_classes``, ``in_channels``, ``input_size``, ``mean``, ``std``) default
+to ``None``: under ``train.py`` that means "the datamodule's" (``train.link_data_arguments``); in plain torch the
+architecture's usual values (``DATA_DEFAULTS``) and no normalisation.
 """
 from __future__ import annotations
 
@@ -49,10 +53,18 @@ def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
 
-def _check(num_classes: int, in_channels: int, input_size: int) -> None:
-    for name, value in (("num_classes", num_classes), ("in_channels", in_channels), ("input_size", input_size)):
+# (num_classes, in_channels, input_size) used for arguments left None outside train.py
+DATA_DEFAULTS = {"SmallCNN": (10, 1, 8), "VGG": (10, 3, 32), "PreActResNet": (10, 3, 32), "WRN28_4": (100, 3, 32)}
+
+
+def _data_args(arch: str, num_classes: Optional[int], in_channels: Optional[int],
+               input_size: Optional[int]) -> tuple[int, int, int]:
+    """The given values, ``DATA_DEFAULTS[arch]`` where None; each a positive integer."""
+    values = tuple(d if v is None else v for v, d in zip((num_classes, in_channels, input_size), DATA_DEFAULTS[arch]))
+    for name, value in zip(("num_classes", "in_channels", "input_size"), values):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return values
 
 
 class _Net(nn.Sequential):
@@ -71,14 +83,14 @@ class SmallCNN(_Net):
 
     def __init__(
         self,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        input_size: int = 8,
+        num_classes: Optional[int] = None,
+        in_channels: Optional[int] = None,
+        input_size: Optional[int] = None,
         width: int = 16,
         mean: Optional[Sequence[float]] = None,
         std: Optional[Sequence[float]] = None,
     ):
-        _check(num_classes, in_channels, input_size)
+        num_classes, in_channels, input_size = _data_args("SmallCNN", num_classes, in_channels, input_size)
         if input_size < 4:
             raise ValueError(f"SmallCNN needs input_size >= 4 (two 2x2 poolings), got {input_size}")
         layers = [Normalize(mean, std)]
@@ -102,15 +114,15 @@ class VGG(_Net):
     def __init__(
         self,
         variant: str = "vgg16",
-        num_classes: int = 10,
-        in_channels: int = 3,
-        input_size: int = 32,
+        num_classes: Optional[int] = None,
+        in_channels: Optional[int] = None,
+        input_size: Optional[int] = None,
         width: float = 1.0,
         head: Sequence[int] = (256, 256),
         mean: Optional[Sequence[float]] = None,
         std: Optional[Sequence[float]] = None,
     ):
-        _check(num_classes, in_channels, input_size)
+        num_classes, in_channels, input_size = _data_args("VGG", num_classes, in_channels, input_size)
         if variant not in VGG_CONFIGS:
             raise ValueError(f"unknown VGG variant {variant!r}; choose one of {sorted(VGG_CONFIGS)}")
         layers: list[nn.Module] = [Normalize(mean, std)]
@@ -160,14 +172,14 @@ class PreActResNet(_Net):
         self,
         blocks: int = 3,
         widen: int = 1,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        input_size: int = 32,
+        num_classes: Optional[int] = None,
+        in_channels: Optional[int] = None,
+        input_size: Optional[int] = None,
         base_width: int = 16,
         mean: Optional[Sequence[float]] = None,
         std: Optional[Sequence[float]] = None,
     ):
-        _check(num_classes, in_channels, input_size)
+        num_classes, in_channels, input_size = _data_args("PreActResNet", num_classes, in_channels, input_size)
         if blocks < 1 or widen < 1:
             raise ValueError(f"blocks and widen must be >= 1, got blocks={blocks}, widen={widen}")
         layers: list[nn.Module] = [Normalize(mean, std), nn.Conv2d(in_channels, base_width, 3, 1, 1, bias=False)]
@@ -181,9 +193,11 @@ class PreActResNet(_Net):
         super().__init__(*layers)
 
 
-def ResNet20(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, **kw) -> PreActResNet:
+def ResNet20(num_classes: Optional[int] = None, in_channels: Optional[int] = None, input_size: Optional[int] = None,
+             **kw) -> PreActResNet:
     return PreActResNet(3, 1, num_classes, in_channels, input_size, **kw)
 
 
-def WRN28_4(num_classes: int = 100, in_channels: int = 3, input_size: int = 32, **kw) -> PreActResNet:
-    return PreActResNet(4, 4, num_classes, in_channels, input_size, **kw)
+def WRN28_4(num_classes: Optional[int] = None, in_channels: Optional[int] = None, input_size: Optional[int] = None,
+            **kw) -> PreActResNet:
+    return PreActResNet(4, 4, *_data_args("WRN28_4", num_classes, in_channels, input_size), **kw)

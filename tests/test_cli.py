@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import ROOT, run_main, tiny_eval, ckpt, run_cli, tiny_overrides
 
@@ -27,6 +28,28 @@ def test_ann_fit_then_test_from_its_checkpoint(dense_ann_ckpt, tmp_path):
 def test_print_config_resolves_every_option():
     out = run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", "--print_config")
     assert "inference_mode: false" in out.stdout and "class_path: lightning_modules.RobustANN" in out.stdout
+
+
+def _net_args(*args: str) -> dict:
+    out = run_main("fit", "--config", "conf/digits/ann.yaml", *args, "--print_config")
+    assert out.returncode == 0, out.stderr[-2000:]
+    return yaml.safe_load(out.stdout)["model"]["init_args"]["net"]["init_args"]
+
+
+def test_the_networks_data_arguments_come_from_the_datamodule_unless_the_config_sets_them(tmp_path):
+    new_data = ["--data", "datamodules.Synthetic", "--data.init_args.num_classes", "3",
+                "--data.init_args.input_shape", "[2, 12, 12]"]
+    net = _net_args(*new_data)  # a new dataset: no network argument to type
+    assert (net["num_classes"], net["in_channels"], net["input_size"]) == (3, 2, 12)
+    assert (net["mean"], net["std"]) == ([0.0], [1.0])  # Synthetic's images are not normalised
+    assert _net_args()["mean"] == [0.2] and _net_args()["input_size"] == 8  # the digits datamodule's own values
+    assert _net_args(*new_data, "--model.init_args.net.init_args.num_classes", "7")["num_classes"] == 7  # set: kept
+    # the filled values build the network that fits the data, and are what the run's saved config records
+    out = run_main("fit", "--config", "conf/digits/ann.yaml", *new_data, *tiny_overrides(tmp_path, batches=1),
+                   "--trainer.limit_val_batches", "1", "--model.init_args.attack_steps", "1")
+    assert out.returncode == 0, out.stderr[-2000:]
+    saved = yaml.safe_load(next(tmp_path.rglob("config.yaml")).read_text())["model"]["init_args"]["net"]["init_args"]
+    assert (saved["num_classes"], saved["in_channels"], saved["input_size"]) == (3, 2, 12)
 
 
 @pytest.mark.parametrize("args, message", [
