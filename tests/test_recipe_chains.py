@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from conftest import ROOT, ckpt, run_main, tiny_eval
+from resolved_configs import resolve_nested
 
 pytestmark = [pytest.mark.slow, pytest.mark.recipes]  # `make test-recipes` (run by .ci/run after `make test`)
 
@@ -29,7 +30,8 @@ def _ok(out):
 @pytest.mark.parametrize("dataset", RECIPES)
 def test_recipe_chain_runs_at_its_true_input_shape(dataset, tmp_path):
     pipe = yaml.safe_load((ROOT / f"conf/{dataset}/pipeline.yaml").read_text())
-    net = yaml.safe_load((ROOT / pipe["ann"]).read_text())["model"]["init_args"]["net"]["init_args"]
+    # the network's data arguments as train.py resolves them (from the recipe's own datamodule)
+    net = resolve_nested(pipe["ann"])["model"]["init_args"]["net"]["init_args"]
     shape = [net["in_channels"], net["input_size"], net["input_size"]]
     data = ["--data.class_path", "datamodules.Synthetic", "--data.init_args.num_classes", str(net["num_classes"]),
             "--data.init_args.input_shape", json.dumps(shape), "--data.init_args.size", "16",
