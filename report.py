@@ -227,8 +227,9 @@ def claims(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
         return ""
     e = eps_cols[0]
     all_rows, rows = rows, main_rows(rows)
-    snn = {(r["method"], round(100 * (r["sparsity"] or 0))): r for r in rows if r["kind"] == "snn" and r["method"]}
-    ann = {(r["method"], round(100 * (r["sparsity"] or 0))): r for r in rows if r["kind"] == "ann" and r["method"]}
+    run_key = lambda r: (r["method"], round(100 * (r["sparsity"] or 0)))  # (method, sparsity %)
+    snn = {run_key(r): r for r in rows if r["kind"] == "snn" and r["method"]}
+    ann = {run_key(r): r for r in rows if r["kind"] == "ann" and r["method"]}
     w = lambda r: r[f"worst@{e}"]
     n = min((r["samples"] for r in rows if r.get("samples")), default=None)
     noise = (f" With {n} samples one sample is {100 / n:.1f} points and a 95 % interval at 80 % accuracy is about "
@@ -283,7 +284,7 @@ def claims(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
         better = [g > 0 for g, _ in gains]
         verdict = "yes" if all(better) else "partly" if any(better) else "no"
         # what conversion alone lost: the converted SNN's clean accuracy below its ANN's (None without that ANN)
-        lost = [100 * (a["clean"] - c["clean"]) if (a := ann.get((c["method"], round(100 * (c["sparsity"] or 0)))))
+        lost = [100 * (a["clean"] - c["clean"]) if (a := ann.get(run_key(c)))
                 else None for c, _ in pairs]
         split = ""
         if all(x is not None for x in lost):

@@ -8,8 +8,8 @@ Every network is an ``nn.Sequential`` whose first module is ``Normalize``: input
 so attacks and epsilon are defined there, and the per-dataset normalisation is part of the model.
 
 The arguments that follow from the data (``num_classes``, ``in_channels``, ``input_size``, ``mean``, ``std``) default
-to ``None``: under ``train.py`` that means "the datamodule's" (``train.link_data_arguments``); in plain torch the
-architecture's usual values (``DATA_DEFAULTS``) and no normalisation.
+to ``None``: under ``train.py`` that means "the datamodule's" (``lightning_modules.loading.link_data_arguments``);
+in plain torch the architecture's usual values (``DATA_DEFAULTS``) and no normalisation.
 """
 from __future__ import annotations
 
