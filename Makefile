@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test test-recipes install bench clean
+.PHONY: demo test test-recipes install bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ test-recipes: install  ## the paper recipes' stage chains on synthetic data of t
 
 bench: install
 	$(PY) bench/snn_step.py
+
+gpu-check: install  ## on a machine with a GPU: tests, recipe chains and benches on CUDA; output kept in results/gpu/
+	PY=$(PY) bash bench/gpu_check.sh
 
 clean:
 	rm -rf runs .pytest_cache

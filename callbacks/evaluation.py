@@ -33,7 +33,8 @@ WHITE_BOX = ("fgsm", "pgd", "apgd_ce", "apgd_dlr")
 
 
 def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
-    """Element-wise sum of a tensor of counts over DDP ranks (torchmetrics' gather; identity on one process)."""
+    """Element-wise sum of a tensor of counts over DDP ranks (torchmetrics' gather; identity on one process). The
+    tensor must be on the ranks' device: NCCL (multi-GPU) accepts accelerator tensors only."""
     values = values.double()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.stack(gather_all_tensors(values)).sum(0)
@@ -203,19 +204,19 @@ class AttackEvaluation(Callback):
 
             src, _, _ = load_trained(self.transfer_from["config"], self.transfer_from["ckpt_path"])
             transfer = (os.path.basename(self.transfer_from["ckpt_path"]), src.model.to(device).eval())
-        reduce = lambda t: sum_over_ranks(t.to(device)).cpu()
+        reduce = sum_over_ranks  # counts are made on the data's device (NCCL takes accelerator tensors only)
         show = trainer.is_global_zero and trainer.progress_bar_callback is not None
         progress = (lambda total: tqdm(total=total, desc="robustness", file=sys.stderr, dynamic_ncols=True,
                                        smoothing=0.1)) if show else None
         ev = Evaluator(model, members, self.epsilons, self.attacks, num_classes, self.adaptive,
                        transfer=transfer, reduce=reduce, progress=progress, batch_size=self.batch_size)
-        total = int(reduce(torch.tensor(float(len(y)))).item())
+        total = int(reduce(torch.tensor(float(len(y)), device=device)).item())
         names = [m["name"] for m in ev.members]
         rank_zero_info(f"[AttackEvaluation] {total} test samples, {len(self.epsilons)} epsilon(s), "
                        f"{'ensemble of ' + str(len(names)) + ' gradient paths' if members else 'the network itself'}; "
                        f"{ev.units_per_eps() * len(self.epsilons)} attack runs, each on the samples nothing broke yet")
         local = ev.run(x, y)
-        clean = int(reduce(torch.tensor(float(sum(local["clean"])))).item())
+        clean = int(reduce(torch.tensor(float(sum(local["clean"])), device=device)).item())
         per_eps = summarize(local, max(total, 1), clean)
         checks = []
         if self.audit and not local["interrupted"]:

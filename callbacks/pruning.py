@@ -23,6 +23,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from nets.devices import device_of
 from nets.errors import UserError
 from nets.masks import add_mask, ensure_masks, get_weight_mask, prunable_layers, raw_weight, sparsity_report, topk_mask
 
@@ -256,7 +257,7 @@ class ChannelPruning(_Pruning):
 
         net = _net(pl_module)
         dm = trainer.datamodule
-        example = torch.rand(2, *dm.input_shape) if dm is not None else None
+        example = torch.rand(2, *dm.input_shape, device=device_of(net)) if dm is not None else None
         if example is None:
             raise UserError("ChannelPruning needs a datamodule with input_shape")
         imp = tp.importance.BNScaleImportance() if self.importance == "bn_scale" else \
@@ -291,7 +292,7 @@ class ChannelPruning(_Pruning):
 def _latency(net: nn.Module, input_shape, batch: int = 64, repeats: int = 5) -> float:
     was = net.training
     net.eval()
-    x = torch.rand(batch, *input_shape, device=next(net.parameters()).device)
+    x = torch.rand(batch, *input_shape, device=device_of(net))
     net(x)
     best = float("inf")
     for _ in range(repeats):

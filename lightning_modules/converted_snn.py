@@ -8,6 +8,8 @@ thresholds are trained; masks are frozen buffers.
 from __future__ import annotations
 
 import copy
+import logging
+import time
 from typing import Any, Mapping, Optional, Union
 
 import torch
@@ -15,12 +17,15 @@ from torch import nn
 
 from nets.checkpoints import load_network
 from nets.conversion import check_options, convert, spiking_structure
+from nets.devices import device_of
 from nets.errors import UserError
 from nets.masks import prunable_layers, raw_weight
 from nets.snn import SCHEDULES, SpikingNetwork, record_spikes
 
 from .adversarial import AdversarialClassifier
 from .robust_ann import _count_classes
+
+log = logging.getLogger("lightning.pytorch").getChild("conversion")  # printed by every rank, as Lightning's info
 
 
 def calibration_images(datamodule, num_batches: int, batch_size: int) -> list[torch.Tensor]:
@@ -137,7 +142,11 @@ class ConvertedSNN(AdversarialClassifier):
         self.convert_from(self.ann_checkpoint, self.trainer.datamodule)
 
     def convert_from(self, path: str, datamodule) -> None:
-        """Load the ANN, convert it with calibration batches from ``datamodule``, adopt its state."""
+        """Load the ANN, convert it with calibration batches from ``datamodule``, adopt its state.
+
+        Runs where the model will run: on the strategy's root device (``setup`` comes before Lightning moves the
+        module, so the module itself is still on the CPU). Under DDP rank 0 alone converts and the other ranks
+        receive its SNN; a failure on rank 0 reaches them as an error instead of a hang."""
         ann = copy.deepcopy(self._ann[0])
         load_network(ann, path, "model.ann_checkpoint")
         widths = lambda n: [tuple(raw_weight(m).shape) for _, m in prunable_layers(n)]
@@ -146,14 +155,39 @@ class ConvertedSNN(AdversarialClassifier):
             self.snn = SpikingNetwork(self._structure(ann), self.snn.num_steps, self.snn.encoding,
                                       schedule=self.snn.schedule)
             self.channel_pruned = True
-        batches = calibration_images(datamodule, self.calib_batches, self.calib_batch_size)
-        device = next(self.snn.parameters()).device
-        converted = convert(ann.to(device), [b.to(device) for b in batches], num_steps=self.snn.num_steps,
-                            encoding=self.snn.encoding, **self.neuron_kwargs, **self.calib)
-        state = converted.state_dict()
-        if self.trainer is not None and self.trainer.world_size > 1:
-            state = self.trainer.strategy.broadcast(state, src=0)  # every rank starts from rank 0's SNN
+        trainer = self._trainer
+        device = trainer.strategy.root_device if trainer is not None else device_of(self.snn)
+        distributed = trainer is not None and trainer.world_size > 1
+        state, failure, seconds = None, None, None
+        if not distributed or trainer.global_rank == 0:
+            try:
+                t0 = time.perf_counter()
+                batches = calibration_images(datamodule, self.calib_batches, self.calib_batch_size)
+                converted = convert(ann.to(device), [b.to(device) for b in batches], num_steps=self.snn.num_steps,
+                                    encoding=self.snn.encoding, **self.neuron_kwargs, **self.calib)
+                state = converted.state_dict()
+                seconds = time.perf_counter() - t0
+                log.info(f"[ConvertedSNN] rank {trainer.global_rank if trainer else 0}: converted and calibrated on "
+                         f"{device} in {seconds:.1f} s ({self.calib_batches} x {self.calib_batch_size} images, "
+                         f"T_c = {self.calib['calib_steps']})")
+            except Exception as err:
+                if not distributed:
+                    raise
+                failure = err
+        if distributed:
+            # every rank starts from rank 0's SNN; a failure is broadcast too, so no rank waits for a state
+            # that never comes (a rank 0 killed outright ends the wait at the process group's timeout)
+            sent = trainer.strategy.broadcast({"state": state, "seconds": seconds, "error": None if failure is None
+                                               else f"{type(failure).__name__}: {failure}"}, src=0)
+            if failure is not None:
+                raise failure
+            if sent["error"] is not None:
+                raise UserError(f"rank 0 failed to convert the ANN ({sent['error']}); this rank stops too")
+            state, seconds = sent["state"], sent["seconds"]
+            if trainer.global_rank != 0:
+                log.info(f"[ConvertedSNN] rank {trainer.global_rank}: received the converted SNN from rank 0")
         self.snn.load_state_dict(state)
+        self.converted_metrics["converted/seconds"] = seconds  # wall time of the conversion (rank 0's)
 
     # -- the converted SNN's accuracy before fine-tuning --------------------------------------------
     # Lightning's sanity check runs validation on the just-converted SNN before the first training step; with
@@ -164,8 +198,8 @@ class ConvertedSNN(AdversarialClassifier):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking and not self.trainer.ckpt_path:
             m = self.metrics["val_metrics"]
-            self.converted_metrics = {f"converted/val_{k}": float(m[k].compute()) for k in ("acc", "pgd_acc")
-                                      if m[k].update_called}
+            self.converted_metrics.update({f"converted/val_{k}": float(m[k].compute()) for k in ("acc", "pgd_acc")
+                                           if m[k].update_called})
 
     def on_train_start(self) -> None:
         for name, value in self.converted_metrics.items():

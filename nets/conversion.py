@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from .devices import device_of
 from .errors import UserError
 from .architectures import PreActBlock
 from .masks import ensure_masks, masks_from_nonzero, prunable_layers, raw_weight, strip_scores
@@ -68,12 +69,12 @@ def _check_ann(ann: nn.Module) -> None:
                               "nn.Linear(features, num_classes)")
 
 
-def _replace(module: nn.Module, neuron_kwargs: Mapping[str, Any]) -> None:
+def _replace(module: nn.Module, neuron_kwargs: Mapping[str, Any], device: torch.device) -> None:
     for name, child in module.named_children():
         if isinstance(child, nn.ReLU):
-            setattr(module, name, IFNeuron(**neuron_kwargs))
+            setattr(module, name, IFNeuron(**neuron_kwargs).to(device))  # beside the weights it will read
         else:
-            _replace(child, neuron_kwargs)
+            _replace(child, neuron_kwargs, device)
 
 
 def fused_weights(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,7 +126,7 @@ def spiking_structure(
         if bn != "keep":
             fold_batchnorm(snn, strict=bn == "fold")
         _replace(snn, dict(reset=reset, surrogate=surrogate, min_threshold=min_threshold, detach_reset=detach_reset,
-                           v_init=v_init))
+                           v_init=v_init), device_of(snn))
         ensure_masks(snn)
     except ConversionError:
         raise

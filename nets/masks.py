@@ -53,12 +53,13 @@ class WeightMask(nn.Module):
         fan_in = weight[0].numel()
         scale = math.sqrt(6.0 / fan_in) / weight.abs().max().clamp_min(1e-12)
         self.scores = nn.Parameter((weight.detach() * scale).clone())
-        self.register_buffer("scoring", torch.tensor(True))
-        self.register_buffer("keep", torch.tensor(float(keep)))
+        dev = weight.device  # beside the weight: a CPU scalar here would be a CPU parameter of a GPU model
+        self.register_buffer("scoring", torch.tensor(True, device=dev))
+        self.register_buffer("keep", torch.tensor(float(keep), device=dev))
         if learn_rate:
-            self.register_buffer("rate_min", torch.tensor(float(rate_min)))
+            self.register_buffer("rate_min", torch.tensor(float(rate_min), device=dev))
             k = min(max((keep - rate_min) / (1 - rate_min), 1e-2), 1 - 1e-2)
-            self.rate_logit = nn.Parameter(torch.tensor(math.log(k / (1 - k))))
+            self.rate_logit = nn.Parameter(torch.tensor(math.log(k / (1 - k)), device=dev))
 
     def keep_ratio(self) -> torch.Tensor:
         if hasattr(self, "rate_logit"):

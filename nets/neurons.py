@@ -156,6 +156,11 @@ class IFNeuron(snntorch.Leaky):
             if self.record:
                 self.last_spikes = out.detach().unsqueeze(0)  # [T=1, B, ...]
             return out
+        dtype = x.dtype
+        if dtype in (torch.float16, torch.bfloat16):
+            # mixed precision (autocast): integrate and compare with theta in float32. In 16 bits, a membrane
+            # summing T inputs loses their low bits and v >= theta flips spikes; spikes (0/1) are exact in any dtype
+            x = x.float()
         T = self.num_steps
         if x.shape[0] % T:
             raise ValueError(f"IFNeuron: leading dim {x.shape[0]} is not a multiple of num_steps={T}")
@@ -177,7 +182,7 @@ class IFNeuron(snntorch.Leaky):
             raise ValueError(f"IFNeuron.mode must be one of {MODES}, got {self.mode!r}")
         if self.record:
             self.last_spikes = spikes.detach()  # [T, B, ...]
-        return spikes.reshape_as(x)
+        return spikes.reshape_as(x).to(dtype)
 
     def extra_repr(self) -> str:
         return (f"reset={self.reset_mode}{' (detached)' if self.detach_reset else ''}"

@@ -39,6 +39,7 @@ from torch import nn
 
 from .architectures import Merge, Normalize, PreActBlock
 from .conversion import fused_weights
+from .devices import device_of
 from .errors import UserError
 from .masks import mask_of, raw_weight
 from .neurons import IFNeuron
@@ -81,7 +82,7 @@ class _Builder:
     def conv(self, m: nn.Conv2d, shape, inputs, bn=None) -> str:
         w, b = fused_weights(m, bn) if bn is not None else (raw_weight(m).detach(), m.bias)
         w = w * mask_of(m)
-        b = b.detach() if b is not None else torch.zeros(w.shape[0])
+        b = b.detach() if b is not None else torch.zeros(w.shape[0], device=w.device)
         return self.add("conv", self.nir.Conv2d(input_shape=tuple(shape[-2:]), weight=_np(w), stride=m.stride,
                                                 padding=m.padding, dilation=m.dilation, groups=m.groups, bias=_np(b)),
                         inputs)
@@ -113,7 +114,7 @@ def to_nir(snn: nn.Module, input_shape: tuple):
         n.num_steps = 1  # shapes are propagated with one step
     b = _Builder()
     cur = [b.add("input", nir.Input(input_type={"input": np.array(input_shape)}), [])]
-    x = torch.zeros(1, *input_shape)
+    x = torch.zeros(1, *input_shape, device=device_of(net))  # shapes are traced where the network lives
     layers = list(net)
     i = 0
     try:

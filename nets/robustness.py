@@ -228,10 +228,14 @@ class Evaluator:
             unit = _Unit("rank", self.rank_attack["name"], m, _kwargs(self.rank_attack), self.label(self.rank_attack))
             broke_by.append(float(self._run_unit(unit, x, y, clean, eps).sum()))
             self._step(bar, out, f"ranking at eps={eps:g}: {unit.tag}")
-        totals = self.reduce(torch.tensor(broke_by, dtype=torch.float64)).tolist()
+        totals = self._sum(broke_by, x.device)
         order = sorted(range(len(self.members)), key=lambda k: -totals[k])
         return [self.members[k] for k in order], {"eps": f"{eps:.6g}", "attack": self.label(self.rank_attack),
                                                   "broken": {m["name"]: int(t) for m, t in zip(self.members, totals)}}
+
+    def _sum(self, values: list, device: torch.device) -> list[float]:
+        """Counts summed over DDP ranks. The tensor is made on the data's device: NCCL takes accelerator tensors only."""
+        return self.reduce(torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)).tolist()
 
     def _step(self, bar, out, desc: str) -> None:
         out["units_done"] += 1
@@ -251,15 +255,13 @@ class Evaluator:
         paper_alive_all = clean.clone()
         for unit in self._paper_units():
             rec = paper.setdefault(unit.label, [None if c else "clean" for c in clean.tolist()])
-            alive = torch.tensor([r is None for r in rec], dtype=torch.bool)  # early exit: a broken sample is done
+            alive = torch.tensor([r is None for r in rec], dtype=torch.bool, device=x.device)  # early exit
             broke = self._run_unit(unit, x, y, alive, eps)
             for i in torch.nonzero(broke).flatten().tolist():
                 rec[i] = unit.member["name"]
             paper_alive_all &= ~broke
             self._step(bar, out, f"eps={eps:g} paper {unit.tag}")
-        counts = {}
-        for label, rec in paper.items():
-            counts[label] = int(self.reduce(torch.tensor(float(sum(r is None for r in rec)))).item())
+        counts = dict(zip(paper, map(int, self._sum([sum(r is None for r in rec) for rec in paper.values()], x.device))))
         worst_alive = worst_alive & paper_alive_all
         for i in range(n):
             if breaker[i] is None and not worst_alive[i]:
@@ -289,13 +291,12 @@ class Evaluator:
         for r in range(total_rounds):
             check = self._check_units(ranked, r)
             stages.setdefault("check", 0)
-            rounds.append(int(self.reduce(torch.tensor(float(run_units(check, f"{r + 1}")))).item()))
+            rounds.append(int(self._sum([run_units(check, f"{r + 1}")], x.device)[0]))
             if rounds[-1] == 0:  # converged; the skipped rounds still count on the progress bar
                 for _ in range((total_rounds - r - 1) * len(check)):
                     self._step(bar, out, f"eps={eps:g} converged")
                 break
-        local = torch.tensor([float(worst_alive.sum()), float(paper_alive_all.sum())] + [float(v) for v in stages.values()])
-        g = self.reduce(local).tolist()
+        g = self._sum([float(worst_alive.sum()), float(paper_alive_all.sum())] + list(stages.values()), x.device)
         res = {"robust_worst": int(g[0]), "robust_paper_all": int(g[1]), "robust_paper": counts,
                "broken_by_stage": dict(zip(stages, (int(v) for v in g[2:]))), "check_rounds": rounds,
                "top_k": [m["name"] for m in ranked[: self.adaptive.top_k]] if self.adaptive else [],
@@ -326,7 +327,7 @@ class Evaluator:
         alive = self.clean_correct(x, y)
         for m in self.members:
             alive &= ~self._run_unit(_Unit("audit", attack["name"], m, _kwargs(attack)), x, y, alive, eps)
-        return int(self.reduce(torch.tensor(float(alive.sum()))).item())
+        return int(self._sum([float(alive.sum())], x.device)[0])
 
 
 def summarize(local: dict[str, Any], total: int, clean: int) -> dict[str, Any]:

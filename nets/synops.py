@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .architectures import PreActBlock
+from .devices import device_of
 from .errors import UserError
 from .masks import mask_of
 from .neurons import IFNeuron
@@ -111,7 +112,7 @@ def ann_macs(net: nn.Module, input_shape: tuple, dense: bool = False) -> float:
         was = net.training
         net.eval()
         with torch.no_grad():
-            net(torch.zeros(1, *input_shape, device=next(net.parameters()).device))
+            net(torch.zeros(1, *input_shape, device=device_of(net)))
         net.train(was)
     finally:
         for h in handles:
@@ -159,7 +160,7 @@ class SynopCounter:
     def _fanouts(self, neuron: IFNeuron, shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         key = (self.names[neuron], shape)
         if key not in self._fanout:
-            dev = next(self.snn.parameters()).device
+            dev = device_of(self.snn)
             self._fanout[key] = (fanout(self.paths[neuron], shape, False, dev),
                                  fanout(self.paths[neuron], shape, True, dev))
         return self._fanout[key]

@@ -45,8 +45,12 @@ def test_snn_fine_tuning_and_evaluation_under_ddp_match_one_process(dense_ann_ck
     # torch's SyncBatchNorm is CUDA-only, and asking for it on CPU is one clear error)
     run_cli("train.py", "fit", *fit, *tiny_overrides(tmp_path / "fit1", batches=4), "--data.init_args.batch_size", "32",
             "--trainer.accelerator", "cpu")
-    run_cli("train.py", "fit", *fit, *tiny_overrides(tmp_path / "fit2", batches=4), "--data.init_args.batch_size", "16",
-            *DDP)
+    ddp = run_cli("train.py", "fit", *fit, *tiny_overrides(tmp_path / "fit2", batches=4), "--data.init_args.batch_size",
+                  "16", *DDP)
+    # rank 0 alone calibrates; rank 1 receives its SNN (no rank repeats the conversion)
+    log = ddp.stdout + ddp.stderr
+    assert log.count("converted and calibrated") == 1 and "rank 0: converted and calibrated" in log, log[-3000:]
+    assert "rank 1: received the converted SNN from rank 0" in log
     bad = run_cli("train.py", "fit", *fit, *tiny_overrides(tmp_path / "bad"), "--trainer.sync_batchnorm", "true", *DDP,
                   check=False)
     assert bad.returncode == 2 and "sync_batchnorm needs GPUs" in bad.stderr and "Traceback" not in bad.stderr
@@ -65,3 +69,40 @@ def test_snn_fine_tuning_and_evaluation_under_ddp_match_one_process(dense_ann_ck
     assert e1["num_samples"] == e2["num_samples"] == 31
     for key in ("spikes", "synops", "dense_synops"):
         assert abs(e1["total"][key] - e2["total"][key]) <= 1e-6 * max(1.0, e1["total"][key])
+
+
+class _Strategy:
+    root_device = torch.device("cpu")
+
+    def __init__(self, reply=None):
+        self.sent, self.reply = [], reply
+
+    def broadcast(self, obj, src=0):
+        self.sent.append(obj)
+        return self.reply if self.reply is not None else obj
+
+
+class _Trainer:
+    world_size = 2
+
+    def __init__(self, rank, strategy):
+        self.global_rank, self.strategy = rank, strategy
+
+
+def test_a_conversion_failure_on_rank_0_stops_every_rank_with_its_message(dense_ann_ckpt):
+    import pytest
+
+    from lightning_modules import ConvertedSNN
+    from nets.architectures import SmallCNN
+    from nets.errors import UserError
+
+    module = ConvertedSNN(net=SmallCNN(input_size=8, width=16), num_steps=2)  # the fixture ANN's network
+    rank0 = _Strategy()
+    module._trainer = _Trainer(0, rank0)
+    with pytest.raises(UserError, match="needs training images"):  # no datamodule: rank 0's conversion fails
+        module.convert_from(dense_ann_ckpt, None)
+    assert rank0.sent[0]["state"] is None and "needs training images" in rank0.sent[0]["error"]  # told the others
+    module._trainer = _Trainer(1, _Strategy(reply=rank0.sent[0]))
+    with pytest.raises(UserError, match="rank 0 failed to convert the ANN .*needs training images"):
+        module.convert_from(dense_ann_ckpt, None)  # rank 1 does not wait for a state that never comes
+    module._trainer = None

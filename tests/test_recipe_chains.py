@@ -2,6 +2,7 @@
 recipe's true input shape, on synthetic data, for a couple of batches: nothing but the data and the budget is
 changed, so a recipe that stops building or running fails here (the settings themselves: test_recipes.py)."""
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from resolved_configs import resolve_nested
 pytestmark = [pytest.mark.slow, pytest.mark.recipes]  # `make test-recipes` (run by .ci/run after `make test`)
 
 RECIPES = ["cifar10", "cifar100", "tinyimagenet", "svhn"]
-SMALL = ["--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "1", "--trainer.limit_train_batches", "1",
+# SRSNN_TEST_DEVICE=cuda (make gpu-check): the same chains on the GPU
+DEVICE = ["--trainer.accelerator", "gpu", "--trainer.devices", "1"] if os.environ.get("SRSNN_TEST_DEVICE") else []
+SMALL = [*DEVICE, "--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "1", "--trainer.limit_train_batches", "1",
          "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar",
          "false", "--trainer.enable_model_summary", "false"]
 ANN = ["--model.init_args.attack_steps", "1", "--model.init_args.eval_steps", "1"]
