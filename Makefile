@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test test-recipes install bench gpu-check clean
+.PHONY: demo test test-e2e test-recipes install bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,10 @@ demo: install  ## the whole pipeline on the embedded digits (robust ANN -> HYDRA
 	$(PY) pipeline.py --config conf/digits/pipeline.yaml
 
 test: install
-	$(PY) -m pytest -n 2 --dist loadfile -m "not recipes"  # 2 workers, a file per worker (shared fixtures), one thread each
+	$(PY) -m pytest -n 2 --dist loadfile -m "not recipes and not e2e"  # 2 workers, a file per worker (shared fixtures), one thread each
+
+test-e2e: install  ## the end-to-end runs that take minutes: pipelines, killed-and-resumed fits, DDP fine-tuning (CI runs it too)
+	$(PY) -m pytest -n 2 --dist loadfile -m e2e
 
 test-recipes: install  ## the paper recipes' stage chains on synthetic data of their true shape (CI runs it too)
 	$(PY) -m pytest -n 2 -m recipes

@@ -2,6 +2,7 @@
 
     python export.py --config conf/digits/snn.yaml --ckpt_path <.ckpt> --out model.safetensors            # compact
     python export.py --config conf/digits/snn.yaml --ckpt_path <.ckpt> --out model.nir --format nir       # NIR graph
+    python export.py --config <run folder>/config.yaml --ckpt_path <run folder> --out model.safetensors  # a run's own
 
 The config is the one the checkpoint was trained with (it defines the architecture); the checkpoint is read
 with ``weights_only=True``. ``compact`` writes values + uint8 relative indices (``nets.compact``); load it
@@ -29,7 +30,9 @@ def main(argv=None) -> int:
             raise UserError(f"{a.out} already exists; choose another --out or pass --force")
         from lightning_modules.loading import load_trained
 
-        model, dm, spec = load_trained(a.config, a.ckpt_path)
+        from nets.checkpoints import resolve_checkpoint
+
+        model, dm, spec = load_trained(a.config, resolve_checkpoint(a.ckpt_path, "--ckpt_path"))
         if a.format == "compact":
             from nets.compact import export_compact
             r = export_compact(model.model, a.out, spec)

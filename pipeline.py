@@ -14,6 +14,7 @@ Options after ``--config`` (e.g. ``--trainer.devices 4 --trainer.strategy ddp``)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import hashlib
 import json
@@ -181,11 +182,68 @@ def load_config(path: str, seen: tuple = ()) -> dict:
     return {**load_config(base, (*seen, os.path.abspath(path))), **cfg} if base else cfg
 
 
-def run(cfg_path: str, extra: list[str], dry_run: bool = False) -> int:
+LOCK = "pipeline.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_dir_lock(root: str):
+    """One pipeline per run folder: ``<run_dir>/pipeline.lock`` holds the owner's pid; a second pipeline on the
+    same folder is refused (its stages would share version folders, checkpoints and the report); a lock whose
+    process is gone is stale and taken over."""
+    path = os.path.join(root, LOCK)
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    owner = json.load(f)
+            except (OSError, ValueError):
+                owner = {}  # being written right now, or garbage: look again
+                time.sleep(0.2)
+                if os.path.exists(path) and time.time() - os.path.getmtime(path) < 5:
+                    continue
+            if owner.get("pid") and _alive(int(owner["pid"])):
+                raise PipelineError(f"another pipeline is running in {root} (pid {owner['pid']}, started "
+                                    f"{owner.get('started', '?')}: {owner.get('command', '?')}); wait for it to "
+                                    f"finish or use another run_dir") from None
+            print(f"note: removing the stale lock of a pipeline that is no longer running (pid {owner.get('pid')})",
+                  flush=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                   "command": shlex.join(sys.argv)}, f)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def run(cfg_path: str, extra: list[str], dry_run: bool = False, publish_anyway: bool = False) -> int:
     cfg = load_config(cfg_path)
     stages = plan(cfg)
     root = cfg["run_dir"]
     os.makedirs(root, exist_ok=True)
+    if dry_run:
+        return _run(cfg, stages, root, extra, dry_run, publish_anyway)
+    with run_dir_lock(root):
+        return _run(cfg, stages, root, extra, dry_run, publish_anyway)
+
+
+def _run(cfg: dict, stages: list[Stage], root: str, extra: list[str], dry_run: bool, publish_anyway: bool) -> int:
     code = code_version()
     ids: dict[str, dict] = {}
     for k, st in enumerate(stages, 1):
@@ -251,8 +309,19 @@ def run(cfg_path: str, extra: list[str], dry_run: bool = False) -> int:
                     f"{mib(max((v['peak_rss_mib'] or 0) for _, v in stats))} (largest stage) |\n")
         print("wall time per stage: " + ", ".join(f"{n} {v['wall_s']:.0f}s" for n, v in stats))
     if rc == 0 and cfg.get("results"):
-        publish(os.path.join(root, "report"), tests, cfg["results"])
+        if not publishes(extra, publish_anyway):
+            # the published folder documents the recipe as written; options given on top of it change its stages
+            print(f"{cfg['results']} not updated: this run changes the recipe's stages ({shlex.join(extra)}); its "
+                  f"report is in {os.path.join(root, 'report')} (pass --publish to copy it there anyway)", flush=True)
+        else:
+            publish(os.path.join(root, "report"), tests, cfg["results"])
     return rc
+
+
+def publishes(extra: list[str], publish_anyway: bool) -> bool:
+    """Whether a run updates its pipeline's ``results:`` folder: only the recipe as written (no options on top of it,
+    which change its stages, e.g. ``--trainer.max_epochs 1``), unless ``--publish`` asks for it."""
+    return not extra or publish_anyway
 
 
 def publish(report_dir: str, tests: list[str], dest: str) -> None:
@@ -289,10 +358,12 @@ def main(argv=None) -> int:
                    help="pipeline YAML (conf/<dataset>/pipeline.yaml); a further --config (e.g. conf/trainer/ddp.yaml) "
                         "goes to every stage")
     p.add_argument("--dry_run", action="store_true", help="print the stages and commands, run nothing")
+    p.add_argument("--publish", action="store_true",
+                   help="copy the report to the pipeline's results: folder even when extra options change its stages")
     a, extra = p.parse_known_args(argv)
     for more in a.config[1:]:
         extra += ["--config", more]
-    return run(a.config[0], extra, a.dry_run)
+    return run(a.config[0], extra, a.dry_run, a.publish)
 
 
 if __name__ == "__main__":

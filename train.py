@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lightning_modules.loading import link_data_arguments
-from nets.checkpoints import read_checkpoint, resolve_checkpoint
+from nets.checkpoints import TAG, read_checkpoint, resolve_checkpoint
 from nets.errors import UserError
 
 warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
@@ -85,6 +85,27 @@ def _version_of(ckpt_path: str, root: str) -> int | None:
     return None
 
 
+def _check_kind(ckpt: dict, path: str, model) -> None:
+    """An ANN checkpoint under an SNN config (or the reverse) is one error. Lightning would otherwise take the
+    checkpoint's own model class from its hyperparameters and silently run the other kind."""
+    import importlib
+
+    theirs = ckpt.get(TAG, {}).get("kind")
+    class_path = model.get("class_path") if isinstance(model, Namespace) else None
+    if theirs is None or not class_path:
+        return
+    module, _, name = class_path.rpartition(".")
+    try:
+        ours = getattr(getattr(importlib.import_module(module), name), "kind", None)
+    except (ImportError, AttributeError):
+        return  # the model's own instantiation reports it
+    if ours is not None and ours != theirs:
+        trained = ckpt.get("hyper_parameters", {}).get("_class_path", "another module")
+        raise UserError(f"--ckpt_path {path} is an {theirs.upper()} checkpoint ({trained}), but the config builds an "
+                        f"{ours.upper()} model ({class_path}); pass the config it was trained with (e.g. "
+                        f"conf/<dataset>/{'snn' if theirs == 'snn' else 'ann'}.yaml, or its run folder's config.yaml)")
+
+
 class CLI(LightningCLI):
     """Lightning's conventions, plus: checkpoints may be given as run folders (``<folder>``, ``<folder>/best``,
     ``<folder>/last``); logs go under ``--trainer.default_root_dir`` (CSV, ``lightning_logs/version_K`` for fit,
@@ -119,6 +140,8 @@ class CLI(LightningCLI):
         path = None
         if sub and self.config[sub].get("ckpt_path"):
             path = self.config[sub].ckpt_path = resolve_checkpoint(self.config[sub].ckpt_path, "--ckpt_path")
+            if os.path.isfile(path):
+                _check_kind(read_checkpoint(path, "--ckpt_path"), path, self.config[sub].get("model"))
         try:
             super()._parse_ckpt_path()  # Lightning reads the checkpoint's hyperparameters into the config
         except Exception:
@@ -136,7 +159,7 @@ class CLI(LightningCLI):
         root = cfg.trainer.get("default_root_dir") or os.getcwd()
         if cfg.trainer.get("logger") in (None, True):
             version = _version_of(cfg.ckpt_path, root) if sub == "fit" and cfg.get("ckpt_path") else None
-            cfg.trainer.logger = Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(
+            cfg.trainer.logger = Namespace(class_path="callbacks.csv_logger.ResumableCSVLogger", init_args=Namespace(
                 save_dir=root, name="lightning_logs" if sub == "fit" else sub, version=version))
 
     def instantiate_trainer(self, **kwargs):
@@ -224,6 +247,9 @@ def _config_error(err: Exception) -> str | None:
     """jsonargparse's report, reduced to the offending key and the reasons (a class that refused its arguments comes
     as a union mismatch listing every alternative; keep the ones that say something)."""
     text = str(err)
+    if "Unexpected config" in text:  # jsonargparse's words for a --config file that is not a mapping
+        return ("invalid configuration: a --config file must be a YAML mapping of options (key: value, e.g. "
+                f"conf/digits/ann.yaml); this one holds {text.partition('Unexpected config:')[2].strip()[:80]!r}")
     if isinstance(err, ValueError) and "Does not validate against any of the Union subtypes" not in text:
         return None
     key = re.search(r'Parser key "([^"]+)"', text) or re.search(r"[Kk]ey '([^']+)'", text)

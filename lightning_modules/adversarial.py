@@ -29,7 +29,7 @@ from nets.attacks import Eps, make_attack, parse_eps
 from nets.channels import adopt_shapes
 from nets.checkpoints import TAG
 from nets.errors import UserError
-from nets.masks import prepare_masks
+from nets.masks import prepare_masks, state_dict_mismatch
 from nets.objectives import OBJECTIVES, mart_loss, trades_loss
 
 SPLITS = ("train", "val", "test")
@@ -215,7 +215,7 @@ class AdversarialClassifier(L.LightningModule):
     channel_pruned = False  # set by callbacks.ChannelPruning: the checkpoint's layer widths differ from the config
 
     def on_save_checkpoint(self, checkpoint) -> None:
-        checkpoint[TAG] = {"kind": self.kind, "net": type(self.model).__name__, "channel_pruned": self.channel_pruned}
+        checkpoint[TAG] = {"kind": self.kind, "net": self.network_name(), "channel_pruned": self.channel_pruned}
         # the RNG drives attack random starts: restoring it makes a resumed run match an uninterrupted one
         checkpoint[TAG]["rng"] = {"cpu": torch.get_rng_state(),
                                   "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}
@@ -238,3 +238,13 @@ class AdversarialClassifier(L.LightningModule):
             self.channel_pruned = True
         # masks and pruning scores are created before Lightning's strict load_state_dict
         prepare_masks(self, checkpoint["state_dict"])
+        problem = state_dict_mismatch(self.state_dict(), checkpoint["state_dict"])
+        if problem:  # one line naming both sides, instead of torch's load_state_dict traceback
+            theirs = info.get("net", "another network")
+            raise UserError(f"the checkpoint's network ({theirs}) does not fit the network the config builds "
+                            f"({self.network_name()}): {problem}. Use the config it was trained with (its run "
+                            "folder's config.yaml) or set model.init_args.net to its network")
+
+    def network_name(self) -> str:
+        """The network's class, as checkpoints record it (``net``) to name a mismatch."""
+        return type(self.model).__name__

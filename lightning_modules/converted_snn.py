@@ -129,6 +129,9 @@ class ConvertedSNN(AdversarialClassifier):
     def model(self) -> nn.Module:
         return self.snn
 
+    def network_name(self) -> str:
+        return f"{type(self._ann[0]).__name__} as an SNN"
+
     def _num_classes(self) -> int:
         return self._classes
 

@@ -44,8 +44,36 @@ def link_data_arguments(cfg: Namespace) -> None:
             pass  # this datamodule does not say
 
 
+_MODEL_KEYS = ("seed_everything", "trainer", "model", "data", "optimizer", "lr_scheduler")
+
+
+def _model_config(config: str) -> str:
+    """``config`` as the model-building parser takes it: a run's saved ``config.yaml`` also holds the subcommand's
+    own keys (``ckpt_path``, ``weights_only``), which are dropped; anything but a YAML mapping is one clear error."""
+    import os
+
+    import yaml
+
+    if not os.path.isfile(config):
+        raise UserError(f"config {config!r} does not exist")
+    try:
+        with open(config) as f:
+            cfg = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        raise UserError(f"config {config!r} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"config {config!r} is not a YAML mapping of options (it holds a {type(cfg).__name__}); "
+                        "pass the YAML of a run (conf/<dataset>/<stage>.yaml or a run's config.yaml)")
+    if "ckpt_path" not in cfg:
+        return config  # may include other files relative to its own folder: pass the path itself
+    # a run's saved config: the subcommand's own arguments (ckpt_path, weights_only, ...) go; it is fully resolved
+    # (no includes), so its content will do
+    return yaml.safe_dump({k: v for k, v in cfg.items() if k in _MODEL_KEYS})
+
+
 def build_from_config(config: str):
-    """The model and datamodule a config describes, parsed exactly as ``train.py`` parses it."""
+    """The model and datamodule a config describes (a stage's YAML or a run's saved ``config.yaml``), parsed exactly
+    as ``train.py`` parses it."""
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 
@@ -56,7 +84,7 @@ def build_from_config(config: str):
     with warnings.catch_warnings():  # the caller's own argv (export.py, pytest) is not meant for this parser
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
         cli = _LinkedCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                           run=False, save_config_callback=None, args=["--config", config],
+                           run=False, save_config_callback=None, args=["--config", _model_config(config)],
                            trainer_defaults={"logger": False})
     net_cfg = cli.config.model.init_args.net
     spec = {"net": {"class_path": net_cfg.class_path, "init_args": dict(net_cfg.init_args)}}

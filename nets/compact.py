@@ -110,7 +110,13 @@ def _dense_state(net: nn.Module) -> dict[str, torch.Tensor]:
 def _build(spec: dict[str, Any]) -> nn.Module:
     net_spec = spec["net"]
     module, _, cls = net_spec["class_path"].rpartition(".")
-    net = getattr(importlib.import_module(module), cls)(**net_spec.get("init_args", {}))
+    try:
+        factory = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as err:
+        raise UserError(f"the model's network is {net_spec['class_path']}, which cannot be imported here ({err}); "
+                        f"make its module importable (run from the folder that holds {module.split('.')[0]}.py or "
+                        f"its package, or add that folder to PYTHONPATH)") from None
+    net = factory(**net_spec.get("init_args", {}))
     if spec.get("kind") == "snn":
         from .conversion import spiking_structure
         from .snn import SpikingNetwork

@@ -237,18 +237,23 @@ def load_masked_state_dict(net: nn.Module, state_dict: Mapping[str, torch.Tensor
         if get_weight_mask(mod) is not None and f"{name}.weight" in sd:
             sd[f"{name}{_ORIG_SUFFIX}"] = sd.pop(f"{name}.weight")
             sd.setdefault(f"{name}{_MASK_SUFFIX}", torch.ones_like(sd[f"{name}{_ORIG_SUFFIX}"]))
-    own = net.state_dict()
+    problem = state_dict_mismatch(net.state_dict(), sd, strict)
+    if problem:
+        raise UserError("the checkpoint does not fit this network (another architecture or dataset?): " + problem)
+    net.load_state_dict(sd, strict=strict)
+
+
+def state_dict_mismatch(own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor], strict: bool = True) -> str:
+    """What keeps ``sd`` from loading into a module whose state dict is ``own`` (shapes; with ``strict``, missing
+    and unexpected keys), at most five of each; empty when it fits."""
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     shapes = sorted(f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
                     for k in set(sd) & set(own) if sd[k].shape != own[k].shape)
-    if shapes or (strict and (missing or unexpected)):
-        parts = []
-        if shapes:
-            parts.append("shape mismatches: " + "; ".join(shapes[:5]) + (" ..." if len(shapes) > 5 else ""))
-        if strict and missing:
-            parts.append("missing in checkpoint: " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
-        if strict and unexpected:
-            parts.append("not in the model: " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""))
-        raise UserError("the checkpoint does not fit this network (another architecture or dataset?): " + " | ".join(parts))
-    net.load_state_dict(sd, strict=strict)
+    few = lambda items: ", ".join(items[:5]) + (" ..." if len(items) > 5 else "")
+    parts = [f"shape mismatches: {few(shapes)}"] if shapes else []
+    if strict and missing:
+        parts.append(f"missing in checkpoint: {few(missing)}")
+    if strict and unexpected:
+        parts.append(f"not in the model: {few(unexpected)}")
+    return " | ".join(parts)

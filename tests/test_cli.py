@@ -26,7 +26,7 @@ def test_ann_fit_then_test_from_its_checkpoint(dense_ann_ckpt, tmp_path):
 
 
 def test_print_config_resolves_every_option():
-    out = run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", "--print_config")
+    out = run_main("fit", "--config", "conf/digits/ann.yaml", "--print_config")
     assert "inference_mode: false" in out.stdout and "class_path: lightning_modules.RobustANN" in out.stdout
 
 
@@ -120,7 +120,7 @@ def test_snn_validate_fit_test_through_the_cli(dense_ann_ckpt, tmp_path):
 
 
 def test_snn_without_ann_or_checkpoint_says_what_to_pass(tmp_path):
-    out = run_cli("train.py", "validate", "--config", "conf/digits/snn.yaml", *tiny_overrides(tmp_path), check=False)
+    out = run_main("validate", "--config", "conf/digits/snn.yaml", *tiny_overrides(tmp_path))
     assert out.returncode == 2 and "ann_checkpoint" in out.stderr and "Traceback" not in out.stderr
 
 

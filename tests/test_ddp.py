@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import ckpt, run_cli, tiny_overrides
@@ -37,6 +38,7 @@ def _evaluate(root: Path, cfg: Path, ckpt_path: str, ddp: bool) -> tuple[dict, d
     return json.loads((out / "attacks.json").read_text()), json.loads((out / "energy.json").read_text())
 
 
+@pytest.mark.e2e
 def test_snn_fine_tuning_and_evaluation_under_ddp_match_one_process(dense_ann_ckpt, tmp_path):
     cfg = tmp_path / "eval.yaml"
     cfg.write_text(EVAL)
@@ -90,8 +92,6 @@ class _Trainer:
 
 
 def test_a_conversion_failure_on_rank_0_stops_every_rank_with_its_message(dense_ann_ckpt):
-    import pytest
-
     from lightning_modules import ConvertedSNN
     from nets.architectures import SmallCNN
     from nets.errors import UserError

@@ -144,3 +144,15 @@ def test_compact_export_of_an_snn_keeps_thresholds_and_outputs(tmp_path):
     x = torch.rand(16, 1, 8, 8)
     with torch.no_grad():
         assert torch.equal(snn(x), back(x))
+
+
+def test_infer_names_a_network_module_it_cannot_import(tmp_path, capsys):
+    import infer
+
+    ann = SmallCNN(input_size=8, width=4)
+    ensure_masks(ann)
+    spec = {"kind": "ann", "net": {"class_path": "my_nets.MyCNN", "init_args": {}}}  # the user's own module
+    export_compact(ann, str(tmp_path / "m.safetensors"), spec)
+    assert infer.main([str(tmp_path / "m.safetensors"), "--digits", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "my_nets.MyCNN, which cannot be imported here" in err and "PYTHONPATH" in err and "Traceback" not in err

@@ -11,7 +11,7 @@ import yaml
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow  # `make test` runs a file per worker: the reference run is built once
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # `make test-e2e`, a file per worker: the reference run is built once
 
 FAST = ["--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -168,3 +168,29 @@ def test_killed_pipeline_resumes_to_the_same_result(reference, tmp_path):
     assert len(b) == 2
     for ra, rb in zip(strip(a)[:2], strip(b)):
         assert {k: (v, rb.get(k)) for k, v in ra.items() if v != rb.get(k)} == {}, ra["run"]
+
+
+def test_one_pipeline_per_run_folder_and_a_stale_lock_is_taken_over(reference, tmp_path):
+    dest = _copy(reference, tmp_path / "copy")
+    lock, cfg = dest / "run" / "pipeline.lock", dest / "pipeline.yaml"
+    before = sorted(p.relative_to(dest) for p in dest.rglob("*"))
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(json.dumps({"pid": owner.pid, "started": "then", "command": "pipeline.py --config x"}))
+        out = _run(cfg)
+        assert out.returncode != 0 and "Traceback" not in out.stderr
+        assert f"error: another pipeline is running in {dest / 'run'} (pid {owner.pid}" in out.stderr
+        assert sorted(p.relative_to(dest) for p in dest.rglob("*")) == before  # nothing touched
+    finally:
+        owner.kill()
+        owner.wait()
+    out = _run(cfg)  # its owner is gone: a stale lock
+    assert out.returncode == 0 and "removing the stale lock" in out.stdout and out.stdout.count("complete, skipped") == 11
+    assert not lock.exists()  # released at the end
+
+
+def test_results_are_published_only_for_the_recipe_as_written():
+    import pipeline
+
+    assert pipeline.publishes([], False) and pipeline.publishes(["--trainer.max_epochs", "1"], True)
+    assert not pipeline.publishes(["--trainer.max_epochs", "1"], False)

@@ -2,12 +2,15 @@
 SNN fit and SNN test with the evaluation callbacks (test set from test_dataloader())."""
 import json
 
+import pytest
+
 from conftest import ckpt, run_cli, tiny_eval, tiny_overrides
 
 NET = ["--model.init_args.net.init_args.num_classes", "5", "--model.init_args.net.init_args.in_channels", "3",
        "--model.init_args.net.init_args.input_size", "16"]
 
 
+@pytest.mark.e2e
 def test_a_plain_lightning_datamodule_runs_the_whole_pipeline(tmp_path):
     data = ["--data", "tests.plain_data.PlainData"]
     run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", *data, *NET, *tiny_overrides(tmp_path / "ann"))

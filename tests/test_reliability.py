@@ -29,6 +29,7 @@ SNN = ["--model.init_args.num_steps", "2", "--model.init_args.calib_steps", "4",
        "--model.init_args.eval_steps", "2"]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("sig, stage", [(signal.SIGTERM, "ann"), (signal.SIGKILL, "snn"),
                                         (signal.SIGKILL, "prune_hydra")])
 def test_killed_fit_resumes_to_the_same_weights(tmp_path, sig, stage, dense_ann_ckpt):
@@ -120,9 +121,8 @@ def test_bad_snn_values_are_one_clear_error(args, message, tmp_path):
 
 
 def test_ann_checkpoint_of_another_architecture_names_what_differs(dense_ann_ckpt, tmp_path):
-    out = run_cli("train.py", "validate", "--config", "conf/digits/snn.yaml", *tiny_overrides(tmp_path),
-                  "--model.init_args.ann_checkpoint", dense_ann_ckpt, "--model.init_args.net.init_args.width", "8",
-                  check=False)
+    out = run_main("validate", "--config", "conf/digits/snn.yaml", *tiny_overrides(tmp_path),
+                   "--model.init_args.ann_checkpoint", dense_ann_ckpt, "--model.init_args.net.init_args.width", "8")
     assert out.returncode == 2 and "does not fit model.net" in out.stderr and "shape mismatches" in out.stderr
 
 
@@ -137,14 +137,45 @@ def test_existing_run_folder_is_never_overwritten(tmp_path):
 
 
 def test_a_file_that_is_not_a_checkpoint_says_so_through_the_cli(tmp_path):
-    out = run_cli("train.py", "test", "--config", "conf/digits/ann.yaml", "--ckpt_path", "conf/digits/ann.yaml",
-                  *tiny_overrides(tmp_path), check=False)
+    out = run_main("test", "--config", "conf/digits/ann.yaml", "--ckpt_path", "conf/digits/ann.yaml",
+                   *tiny_overrides(tmp_path))
     assert out.returncode == 2 and "is not a PyTorch checkpoint (it holds text" in out.stderr
     assert "Traceback" not in out.stderr and "could run code" not in out.stderr
 
 
 def test_a_config_error_names_the_key_first(tmp_path):
-    out = run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", "--model.init_args.no_such_key", "1",
-                  *tiny_overrides(tmp_path), check=False)
+    out = run_main("fit", "--config", "conf/digits/ann.yaml", "--model.init_args.no_such_key", "1",
+                   *tiny_overrides(tmp_path))
     assert out.returncode == 2 and out.stderr.startswith("error: invalid configuration:")
     assert "no_such_key" in out.stderr.splitlines()[0] and len(out.stderr.splitlines()) <= 3
+
+
+def test_a_checkpoint_of_the_other_kind_or_network_is_one_error_at_ckpt_path(dense_ann_ckpt, tmp_path):
+    # an ANN checkpoint under the SNN config: refused (Lightning would take the checkpoint's class and run the ANN)
+    out = run_main("test", "--config", "conf/digits/snn.yaml", "--ckpt_path", dense_ann_ckpt, *tiny_overrides(tmp_path))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "is an ANN checkpoint (lightning_modules.RobustANN), but the config builds an SNN model" in out.stderr
+    assert not list(tmp_path.rglob("attacks.json"))  # nothing evaluated under the wrong kind
+    # the same kind, another network: one line naming both sides and what differs
+    out = run_main("test", "--config", "conf/digits/ann.yaml", "--ckpt_path", dense_ann_ckpt,
+                   "--model.init_args.net.init_args.width", "8", *tiny_overrides(tmp_path))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    line = next(x for x in out.stderr.splitlines() if x.startswith("error:"))
+    assert "the checkpoint's network (SmallCNN) does not fit the network the config builds (SmallCNN)" in line
+    assert "shape mismatches" in line and "config.yaml" in line
+
+
+def test_a_run_exports_from_its_own_saved_config(dense_ann_ckpt, tmp_path):
+    import export
+
+    run = Path(dense_ann_ckpt).parents[1]  # lightning_logs/version_0: config.yaml and checkpoints/
+    assert export.main(["--config", str(run / "config.yaml"), "--ckpt_path", str(run), "--out",
+                        str(tmp_path / "m.safetensors")]) == 0
+    assert (tmp_path / "m.safetensors").stat().st_size > 0
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(UserError, match="is not a YAML mapping of options"):
+        from lightning_modules.loading import build_from_config
+        build_from_config(str(bad))
+    out = run_main("fit", "--config", str(bad), *tiny_overrides(tmp_path))
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "mapping" in out.stderr, out.stderr[-2000:]

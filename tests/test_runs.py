@@ -1,5 +1,6 @@
 """Runs follow Lightning's conventions: outputs under --trainer.default_root_dir, run folders as checkpoint
 arguments, evaluations that never take a fit's version number, resumes in the same folder, clean stops."""
+import csv
 import json
 import signal
 import subprocess
@@ -25,11 +26,21 @@ def test_outputs_checkpoints_and_resume_follow_the_run_folder(tmp_path):
     assert (root / "test" / "version_0" / "evaluation" / "attacks.json").is_file()
     assert "results: " in out.stdout
     # resuming continues version_0: best/last stay in one place and the saved config is kept
-    run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", *tiny_overrides(root, epochs=2), "--ckpt_path",
-            f"{root}/last")
+    rows = lambda: list(csv.DictReader((version0 / "metrics.csv").open()))
+    first = rows()
+    assert {r["epoch"] for r in first} == {"0"}
+    resume = ["train.py", "fit", "--config", "conf/digits/ann.yaml", *tiny_overrides(root, epochs=2), "--ckpt_path",
+              f"{root}/last"]
+    run_cli(*resume)
     assert sorted(p.name for p in (root / "lightning_logs").iterdir()) == ["version_0"]
     assert torch.load(last, weights_only=True)["epoch"] == 1
     assert torch.load(best, weights_only=True)["epoch"] in (0, 1)
+    # ... and appends to its metrics: every row logged before the resume is kept
+    resumed = rows()
+    assert {r["epoch"] for r in resumed} == {"0", "1"}
+    assert [{k: v for k, v in r.items() if v} for r in resumed[:len(first)]] == [{k: v for k, v in r.items() if v} for r in first]
+    run_cli(*resume)  # resuming a finished run logs nothing new and deletes nothing
+    assert len(rows()) >= len(resumed)
 
 
 def test_sigterm_during_fit_saves_a_resumable_checkpoint_and_exits_1(tmp_path):
