@@ -173,10 +173,10 @@ def test_killed_pipeline_resumes_to_the_same_result(reference, tmp_path):
 def test_one_pipeline_per_run_folder_and_a_stale_lock_is_taken_over(reference, tmp_path):
     dest = _copy(reference, tmp_path / "copy")
     lock, cfg = dest / "run" / "pipeline.lock", dest / "pipeline.yaml"
-    before = sorted(p.relative_to(dest) for p in dest.rglob("*"))
     owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         lock.write_text(json.dumps({"pid": owner.pid, "started": "then", "command": "pipeline.py --config x"}))
+        before = sorted(p.relative_to(dest) for p in dest.rglob("*"))
         out = _run(cfg)
         assert out.returncode != 0 and "Traceback" not in out.stderr
         assert f"error: another pipeline is running in {dest / 'run'} (pid {owner.pid}" in out.stderr
