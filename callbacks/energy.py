@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from nets.compact import export_compact
 from nets.masks import sparsity_report
+from nets.modes import module_mode
 from nets.synops import SynopCounter, ann_macs, first_layer_macs, layer_labels
 
 from .evaluation import sum_over_ranks, test_subset, write_results
@@ -40,12 +41,8 @@ class SpikeEnergyMonitor(Callback):
     @torch.no_grad()
     def on_test_epoch_end(self, trainer, pl_module):
         model = pl_module.model
-        was = model.training
-        model.eval()
-        try:
+        with module_mode(model):
             self.results = self.measure(trainer, pl_module, model)
-        finally:
-            model.train(was)
         self.write(trainer)
 
     def measure(self, trainer, pl_module, model) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 
 from nets.attacks import Eps, paper_ensemble, parse_eps
 from nets.errors import UserError
+from nets.modes import module_mode
 from nets.reporting import attacks_markdown, plot_robust_accuracy
 from nets.robustness import AdaptiveBudget, Evaluator, audit, summarize
 
@@ -171,13 +172,8 @@ class AttackEvaluation(Callback):
 
     def on_test_epoch_end(self, trainer, pl_module):
         model = pl_module.model
-        was_training = model.training
-        model.eval()
-        try:
-            with sigterm_as_interrupt():
-                self.results, self.per_sample = self.evaluate(trainer, pl_module, model)
-        finally:
-            model.train(was_training)
+        with module_mode(model), sigterm_as_interrupt():
+            self.results, self.per_sample = self.evaluate(trainer, pl_module, model)
         self.write(trainer)
         for eps, v in self.results["eps"].items():
             pl_module.log(f"test/robust_worst/eps={eps}", v["worst"], sync_dist=False)

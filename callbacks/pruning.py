@@ -26,6 +26,7 @@ from torch import nn
 from nets.devices import device_of
 from nets.errors import UserError
 from nets.masks import add_mask, ensure_masks, get_weight_mask, prunable_layers, raw_weight, sparsity_report, topk_mask
+from nets.modes import module_mode
 
 
 def _check_sparsity(sparsity: float) -> float:
@@ -263,8 +264,7 @@ class ChannelPruning(_Pruning):
         imp = tp.importance.BNScaleImportance() if self.importance == "bn_scale" else \
             tp.importance.MagnitudeImportance(p=1 if self.importance == "l1" else 2)
         classifier = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
-        modes = {m: m.training for m in net.modules()}  # torch-pruning's counting leaves modules in eval mode
-        try:
+        with module_mode(net, train=None):  # torch-pruning's counting leaves modules in eval mode
             macs0, params0 = tp.utils.count_ops_and_params(net, example)
             t0 = _latency(net, dm.input_shape)
             pruner = tp.pruner.MetaPruner(net, example, importance=imp, pruning_ratio=self.sparsity,
@@ -272,9 +272,6 @@ class ChannelPruning(_Pruning):
             pruner.step()
             macs1, params1 = tp.utils.count_ops_and_params(net, example)
             t1 = _latency(net, dm.input_shape)
-        finally:
-            for m, was in modes.items():
-                m.train(was)
         # torch-pruning's count_ops_and_params already counts multiply-accumulates of one example (not FLOPs)
         self.report = {"params_before": params0, "params_after": params1, "macs_before": macs0,
                        "macs_after": macs1, "cpu_latency_ratio": t0 / t1}
@@ -290,14 +287,12 @@ class ChannelPruning(_Pruning):
 
 @torch.no_grad()
 def _latency(net: nn.Module, input_shape, batch: int = 64, repeats: int = 5) -> float:
-    was = net.training
-    net.eval()
     x = torch.rand(batch, *input_shape, device=device_of(net))
-    net(x)
     best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
+    with module_mode(net):
         net(x)
-        best = min(best, time.perf_counter() - t)
-    net.train(was)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            net(x)
+            best = min(best, time.perf_counter() - t)
     return best

@@ -30,6 +30,7 @@ from nets.channels import adopt_shapes
 from nets.checkpoints import TAG
 from nets.errors import UserError
 from nets.masks import prepare_masks, state_dict_mismatch
+from nets.modes import module_mode
 from nets.objectives import OBJECTIVES, mart_loss, trades_loss
 
 SPLITS = ("train", "val", "test")
@@ -119,17 +120,13 @@ class AdversarialClassifier(L.LightningModule):
             raise UserError(f"the network ({net}) has {self._num_classes()} outputs but the data has {num_classes} "
                             f"classes; set num_classes: {num_classes} in model.init_args.net.init_args")
         try:
-            was = self.model.training
-            self.model.eval()
-            with torch.no_grad():
+            with module_mode(self.model), torch.no_grad():
                 p = next(self.model.parameters())
                 self.model(torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype))
         except RuntimeError as err:
             raise UserError(f"the network ({net}) cannot take the data's images of shape {input_shape} "
                             f"(check in_channels / input_size in model.init_args.net.init_args): "
                             f"{str(err).splitlines()[0][:160]}") from None
-        finally:
-            self.model.train(was)
 
     # -- objectives -----------------------------------------------------------------------------
     def adversarial_examples(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ from .devices import device_of
 from .errors import UserError
 from .architectures import PreActBlock
 from .masks import ensure_masks, masks_from_nonzero, prunable_layers, raw_weight, strip_scores
+from .modes import module_mode
 from .neurons import IFNeuron
 from .snn import SpikingNetwork, neurons_of
 from .surrogates import Surrogate
@@ -231,57 +232,54 @@ def calibrate_thresholds(
             raw_weight(layer).mul_(theta / applied.get(neuron, 1.0))
         applied[neuron] = theta
 
-    modes = {m: m.training for m in snn.modules()}
     momenta = [bn.momentum for bn in bns]
     thresholds: list[float] = []
-    try:
-        snn.train()
-        for bn in bns:
-            bn.train(not consumers)
-            if reset_bn_stats:
-                bn.reset_running_stats()
-            bn.momentum = None  # cumulative average over all calibration passes
-        for neuron in neurons_of(snn):
-            captured: list[float] = []
-
-            def grab(_module, args):
-                captured.append(_percentile(args[0], percentile))
-                raise _Stop
-
-            handle = neuron.register_forward_pre_hook(grab)
-            try:
-                for xb in batches:
-                    try:
-                        snn(xb, num_steps=calib_steps)
-                    except _Stop:
-                        pass
-            finally:
-                handle.remove()
-            if not max(captured) > 0:
-                raise ConversionError(f"step 'calibrate': layer {len(thresholds) + 1} ({type(neuron).__name__} after "
-                                      f"{_layer_before(snn.net, neuron)}) receives no positive input on the calibration "
-                                      "data, so it can never spike; check the ANN (a dead layer?) and the calibration data")
-            theta = max(max(captured) * (scale if order == "sequential" else 1.0), neuron.min_threshold)
-            set_threshold(neuron, theta)
-            thresholds.append(theta)
-        if order == "reference":
-            thresholds = [max(t * scale, n.min_threshold) for t, n in zip(thresholds, neurons_of(snn))]
-            for t, n in zip(thresholds, neurons_of(snn)):
-                set_threshold(n, t)
-        if reset_bn_stats and bns:  # running statistics of the final network (thresholds scaled)
+    with module_mode(snn, train=True):  # every module's own mode comes back afterwards
+        try:
             for bn in bns:
-                bn.reset_running_stats()
-            for xb in batches:
-                snn(xb)
-    except ConversionError:
-        raise
-    except Exception as err:
-        raise ConversionError(f"step 'calibrate': {err}") from err
-    finally:
-        for m, was_training in modes.items():
-            m.train(was_training)
-        for bn, mom in zip(bns, momenta):
-            bn.momentum = mom
+                bn.train(not consumers)
+                if reset_bn_stats:
+                    bn.reset_running_stats()
+                bn.momentum = None  # cumulative average over all calibration passes
+            for neuron in neurons_of(snn):
+                captured: list[float] = []
+
+                def grab(_module, args):
+                    captured.append(_percentile(args[0], percentile))
+                    raise _Stop
+
+                handle = neuron.register_forward_pre_hook(grab)
+                try:
+                    for xb in batches:
+                        try:
+                            snn(xb, num_steps=calib_steps)
+                        except _Stop:
+                            pass
+                finally:
+                    handle.remove()
+                if not max(captured) > 0:
+                    raise ConversionError(f"step 'calibrate': layer {len(thresholds) + 1} ({type(neuron).__name__} after "
+                                          f"{_layer_before(snn.net, neuron)}) receives no positive input on the calibration "
+                                          "data, so it can never spike; check the ANN (a dead layer?) and the calibration data")
+                theta = max(max(captured) * (scale if order == "sequential" else 1.0), neuron.min_threshold)
+                set_threshold(neuron, theta)
+                thresholds.append(theta)
+            if order == "reference":
+                thresholds = [max(t * scale, n.min_threshold) for t, n in zip(thresholds, neurons_of(snn))]
+                for t, n in zip(thresholds, neurons_of(snn)):
+                    set_threshold(n, t)
+            if reset_bn_stats and bns:  # running statistics of the final network (thresholds scaled)
+                for bn in bns:
+                    bn.reset_running_stats()
+                for xb in batches:
+                    snn(xb)
+        except ConversionError:
+            raise
+        except Exception as err:
+            raise ConversionError(f"step 'calibrate': {err}") from err
+        finally:
+            for bn, mom in zip(bns, momenta):
+                bn.momentum = mom
     return thresholds
 
 

@@ -42,6 +42,7 @@ from .conversion import fused_weights
 from .devices import device_of
 from .errors import UserError
 from .masks import mask_of, raw_weight
+from .modes import module_mode
 from .neurons import IFNeuron
 
 
@@ -106,72 +107,70 @@ def to_nir(snn: nn.Module, input_shape: tuple):
     import nir
 
     net = getattr(snn, "net", snn)
-    was = net.training
-    net.eval()
-    neurons = [m for m in net.modules() if isinstance(m, IFNeuron)]
-    steps = [n.num_steps for n in neurons]
-    for n in neurons:
-        n.num_steps = 1  # shapes are propagated with one step
-    b = _Builder()
-    cur = [b.add("input", nir.Input(input_type={"input": np.array(input_shape)}), [])]
-    x = torch.zeros(1, *input_shape, device=device_of(net))  # shapes are traced where the network lives
-    layers = list(net)
-    i = 0
-    try:
-        with torch.no_grad():
-            while i < len(layers):
-                m = layers[i]
-                nxt = layers[i + 1] if i + 1 < len(layers) else None
-                shape = tuple(x.shape[1:])
-                if isinstance(m, Normalize):
-                    C = shape[0]
-                    cur = [b.channel_affine((1 / m.std).flatten().expand(C), (-m.mean / m.std).flatten().expand(C), x.shape, cur)]
-                elif isinstance(m, nn.Conv2d):
-                    fold = nxt if isinstance(nxt, nn.modules.batchnorm._BatchNorm) else None
-                    cur = [b.conv(m, x.shape, cur, fold)]
-                    if fold is not None:
-                        x = m(x)
-                        i += 1
-                        m = fold
-                elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    k, c = _bn_affine(m)
-                    cur = [b.channel_affine(k, c, x.shape, cur)]
-                elif isinstance(m, IFNeuron):
-                    cur = [b.neuron(m, shape, cur)]
-                elif isinstance(m, nn.AvgPool2d):
-                    k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * 2
-                    s = m.stride if isinstance(m.stride, tuple) else (m.stride,) * 2
-                    p = m.padding if isinstance(m.padding, tuple) else (m.padding,) * 2
-                    cur = [b.add("avgpool", nir.AvgPool2d(kernel_size=np.array(k), stride=np.array(s), padding=np.array(p)), cur)]
-                elif isinstance(m, nn.AdaptiveAvgPool2d):
-                    out = m(x)
-                    if tuple(out.shape[-2:]) != (1, 1):
-                        raise UserError("NIR export supports AdaptiveAvgPool2d only as global pooling (output 1x1)")
-                    cur = [b.add("avgpool", nir.AvgPool2d(kernel_size=np.array(shape[1:]), stride=np.array(shape[1:]),
-                                                          padding=np.array([0, 0])), cur)]
-                elif isinstance(m, nn.Flatten):
-                    # NIR counts dims without the batch dimension (its type inference checks this)
-                    cur = [b.add("flatten", nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1), cur)]
-                elif isinstance(m, nn.Linear):
-                    w = _weight(m)
-                    node = nir.Affine(weight=_np(w), bias=_np(m.bias)) if m.bias is not None else nir.Linear(weight=_np(w))
-                    cur = [b.add("linear", node, cur)]
-                elif isinstance(m, PreActBlock):
-                    cur = _block(b, m, x, cur)
-                elif isinstance(m, (nn.Identity, nn.Dropout)):
-                    pass
-                else:
-                    raise UserError(f"NIR cannot express layer {i} ({type(m).__name__}); supported: Conv2d, Linear, "
-                                    "BatchNorm, AvgPool2d, global AdaptiveAvgPool2d, Flatten, IFNeuron, PreActBlock")
-                x = m(x) if not isinstance(m, IFNeuron) else torch.zeros_like(x)
-                i += 1
-        out = b.add("output", nir.Output(output_type={"output": np.array(tuple(x.shape[1:]))}), cur)
-        del out
-        return nir.NIRGraph(nodes=b.nodes, edges=b.edges, type_check=False)
-    finally:
-        net.train(was)
-        for n, t in zip(neurons, steps):
-            n.num_steps = t
+    with module_mode(net):
+        neurons = [m for m in net.modules() if isinstance(m, IFNeuron)]
+        steps = [n.num_steps for n in neurons]
+        for n in neurons:
+            n.num_steps = 1  # shapes are propagated with one step
+        b = _Builder()
+        cur = [b.add("input", nir.Input(input_type={"input": np.array(input_shape)}), [])]
+        x = torch.zeros(1, *input_shape, device=device_of(net))  # shapes are traced where the network lives
+        layers = list(net)
+        i = 0
+        try:
+            with torch.no_grad():
+                while i < len(layers):
+                    m = layers[i]
+                    nxt = layers[i + 1] if i + 1 < len(layers) else None
+                    shape = tuple(x.shape[1:])
+                    if isinstance(m, Normalize):
+                        C = shape[0]
+                        cur = [b.channel_affine((1 / m.std).flatten().expand(C), (-m.mean / m.std).flatten().expand(C), x.shape, cur)]
+                    elif isinstance(m, nn.Conv2d):
+                        fold = nxt if isinstance(nxt, nn.modules.batchnorm._BatchNorm) else None
+                        cur = [b.conv(m, x.shape, cur, fold)]
+                        if fold is not None:
+                            x = m(x)
+                            i += 1
+                            m = fold
+                    elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        k, c = _bn_affine(m)
+                        cur = [b.channel_affine(k, c, x.shape, cur)]
+                    elif isinstance(m, IFNeuron):
+                        cur = [b.neuron(m, shape, cur)]
+                    elif isinstance(m, nn.AvgPool2d):
+                        k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * 2
+                        s = m.stride if isinstance(m.stride, tuple) else (m.stride,) * 2
+                        p = m.padding if isinstance(m.padding, tuple) else (m.padding,) * 2
+                        cur = [b.add("avgpool", nir.AvgPool2d(kernel_size=np.array(k), stride=np.array(s), padding=np.array(p)), cur)]
+                    elif isinstance(m, nn.AdaptiveAvgPool2d):
+                        out = m(x)
+                        if tuple(out.shape[-2:]) != (1, 1):
+                            raise UserError("NIR export supports AdaptiveAvgPool2d only as global pooling (output 1x1)")
+                        cur = [b.add("avgpool", nir.AvgPool2d(kernel_size=np.array(shape[1:]), stride=np.array(shape[1:]),
+                                                              padding=np.array([0, 0])), cur)]
+                    elif isinstance(m, nn.Flatten):
+                        # NIR counts dims without the batch dimension (its type inference checks this)
+                        cur = [b.add("flatten", nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1), cur)]
+                    elif isinstance(m, nn.Linear):
+                        w = _weight(m)
+                        node = nir.Affine(weight=_np(w), bias=_np(m.bias)) if m.bias is not None else nir.Linear(weight=_np(w))
+                        cur = [b.add("linear", node, cur)]
+                    elif isinstance(m, PreActBlock):
+                        cur = _block(b, m, x, cur)
+                    elif isinstance(m, (nn.Identity, nn.Dropout)):
+                        pass
+                    else:
+                        raise UserError(f"NIR cannot express layer {i} ({type(m).__name__}); supported: Conv2d, Linear, "
+                                        "BatchNorm, AvgPool2d, global AdaptiveAvgPool2d, Flatten, IFNeuron, PreActBlock")
+                    x = m(x) if not isinstance(m, IFNeuron) else torch.zeros_like(x)
+                    i += 1
+            out = b.add("output", nir.Output(output_type={"output": np.array(tuple(x.shape[1:]))}), cur)
+            del out
+            return nir.NIRGraph(nodes=b.nodes, edges=b.edges, type_check=False)
+        finally:
+            for n, t in zip(neurons, steps):
+                n.num_steps = t
 
 
 def _block(b: _Builder, m: PreActBlock, x: torch.Tensor, cur: list[str]) -> list[str]:

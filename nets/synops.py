@@ -22,6 +22,7 @@ from .architectures import PreActBlock
 from .devices import device_of
 from .errors import UserError
 from .masks import mask_of
+from .modes import module_mode
 from .neurons import IFNeuron
 from .snn import record_spikes, stateless_prefix
 
@@ -109,11 +110,8 @@ def ann_macs(net: nn.Module, input_shape: tuple, dense: bool = False) -> float:
 
     handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, _WEIGHT)]
     try:
-        was = net.training
-        net.eval()
-        with torch.no_grad():
+        with module_mode(net), torch.no_grad():
             net(torch.zeros(1, *input_shape, device=device_of(net)))
-        net.train(was)
     finally:
         for h in handles:
             h.remove()

@@ -192,3 +192,19 @@ def test_amplitude_threshold_needs_folded_bn_and_a_known_reader():
     ann = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), Odd(), nn.Linear(3, 2))
     with pytest.raises(ConversionError, match="amplitude='one'"):
         convert(ann, [torch.rand(2, 4)], bn="fold", amplitude="threshold")
+
+
+def test_module_mode_restores_each_submodules_own_mode_even_after_an_error():
+    from nets.modes import module_mode
+
+    net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    net.train()
+    net[1].eval()  # a BatchNorm frozen inside a training network
+    with pytest.raises(RuntimeError):
+        with module_mode(net):
+            assert not net.training and not net[0].training
+            raise RuntimeError("boom")
+    assert net.training and net[0].training and not net[1].training
+    with module_mode(net, train=None):
+        net[0].eval()  # code that sets modes itself
+    assert net[0].training
