@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from datamodules.errors import DataError
 from nets.errors import UserError
 
 
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
             from nets.nir_export import export_nir
             r = export_nir(model.model, a.out, input_shape=tuple(dm.input_shape))
             print(f"wrote {a.out}: {r['bytes']:,} bytes, {r['nodes']} NIR nodes")
-    except UserError as err:
+    except (UserError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

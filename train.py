@@ -21,6 +21,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lightning_modules.loading import link_data_arguments
 from nets.checkpoints import TAG, read_checkpoint, resolve_checkpoint
+from datamodules.errors import DataError
 from nets.errors import UserError
 
 warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
@@ -217,7 +218,7 @@ def main(args=None) -> None:
             parser_kwargs={"exit_on_error": False},  # the reason first (below), not 50 lines of usage
             args=args,
         )
-    except UserError as err:
+    except (UserError, DataError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         _exit(2)
     except (ValueError, ArgumentError) as err:

@@ -14,11 +14,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from nets.errors import UserError
-
-
-class DataNotFoundError(UserError):
-    """The dataset is not on disk and could not be fetched."""
+from .errors import DataError, DataNotFoundError  # noqa: F401 - DataNotFoundError: raised by the subclasses
 
 
 class EpochShuffle(Sampler):
@@ -69,9 +65,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
     ):
         super().__init__()
         if batch_size < 1:
-            raise UserError(f"data.batch_size must be >= 1, got {batch_size}")
+            raise DataError(f"data.batch_size must be >= 1, got {batch_size}")
         if not 0 <= val_split < 1:
-            raise UserError(f"data.val_split must be in [0, 1), got {val_split}")
+            raise DataError(f"data.val_split must be in [0, 1), got {val_split}")
         self.data_dir = data_dir
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -90,7 +86,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
             return
         train, train_eval, test = self.load()
         if len(train) == 0 or len(test) == 0:
-            raise UserError(f"{type(self).__name__}: the dataset in {self.data_dir!r} is empty; check the files")
+            raise DataError(f"{type(self).__name__}: the dataset in {self.data_dir!r} is empty; check the files")
         n_val = int(round(len(train) * self.val_split))
         perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed)).tolist()
         self.data_train = Subset(train, perm[n_val:])

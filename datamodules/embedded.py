@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from .base import DataNotFoundError, ImageClassificationDataModule
-from nets.errors import UserError
+from .errors import DataError
 
 
 def _tensor_splits(images: np.ndarray, labels: np.ndarray, test_fraction: float, seed: int, size: int):
@@ -32,9 +32,9 @@ class _Embedded(ImageClassificationDataModule):
     def __init__(self, image_size: int, test_fraction: float = 0.2, **kwargs):
         super().__init__(**kwargs)
         if image_size < 4:
-            raise UserError(f"data.image_size must be >= 4, got {image_size}")
+            raise DataError(f"data.image_size must be >= 4, got {image_size}")
         if not 0 < test_fraction < 1:
-            raise UserError(f"data.test_fraction must be in (0, 1), got {test_fraction}")
+            raise DataError(f"data.test_fraction must be in (0, 1), got {test_fraction}")
         self.image_size = image_size
         self.test_fraction = test_fraction
         self.input_shape = (1, image_size, image_size)

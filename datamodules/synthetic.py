@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 from torch.utils.data import TensorDataset
 
-from nets.errors import UserError
+from .errors import DataError
 
 from .base import ImageClassificationDataModule
 
@@ -21,7 +21,7 @@ class Synthetic(ImageClassificationDataModule):
                  download: bool = False, augment: bool = False, **kwargs):
         super().__init__(**kwargs)
         if num_classes < 2 or size < 8 or len(input_shape) != 3 or min(input_shape) < 1:
-            raise UserError(f"data: Synthetic needs num_classes >= 2, size >= 8 and a (C, H, W) input_shape, got "
+            raise DataError(f"data: Synthetic needs num_classes >= 2, size >= 8 and a (C, H, W) input_shape, got "
                             f"{num_classes}, {size}, {tuple(input_shape)}")
         self.num_classes = int(num_classes)
         self.input_shape = tuple(int(v) for v in input_shape)

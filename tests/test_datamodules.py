@@ -104,3 +104,14 @@ def test_tiny_imagenet_reads_its_released_layout_and_trains_through_the_cli(tmp_
                   "--data.init_args.data_dir", str(tmp_path / "none"), check=False)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "TinyImageNet was not found in" in out.stderr and "val_annotations.txt" in out.stderr
+
+
+def test_the_data_layer_knows_nothing_of_the_networks():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = "import sys, datamodules; print(sorted(m for m in sys.modules if m == 'nets' or m.startswith('nets.')))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
