@@ -71,9 +71,10 @@ def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     for r in runs:
         a, e = r["attacks"], r["energy"]
         m = NAME.match(r["name"])
-        row = {"run": r["name"], "kind": a["kind"], "sparsity": e.get("sparsity", {}).get("global"),
+        row = {"run": r.get("label", r["name"]), "kind": a["kind"], "sparsity": e.get("sparsity", {}).get("global"),
                "method": METHODS.get(m["method"], m["method"]) if m else None, "T": e.get("num_steps"),
-               "converted_only": bool(m and m["converted"]), "samples": a.get("num_samples"), "clean": a["clean_acc"]}
+               "converted_only": bool(m and m["converted"]), "samples": a.get("num_samples"), "clean": a["clean_acc"],
+               "num_classes": a.get("num_classes"), "interrupted": a.get("interrupted")}
         if m and m["method"] is None and (row["sparsity"] or 0) > 1e-3:
             row["method"] = None  # an unnamed sparse run: not "dense"
         for key in ("fit", "converted"):
@@ -117,7 +118,8 @@ def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
             "first-layer or ANN MACs", "energy estimate µJ/sample", "eval s/sample", "audit"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        cells = [row["run"], row["kind"], fmt(row["sparsity"], True), fmt(row["clean"], True)]
+        run = row["run"] + (f" ⚠ partial ({row['interrupted']})" if row.get("interrupted") else "")
+        cells = [run, row["kind"], fmt(row["sparsity"], True), fmt(row["clean"], True)]
         cells += [f"**{fmt(row[f'worst@{e}'], True)}**" for e in eps_cols]
         cells += [fmt(row[f"paper@{e}"], True) for e in eps_cols]
         ratio = f" ({row['dense_bytes'] / row['bytes']:.1f}× smaller)" if row["bytes"] else ""
@@ -220,12 +222,26 @@ def t_sweep_table(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
     return "\n".join(out)
 
 
+CHANCE_FACTOR = 1.5  # a model with clean accuracy at most 1.5x chance (1 / classes) answers no claim about itself
+
+
+def answers_claims(row: dict[str, Any]) -> bool:
+    """A model whose evaluation finished and that is clearly above chance: only such models answer a claim (a
+    collapsed model is still the baseline that HYDRA/HARP are compared with at 99 %)."""
+    chance = 1 / (row.get("num_classes") or 10)
+    return not row.get("interrupted") and (row["clean"] or 0) > CHANCE_FACTOR * chance
+
+
 def claims(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
     """The paper's claims, each with its answer from these runs (yes / partly / no, with the numbers), worst case
-    at the smallest evaluated ε unless said otherwise."""
+    at the smallest evaluated ε unless said otherwise. Interrupted evaluations and models near chance
+    (``answers_claims``) are left out, except as the collapsed LWM baseline at 99 %."""
     if not eps_cols:
         return ""
     e = eps_cols[0]
+    left_out = [r["run"] for r in rows if not answers_claims(r)]
+    baseline_rows = main_rows([r for r in rows if not r.get("interrupted")])
+    rows = [r for r in rows if answers_claims(r)]
     all_rows, rows = rows, main_rows(rows)
     run_key = lambda r: (r["method"], round(100 * (r["sparsity"] or 0)))  # (method, sparsity %)
     snn = {run_key(r): r for r in rows if r["kind"] == "snn" and r["method"]}
@@ -236,7 +252,8 @@ def claims(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
              f"±{196 * math.sqrt(0.16 / n):.0f} points: read smaller differences as ties." if n else "")
     out = ["## The paper's claims, measured", "",
            f"Worst-case robust accuracy at ε = {e} on the evaluated test samples; thresholds stated with each answer."
-           + noise, ""]
+           + noise + (f" Left out (evaluation interrupted, or clean accuracy at most {CHANCE_FACTOR:g}× chance): "
+                      f"{', '.join(left_out)}." if left_out else ""), ""]
     dense = snn.get(("dense", 0))
     sparse = sorted((k, r) for k, r in snn.items() if k[0] != "dense" and 0 < k[1] <= 90)
     if dense and sparse:
@@ -246,7 +263,8 @@ def claims(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
         out.append(f"- **Sparse SNN robustness stays close to the dense SNN up to 90 % sparsity** (within 5 points): "
                    f"**{verdict}**. Dense SNN {_pts(w(dense))} %; drop in points: "
                    + ", ".join(f"{n} {d:+.1f}" for n, d in drops) + ".")
-    low = {m: snn.get((m, 99)) for m in ("LWM", "HYDRA", "HARP")}
+    low = {m: snn.get((m, 99)) for m in ("HYDRA", "HARP")}
+    low["LWM"] = next((r for r in baseline_rows if r["kind"] == "snn" and run_key(r) == ("LWM", 99)), None)
     if all(low.values()):
         gaps = {m: (100 * (w(low[m]) - w(low["LWM"])), 100 * (low[m]["clean"] - low["LWM"]["clean"]))
                 for m in ("HYDRA", "HARP")}
@@ -435,6 +453,10 @@ def main(argv=None) -> int:
     p.add_argument("--title", default="Comparison")
     a = p.parse_args(argv)
     runs = [load_run(r) for r in a.runs]
+    names = [r["name"] for r in runs]
+    for r, folder in zip(runs, a.runs):  # two runs of one name (two pipelines): tell them apart by their folder
+        if names.count(r["name"]) > 1:
+            r["label"] = os.path.join(os.path.basename(os.path.dirname(os.path.normpath(folder))), r["name"])
     os.makedirs(a.out, exist_ok=True)
     table, rows = build_table(runs)
     eps = eps_columns(rows)

@@ -62,3 +62,19 @@ def test_t_sweep_groups_runs_of_one_ann_by_time_steps():
     assert {r["run"] for r in report.main_rows(rows)} == {r["run"] for r in _rows()} - {"hydra90_snn_converted_test"}
     assert [(c["run"], t["run"]) for c, t in report.converted_pairs(rows)] == [("hydra90_snn_converted_test",
                                                                                 "hydra90_snn_test")]
+
+
+def test_interrupted_evaluations_and_models_near_chance_answer_no_claim():
+    rows = _rows()
+    for r in rows:
+        if r["run"] == "hydra50_snn_test":
+            r["clean"] = 0.12  # near chance for 10 classes
+        if r["run"] == "hydra90_snn_test":
+            r["interrupted"] = "interrupted after 1 of 3 epsilon(s)"
+    text = report.claims(rows, ["0.1"])
+    assert "Left out (evaluation interrupted, or clean accuracy at most 1.5× chance): hydra90_snn_test, hydra50_snn_test" in text
+    assert "HYDRA 50" not in text and "HYDRA 90 % " not in text.split("Left out")[0]
+    # the collapsed LWM 99 % stays the baseline of the HYDRA/HARP claim
+    collapsed = [dict(r, clean=0.1) if r["run"].startswith("lwm99") else r for r in _rows()]
+    text = report.claims(collapsed, ["0.1"])
+    assert "lwm99_snn_test" in text and "LWM 10.0" in text
