@@ -179,3 +179,30 @@ def test_a_run_exports_from_its_own_saved_config(dense_ann_ckpt, tmp_path):
         build_from_config(str(bad))
     out = run_main("fit", "--config", str(bad), *tiny_overrides(tmp_path))
     assert out.returncode == 2 and "Traceback" not in out.stderr and "mapping" in out.stderr, out.stderr[-2000:]
+
+
+KILLED_WHILE_SAVING = """
+import os, sys, torch
+import fsspec.implementations.local as local
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+real_write = local.LocalFileOpener.write
+def write_half_then_die(self, data):
+    real_write(self, bytes(data)[: len(data) // 2])
+    self.flush()
+    os._exit(9)  # killed mid-write, as by SIGKILL: no cleanup runs
+local.LocalFileOpener.write = write_half_then_die
+TorchCheckpointIO().save_checkpoint({"epoch": 2, "w": torch.full((100_000,), 2.0)}, sys.argv[1])
+"""
+
+
+def test_a_kill_while_saving_a_checkpoint_leaves_the_previous_one(tmp_path):
+    """Lightning's checkpoint writer (the one every fit here uses) writes through an fsspec transaction."""
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    last = tmp_path / "last.ckpt"
+    TorchCheckpointIO().save_checkpoint({"epoch": 1, "w": torch.ones(100_000)}, last)
+    out = subprocess.run([sys.executable, "-c", KILLED_WHILE_SAVING, str(last)], capture_output=True, text=True)
+    assert out.returncode == 9, out.stderr[-2000:]
+    kept = read_checkpoint(str(last))
+    assert kept["epoch"] == 1 and torch.equal(kept["w"], torch.ones(100_000))
