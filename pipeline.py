@@ -29,6 +29,8 @@ from typing import Optional
 
 import yaml
 
+from nets.runs import newest_under
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -165,8 +167,7 @@ def _set_aside(d: str) -> str:
 
 
 def last_checkpoint(stage_dir: str) -> Optional[str]:
-    found = sorted(glob.glob(os.path.join(stage_dir, "**", "last.ckpt"), recursive=True), key=os.path.getmtime)
-    return found[-1] if found else None
+    return newest_under(stage_dir, "last.ckpt")
 
 
 def load_config(path: str, seen: tuple = ()) -> dict:
@@ -331,9 +332,9 @@ def publish(report_dir: str, tests: list[str], dest: str) -> None:
     for f in sorted(os.listdir(report_dir)):
         shutil.copy2(os.path.join(report_dir, f), os.path.join(dest, f))
     for t in tests:
-        found = sorted(glob.glob(os.path.join(t, "**", "evaluation", "attacks.md"), recursive=True), key=os.path.getmtime)
+        found = newest_under(t, "evaluation", "attacks.md")
         if found:
-            shutil.copy2(found[-1], os.path.join(dest, "evaluation", f"{os.path.basename(t)}.md"))
+            shutil.copy2(found, os.path.join(dest, "evaluation", f"{os.path.basename(t)}.md"))
     print(f"results copied to {dest}")
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import json
 import math
 import os
@@ -26,12 +25,14 @@ import re
 import sys
 from typing import Any, Optional
 
+from nets.runs import files_under
+
 NAME = re.compile(r"^(?:(?P<method>[a-z]+?)(?P<pct>\d+)_)?(?:T(?P<T>\d+)_)?(?P<kind>ann|snn)(?P<converted>_converted)?_test$")
 METHODS = {"lwm": "LWM", "hydra": "HYDRA", "harp": "HARP", "channels": "channels", None: "dense"}
 
 
 def load_run(folder: str) -> dict[str, Any]:
-    found = sorted(glob.glob(os.path.join(folder, "**", "evaluation", "attacks.json"), recursive=True), key=os.path.getmtime)
+    found = files_under(folder, "evaluation", "attacks.json")
     if not found:
         raise SystemExit(f"error: no evaluation/attacks.json under {folder!r}; run `train.py test` with the "
                          "AttackEvaluation and SpikeEnergyMonitor callbacks first")
@@ -50,7 +51,7 @@ def last_validation(folder: str) -> tuple[Optional[dict[str, Any]], Optional[dic
     from the sanity check) under a run folder, over all its logs (a resumed fit logs to a new version folder);
     None where not logged."""
     rows = []
-    for path in sorted(glob.glob(os.path.join(folder, "**", "metrics.csv"), recursive=True), key=os.path.getmtime):
+    for path in files_under(folder, "metrics.csv"):
         with open(path) as f:
             rows += list(csv.DictReader(f))
     num = lambda v: float(v) if v not in (None, "") else None

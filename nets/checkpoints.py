@@ -1,7 +1,6 @@
 """Safe checkpoint reading: ``torch.load(weights_only=True)`` only, with one clear error per bad file."""
 from __future__ import annotations
 
-import glob
 import os
 import pickle
 from typing import Any, Optional
@@ -9,6 +8,7 @@ from typing import Any, Optional
 import torch
 
 from .errors import UserError
+from .runs import files_under
 
 TAG = "sparse_robust_snn"  # what this repo stores in every Lightning checkpoint: {"kind": "ann"|"snn", ...}
 
@@ -23,7 +23,7 @@ def resolve_checkpoint(path: Optional[str], what: str = "checkpoint") -> Optiona
         base, leaf = os.path.dirname(os.path.normpath(path)), os.path.basename(os.path.normpath(path)) + ".ckpt"
     if not base or not os.path.isdir(base):
         return path
-    found = sorted(glob.glob(os.path.join(base, "**", leaf), recursive=True), key=os.path.getmtime)
+    found = files_under(base, leaf)
     if not found:
         raise UserError(f"{what} {path!r}: no {leaf} under the folder {base!r}; pass a .ckpt file or a run folder "
                         "written by train.py fit")
