@@ -1,6 +1,7 @@
 """Comparison report: one paper-style table over several evaluated runs, plus plots.
 
     python report.py runs/pipeline/digits/*_test --out results/digits
+    python report.py compare <run>/evaluation/per_sample.json theirs.json     # a second opinion, per sample
 
 Each run folder is a ``train.py test`` run with ``AttackEvaluation`` and ``SpikeEnergyMonitor`` (their
 ``evaluation/attacks.json`` and ``energy.json``; the newest version is used). Where the pipeline's sibling folders
@@ -447,7 +448,58 @@ def plots(runs: list[dict[str, Any]], rows: list[dict[str, Any]], out: str) -> l
     return paths
 
 
+def _broken(path: str) -> tuple[dict[int, bool], dict[str, set[int]]]:
+    """``per_sample.json`` -> (clean-correct per sample index, the indices broken at each epsilon). Format (what
+    ``AttackEvaluation`` writes; another attack writes the same): ``{"samples": [{"index": i, "clean_correct":
+    bool, "broken_by": {"<eps>": null | "<what broke it>"}}, ...]}``, null = robust to everything that attack ran."""
+    try:
+        samples = json.load(open(path))["samples"]
+        clean = {int(x["index"]): bool(x["clean_correct"]) for x in samples}
+        broken: dict[str, set[int]] = {}
+        for x in samples:
+            for eps, by in x["broken_by"].items():
+                if by is not None and x["clean_correct"]:
+                    broken.setdefault(f"{float(eps):.6g}", set()).add(int(x["index"]))
+                else:
+                    broken.setdefault(f"{float(eps):.6g}", set())
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SystemExit(f"error: {path}: not a per_sample.json ({type(err).__name__}: {err}); see `report.py compare "
+                         "--help` for the format") from None
+    return clean, broken
+
+
+def compare(ours: str, theirs: str) -> str:
+    """Per epsilon: robust accuracy by each evaluation, by their per-sample union (a sample counts as robust only if
+    neither broke it), and the samples each broke alone. Both files must cover the same samples."""
+    (ca, ba), (cb, bb) = _broken(ours), _broken(theirs)
+    if set(ca) != set(cb):
+        raise SystemExit(f"error: the two files cover different samples ({len(ca)} vs {len(cb)}, "
+                         f"{len(set(ca) ^ set(cb))} indices in one only); evaluate the same test subset")
+    if ca != cb:
+        raise SystemExit("error: the two files disagree on which samples are classified correctly without attack: "
+                         "not the same model (or not the same samples)")
+    n, lines = len(ca), []
+    lines += ["| ε | robust (ours) % | robust (theirs) % | robust (union) % | broken by ours only | by theirs only |",
+              "|---|---|---|---|---|---|"]
+    clean = {i for i, c in ca.items() if c}
+    for eps in sorted(set(ba) | set(bb), key=float):
+        a, b = ba.get(eps, set()), bb.get(eps, set())
+        acc = lambda broken: 100 * len(clean - broken) / n
+        only = lambda x, y: f"{len(x - y)}" + (f" ({', '.join(map(str, sorted(x - y)[:10]))}{' ...' if len(x - y) > 10 else ''})"
+                                                 if x - y else "")
+        lines.append(f"| {eps} | {acc(a):.1f} | {acc(b):.1f} | **{acc(a | b):.1f}** | {only(a, b)} | {only(b, a)} |")
+    return "\n".join([f"{n} samples, {len(clean)} clean-correct; sample indices in brackets", "", *lines]) + "\n"
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["compare"]:
+        c = argparse.ArgumentParser(prog="report.py compare", description=compare.__doc__ + "\n\n" + _broken.__doc__)
+        c.add_argument("ours")
+        c.add_argument("theirs")
+        a = c.parse_args(argv[1:])
+        print(compare(a.ours, a.theirs), end="")
+        return 0
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders of `train.py test` runs")
     p.add_argument("--out", required=True, help="folder for report.md, report.json and the plots")

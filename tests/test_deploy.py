@@ -156,3 +156,24 @@ def test_infer_names_a_network_module_it_cannot_import(tmp_path, capsys):
     assert infer.main([str(tmp_path / "m.safetensors"), "--digits", "2"]) == 2
     err = capsys.readouterr().err
     assert "my_nets.MyCNN, which cannot be imported here" in err and "PYTHONPATH" in err and "Traceback" not in err
+
+
+def test_the_second_opinion_example_attacks_an_exported_model_in_the_compare_format(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    import report
+    from conftest import ROOT
+
+    ann = SmallCNN(input_size=8, width=4)
+    ensure_masks(ann)
+    spec = {"kind": "ann", "net": {"class_path": "nets.architectures.SmallCNN", "init_args": {"input_size": 8, "width": 4}}}
+    export_compact(ann, str(tmp_path / "m.safetensors"), spec)
+    out = subprocess.run([sys.executable, "bench/second_opinion.py", str(tmp_path / "m.safetensors"), "--samples", "12",
+                          "--steps", "2", "--eps", "0.1", "--out", str(tmp_path / "theirs.json")], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    theirs = str(tmp_path / "theirs.json")
+    assert report.main(["compare", theirs, theirs]) == 0
+    row = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("| 0.1"))
+    assert row.endswith("| 0 | 0 |")  # an evaluation finds nothing the same evaluation missed

@@ -78,3 +78,23 @@ def test_interrupted_evaluations_and_models_near_chance_answer_no_claim():
     collapsed = [dict(r, clean=0.1) if r["run"].startswith("lwm99") else r for r in _rows()]
     text = report.claims(collapsed, ["0.1"])
     assert "lwm99_snn_test" in text and "LWM 10.0" in text
+
+
+def test_compare_gives_the_per_sample_union_and_what_each_attack_found_alone(tmp_path, capsys):
+    import json
+
+    def write(name, broken, wrong=0):
+        samples = [{"index": i, "clean_correct": i != wrong, "broken_by": {"0.1": broken.get(i)}} for i in range(5)]
+        (tmp_path / name).write_text(json.dumps({"samples": samples}))
+        return str(tmp_path / name)
+
+    ours = write("ours.json", {0: "clean", 1: "apgdt/relu", 2: "pgd"})
+    theirs = write("theirs.json", {0: "clean", 2: "pgd50", 3: "square"})
+    assert report.main(["compare", ours, theirs]) == 0
+    row = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("| 0.1"))
+    # 4 clean-correct of 5; ours breaks {1, 2}, theirs {2, 3}: union {1, 2, 3} leaves sample 4 robust
+    assert row == "| 0.1 | 40.0 | 40.0 | **20.0** | 1 (1) | 1 (3) |"
+    other = write("other.json", {2: "pgd"}, wrong=4)  # another model: other samples misclassified
+    import pytest
+    with pytest.raises(SystemExit, match="disagree on which samples are classified correctly"):
+        report.compare(ours, other)
