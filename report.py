@@ -41,9 +41,32 @@ def load_run(folder: str) -> dict[str, Any]:
     run = {"name": os.path.basename(os.path.normpath(folder)), "attacks": json.load(open(found[-1]))}
     energy = os.path.join(ev, "energy.json")
     run["energy"] = json.load(open(energy)) if os.path.exists(energy) else {}
+    per_sample = os.path.join(ev, "per_sample.json")
+    run["robust_samples"] = _robust_samples(per_sample) if os.path.exists(per_sample) else None
     base = os.path.normpath(folder)[:-len("_test")] if os.path.normpath(folder).endswith("_test") else None
     run["fit"], run["converted"] = last_validation(base) if base else (None, None)
     return run
+
+
+def _robust_samples(path: str) -> dict[str, list[int]]:
+    """Per epsilon, the indices of the samples robust in the worst case (``per_sample.json``)."""
+    clean, broken = _broken(path)
+    return {eps: sorted(i for i, c in clean.items() if c and i not in b) for eps, b in broken.items()}
+
+
+def mcnemar(a: dict[str, Any], b: dict[str, Any], eps: str) -> Optional[float]:
+    """Exact two-sided McNemar p-value of two models' worst-case outcomes on the same samples at ``eps`` (None
+    without per-sample records): of the samples on which they differ, is one model robust more often than chance?"""
+    ra, rb = (r.get("robust_samples") or {} for r in (a, b))
+    if eps not in ra or eps not in rb or a.get("samples") != b.get("samples"):
+        return None
+    x, y = set(ra[eps]), set(rb[eps])
+    n, k = len(x ^ y), min(len(x - y), len(y - x))
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+
+
+def _p(p: Optional[float]) -> str:
+    return "" if p is None else f", p = {p:.2g}" if p >= 0.001 else ", p < 0.001"
 
 
 def last_validation(folder: str) -> tuple[Optional[dict[str, Any]], Optional[dict[str, float]]]:
@@ -103,6 +126,7 @@ def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
         row["audit"] = "-" if not audit else "pass" if not failed else "FAIL: " + "; ".join(
             k + (f" (ε={', '.join(e for e in eps if e)})" if any(eps) else "") for k, eps in failed.items())
         row["eval_s_per_sample"] = a["seconds"] / max(a["num_samples"], 1) if a.get("seconds") else None
+        row["robust_samples"] = r.get("robust_samples")  # for paired tests; not written to report.json
         rows.append(row)
 
     def fmt(v, pct=False):
@@ -251,7 +275,9 @@ def claims(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
     w = lambda r: r[f"worst@{e}"]
     n = min((r["samples"] for r in rows if r.get("samples")), default=None)
     noise = (f" With {n} samples one sample is {100 / n:.1f} points and a 95 % interval at 80 % accuracy is about "
-             f"±{196 * math.sqrt(0.16 / n):.0f} points: read smaller differences as ties." if n else "")
+             f"±{196 * math.sqrt(0.16 / n):.0f} points: read smaller differences as ties. p: exact two-sided McNemar "
+             "test of the two models' per-sample worst-case outcomes (where both have per-sample records); "
+             "p ≥ 0.05 means the difference could be chance." if n else "")
     out = ["## The paper's claims, measured", "",
            f"Worst-case robust accuracy at ε = {e} on the evaluated test samples; thresholds stated with each answer."
            + noise + (f" Left out (evaluation interrupted, or clean accuracy at most {CHANCE_FACTOR:g}× chance): "
@@ -259,12 +285,12 @@ def claims(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
     dense = snn.get(("dense", 0))
     sparse = sorted((k, r) for k, r in snn.items() if k[0] != "dense" and 0 < k[1] <= 90)
     if dense and sparse:
-        drops = [(f"{m} {p} %", 100 * (w(dense) - w(r))) for (m, p), r in sparse]
-        close = [d <= 5 for _, d in drops]
+        drops = [(f"{m} {p} %", 100 * (w(dense) - w(r)), mcnemar(dense, r, e)) for (m, p), r in sparse]
+        close = [d <= 5 for _, d, _ in drops]
         verdict = "yes" if all(close) else "partly" if any(close) else "no"
         out.append(f"- **Sparse SNN robustness stays close to the dense SNN up to 90 % sparsity** (within 5 points): "
                    f"**{verdict}**. Dense SNN {_pts(w(dense))} %; drop in points: "
-                   + ", ".join(f"{n} {d:+.1f}" for n, d in drops) + ".")
+                   + ", ".join(f"{n} {d:+.1f}{_p(pv)}" for n, d, pv in drops) + ".")
     low = {m: snn.get((m, 99)) for m in ("HYDRA", "HARP")}
     low["LWM"] = next((r for r in baseline_rows if r["kind"] == "snn" and run_key(r) == ("LWM", 99)), None)
     if all(low.values()):
@@ -274,8 +300,9 @@ def claims(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
         verdict = "yes" if all(big) else "partly" if any(g > 0 for pair in gaps.values() for g in pair) else "no"
         out.append(f"- **At 99 % sparsity HYDRA and HARP are far better than magnitude pruning (LWM)** (≥ 10 points, "
                    f"clean and robust): **{verdict}**. SNN clean / worst case: LWM {_pts(low['LWM']['clean'])} / "
-                   f"{_pts(w(low['LWM']))}, HYDRA {_pts(low['HYDRA']['clean'])} / {_pts(w(low['HYDRA']))}, HARP "
-                   f"{_pts(low['HARP']['clean'])} / {_pts(w(low['HARP']))} %.")
+                   f"{_pts(w(low['LWM']))}, HYDRA {_pts(low['HYDRA']['clean'])} / {_pts(w(low['HYDRA']))}"
+                   f"{_p(mcnemar(low['HYDRA'], low['LWM'], e))}, HARP {_pts(low['HARP']['clean'])} / "
+                   f"{_pts(w(low['HARP']))}{_p(mcnemar(low['HARP'], low['LWM'], e))} %.")
     ratios = {}
     for (m, p), r in sorted(snn.items(), key=lambda kv: kv[0][1]):
         if m != "dense" and r.get("E_dense/E_sparse"):
@@ -297,7 +324,7 @@ def claims(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
                    f"Square-5000 at 8/255: SNN 36.3 vs ANN 32.7): **{verdict}** at ε = {e} ({sum(at_least)} of "
                    f"{len(pairs)} pairs). SNN − ANN worst case in points: " + "; ".join(
                        f"{'dense' if m == 'dense' else f'{m} {p} %'} " + " / ".join(f"{diffs[ee][i]:+.1f}" for ee in eps_cols)
-                       for i, ((m, p), _, _) in enumerate(pairs)) + f" (ε = {' / '.join(eps_cols)}).")
+                       + _p(mcnemar(s_, a_, e)) for i, ((m, p), s_, a_) in enumerate(pairs)) + f" (ε = {' / '.join(eps_cols)}).")
     pairs = converted_pairs(all_rows)
     if pairs:
         gains = [(100 * (t[f"worst@{e}"] - c[f"worst@{e}"]), 100 * (t["clean"] - c["clean"])) for c, t in pairs]
@@ -315,7 +342,7 @@ def claims(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
         out.append(f"- **Adversarial fine-tuning of the SNN beats conversion alone** (test split, worst case): "
                    f"**{verdict}** ({sum(better)} of {len(pairs)} SNNs). Fine-tuned − converted, worst case / clean "
                    "in points (and the clean points conversion lost vs the ANN): " + "; ".join(
-                       f"{t['run']} {g:+.1f} / {cl:+.1f}" + (f" ({x:.1f})" if x is not None else "")
+                       f"{t['run']} {g:+.1f} / {cl:+.1f}" + (f" ({x:.1f})" if x is not None else "") + _p(mcnemar(t, c, e))
                        for (c, t), (g, cl), x in zip(pairs, gains, lost)) + "." + split)
     return "\n".join(out) + "\n" if len(out) > 4 else ""
 
@@ -518,7 +545,7 @@ def main(argv=None) -> int:
     with open(os.path.join(a.out, "report.md"), "w") as f:
         f.write(text)
     with open(os.path.join(a.out, "report.json"), "w") as f:
-        json.dump(rows, f, indent=2)
+        json.dump([{k: v for k, v in r.items() if k != "robust_samples"} for r in rows], f, indent=2)
     figs = plots(runs, rows, a.out)
     print(text)
     print(f"wrote {a.out}/report.md, report.json, " + ", ".join(os.path.basename(x) for x in figs))

@@ -98,3 +98,18 @@ def test_compare_gives_the_per_sample_union_and_what_each_attack_found_alone(tmp
     import pytest
     with pytest.raises(SystemExit, match="disagree on which samples are classified correctly"):
         report.compare(ours, other)
+
+
+def test_paired_mcnemar_p_values_from_per_sample_records():
+    a = {"samples": 100, "robust_samples": {"0.1": list(range(60))}}
+    b = {"samples": 100, "robust_samples": {"0.1": list(range(40))}}
+    assert report.mcnemar(a, b, "0.1") == 2 / 2 ** 20  # 20 discordant samples, all one way
+    c = {"samples": 100, "robust_samples": {"0.1": list(range(10, 70))}}  # 10 gained, 10 lost
+    assert report.mcnemar(a, c, "0.1") == 1.0 and report.mcnemar(a, {"samples": 100}, "0.1") is None
+    rows = _rows()
+    for r in rows:
+        r["robust_samples"] = {"0.1": list(range(round(100 * r["worst@0.1"])))}
+    text = report.claims(rows, ["0.1"])
+    line = next(l for l in text.splitlines() if "close to the dense SNN" in l)
+    assert "HYDRA 90 % +2.0, p = 0.5" in line  # 2 discordant samples: no evidence either way
+    assert "McNemar" in text
