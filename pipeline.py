@@ -326,8 +326,8 @@ def publishes(extra: list[str], publish_anyway: bool) -> bool:
 
 
 def publish(report_dir: str, tests: list[str], dest: str) -> None:
-    """Copy the report (tables, figures, timings) and every evaluated model's own evaluation report
-    (``evaluation/<stage>.md``) to ``dest`` (the pipeline's ``results:`` folder, e.g. ``results/mnist5k``)."""
+    """Copy the report (tables, figures, timings) and every evaluated model's own evaluation report and per-sample
+    record (``evaluation/<stage>.md``, ``<stage>.per_sample.json``) to ``dest`` (the pipeline's ``results:`` folder, e.g. ``results/mnist5k``)."""
     os.makedirs(os.path.join(dest, "evaluation"), exist_ok=True)
     for f in sorted(os.listdir(report_dir)):
         shutil.copy2(os.path.join(report_dir, f), os.path.join(dest, f))
@@ -335,6 +335,9 @@ def publish(report_dir: str, tests: list[str], dest: str) -> None:
         found = newest_under(t, "evaluation", "attacks.md")
         if found:
             shutil.copy2(found, os.path.join(dest, "evaluation", f"{os.path.basename(t)}.md"))
+            samples = os.path.join(os.path.dirname(found), "per_sample.json")  # for paired tests, `report.py compare`
+            if os.path.exists(samples):
+                shutil.copy2(samples, os.path.join(dest, "evaluation", f"{os.path.basename(t)}.per_sample.json"))
     print(f"results copied to {dest}")
 
 

@@ -85,6 +85,8 @@ def test_tiny_pipeline_end_to_end_then_skip(reference):
     # published to the pipeline's results folder: the report and every model's own evaluation
     assert (tmp_path / "results" / "report.md").read_text() == md
     assert sorted(p.stem for p in (tmp_path / "results" / "evaluation").glob("*.md")) == sorted(r["run"] for r in report)
+    assert sorted(p.name.split(".")[0] for p in (tmp_path / "results" / "evaluation").glob("*.per_sample.json")) == \
+        sorted(r["run"] for r in report)
     # wall time and peak memory of every stage
     rows = [r.split("|") for r in (tmp_path / "run" / "report" / "timings.md").read_text().splitlines()[2:-1]]
     assert [r[1].strip() for r in rows][:2] == ["ann", "ann_test"] and len(rows) == 11
