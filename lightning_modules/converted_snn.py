@@ -168,7 +168,8 @@ class ConvertedSNN(AdversarialClassifier):
                 batches = calibration_images(datamodule, self.calib_batches, self.calib_batch_size)
                 converted = convert(ann.to(device), [b.to(device) for b in batches], num_steps=self.snn.num_steps,
                                     encoding=self.snn.encoding, **self.neuron_kwargs, **self.calib)
-                state = converted.state_dict()
+                # to the CPU: the module is still there, and a pickled CUDA tensor would land on rank 0's GPU
+                state = {k: v.detach().cpu() for k, v in converted.state_dict().items()}
                 seconds = time.perf_counter() - t0
                 log.info(f"[ConvertedSNN] rank {trainer.global_rank if trainer else 0}: converted and calibrated on "
                          f"{device} in {seconds:.1f} s ({self.calib_batches} x {self.calib_batch_size} images, "
