@@ -19,9 +19,9 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from datamodules.errors import DataError
 from lightning_modules.loading import link_data_arguments
 from nets.checkpoints import TAG, read_checkpoint, resolve_checkpoint
-from datamodules.errors import DataError
 from nets.errors import UserError
 
 warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
