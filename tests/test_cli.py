@@ -68,8 +68,8 @@ def test_bad_input_is_one_clear_error(args, message, tmp_path):
 
 
 def test_cifar_offline_gives_the_clear_message(tmp_path):
-    out = run_cli("train.py", "fit", "--config", "conf/cifar10/vgg16_ann.yaml", "--trainer.fast_dev_run", "true",
-                  "--data.init_args.data_dir", str(tmp_path / "cifar"), check=False)
+    out = run_main("fit", "--config", "conf/cifar10/vgg16_ann.yaml", "--trainer.fast_dev_run", "true",
+                   "--data.init_args.data_dir", str(tmp_path / "cifar"))
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "CIFAR10 was not found in" in out.stderr and "download true" in out.stderr
 

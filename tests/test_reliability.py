@@ -79,8 +79,8 @@ def test_pickle_payload_is_refused_and_never_runs(tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(1)}, "x": Payload(str(marker))}, evil)
     with pytest.raises(UserError, match="refused to load"):
         read_checkpoint(str(evil))
-    out = run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", *tiny_overrides(tmp_path / "r"),
-                  "--model.init_args.init_from", str(evil), check=False)
+    out = run_main("fit", "--config", "conf/digits/ann.yaml", *tiny_overrides(tmp_path / "r"),
+                   "--model.init_args.init_from", str(evil))
     assert out.returncode == 2 and "refused to load" in out.stderr and "Traceback" not in out.stderr
     assert not marker.exists()
 
@@ -129,9 +129,9 @@ def test_ann_checkpoint_of_another_architecture_names_what_differs(dense_ann_ckp
 def test_existing_run_folder_is_never_overwritten(tmp_path):
     args = ["--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1",
             "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"]
-    run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", *args)
+    assert run_main("fit", "--config", "conf/digits/ann.yaml", *args).returncode == 0
     before = (tmp_path / "config.yaml").read_text()
-    out = run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", *args, "--model.init_args.beta", "3", check=False)
+    out = run_main("fit", "--config", "conf/digits/ann.yaml", *args, "--model.init_args.beta", "3")
     assert out.returncode == 2 and "already exists" in out.stderr
     assert (tmp_path / "config.yaml").read_text() == before
 
