@@ -21,7 +21,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from datamodules.errors import DataError
 from lightning_modules.loading import link_data_arguments
-from nets.checkpoints import TAG, read_checkpoint, resolve_checkpoint
+from nets.checkpoints import read_checkpoint, resolve_checkpoint
 from nets.errors import UserError
 
 warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
@@ -86,25 +86,15 @@ def _version_of(ckpt_path: str, root: str) -> int | None:
     return None
 
 
-def _check_kind(ckpt: dict, path: str, model) -> None:
-    """An ANN checkpoint under an SNN config (or the reverse) is one error. Lightning would otherwise take the
-    checkpoint's own model class from its hyperparameters and silently run the other kind."""
+def _kind_of(class_path) -> str | None:
+    """``kind`` ("ann" / "snn") of a LightningModule class named by its class path (None if it does not say)."""
     import importlib
 
-    theirs = ckpt.get(TAG, {}).get("kind")
-    class_path = model.get("class_path") if isinstance(model, Namespace) else None
-    if theirs is None or not class_path:
-        return
-    module, _, name = class_path.rpartition(".")
+    module, _, name = str(class_path).rpartition(".")
     try:
-        ours = getattr(getattr(importlib.import_module(module), name), "kind", None)
-    except (ImportError, AttributeError):
-        return  # the model's own instantiation reports it
-    if ours is not None and ours != theirs:
-        trained = ckpt.get("hyper_parameters", {}).get("_class_path", "another module")
-        raise UserError(f"--ckpt_path {path} is an {theirs.upper()} checkpoint ({trained}), but the config builds an "
-                        f"{ours.upper()} model ({class_path}); pass the config it was trained with (e.g. "
-                        f"conf/<dataset>/{'snn' if theirs == 'snn' else 'ann'}.yaml, or its run folder's config.yaml)")
+        return getattr(getattr(importlib.import_module(module), name), "kind", None)
+    except (ImportError, AttributeError, ValueError):
+        return None  # the model's own instantiation reports it
 
 
 class CLI(LightningCLI):
@@ -141,14 +131,21 @@ class CLI(LightningCLI):
         path = None
         if sub and self.config[sub].get("ckpt_path"):
             path = self.config[sub].ckpt_path = resolve_checkpoint(self.config[sub].ckpt_path, "--ckpt_path")
-            if os.path.isfile(path):
-                _check_kind(read_checkpoint(path, "--ckpt_path"), path, self.config[sub].get("model"))
+        ours = self.config[sub].get("model.class_path") if sub else None
         try:
             super()._parse_ckpt_path()  # Lightning reads the checkpoint's hyperparameters into the config
         except Exception:
             if path and os.path.isfile(path):
                 read_checkpoint(path, "--ckpt_path")  # one clear error for a file that is not a safe checkpoint
             raise
+        theirs = self.config[sub].get("model.class_path") if sub else None
+        # Lightning takes the checkpoint's own module class from its hyperparameters: an ANN checkpoint under an SNN
+        # config (or the reverse) would silently run the other kind
+        wanted, kind = (_kind_of(ours), _kind_of(theirs)) if ours and theirs and ours != theirs else (None, None)
+        if wanted and kind and wanted != kind:
+            raise UserError(f"--ckpt_path {path} is an {kind.upper()} checkpoint ({theirs}), but the config builds an "
+                            f"{wanted.upper()} model ({ours}); pass the config it was trained with (e.g. "
+                            f"conf/<dataset>/{kind}.yaml, or its run folder's config.yaml)")
 
     def before_instantiate_classes(self) -> None:
         sub = self.subcommand
