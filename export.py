@@ -37,8 +37,9 @@ def main(argv=None) -> int:
         if a.format == "compact":
             from nets.compact import export_compact
             r = export_compact(model.model, a.out, spec)
+            ratio = r["dense_fp32_bytes"] / r["compact_bytes"]
             print(f"wrote {a.out}: {r['compact_bytes']:,} bytes vs {r['dense_fp32_bytes']:,} dense fp32 "
-                  f"({r['dense_fp32_bytes'] / r['compact_bytes']:.1f}x smaller); "
+                  f"({f'{ratio:.1f}x smaller' if ratio >= 1 else f'{1 / ratio:.2f}x larger: too few zeros to pay for their indices'}); "
                   f"{r['nonzero_weights']:,} non-zero weights, {r['stored_weights']:,} stored entries")
         else:
             from nets.nir_export import export_nir

@@ -47,6 +47,9 @@ class Stage:
     args: list[str] = field(default_factory=list)
     needs: dict[str, str] = field(default_factory=dict)  # option -> stage whose checkpoint it takes
     kind: str = "ann"
+    # what report.py reads from <stage>/stage.json: pruning method (None = dense) and sparsity, T (None = the
+    # config's), evaluated right after conversion (no fine-tuning)
+    meta: dict = field(default_factory=dict)
 
 
 def plan(cfg: dict) -> list[Stage]:
@@ -59,20 +62,28 @@ def plan(cfg: dict) -> list[Stage]:
     extra = cfg.get("args", {}) or {}
     a = lambda kind: [str(x) for x in extra.get(kind, [])]
 
-    def snn_chain(tag: str, ann: str, more: list[str] = ()) -> list[Stage]:
-        """Conversion + fine-tuning (``fit``), then evaluation (``test``) of one ANN stage."""
-        return [Stage(f"{tag}snn", "fit", cfg["snn"], a("snn") + list(more), {"--model.init_args.ann_checkpoint": ann}, "snn"),
-                Stage(f"{tag}snn_test", "test", cfg["snn"], a("snn_test") + list(more), {"--ckpt_path": f"{tag}snn"}, "snn")]
+    dense = {"method": None, "sparsity": 0.0, "T": None, "converted_only": False}
+    metas = {"ann": dense}  # per ANN stage
 
-    stages = [Stage("ann", "fit", cfg["ann"], a("ann")),
-              Stage("ann_test", "test", cfg["ann"], a("ann_test"), {"--ckpt_path": "ann"}), *snn_chain("", "ann")]
+    def snn_chain(tag: str, ann: str, more: list[str] = (), T: Optional[int] = None) -> list[Stage]:
+        """Conversion + fine-tuning (``fit``), then evaluation (``test``) of one ANN stage."""
+        meta = {**metas[ann], "T": T}
+        return [Stage(f"{tag}snn", "fit", cfg["snn"], a("snn") + list(more), {"--model.init_args.ann_checkpoint": ann},
+                      "snn", meta),
+                Stage(f"{tag}snn_test", "test", cfg["snn"], a("snn_test") + list(more), {"--ckpt_path": f"{tag}snn"},
+                      "snn", meta)]
+
+    stages = [Stage("ann", "fit", cfg["ann"], a("ann"), meta=dense),
+              Stage("ann_test", "test", cfg["ann"], a("ann_test"), {"--ckpt_path": "ann"}, meta=dense),
+              *snn_chain("", "ann")]
     for entry in cfg.get("pruning", []) or []:
         for s in entry.get("sparsity", []):
             tag = f"{entry['name']}{round(100 * float(s))}"
+            metas[f"{tag}_ann"] = meta = {**dense, "method": entry["name"], "sparsity": float(s)}
             stages += [
                 Stage(f"{tag}_ann", "fit", entry["config"], a("prune") + ["--trainer.callbacks.init_args.sparsity", str(s)],
-                      {"--model.init_args.init_from": "ann"}),
-                Stage(f"{tag}_ann_test", "test", cfg["ann"], a("ann_test"), {"--ckpt_path": f"{tag}_ann"}),
+                      {"--model.init_args.init_from": "ann"}, meta=meta),
+                Stage(f"{tag}_ann_test", "test", cfg["ann"], a("ann_test"), {"--ckpt_path": f"{tag}_ann"}, meta=meta),
                 *snn_chain(f"{tag}_", f"{tag}_ann")]
 
     def ann_of(key: str, of: str) -> str:
@@ -87,11 +98,11 @@ def plan(cfg: dict) -> list[Stage]:
     sweep = cfg.get("t_sweep") or {}
     ann = ann_of("t_sweep.of", sweep.get("of", "")) if sweep.get("num_steps") else None
     for t in sweep.get("num_steps", []):
-        stages += snn_chain(f"{ann[:-3]}T{int(t)}_", ann, ["--model.init_args.num_steps", str(int(t))])
+        stages += snn_chain(f"{ann[:-3]}T{int(t)}_", ann, ["--model.init_args.num_steps", str(int(t))], int(t))
     for of in cfg.get("converted_test", []) or []:  # conversion alone, evaluated like the fine-tuned SNNs
         ann = ann_of("converted_test", of)
         stages.append(Stage(f"{ann[:-3]}snn_converted_test", "test", cfg["snn"], a("snn_test"),
-                            {"--model.init_args.ann_checkpoint": ann}, "snn"))
+                            {"--model.init_args.ann_checkpoint": ann}, "snn", {**metas[ann], "converted_only": True}))
     return stages
 
 
@@ -291,6 +302,9 @@ def _run(cfg: dict, stages: list[Stage], root: str, extra: list[str], dry_run: b
             return rc
         with open(os.path.join(d, "stage_stats.json"), "w") as f:
             json.dump({"wall_s": time.time() - t0, "peak_rss_mib": peak_mib, "resumed": bool(resume)}, f)
+        with open(os.path.join(d, "stage.json"), "w") as f:  # what this stage is, for report.py (no name parsing)
+            json.dump({"stage": st.name, "command": st.command, "kind": st.kind, **st.meta,
+                       "identity": ids[st.name]}, f, indent=1)
         with open(done, "w") as f:
             json.dump(ids[st.name], f)
     if dry_run:

@@ -26,6 +26,7 @@ import re
 import sys
 from typing import Any, Optional
 
+from nets.reporting import pct
 from nets.runs import files_under
 
 NAME = re.compile(r"^(?:(?P<method>[a-z]+?)(?P<pct>\d+)_)?(?:T(?P<T>\d+)_)?(?P<kind>ann|snn)(?P<converted>_converted)?_test$")
@@ -39,6 +40,7 @@ def load_run(folder: str) -> dict[str, Any]:
                          "AttackEvaluation and SpikeEnergyMonitor callbacks first")
     ev = os.path.dirname(found[-1])
     run = {"name": os.path.basename(os.path.normpath(folder)), "attacks": json.load(open(found[-1]))}
+    run["stage"] = stage_info(folder, run["name"])
     energy = os.path.join(ev, "energy.json")
     run["energy"] = json.load(open(energy)) if os.path.exists(energy) else {}
     per_sample = os.path.join(ev, "per_sample.json")
@@ -46,6 +48,17 @@ def load_run(folder: str) -> dict[str, Any]:
     base = os.path.normpath(folder)[:-len("_test")] if os.path.normpath(folder).endswith("_test") else None
     run["fit"], run["converted"] = last_validation(base) if base else (None, None)
     return run
+
+
+def stage_info(folder: str, name: str) -> Optional[dict[str, Any]]:
+    """What a run is (pruning method or None for dense, sparsity, T, converted only): the ``stage.json`` a pipeline
+    stage writes; for a run outside a pipeline, read from a folder named like a pipeline stage; else None."""
+    path = os.path.join(folder, "stage.json")
+    if os.path.exists(path):
+        return json.load(open(path))
+    m = NAME.match(name)
+    return {"method": m["method"], "sparsity": int(m["pct"]) / 100 if m["pct"] else 0.0,
+            "T": int(m["T"]) if m["T"] else None, "converted_only": bool(m["converted"])} if m else None
 
 
 def _robust_samples(path: str) -> dict[str, list[int]]:
@@ -95,11 +108,12 @@ def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     rows = []
     for r in runs:
         a, e = r["attacks"], r["energy"]
-        m = NAME.match(r["name"])
+        m = r.get("stage")
         row = {"run": r.get("label", r["name"]), "kind": a["kind"], "sparsity": e.get("sparsity", {}).get("global"),
                "method": METHODS.get(m["method"], m["method"]) if m else None, "T": e.get("num_steps"),
-               "converted_only": bool(m and m["converted"]), "samples": a.get("num_samples"), "clean": a["clean_acc"],
+               "converted_only": bool(m and m["converted_only"]), "samples": a.get("num_samples"), "clean": a["clean_acc"],
                "num_classes": a.get("num_classes"), "interrupted": a.get("interrupted")}
+        row["family"] = (f"{m['method']}{round(100 * m['sparsity'])}" if m["method"] else "dense") if m else None
         if m and m["method"] is None and (row["sparsity"] or 0) > 1e-3:
             row["method"] = None  # an unnamed sparse run: not "dense"
         for key in ("fit", "converted"):
@@ -129,13 +143,13 @@ def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
         row["robust_samples"] = r.get("robust_samples")  # for paired tests; not written to report.json
         rows.append(row)
 
-    def fmt(v, pct=False):
+    def fmt(v, as_pct=False):
         if v is None:
             return "–"
         if isinstance(v, str):
             return v
-        if pct:
-            return f"{100 * v:.1f}"
+        if as_pct:
+            return pct(v)
         return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}"
 
     head = ["run", "kind", "sparsity %", "clean %"] + [f"**worst case** ε={e} %" for e in eps_cols] + \
@@ -145,9 +159,9 @@ def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         run = row["run"] + (f" ⚠ partial ({row['interrupted']})" if row.get("interrupted") else "")
-        cells = [run, row["kind"], fmt(row["sparsity"], True), fmt(row["clean"], True)]
-        cells += [f"**{fmt(row[f'worst@{e}'], True)}**" for e in eps_cols]
-        cells += [fmt(row[f"paper@{e}"], True) for e in eps_cols]
+        cells = [run, row["kind"], fmt(row["sparsity"], as_pct=True), fmt(row["clean"], as_pct=True)]
+        cells += [f"**{fmt(row[f'worst@{e}'], as_pct=True)}**" for e in eps_cols]
+        cells += [fmt(row[f"paper@{e}"], as_pct=True) for e in eps_cols]
         ratio = f" ({row['dense_bytes'] / row['bytes']:.1f}× smaller)" if row["bytes"] else ""
         cells += [fmt(row["weights"]), (fmt(row["bytes"]) + ratio) if row["bytes"] else "–", fmt(row["synops"]),
                   fmt(row.get("E_dense/E_sparse")), fmt(row["macs"]),
@@ -167,13 +181,18 @@ def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     return "\n".join(lines) + "\n" + "\n".join(note) + "\n", rows
 
 
+def confidence_section(runs: list[dict[str, Any]]) -> str:
+    """Per model and epsilon: did the worst case converge, and what would another round likely still break."""
+    lines = [f"- {r.get('label', r['name'])}: " + "; ".join(r["attacks"]["confidence"]) for r in runs
+             if r["attacks"].get("confidence")]
+    return "\n".join(["## Confidence of the worst case", "", "Two consecutive check rounds (2x steps, new seed) that "
+                      "break nothing = converged; otherwise the last productive round's breaks are what another round "
+                      "would likely still find.", ""] + lines) + "\n" if lines else ""
+
+
 def eps_columns(rows: list[dict[str, Any]]) -> list[str]:
     """The evaluated epsilons, in table order (the ``worst@<eps>`` keys of the rows)."""
     return [k.split("@", 1)[1] for k in rows[0] if k.startswith("worst@")] if rows else []
-
-
-def _pts(v: Optional[float]) -> str:
-    return "–" if v is None else f"{100 * v:.1f}"
 
 
 def main_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -203,8 +222,8 @@ def finetune_table(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
                     f"converted worst ε={e} % | fine-tuned worst ε={e} %" for e in eps_cols) + " |",
                 "|---" * (4 + 2 * len(eps_cols)) + "|"]
         for c, t in pairs:
-            out.append(f"| {t['run']} | {t['T']} | {_pts(c['clean'])} | {_pts(t['clean'])} | " + " | ".join(
-                f"{_pts(c[f'worst@{e}'])} | **{_pts(t[f'worst@{e}'])}**" for e in eps_cols) + " |")
+            out.append(f"| {t['run']} | {t['T']} | {pct(c['clean'])} | {pct(t['clean'])} | " + " | ".join(
+                f"{pct(c[f'worst@{e}'])} | **{pct(t[f'worst@{e}'])}**" for e in eps_cols) + " |")
         out.append("")
     snns = [r for r in rows if r["kind"] == "snn" and r["converted_val_acc"] is not None and r["fit_val_acc"] is not None]
     if snns:
@@ -218,8 +237,8 @@ def finetune_table(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
                 "| run | T | epochs | converted clean % | fine-tuned clean % | converted PGD % | fine-tuned PGD % |",
                 "|---|---|---|---|---|---|---|"]
         for r in snns:
-            out.append(f"| {r['run']} | {r['T']} | {r['fit_epochs']} | {_pts(r['converted_val_acc'])} | "
-                       f"{_pts(r['fit_val_acc'])} | {_pts(r['converted_val_pgd'])} | {_pts(r['fit_val_pgd'])} |")
+            out.append(f"| {r['run']} | {r['T']} | {r['fit_epochs']} | {pct(r['converted_val_acc'])} | "
+                       f"{pct(r['fit_val_acc'])} | {pct(r['converted_val_pgd'])} | {pct(r['fit_val_pgd'])} |")
         out.append("")
     return "\n".join(out)
 
@@ -228,9 +247,8 @@ def t_sweeps(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """SNN runs of one pruned (or dense) ANN at several T, sorted by T."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        m = NAME.match(r["run"])
-        if r["kind"] == "snn" and m and not r.get("converted_only"):
-            groups.setdefault(f"{m['method']}{m['pct']}" if m["method"] else "dense", []).append(r)
+        if r["kind"] == "snn" and r.get("family") and not r.get("converted_only"):
+            groups.setdefault(r["family"], []).append(r)
     return {k: sorted(v, key=lambda r: r["T"]) for k, v in groups.items() if len({r["T"] for r in v}) > 1}
 
 
@@ -242,7 +260,7 @@ def t_sweep_table(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
                 "| T | clean % | " + " | ".join(f"**worst case** ε={e} %" for e in eps_cols) + " | spikes/sample | "
                 "synops/sample | first-layer MACs |", "|---" * (5 + len(eps_cols)) + "|"]
         for r in rs:
-            out.append(f"| {r['T']} | {_pts(r['clean'])} | " + " | ".join(f"**{_pts(r[f'worst@{e}'])}**" for e in eps_cols)
+            out.append(f"| {r['T']} | {pct(r['clean'])} | " + " | ".join(f"**{pct(r[f'worst@{e}'])}**" for e in eps_cols)
                        + f" | {r['spikes']:,.0f} | {r['synops']:,.0f} | {r['macs']:,.0f} |")
         out.append("")
     return "\n".join(out)
@@ -289,7 +307,7 @@ def claims(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
         close = [d <= 5 for _, d, _ in drops]
         verdict = "yes" if all(close) else "partly" if any(close) else "no"
         out.append(f"- **Sparse SNN robustness stays close to the dense SNN up to 90 % sparsity** (within 5 points): "
-                   f"**{verdict}**. Dense SNN {_pts(w(dense))} %; drop in points: "
+                   f"**{verdict}**. Dense SNN {pct(w(dense))} %; drop in points: "
                    + ", ".join(f"{n} {d:+.1f}{_p(pv)}" for n, d, pv in drops) + ".")
     low = {m: snn.get((m, 99)) for m in ("HYDRA", "HARP")}
     low["LWM"] = next((r for r in baseline_rows if r["kind"] == "snn" and run_key(r) == ("LWM", 99)), None)
@@ -299,10 +317,10 @@ def claims(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
         big = [g >= 10 for pair in gaps.values() for g in pair]
         verdict = "yes" if all(big) else "partly" if any(g > 0 for pair in gaps.values() for g in pair) else "no"
         out.append(f"- **At 99 % sparsity HYDRA and HARP are far better than magnitude pruning (LWM)** (≥ 10 points, "
-                   f"clean and robust): **{verdict}**. SNN clean / worst case: LWM {_pts(low['LWM']['clean'])} / "
-                   f"{_pts(w(low['LWM']))}, HYDRA {_pts(low['HYDRA']['clean'])} / {_pts(w(low['HYDRA']))}"
-                   f"{_p(mcnemar(low['HYDRA'], low['LWM'], e))}, HARP {_pts(low['HARP']['clean'])} / "
-                   f"{_pts(w(low['HARP']))}{_p(mcnemar(low['HARP'], low['LWM'], e))} %.")
+                   f"clean and robust): **{verdict}**. SNN clean / worst case: LWM {pct(low['LWM']['clean'])} / "
+                   f"{pct(w(low['LWM']))}, HYDRA {pct(low['HYDRA']['clean'])} / {pct(w(low['HYDRA']))}"
+                   f"{_p(mcnemar(low['HYDRA'], low['LWM'], e))}, HARP {pct(low['HARP']['clean'])} / "
+                   f"{pct(w(low['HARP']))}{_p(mcnemar(low['HARP'], low['LWM'], e))} %.")
     ratios = {}
     for (m, p), r in sorted(snn.items(), key=lambda kv: kv[0][1]):
         if m != "dense" and r.get("E_dense/E_sparse"):
@@ -540,8 +558,8 @@ def main(argv=None) -> int:
     os.makedirs(a.out, exist_ok=True)
     table, rows = build_table(runs)
     eps = eps_columns(rows)
-    text = "\n".join(x for x in (f"# {a.title}\n", table, claims(rows, eps), finetune_table(rows, eps),
-                                  t_sweep_table(rows, eps)) if x)
+    text = "\n".join(x for x in (f"# {a.title}\n", table, confidence_section(runs), claims(rows, eps),
+                                  finetune_table(rows, eps), t_sweep_table(rows, eps)) if x)
     with open(os.path.join(a.out, "report.md"), "w") as f:
         f.write(text)
     with open(os.path.join(a.out, "report.json"), "w") as f:

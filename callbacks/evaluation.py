@@ -26,7 +26,7 @@ from nets.attacks import Eps, paper_ensemble, parse_eps
 from nets.errors import UserError
 from nets.modes import module_mode
 from nets.reporting import attacks_markdown, plot_robust_accuracy
-from nets.robustness import AdaptiveBudget, Evaluator, audit, summarize
+from nets.robustness import AdaptiveBudget, Evaluator, audit, confidence_statement, dead_paths, summarize
 
 from .interrupt import sigterm_as_interrupt
 
@@ -179,6 +179,10 @@ class AttackEvaluation(Callback):
             pl_module.log(f"test/robust_worst/eps={eps}", v["worst"], sync_dist=False)
             for label, acc in v["paper"].items():
                 pl_module.log(f"test/robust_paper_{label}/eps={eps}", acc, sync_dist=False)
+            if v.get("confidence"):  # what another round would likely still break (0 when converged)
+                c = v["confidence"]
+                pl_module.log(f"test/last_round_breaks/eps={eps}", 0.0 if c["converged"] else
+                              float(c["last_productive_breaks"]), sync_dist=False)
         if self.results.get("interrupted"):
             rank_zero_info(f"[AttackEvaluation] {self.results['interrupted']}; the finished part is written above")
             raise KeyboardInterrupt
@@ -214,14 +218,19 @@ class AttackEvaluation(Callback):
         local = ev.run(x, y)
         clean = int(reduce(torch.tensor(float(sum(local["clean"])), device=device)).item())
         per_eps = summarize(local, max(total, 1), clean)
-        checks = []
+        checks, zero_by_path = [], {}
         if self.audit and not local["interrupted"]:
             try:
-                zero = int(reduce((ev.input_gradient_norms(x, y) == 0).sum().double().reshape(1)).item())
+                zero_all, zero_local = ev.zero_gradients(x, y)
+                counts = reduce(torch.tensor([float(zero_all.sum())] + [float(v) for v in zero_local.values()],
+                                             dtype=torch.float64, device=device)).tolist()
+                zero_by_path = dict(zip(zero_local, map(int, counts[1:])))
                 big = (self.large_eps, ev.robust_count(x, y, self.large_eps, {"name": "pgd", "steps": 20}) / max(total, 1))
-                checks = audit(per_eps, total, zero, big, num_classes, self.margin_points)
+                checks = audit(per_eps, total, int(counts[0]), big, num_classes, self.margin_points)
             except KeyboardInterrupt:
                 local["interrupted"] = "interrupted during the audit (every epsilon finished)"
+        confidence = [confidence_statement(e, v["worst"], v.get("confidence") if self.adaptive else None, total)
+                      for e, v in per_eps.items()]
         res = {"kind": getattr(pl_module, "kind", "ann"), "num_samples": total, "clean_acc": clean / max(total, 1),
                "num_classes": num_classes, "epsilons": [float(e) for e in per_eps], "ensemble": names,
                "budget": {"paper": ", ".join(Evaluator.label(a) for a in self.attacks)
@@ -229,7 +238,8 @@ class AttackEvaluation(Callback):
                           "rank_attack": Evaluator.label(ev.rank_attack),
                           "adaptive": self.adaptive.describe(len(names), num_classes) if self.adaptive else None,
                           "transfer": f"PGD-10 from {self.transfer_from['ckpt_path']}" if self.transfer_from else None},
-               "eps": per_eps, "audit": checks, "interrupted": local["interrupted"],
+               "eps": per_eps, "audit": checks, "confidence": confidence, "interrupted": local["interrupted"],
+               "zero_gradient_samples_by_path": zero_by_path, "notes": dead_paths(zero_by_path, total),
                "members_alone": ({"eps": local["ranking"]["eps"], "attack": local["ranking"]["attack"],
                                   "accuracy": {k: (clean - v) / max(total, 1) for k, v in local["ranking"]["broken"].items()},
                                   "top_k": [m["name"] for m in ev.ranked[: self.adaptive.top_k]]}
@@ -237,9 +247,13 @@ class AttackEvaluation(Callback):
                "seconds": time.time() - t0, "seconds_by_stage": {k: round(v, 1) for k, v in ev.seconds.items()}}
         for c in checks:
             rank_zero_info(f"[audit] {'PASS' if c['passed'] else 'FAIL  <<< in doubt'}: {c['check']} — {c['detail']}")
+        for note in res["notes"]:
+            rank_zero_info(f"[audit] NOTE: {note}")
         for eps, v in per_eps.items():
             rank_zero_info(f"[AttackEvaluation] eps={eps}: worst case {v['worst']:.4f}, paper protocol {v['paper_all']:.4f}"
                            f" (overestimate {v['overestimate_points']:.1f} points)")
+        for line in confidence:
+            rank_zero_info(f"[confidence] {line}")
         # per-sample records from every rank, in the global order of the test subset
         merged: dict[int, dict] = {}
         for shard_idx, shard in gather_objects((idx, local)):

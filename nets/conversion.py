@@ -25,11 +25,11 @@ from torch import nn
 
 from .devices import device_of
 from .errors import UserError
-from .architectures import PreActBlock
 from .masks import ensure_masks, masks_from_nonzero, prunable_layers, raw_weight, strip_scores
 from .modes import module_mode
 from .neurons import IFNeuron
 from .snn import SpikingNetwork, neurons_of
+from .spike_readers import spike_readers
 from .surrogates import Surrogate
 
 _MAX_QUANTILE_ELEMENTS = 1 << 24  # torch.quantile's input limit; larger inputs are subsampled (seeded)
@@ -159,28 +159,24 @@ ORDERS = ("reference", "sequential")
 AMPLITUDES = ("one", "threshold")
 
 
+_SPIKE_PASS = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Identity)
+
+
 def _consumers(net: nn.Sequential) -> dict[IFNeuron, list[nn.Module]]:
-    """For ``amplitude="threshold"``: the convs/linears that read each neuron's spikes. Plain chains (neuron ->
-    pooling/flatten -> conv/linear) and this repo's pre-activation blocks (act1 -> conv1 and the shortcut conv;
-    act2 -> conv2; the identity skip carries the block input, not spikes)."""
+    """For ``amplitude="threshold"``: the convs/linears that read each neuron's spikes (``spike_readers``), reached
+    through pooling/flatten only (a spike of amplitude theta must arrive at a weight unchanged but for a sum)."""
     found: dict[IFNeuron, list[nn.Module]] = {}
-    pending = None
-    for name, m in net.named_children():
-        if isinstance(m, IFNeuron):
-            pending = m
-        elif isinstance(m, (nn.Conv2d, nn.Linear)) and pending is not None:
-            found[pending], pending = [m], None
-        elif isinstance(m, PreActBlock) and pending is None:
-            found[m.act1] = [m.conv1] + ([m.shortcut] if m.shortcut is not None else [])
-            found[m.act2] = [m.conv2]
-        elif pending is not None and not isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout,
-                                                          nn.Identity)):
-            raise ConversionError(f"step 'calibrate': amplitude='threshold' needs every neuron's spikes read by a "
-                                  f"conv/linear (after pooling/flatten); {name} ({type(m).__name__}) follows a "
-                                  "neuron: use amplitude='one'")
-    if len(found) != len(neurons_of(net)):
-        raise ConversionError("step 'calibrate': amplitude='threshold' supports plain chains and this repo's "
-                              "PreActBlock; a neuron elsewhere has no known reader: use amplitude='one'")
+    for neuron, paths in spike_readers(net).items():
+        for path in paths:
+            bad = next((m for m in path[:-1] if not isinstance(m, _SPIKE_PASS)), None)
+            if bad is not None:
+                raise ConversionError(f"step 'calibrate': amplitude='threshold' needs every neuron's spikes read by a "
+                                      f"conv/linear (after pooling/flatten); {type(bad).__name__} follows a neuron: "
+                                      "use amplitude='one'")
+        if not paths:
+            raise ConversionError("step 'calibrate': amplitude='threshold' needs a conv/linear after every neuron; "
+                                  "use amplitude='one'")
+        found[neuron] = [path[-1] for path in paths]
     return found
 
 

@@ -45,9 +45,15 @@ def attacks_markdown(r: dict[str, Any]) -> str:
                   "the adaptive tier, strongest first):", "", "| member | robust accuracy % |", "|---|---|"]
         for m, acc in sorted(alone["accuracy"].items(), key=lambda kv: kv[1]):
             lines.append(f"| {m}{' *' if m in alone['top_k'] else ''} | {pct(acc)} |")
+    if r.get("confidence"):
+        lines += ["", "Confidence:", ""] + [f"- {c}" for c in r["confidence"]]
     if r.get("audit"):
         lines += ["", "Audit:", ""] + [f"- {'PASS' if c['passed'] else '**FAIL**'}: {c['check']} — {c['detail']}"
                                        for c in r["audit"]]
+    if r.get("zero_gradient_samples_by_path"):
+        lines += ["", "Samples with an all-zero input gradient, per gradient path: " + ", ".join(
+            f"{k} {v}" for k, v in r["zero_gradient_samples_by_path"].items())]
+    lines += [f"- NOTE: {n}" for n in r.get("notes", [])]
     if r.get("seconds") is not None:
         lines += ["", f"Evaluation time: {r['seconds']:.0f} s ({r['seconds'] / max(r['num_samples'], 1):.2f} s per sample)."]
     return "\n".join(lines) + "\n"

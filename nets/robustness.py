@@ -7,15 +7,21 @@ Plain torch + torchattacks (no Lightning; ``callbacks.AttackEvaluation`` is a th
    (FGSM, PGD-10, ...) through every gradient path in ``members``; a sample is robust against an attack only if
    every member fails. Reported per attack and labelled as the paper's protocol.
 2. **ranking** (once, at the largest epsilon): each member's own PGD on every sample, no early exit: how many
-   samples each path breaks on its own; the strongest paths get the adaptive tier.
+   samples each path breaks on its own; the strongest paths get the adaptive tier. Its breaks count in the worst
+   case at that epsilon.
 3. **adaptive tier**, on the samples nothing has broken yet: APGD-CE and targeted APGD-DLR (Croce & Hein, ICML
-   2020; every target class up to ``max_targets``, ``restarts`` restarts, ``steps`` steps) through the ``top_k``
-   strongest members, then Square (Andriushchenko et al., ECCV 2020; ``square_queries``) on the deployed forward,
-   then a transfer attack from another model when one is given.
-4. **convergence check** (``check_rounds``): rounds of APGD-CE and APGD-T with doubled steps and a new seed, round r
-   through the r-th strongest path (cycling over the top k), until a round breaks nothing more or the rounds run
-   out. Whatever they break counts; when the last round still broke samples, the audit says the attack had not
-   converged. Survivors are few at large epsilons, so the extra rounds cost little where they matter most.
+   2020; ``steps`` steps, ``restarts`` restarts; APGD-T's targets are the most likely wrong classes in order of the
+   logit margin, ``max_targets`` through the strongest path and ``other_targets`` through the others, and a sample
+   leaves as soon as one target fools it) through the ``top_k`` strongest members, then Square (Andriushchenko et
+   al., ECCV 2020; ``square_queries``) on the deployed forward, then a transfer attack from another model.
+4. **convergence check** (``check_rounds``): rounds that re-run the tier's white-box attacks through the *same*
+   paths with the same targets at 2x steps and a new seed, on the survivors, until two consecutive rounds break
+   nothing (converged) or the rounds run out (not converged: the audit says so, and the confidence statement says
+   how many samples the last productive round broke, i.e. what another round would likely still find).
+
+Iterate-selecting attacks (APGD, APGD-T) keep the iterate that fools the model they see. Through a path whose
+forward is not the deployed one (the ReLU network) they see ``DeployedJudge``: the deployed logits with the path's
+gradient, so they keep what fools the *spiking* network.
 
 The headline number per epsilon is the **per-sample worst case** over everything run. A sample broken at a
 smaller epsilon stays broken at a larger one (its adversarial example lies in the larger ball), so the worst
@@ -49,8 +55,9 @@ class AdaptiveBudget:
     of APGD-T through the strongest path (the most likely wrong classes, at most num_classes - 1); other_targets:
     the same through the other top_k - 1 paths (APGD-T's cost grows with the targets); square_queries: Square's
     budget (0 = skip);
-    check_rounds: at most this many rounds of APGD-CE and APGD-T with doubled steps, new seed each, round r through
-    the r-th strongest path, stopping after a round that breaks nothing (convergence check; 0 = off)."""
+    check_rounds: at most this many convergence rounds: the tier's APGD-CE and APGD-T again through the same paths
+    with the same targets, 2x steps, a new seed each; they stop after two consecutive rounds that break nothing
+    (converged; fewer than 2 rounds can never show convergence; 0 = off)."""
 
     top_k: int = 3
     steps: int = 50
@@ -75,8 +82,9 @@ class AdaptiveBudget:
         return (f"APGD-CE + APGD-T (DLR; {self.targets(0, num_classes)} target classes through the strongest path"
                 f"{others}), {self.steps} steps, {self.restarts} restart(s), through the {k} strongest of {members} "
                 f"gradient path(s); Square {self.square_queries} queries"
-                + (f"; convergence check: up to {self.check_rounds} round(s) of both with 2x steps (round r through "
-                   "the r-th strongest path, new seed) until a round breaks nothing" if self.check_rounds else ""))
+                + (f"; convergence check: up to {self.check_rounds} round(s) of both again through the same paths "
+                   "and targets with 2x steps and a new seed, until two consecutive rounds break nothing"
+                   if self.check_rounds else ""))
 
 
 @dataclass
@@ -92,6 +100,29 @@ class _Unit:
     @property
     def tag(self) -> str:
         return f"{self.label or self.attack}/{self.member['name']}"
+
+
+class DeployedJudge(nn.Module):
+    """The deployed logits with a gradient path's gradient (BPDA; Athalye et al., ICML 2018):
+    ``z = f(x) + g(x) - stopgrad(g(x))``, f the deployed forward, g the path's forward. An attack that keeps its best
+    iterate (APGD) then keeps the one that fools f, not the one that fools g."""
+
+    def __init__(self, model: nn.Module, member: dict):
+        super().__init__()
+        self.model, self.member = model, member
+        self.train(model.training)  # torchattacks restores the attacked module's mode, and with it the model's
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            z = self.model(x)
+        with _path(self.model, self.member):
+            g = self.model(x)
+        return z + (g - g.detach())
+
+
+def changes_forward(member: dict) -> bool:
+    """Does this gradient path compute another forward than the deployed model (the ReLU network does)?"""
+    return member.get("mode") == "relu"
 
 
 def _kwargs(spec: dict) -> dict:
@@ -141,11 +172,13 @@ class Evaluator:
         b = self.adaptive
         if b is None:
             return []
-        units = []
-        for rank, m in enumerate(ranked[: b.top_k]):
-            units.append(_Unit("adaptive", "apgd_ce", m, dict(steps=b.steps, n_restarts=b.restarts), "apgd_ce"))
-            units.append(_Unit("adaptive", "apgdt", m, dict(steps=b.steps, n_restarts=b.restarts,
-                                                            n_classes=b.targets(rank, self.num_classes) + 1), "apgdt"))
+        # APGD-CE through every path first: it is one run per path where APGD-T is one per target, so the samples it
+        # breaks cheaply never reach the expensive targeted runs
+        top = ranked[: b.top_k]
+        units = [_Unit("adaptive", "apgd_ce", m, dict(steps=b.steps, n_restarts=b.restarts), "apgd_ce") for m in top]
+        units += [_Unit("adaptive", "apgdt", m, dict(steps=b.steps, n_restarts=b.restarts,
+                                                     n_classes=b.targets(rank, self.num_classes) + 1), "apgdt")
+                  for rank, m in enumerate(top)]
         if b.square_queries:
             units.append(_Unit("square", "square", MODEL, dict(n_queries=b.square_queries), "square"))
         return units
@@ -154,12 +187,10 @@ class Evaluator:
         b = self.adaptive
         if b is None or not b.check_rounds:
             return []
-        # the white-box part of the tier again through the round's path, 2x steps, new seed (Square needs no rerun:
-        # it is itself the check that gradient-free search finds nothing the white-box attacks missed)
-        targets = b.targets(1, self.num_classes) + 1  # the most likely wrong classes, where APGD-T's breaks concentrate
-        return [_Unit("check", u.attack, u.member, {**u.kwargs, "steps": 2 * u.kwargs["steps"], "seed": round_ + 1,
-                                                    **({"n_classes": targets} if u.attack == "apgdt" else {})},
-                      u.label) for u in self._adaptive_units(ranked[round_ % b.top_k:][:1]) if u.stage == "adaptive"]
+        # the tier's white-box attacks again, same paths and targets, 2x steps, new seed (Square needs no rerun: it is
+        # itself the check that gradient-free search finds nothing the white-box attacks missed)
+        return [_Unit("check", u.attack, u.member, {**u.kwargs, "steps": 2 * u.kwargs["steps"], "seed": round_ + 1},
+                      u.label) for u in self._adaptive_units(ranked) if u.stage == "adaptive"]
 
     def units_per_eps(self) -> int:
         n = len(self._paper_units())
@@ -173,8 +204,10 @@ class Evaluator:
     # -- running ----------------------------------------------------------------------------------------------
     def correct_after(self, unit: _Unit, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
         """Craft on ``unit.member`` (or the transfer source), judge on the deployed model: correct per sample."""
-        source = self.transfer[1] if unit.stage == "transfer" else self.model
-        with _path(source, unit.member), torch.enable_grad():
+        source, member = (self.transfer[1] if unit.stage == "transfer" else self.model), unit.member
+        if unit.stage in ("adaptive", "check") and changes_forward(member):
+            source, member = DeployedJudge(self.model, member), MODEL
+        with _path(source, member), torch.enable_grad():
             adv = make_attack(unit.attack, source, eps, **unit.kwargs)(x, y)
         if (adv - x).abs().max() > eps + 1e-5 or adv.min() < -1e-6 or adv.max() > 1 + 1e-6:
             raise RuntimeError(f"{unit.tag}: adversarial example outside the eps={eps:g} ball or [0, 1]")
@@ -219,14 +252,20 @@ class Evaluator:
 
     def _rank(self, x, y, clean, bar, out) -> tuple[list[dict], dict[str, Any]]:
         """Every member's own ``rank_attack`` at the largest epsilon (most breaks, so the clearest ranking) on
-        every clean-correct sample: strongest first (paper order on ties), and each member's robust accuracy."""
+        every clean-correct sample: strongest first (paper order on ties), and each member's robust accuracy.
+        ``self.rank_breaks`` keeps, per sample, the first member whose example fooled the deployed model: those
+        examples count in the worst case at that epsilon."""
+        self.rank_breaks = [None] * len(y)
         if not self._ranks():
             return list(self.members), {}
         eps = self.epsilons[-1]
         broke_by = []
         for m in self.members:
             unit = _Unit("rank", self.rank_attack["name"], m, _kwargs(self.rank_attack), self.label(self.rank_attack))
-            broke_by.append(float(self._run_unit(unit, x, y, clean, eps).sum()))
+            broke = self._run_unit(unit, x, y, clean, eps)
+            for i in torch.nonzero(broke).flatten().tolist():
+                self.rank_breaks[i] = self.rank_breaks[i] or f"rank:{unit.tag}"
+            broke_by.append(float(broke.sum()))
             self._step(bar, out, f"ranking at eps={eps:g}: {unit.tag}")
         totals = self._sum(broke_by, x.device)
         order = sorted(range(len(self.members)), key=lambda k: -totals[k])
@@ -266,11 +305,18 @@ class Evaluator:
         for i in range(n):
             if breaker[i] is None and not worst_alive[i]:
                 breaker[i] = "paper:" + next(f"{lab}/{rec[i]}" for lab, rec in paper.items() if rec[i] is not None)
+        stages: dict[str, int] = {}
+        if self._ranks() and eps == self.epsilons[-1]:  # the ranking's examples were made at this epsilon: they count too
+            kept = worst_alive & torch.tensor([b is not None for b in self.rank_breaks], dtype=torch.bool,
+                                              device=x.device)
+            for i in torch.nonzero(kept).flatten().tolist():
+                breaker[i] = self.rank_breaks[i]
+            stages["rank"], worst_alive = int(kept.sum()), worst_alive & ~kept
         ranked = self.ranked
         units = self._adaptive_units(ranked)
         if self.transfer:
             units.append(_Unit("transfer", "pgd", MODEL, dict(steps=10), f"transfer:{self.transfer[0]}"))
-        stages = {u.stage: 0 for u in units}  # the same on every rank
+        stages.update({u.stage: 0 for u in units})  # the same on every rank
 
         def run_units(units: list[_Unit], stage_suffix: str = "") -> int:
             nonlocal worst_alive
@@ -285,20 +331,21 @@ class Evaluator:
                 self._step(bar, out, f"eps={eps:g} {unit.stage}{stage_suffix} {unit.tag}")
             return broken
 
-        run_units(units)
+        tier = int(self._sum([run_units(units) + stages.get("rank", 0)], x.device)[0])
         rounds: list[int] = []
         total_rounds = self.adaptive.check_rounds if self.adaptive else 0
         for r in range(total_rounds):
             check = self._check_units(ranked, r)
             stages.setdefault("check", 0)
             rounds.append(int(self._sum([run_units(check, f"{r + 1}")], x.device)[0]))
-            if rounds[-1] == 0:  # converged; the skipped rounds still count on the progress bar
+            if rounds[-2:] == [0, 0]:  # two consecutive empty rounds: converged; skipped rounds still tick the bar
                 for _ in range((total_rounds - r - 1) * len(check)):
                     self._step(bar, out, f"eps={eps:g} converged")
                 break
         g = self._sum([float(worst_alive.sum()), float(paper_alive_all.sum())] + list(stages.values()), x.device)
         res = {"robust_worst": int(g[0]), "robust_paper_all": int(g[1]), "robust_paper": counts,
                "broken_by_stage": dict(zip(stages, (int(v) for v in g[2:]))), "check_rounds": rounds,
+               "confidence": confidence(tier, rounds),
                "top_k": [m["name"] for m in ranked[: self.adaptive.top_k]] if self.adaptive else [],
                "per_sample": {"worst": breaker, "paper": paper}}
         return res, worst_alive
@@ -310,17 +357,23 @@ class Evaluator:
                           for i in range(0, len(y), self.batch_size)] + [torch.zeros(0, dtype=torch.bool, device=y.device)])
 
     # -- audit probes ------------------------------------------------------------------------------------------
-    def input_gradient_norms(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-sample L1 norm of the CE input gradient, maximised over the members (zero = masked gradient)."""
-        best = torch.zeros(len(x), device=x.device)
+    def zero_gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, int]]:
+        """Gradient masking probe: per sample, is the CE input gradient all-zero under *every* member (bool mask), and
+        per member, on how many samples (this rank) is it all-zero. A member with no gradient on most samples is dead
+        weight in the ensemble: it hides nothing, and breaks nothing."""
+        zero_all = torch.ones(len(x), dtype=torch.bool, device=x.device)
+        per_member: dict[str, int] = {}
         for member in self.members:
+            zero = torch.zeros(len(x), dtype=torch.bool, device=x.device)
             for i in range(0, len(x), self.batch_size):
                 xi = x[i:i + self.batch_size].clone().requires_grad_(True)
                 with _path(self.model, member), torch.enable_grad():
                     loss = torch.nn.functional.cross_entropy(self.model(xi), y[i:i + self.batch_size], reduction="sum")
                     (g,) = torch.autograd.grad(loss, xi)
-                best[i:i + len(xi)] = torch.maximum(best[i:i + len(xi)], g.abs().flatten(1).sum(1))
-        return best
+                zero[i:i + len(xi)] = g.flatten(1).abs().sum(1) == 0
+            zero_all &= zero
+            per_member[member["name"]] = int(zero.sum())
+        return zero_all, per_member
 
     def robust_count(self, x: torch.Tensor, y: torch.Tensor, eps: float, attack: dict) -> int:
         """Samples robust to ``attack`` through every member (early exit), summed over ranks."""
@@ -328,6 +381,30 @@ class Evaluator:
         for m in self.members:
             alive &= ~self._run_unit(_Unit("audit", attack["name"], m, _kwargs(attack)), x, y, alive, eps)
         return int(self._sum([float(alive.sum())], x.device)[0])
+
+
+def confidence(tier: int, rounds: list[int]) -> dict[str, Any]:
+    """How settled a worst case is: converged when two consecutive check rounds broke nothing; otherwise the samples
+    broken by the last productive round (the tier itself = round 0) are what another round would likely still find."""
+    counts = [tier] + rounds
+    last = max((r for r, c in enumerate(counts) if c), default=0)
+    return {"converged": len(rounds) >= 2 and rounds[-2:] == [0, 0], "rounds_run": len(rounds),
+            "last_productive_round": last, "last_productive_breaks": counts[last]}
+
+
+def confidence_statement(eps: str, worst: float, conf: Optional[dict], total: int) -> str:
+    """One line per epsilon: the worst case and what another round would likely still find."""
+    head = f"eps={eps}: worst case {100 * worst:.1f} %"
+    if not conf:
+        return head + " (no adaptive tier: an upper bound)"
+    k, r = conf["last_productive_breaks"], conf["last_productive_round"]
+    where = "the adaptive tier" if r == 0 else f"check round {r}"
+    if conf["converged"]:
+        return (f"{head}; converged: the last productive round ({where}) broke {k} sample(s), the two rounds after it "
+                "none, so another round would likely find nothing more")
+    return (f"{head}; NOT converged after {conf['rounds_run']} check round(s): the last productive round ({where}) "
+            f"broke {k} sample(s); another round would likely break about as many (up to {100 * k / max(total, 1):.1f} "
+            "points lower)")
 
 
 def summarize(local: dict[str, Any], total: int, clean: int) -> dict[str, Any]:
@@ -338,7 +415,7 @@ def summarize(local: dict[str, Any], total: int, clean: int) -> dict[str, Any]:
         per_eps[eps] = {"worst": worst, "paper_all": paper_all,
                         "paper": {k: v / total for k, v in r["robust_paper"].items()},
                         "overestimate_points": 100 * (paper_all - worst), "broken_by_stage": r["broken_by_stage"],
-                        "top_k": r["top_k"], "check_rounds": r["check_rounds"]}
+                        "top_k": r["top_k"], "check_rounds": r["check_rounds"], "confidence": r.get("confidence")}
     return per_eps
 
 
@@ -346,7 +423,8 @@ def audit(per_eps: dict[str, Any], total: int, zero_grads: int, big: Optional[tu
           margin_points: float = 2.0) -> list[dict[str, Any]]:
     """Checks whose failure casts doubt on the numbers: masked gradients, non-monotone accuracy, no collapse at a
     huge epsilon, the paper's protocol overestimating the worst case by more than ``margin_points``, an adaptive
-    tier that had not converged (2x budget still breaks samples), Square or transfer beating the white-box attacks."""
+    tier that had not converged (2x budget still breaks samples), Square or transfer beating the white-box attacks.
+    ``zero_grads``: samples whose input gradient is zero under every gradient path (see ``dead_paths`` for each path)."""
     tol = 1  # samples: a random start may flip one borderline sample
     checks: list[dict[str, Any]] = []
 
@@ -372,8 +450,8 @@ def audit(per_eps: dict[str, Any], total: int, zero_grads: int, big: Optional[tu
         stages = v["broken_by_stage"]
         if v.get("check_rounds"):
             r = v["check_rounds"]
-            check(f"eps={eps}: adaptive attack converged (its last 2x-steps round broke nothing more)",
-                  r[-1] == 0, "samples broken by each 2x-steps round: " + ", ".join(map(str, r)),
+            check(f"eps={eps}: adaptive attack converged (two consecutive 2x-steps rounds broke nothing more)",
+                  v["confidence"]["converged"], "samples broken by each 2x-steps round: " + ", ".join(map(str, r)),
                   "attack not converged", eps)
         for key, what in (("square", "Square (black-box)"), ("transfer", "transfer")):
             if key in stages:
@@ -381,3 +459,10 @@ def audit(per_eps: dict[str, Any], total: int, zero_grads: int, big: Optional[tu
                       f"{what} broke {stages[key]} sample(s) that every white-box attack left robust",
                       f"{key} beat white-box", eps)
     return checks
+
+
+def dead_paths(zero_by_path: dict[str, int], total: int) -> list[str]:
+    """Notes on gradient paths with an all-zero input gradient on most samples: dead weight in the ensemble (they
+    break nothing and hide nothing; the ensemble's verdict rests on the other paths)."""
+    return [f"gradient path {name} gives an all-zero input gradient on {z} of {total} samples: dead weight in the "
+            "ensemble" for name, z in zero_by_path.items() if 2 * z > total]

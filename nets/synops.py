@@ -18,40 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .architectures import PreActBlock
 from .devices import device_of
 from .errors import UserError
 from .masks import mask_of
 from .modes import module_mode
 from .neurons import IFNeuron
 from .snn import record_spikes, stateless_prefix
+from .spike_readers import WEIGHT_LAYERS, spike_readers
 
 _PASS = (nn.Flatten, nn.Identity, nn.Dropout)
-_WEIGHT = (nn.Conv2d, nn.Linear)
-
-
-def consumer_paths(net: nn.Sequential) -> dict[IFNeuron, list[list[nn.Module]]]:
-    """For each neuron, the module chains from its spikes to the weight layers they feed."""
-    out: dict[IFNeuron, list[list[nn.Module]]] = {}
-    layers = list(net)
-    for i, m in enumerate(layers):
-        if isinstance(m, IFNeuron):
-            path = []
-            for nxt in layers[i + 1:]:
-                path.append(nxt)
-                if isinstance(nxt, _WEIGHT):
-                    break
-            else:
-                path = []
-            out[m] = [path] if path else []
-        elif isinstance(m, PreActBlock):
-            out[m.act1] = [[m.conv1]] + ([[m.shortcut]] if m.shortcut is not None else [])
-            out[m.act2] = [[m.conv2]]
-    missing = [n for n in net.modules() if isinstance(n, IFNeuron) and n not in out]
-    if missing:
-        raise UserError(f"synop counting does not know where {len(missing)} neuron(s) send their spikes (inside "
-                        "a custom block); give such blocks the structure of nets.architectures.PreActBlock")
-    return out
 
 
 def _apply_connectivity(x: torch.Tensor, path: list[nn.Module], dense: bool) -> torch.Tensor:
@@ -108,7 +83,7 @@ def ann_macs(net: nn.Module, input_shape: tuple, dense: bool = False) -> float:
         nnz = float(m.weight.numel() if dense else (mask_of(m) != 0).sum())
         macs[0] += nnz * (out.shape[-1] * out.shape[-2] if isinstance(m, nn.Conv2d) else 1)
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, _WEIGHT)]
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, WEIGHT_LAYERS)]
     try:
         with module_mode(net), torch.no_grad():
             net(torch.zeros(1, *input_shape, device=device_of(net)))
@@ -124,7 +99,7 @@ def layer_labels(net: nn.Module) -> dict[str, str]:
     as in residual blocks, keeps its module path). Works for the ANN (ReLU slots are not neurons) and the SNN."""
     labels, counts, last, taken = {}, {"conv": 0, "fc": 0}, "input", set()
     for name, m in net.named_modules():
-        if isinstance(m, _WEIGHT):
+        if isinstance(m, WEIGHT_LAYERS):
             if name.endswith("shortcut"):
                 labels[name] = name
                 continue
@@ -145,7 +120,7 @@ class SynopCounter:
     def __init__(self, snn: nn.Module):
         self.snn = snn
         self.net = snn.net
-        self.paths = consumer_paths(self.net)
+        self.paths = spike_readers(self.net)
         self.names = {m: n for n, m in self.net.named_modules() if isinstance(m, IFNeuron)}
         self._fanout: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.reset()

@@ -126,6 +126,7 @@ def test_audit_flags_a_gradient_masking_model(tmp_path, dense_ann_ckpt):
     masked = nn.Sequential(Rounding(), trained)
     verdict, cb, trainer = _run_eval(masked, tmp_path)
     assert verdict["non-zero input gradients under the ensemble"] is False
+    assert cb.results["zero_gradient_samples_by_path"] == {"model": 60} and "dead weight" in cb.results["notes"][0]
     # white-box attacks see no gradient; the black-box Square breaks what they could not
     assert verdict["eps=0.3: Square (black-box) never beats the white-box attacks"] is False
     for name in ("attacks.json", "attacks.md", "per_sample.json", "robust_accuracy.png", "energy.json"):
@@ -157,3 +158,97 @@ def test_adaptive_presets_resolve_to_budgets_and_a_wrong_name_is_one_clear_error
     assert AttackEvaluation(adaptive={"square_queries": 5000}).adaptive == AdaptiveBudget(square_queries=5000)
     with pytest.raises(UserError, match="unknown preset 'strng'"):
         AttackEvaluation(adaptive="strng")
+
+
+def test_check_rounds_rerun_the_tier_on_an_ann_until_two_rounds_break_nothing():
+    """An ANN has one gradient path; each check round still re-runs APGD-CE and APGD-T through it (2x steps, new
+    seed), and convergence needs two consecutive rounds that break nothing."""
+    torch.manual_seed(0)
+    ann = SmallCNN(input_size=8, width=4).eval()
+    x, y = _data(ann, 24)
+    budget = AdaptiveBudget(top_k=3, steps=4, max_targets=2, other_targets=1, square_queries=0, check_rounds=4)
+    ev = Evaluator(ann, None, [0.02], [{"name": "fgsm"}], 10, budget, batch_size=24)
+    ran = []
+    run_unit = ev._run_unit
+    ev._run_unit = lambda unit, *a: ran.append((unit.stage, unit.attack, unit.kwargs.get("steps"))) or run_unit(unit, *a)
+    res = ev.run(x, y)["eps"]["0.02"]
+    rounds = res["check_rounds"]
+    assert len(rounds) >= 2 and res["confidence"]["converged"] == (rounds[-2:] == [0, 0])
+    checks = [r for r in ran if r[0] == "check"]
+    assert sorted(checks) == sorted([("check", "apgd_ce", 8), ("check", "apgdt", 8)] * len(rounds))
+
+
+def test_confidence_needs_two_empty_rounds_and_names_the_last_productive_one():
+    from nets.robustness import confidence, confidence_statement
+
+    assert confidence(7, [4, 5, 0]) == {"converged": False, "rounds_run": 3, "last_productive_round": 2,
+                                        "last_productive_breaks": 5}
+    assert confidence(7, [4, 0, 0])["converged"] and confidence(7, [4, 0, 0])["last_productive_round"] == 1
+    assert confidence(3, [])["last_productive_breaks"] == 3 and not confidence(3, [0])["converged"]
+    assert "NOT converged" in confidence_statement("0.1", 0.5, confidence(7, [4, 5, 0]), 200)
+
+
+class _Scripted(Evaluator):
+    """Attacks replaced by a script: only the ranking's PGD through the first member fools sample 0."""
+
+    def correct_after(self, unit, x, y, eps):
+        ok = torch.ones(len(y), dtype=torch.bool)
+        if unit.stage == "rank" and unit.member["name"] == self.members[0]["name"]:
+            ok[(x[:, 0, 0, 0] == -1)] = False  # sample 0 is marked by a -1 pixel
+        return ok
+
+    def clean_correct(self, x, y):
+        return torch.ones(len(y), dtype=torch.bool)
+
+
+def test_ranking_breaks_count_in_the_worst_case_at_the_largest_epsilon():
+    x, y = torch.rand(6, 1, 4, 4), torch.zeros(6, dtype=torch.long)
+    x[0, 0, 0, 0] = -1
+    members = paper_ensemble()[:3]
+    ev = _Scripted(nn.Identity(), members, [0.05, 0.1], [{"name": "fgsm"}], 10,
+                   AdaptiveBudget(top_k=1, steps=1, max_targets=1, other_targets=1, square_queries=0, check_rounds=0))
+    out = ev.run(x, y)
+    assert out["eps"]["0.05"]["robust_worst"] == 6  # the ranking runs at the largest epsilon only
+    assert out["eps"]["0.1"]["robust_worst"] == 5
+    assert out["eps"]["0.1"]["per_sample"]["worst"][0] == f"rank:pgd10/{members[0]['name']}"
+    assert out["eps"]["0.1"]["broken_by_stage"]["rank"] == 1
+
+
+def test_apgd_through_the_relu_path_sees_the_deployed_logits_with_the_relu_gradient():
+    from nets.robustness import DeployedJudge, changes_forward
+    from nets.snn import gradient_path
+
+    snn = _snn()
+    x, y = _data(snn, 8)
+    relu = next(m for m in paper_ensemble() if m["mode"] == "relu")
+    assert changes_forward(relu) and not any(changes_forward(m) for m in paper_ensemble() if m["mode"] != "relu")
+    judge = DeployedJudge(snn, relu)
+    xg = x.clone().requires_grad_(True)
+    z = judge(xg)
+    with torch.no_grad():
+        assert torch.equal(z, snn(x))  # APGD keeps iterates by these logits: the spiking network's
+        with gradient_path(snn, "relu"):
+            assert not torch.allclose(snn(x), z)  # (the ReLU network's own logits differ)
+    w = torch.randn_like(z)
+    (g,) = torch.autograd.grad((z * w).sum(), xg)
+    xr = x.clone().requires_grad_(True)
+    with gradient_path(snn, "relu"):
+        (gr,) = torch.autograd.grad((snn(xr) * w).sum(), xr)
+    assert torch.allclose(g, gr) and not judge.training
+
+
+def test_adaptive_units_through_the_relu_path_attack_the_deployed_judge(monkeypatch):
+    import nets.robustness as rob
+
+    snn = _snn()
+    x, y = _data(snn, 8)
+    seen = []
+    real = rob.make_attack
+    monkeypatch.setattr(rob, "make_attack", lambda name, model, eps, **kw: seen.append((name, type(model).__name__))
+                        or real(name, model, eps, **kw))
+    relu = next(m for m in paper_ensemble() if m["mode"] == "relu")
+    ev = Evaluator(snn, [relu], [0.1], [{"name": "fgsm"}], 10,
+                   AdaptiveBudget(top_k=1, steps=2, max_targets=1, other_targets=1, square_queries=0, check_rounds=1))
+    ev.run(x, y)
+    assert ("fgsm", type(snn).__name__) in seen  # the paper's protocol: the reference code's ReLU-path attack
+    assert {n for n, m in seen if m == "DeployedJudge"} == {"apgd_ce", "apgdt"}

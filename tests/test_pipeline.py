@@ -91,6 +91,18 @@ def test_tiny_pipeline_end_to_end_then_skip(reference):
     rows = [r.split("|") for r in (tmp_path / "run" / "report" / "timings.md").read_text().splitlines()[2:-1]]
     assert [r[1].strip() for r in rows][:2] == ["ann", "ann_test"] and len(rows) == 11
     assert all(float(r[2]) > 0 and 100 < float(r[3]) < 24_000 for r in rows)  # a Python + torch process: > 100 MiB
+    # what each stage is (method, sparsity, T, converted only) is written beside it; the report reads that, not names
+    st = json.loads((tmp_path / "run" / "hydra90_T3_snn_test" / "stage.json").read_text())
+    assert (st["method"], st["sparsity"], st["T"], st["converted_only"], st["kind"]) == ("hydra", 0.9, 3, False, "snn")
+    assert json.loads((tmp_path / "run" / "hydra90_snn_converted_test" / "stage.json").read_text())["converted_only"]
+    import shutil
+
+    shutil.copytree(tmp_path / "run" / "hydra90_T3_snn_test", tmp_path / "renamed" / "my model")
+    out = subprocess.run([sys.executable, "report.py", str(tmp_path / "renamed" / "my model"), "--out",
+                          str(tmp_path / "renamed" / "report")], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = json.loads((tmp_path / "renamed" / "report" / "report.json").read_text())[0]
+    assert (row["method"], row["family"], row["converted_only"]) == ("HYDRA", "hydra90", False)
     again = _run(cfg)
     assert again.returncode == 0 and again.stdout.count("complete, skipped") == 11
 

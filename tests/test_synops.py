@@ -10,7 +10,8 @@ from nets.conversion import spiking_structure
 from nets.masks import add_mask, ensure_masks, prunable_layers
 from nets.neurons import IFNeuron
 from nets.snn import SpikingNetwork
-from nets.synops import SynopCounter, ann_macs, consumer_paths, fanout, layer_labels
+from nets.spike_readers import spike_readers
+from nets.synops import SynopCounter, ann_macs, fanout, layer_labels
 
 
 def test_conv_stride_two_with_padding_hand_count():
@@ -67,7 +68,7 @@ def test_counter_totals_equal_brute_force_on_random_sparse_snn(seed, keep):
         c.samples += 5
     # brute force: record spikes, multiply by Jacobian-counted fan-outs
     expected, dense_expected = 0.0, 0.0
-    paths = consumer_paths(net)
+    paths = spike_readers(net)
     for n in paths:
         n.record = True
     with torch.no_grad():
@@ -83,7 +84,7 @@ def test_counter_totals_equal_brute_force_on_random_sparse_snn(seed, keep):
 
 def test_residual_blocks_count_both_consumers():
     net = spiking_structure(PreActResNet(blocks=1, widen=1, base_width=4, input_size=8, in_channels=1))
-    paths = consumer_paths(net)
+    paths = spike_readers(net)
     assert sum(len(p) for p in paths.values()) == sum(1 for _ in paths) + 2  # two projected shortcuts
     snn = SpikingNetwork(net, 2).eval()
     with SynopCounter(snn) as c, torch.no_grad():
