@@ -166,7 +166,11 @@ def _consumers(net: nn.Sequential) -> dict[IFNeuron, list[nn.Module]]:
     """For ``amplitude="threshold"``: the convs/linears that read each neuron's spikes (``spike_readers``), reached
     through pooling/flatten only (a spike of amplitude theta must arrive at a weight unchanged but for a sum)."""
     found: dict[IFNeuron, list[nn.Module]] = {}
-    for neuron, paths in spike_readers(net).items():
+    try:
+        readers = spike_readers(net)
+    except UserError as err:
+        raise ConversionError(f"step 'calibrate': amplitude='threshold': {err}; or use amplitude='one'") from None
+    for neuron, paths in readers.items():
         for path in paths:
             bad = next((m for m in path[:-1] if not isinstance(m, _SPIKE_PASS)), None)
             if bad is not None:

@@ -65,7 +65,7 @@ class AdaptiveBudget:
     max_targets: int = 9
     other_targets: int = 3
     square_queries: int = 1000
-    check_rounds: int = 4
+    check_rounds: int = 2
 
     def __post_init__(self):
         if min(self.top_k, self.steps, self.restarts, self.max_targets, self.other_targets) < 1 or \

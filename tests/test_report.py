@@ -5,7 +5,10 @@ import report
 
 
 def _row(run, kind, method, sparsity, clean, worst, ratio=None, T=8):
-    return {"run": run, "kind": kind, "method": method, "sparsity": sparsity, "T": T if kind == "snn" else None,
+    stage = report.stage_info("/nonexistent", run)  # what a folder of that name is (no stage.json here)
+    family = (f"{stage['method']}{round(100 * stage['sparsity'])}" if stage["method"] else "dense") if stage else None
+    return {"run": run, "family": family, "kind": kind, "method": method, "sparsity": sparsity,
+            "T": T if kind == "snn" else None,
             "clean": clean, "worst@0.1": worst, "E_dense/E_sparse": ratio, "synops": 1e6 / (ratio or 1),
             "spikes": 1.0, "macs": 1.0, "converted_only": run.endswith("_converted_test"), "samples": 100}
 
