@@ -162,7 +162,8 @@ def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
         cells = [run, row["kind"], fmt(row["sparsity"], as_pct=True), fmt(row["clean"], as_pct=True)]
         cells += [f"**{fmt(row[f'worst@{e}'], as_pct=True)}**" for e in eps_cols]
         cells += [fmt(row[f"paper@{e}"], as_pct=True) for e in eps_cols]
-        ratio = f" ({row['dense_bytes'] / row['bytes']:.1f}× smaller)" if row["bytes"] else ""
+        r_ = row["dense_bytes"] / row["bytes"] if row["bytes"] else None
+        ratio = "" if r_ is None else f" ({r_:.1f}× smaller)" if r_ >= 1 else f" ({1 / r_:.2f}× larger)"
         cells += [fmt(row["weights"]), (fmt(row["bytes"]) + ratio) if row["bytes"] else "–", fmt(row["synops"]),
                   fmt(row.get("E_dense/E_sparse")), fmt(row["macs"]),
                   f"{row['energy_uj']:.3f}" if row["energy_uj"] is not None else "–",
