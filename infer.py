@@ -1,61 +1,7 @@
-"""Classify images with an exported model, without Lightning (torch, safetensors and snnTorch only).
-
-    python infer.py model.safetensors images.npy            # images: [N, C, H, W] floats in [0, 1] (.npy or .pt)
-    python infer.py model.safetensors --digits 10           # or the first N embedded test digits (needs scikit-learn)
-
-``model.safetensors`` comes from ``python export.py ... --format compact``; ANN or SNN alike.
-"""
-from __future__ import annotations
-
-import argparse
+"""``python infer.py ...``: classify images with an exported model, without Lightning (the logic: ``srsnn.infer``; installed: ``srsnn-infer``)."""
 import sys
 
-import torch
-
-from nets.compact import load_compact
-from nets.errors import UserError
-
-
-def load_images(path: str) -> torch.Tensor:
-    if path.endswith(".npy"):
-        import numpy as np
-        x = torch.from_numpy(np.load(path))
-    else:
-        x = torch.load(path, map_location="cpu", weights_only=True)
-    x = x.float()
-    if x.dim() != 4 or x.min() < 0 or x.max() > 1:
-        raise UserError(f"{path}: expected images [N, C, H, W] with values in [0, 1], got shape {tuple(x.shape)}")
-    return x
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model")
-    p.add_argument("images", nargs="?")
-    p.add_argument("--digits", type=int, default=0, help="use the first N embedded test digits instead")
-    a = p.parse_args(argv)
-    try:
-        model = load_compact(a.model)
-        if a.digits:
-            from datamodules.embedded import Digits  # the embedded test split, as in training
-            dm = Digits()
-            dm.setup("test")
-            x = torch.stack([dm.data_test[i][0] for i in range(a.digits)])
-            y = [int(dm.data_test[i][1]) for i in range(a.digits)]
-        elif a.images:
-            x, y = load_images(a.images), None
-        else:
-            raise UserError("give an images file or --digits N")
-        with torch.no_grad():
-            pred = model(x).argmax(1).tolist()
-        print("predictions:", pred)
-        if y is not None:
-            print("labels:     ", y, f"  accuracy {sum(p == t for p, t in zip(pred, y)) / len(y):.3f}")
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
+from srsnn.infer import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -147,7 +147,7 @@ def test_compact_export_of_an_snn_keeps_thresholds_and_outputs(tmp_path):
 
 
 def test_infer_names_a_network_module_it_cannot_import(tmp_path, capsys):
-    import infer
+    from srsnn import infer
 
     ann = SmallCNN(input_size=8, width=4)
     ensure_masks(ann)
@@ -162,7 +162,7 @@ def test_the_second_opinion_example_attacks_an_exported_model_in_the_compare_for
     import subprocess
     import sys
 
-    import report
+    from srsnn import report
     from conftest import ROOT
 
     ann = SmallCNN(input_size=8, width=4)

@@ -119,7 +119,7 @@ def _copy(reference: Path, dest: Path, stages=None) -> Path:
 
 
 def test_a_changed_config_or_code_makes_its_stages_and_those_downstream_stale(reference, tmp_path):
-    import pipeline
+    from srsnn import pipeline
 
     reference = _copy(reference, tmp_path / "copy")
     cfg = yaml.safe_load((reference / "pipeline.yaml").read_text())
@@ -204,7 +204,7 @@ def test_one_pipeline_per_run_folder_and_a_stale_lock_is_taken_over(reference, t
 
 
 def test_results_are_published_only_for_the_recipe_as_written():
-    import pipeline
+    from srsnn import pipeline
 
     assert pipeline.publishes([], False) and pipeline.publishes(["--trainer.max_epochs", "1"], True)
     assert not pipeline.publishes(["--trainer.max_epochs", "1"], False)

@@ -1,7 +1,7 @@
 """report.py's claim verdicts and T-sweep grouping, on hand-made rows (no runs needed)."""
 import re
 
-import report
+from srsnn import report
 
 
 def _row(run, kind, method, sparsity, clean, worst, ratio=None, T=8):

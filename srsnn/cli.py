@@ -1,0 +1,270 @@
+"""Entry point: ``python train.py {fit,validate,test} --config conf/<dataset>/<stage>.yaml``.
+
+A thin LightningCLI: model and data are chosen by ``class_path`` in the YAML (any LightningModule /
+LightningDataModule, yours included). Trainer defaults: ``devices: 1``, ``inference_mode: false`` (attacks in
+validation/test need gradients), the seed fixed, the resolved config saved next to every run.
+Bad input raises ``UserError``, printed as one line without a traceback.
+"""
+from __future__ import annotations
+
+import sys
+
+import logging
+import os
+import re
+import warnings
+
+from jsonargparse import ArgumentError, Namespace
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+from datamodules.errors import DataError
+from lightning_modules.loading import link_data_arguments
+from nets.checkpoints import read_checkpoint, resolve_checkpoint
+from nets.errors import UserError
+
+warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
+
+
+class SafeSaveConfig(SaveConfigCallback):
+    """Saves the resolved config next to the run; refuses (never overwrites) when one is already there."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        existing = os.path.join(trainer.log_dir or trainer.default_root_dir, self.config_filename)
+        if getattr(pl_module, "restoring_checkpoint", False) and os.path.isfile(existing):
+            return  # a resumed fit continues its own folder: the config saved at its start stays
+        try:
+            super().setup(trainer, pl_module, stage)
+        except RuntimeError as err:
+            if "to NOT exist" not in str(err):
+                raise
+            where = trainer.log_dir or trainer.default_root_dir
+            raise UserError(f"{os.path.join(where, self.config_filename)} already exists: this folder holds a "
+                            "previous run, which is kept. Use a logger (a new version folder per run) or another "
+                            "--trainer.default_root_dir.") from None
+
+
+class _NoTips(logging.Filter):
+    """Lightning's advertising tips are nothing a user of this repo can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
+
+
+# Lightning types these ``Union[float, int]``, so the CLI reads ``1`` as 1.0 (= 100 % of the batches); a user typing
+# ``--trainer.limit_val_batches 1`` means one batch, as ``Trainer(limit_val_batches=1)`` does
+_COUNTS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches",
+           "val_check_interval")
+
+
+def _integer_counts(args: list[str]) -> set[str]:
+    """The trainer count options given as an integer literal on the command line."""
+    found = set()
+    for k, tok in enumerate(args):
+        for key in _COUNTS:
+            flag = f"--trainer.{key}"
+            value = tok[len(flag) + 1:] if tok.startswith(flag + "=") else (
+                args[k + 1] if tok == flag and k + 1 < len(args) else None)
+            if value is not None:
+                (found.add if re.fullmatch(r"\d+", value.strip()) else found.discard)(key)
+    return found
+
+
+def _version_of(ckpt_path: str, root: str) -> int | None:
+    """``K`` when ``ckpt_path`` is ``<root>/lightning_logs/version_K/checkpoints/*.ckpt`` (a resume continues there)."""
+    parts = os.path.normpath(os.path.abspath(ckpt_path)).split(os.sep)
+    if len(parts) >= 4 and parts[-2] == "checkpoints" and parts[-3].startswith("version_") and \
+            os.sep.join(parts[:-3]) == os.path.normpath(os.path.abspath(os.path.join(root, "lightning_logs"))):
+        try:
+            return int(parts[-3][len("version_"):])
+        except ValueError:
+            return None
+    return None
+
+
+def _kind_of(class_path) -> str | None:
+    """``kind`` ("ann" / "snn") of a LightningModule class named by its class path (None if it does not say)."""
+    import importlib
+
+    module, _, name = str(class_path).rpartition(".")
+    try:
+        return getattr(getattr(importlib.import_module(module), name), "kind", None)
+    except (ImportError, AttributeError, ValueError):
+        return None  # the model's own instantiation reports it
+
+
+class CLI(LightningCLI):
+    """Lightning's conventions, plus: checkpoints may be given as run folders (``<folder>``, ``<folder>/best``,
+    ``<folder>/last``); logs go under ``--trainer.default_root_dir`` (CSV, ``lightning_logs/version_K`` for fit,
+    ``test/version_K`` / ``validate/version_K`` for evaluations, so they never take the version numbers of fit
+    runs); a resumed fit continues its own version folder (``best.ckpt`` / ``last.ckpt`` stay right); every run
+    ends with one line naming its folder, checkpoints and results; SIGTERM or Ctrl-C during fit saves
+    ``interrupted.ckpt`` and exits 1."""
+
+    def __init__(self, *a, args=None, **kw):
+        self._args = sys.argv[1:] if args is None else list(args) if isinstance(args, (list, tuple)) else []
+        super().__init__(*a, args=args, **kw)
+
+    def parse_arguments(self, parser, args) -> None:
+        """Lightning's parsing, then the network's data-dependent arguments from the datamodule
+        (``link_data_arguments``); ``--print_config`` prints the config with them filled in."""
+        printing = [] if isinstance(args, (dict, Namespace)) else \
+            [a for a in self._args if a == "--print_config" or a.startswith("--print_config=")]
+        if printing:  # printed here, after the linking, instead of inside the parser
+            args = [a for a in self._args if a not in printing]
+        self.config = parser.parse_object(args) if isinstance(args, (dict, Namespace)) else parser.parse_args(args)
+        sub = self.config.get("subcommand")
+        if sub is not None:
+            link_data_arguments(self.config[sub])
+        if printing:
+            flags = printing[-1].partition("=")[2].split(",")
+            sys.stdout.write(self._parser(sub).dump(self.config[sub] if sub else self.config,
+                                                    skip_none="skip_null" in flags, skip_default="skip_default" in flags))
+            sys.exit(0)
+
+    def _parse_ckpt_path(self) -> None:
+        sub = self.config.get("subcommand")
+        path = None
+        if sub and self.config[sub].get("ckpt_path"):
+            path = self.config[sub].ckpt_path = resolve_checkpoint(self.config[sub].ckpt_path, "--ckpt_path")
+        ours = self.config[sub].get("model.class_path") if sub else None
+        try:
+            super()._parse_ckpt_path()  # Lightning reads the checkpoint's hyperparameters into the config
+        except Exception:
+            if path and os.path.isfile(path):
+                read_checkpoint(path, "--ckpt_path")  # one clear error for a file that is not a safe checkpoint
+            raise
+        theirs = self.config[sub].get("model.class_path") if sub else None
+        # Lightning takes the checkpoint's own module class from its hyperparameters: an ANN checkpoint under an SNN
+        # config (or the reverse) would silently run the other kind
+        wanted, kind = (_kind_of(ours), _kind_of(theirs)) if ours and theirs and ours != theirs else (None, None)
+        if wanted and kind and wanted != kind:
+            raise UserError(f"--ckpt_path {path} is an {kind.upper()} checkpoint ({theirs}), but the config builds an "
+                            f"{wanted.upper()} model ({ours}); pass the config it was trained with (e.g. "
+                            f"conf/<dataset>/{kind}.yaml, or its run folder's config.yaml)")
+
+    def before_instantiate_classes(self) -> None:
+        sub = self.subcommand
+        cfg = self.config[sub]
+        init = cfg.model.get("init_args") if cfg.get("model") is not None else None
+        for key in ("ann_checkpoint", "init_from"):
+            if init is not None and init.get(key):
+                init[key] = resolve_checkpoint(init[key], f"model.init_args.{key}")
+        root = cfg.trainer.get("default_root_dir") or os.getcwd()
+        if cfg.trainer.get("logger") in (None, True):
+            version = _version_of(cfg.ckpt_path, root) if sub == "fit" and cfg.get("ckpt_path") else None
+            cfg.trainer.logger = Namespace(class_path="callbacks.csv_logger.ResumableCSVLogger", init_args=Namespace(
+                save_dir=root, name="lightning_logs" if sub == "fit" else sub, version=version))
+
+    def instantiate_trainer(self, **kwargs):
+        from callbacks.interrupt import SaveOnInterrupt
+
+        init = self.config_init[self.subcommand]["trainer"]
+        for key in _integer_counts(self._args):  # after instantiate_classes, which casts 1 to 1.0 again
+            if init.get(key) == 1.0:
+                init[key] = 1
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(SaveOnInterrupt())
+        if self.subcommand != "fit":  # an evaluation writes no checkpoint (and restoring their state only warns)
+            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ModelCheckpoint)]
+            warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided")
+        return trainer
+
+    def _before(self) -> None:
+        # a checkpoint will be restored: the module need not build its weights (e.g. convert an ANN) at setup
+        if self.config_init[self.subcommand].get("ckpt_path"):
+            self.model.restoring_checkpoint = True
+
+    before_fit = before_validate = before_test = _before
+
+    def _after(self) -> None:
+        t = self.trainer
+        folder = t.log_dir or t.default_root_dir  # a broadcast under DDP: every rank must ask
+        if not t.is_global_zero:
+            return
+        parts = [f"run folder {folder}"]
+        for cb in t.checkpoint_callbacks if self.subcommand == "fit" else []:  # evaluations write no checkpoint
+            paths = [getattr(cb, "last_model_path", "") if getattr(cb, "save_last", False) else "",
+                     getattr(cb, "best_model_path", "") if getattr(cb, "monitor", None) else ""]
+            for path in paths:
+                if path and os.path.isfile(path) and not any(path in p for p in parts):
+                    parts.append(f"{os.path.basename(path)}: {path}")
+        results = os.path.join(folder, "evaluation")
+        if os.path.isdir(results):
+            parts.append(f"results: {results}")
+        print("done: " + "; ".join(parts), flush=True)
+
+    after_fit = after_validate = after_test = _after
+
+
+def main(args=None) -> None:
+    try:
+        CLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            # one device unless asked (Lightning's "auto" would spread over every GPU); attacks need gradients
+            trainer_defaults={"inference_mode": False, "devices": 1},
+            save_config_callback=SafeSaveConfig,
+            parser_kwargs={"exit_on_error": False},  # the reason first (below), not 50 lines of usage
+            args=args,
+        )
+    except (UserError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        _exit(2)
+    except (ValueError, ArgumentError) as err:
+        message = _config_error(err)
+        if message is None:
+            raise
+        print(f"error: {message}\n(every option: python train.py {{fit,validate,test}} --help; the resolved config: "
+              "add --print_config)", file=sys.stderr)
+        sys.exit(2)
+    if args is None:  # the command line (not an in-process call): a DDP worker's teardown may abort (see _exit)
+        _exit(0)
+
+
+def _exit(code: int) -> None:
+    """Exit; under DDP without running the interpreter's teardown, where gloo's threads may abort the process
+    (exit status -6 instead of ``code``) when destroyed mid-flight."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _config_error(err: Exception) -> str | None:
+    """jsonargparse's report, reduced to the offending key and the reasons (a class that refused its arguments comes
+    as a union mismatch listing every alternative; keep the ones that say something)."""
+    text = str(err)
+    if "Unexpected config" in text:  # jsonargparse's words for a --config file that is not a mapping
+        return ("invalid configuration: a --config file must be a YAML mapping of options (key: value, e.g. "
+                f"conf/digits/ann.yaml); this one holds {text.partition('Unexpected config:')[2].strip()[:80]!r}")
+    if isinstance(err, ValueError) and "Does not validate against any of the Union subtypes" not in text:
+        return None
+    key = re.search(r'Parser key "([^"]+)"', text) or re.search(r"[Kk]ey '([^']+)'", text)
+    reasons = []
+    for line in text.split("Errors:", 1)[-1].splitlines():
+        line = line.strip()
+        if line.startswith("Given value"):
+            break
+        line = line[2:] if line.startswith("- ") else line
+        if line and "Expected a <class 'NoneType'>" not in line and not line.startswith("Problem with given class_path") \
+                and "Does not validate against" not in line and not line.startswith("Parser key"):
+            reasons.append(line.rstrip(":"))
+    if not reasons:
+        reasons = [text.splitlines()[0]] if text else []
+    where = f"{key.group(1)}: " if key else ""
+    return "invalid configuration: " + where + "; ".join(reasons) if reasons else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,396 @@
+"""The whole method in one command: robust dense ANN -> pruning sweep -> conversion -> adversarial
+fine-tuning -> evaluation -> comparison report.
+
+    python pipeline.py --config conf/digits/pipeline.yaml [extra train.py options for every stage]
+
+Each stage is an ordinary ``train.py`` run (its own folder, checkpoint, logs and saved config) under the
+pipeline's ``run_dir``. A stage's identity is its command, the contents of its config files (and of the files
+they include), the code version (a hash of the package's sources) and the identities of the stages it takes
+checkpoints from. Re-running skips completed stages whose identity is unchanged and resumes an interrupted
+``fit`` from its ``last.ckpt``; a stage whose config, command, code or upstream stage changed is re-run (and so is
+everything downstream), saying why; its old folder is kept as ``<stage>.stale-<k>``, never overwritten.
+Options after ``--config`` (e.g. ``--trainer.devices 4 --trainer.strategy ddp``) go to every stage.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import yaml
+
+from nets.runs import newest_under
+
+# stages run in ROOT (the clone, or site-packages when installed): config paths are relative to it
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _script(name: str, module: str) -> list[str]:
+    """``python <name>.py`` in a clone (what a user would type), ``python -m srsnn.<module>`` when installed."""
+    path = os.path.join(ROOT, f"{name}.py")
+    return [sys.executable, path] if os.path.isfile(path) else [sys.executable, "-m", f"srsnn.{module}"]
+
+
+class PipelineError(SystemExit):
+    def __init__(self, message: str):
+        super().__init__(f"error: {message}")
+
+
+@dataclass
+class Stage:
+    name: str
+    command: str  # fit | test
+    config: str
+    args: list[str] = field(default_factory=list)
+    needs: dict[str, str] = field(default_factory=dict)  # option -> stage whose checkpoint it takes
+    kind: str = "ann"
+    # what report.py reads from <stage>/stage.json: pruning method (None = dense) and sparsity, T (None = the
+    # config's), evaluated right after conversion (no fine-tuning)
+    meta: dict = field(default_factory=dict)
+
+
+def plan(cfg: dict) -> list[Stage]:
+    """Expand a pipeline config into its stages: the dense chain, the pruning sweep (every method x sparsity) and
+    the time-step sweep (``t_sweep: {of: <run>, num_steps: [..]}``: that run's ANN converted and fine-tuned at
+    each T) and the converted-only SNNs' evaluation (``converted_test: [<run>, ..]``: no fine-tuning)."""
+    for key in ("run_dir", "ann", "snn"):
+        if key not in cfg:
+            raise PipelineError(f"pipeline config needs '{key}'")
+    extra = cfg.get("args", {}) or {}
+    a = lambda kind: [str(x) for x in extra.get(kind, [])]
+
+    dense = {"method": None, "sparsity": 0.0, "T": None, "converted_only": False}
+    metas = {"ann": dense}  # per ANN stage
+
+    def snn_chain(tag: str, ann: str, more: list[str] = (), T: Optional[int] = None) -> list[Stage]:
+        """Conversion + fine-tuning (``fit``), then evaluation (``test``) of one ANN stage."""
+        meta = {**metas[ann], "T": T}
+        return [Stage(f"{tag}snn", "fit", cfg["snn"], a("snn") + list(more), {"--model.init_args.ann_checkpoint": ann},
+                      "snn", meta),
+                Stage(f"{tag}snn_test", "test", cfg["snn"], a("snn_test") + list(more), {"--ckpt_path": f"{tag}snn"},
+                      "snn", meta)]
+
+    stages = [Stage("ann", "fit", cfg["ann"], a("ann"), meta=dense),
+              Stage("ann_test", "test", cfg["ann"], a("ann_test"), {"--ckpt_path": "ann"}, meta=dense),
+              *snn_chain("", "ann")]
+    for entry in cfg.get("pruning", []) or []:
+        for s in entry.get("sparsity", []):
+            tag = f"{entry['name']}{round(100 * float(s))}"
+            metas[f"{tag}_ann"] = meta = {**dense, "method": entry["name"], "sparsity": float(s)}
+            stages += [
+                Stage(f"{tag}_ann", "fit", entry["config"], a("prune") + ["--trainer.callbacks.init_args.sparsity", str(s)],
+                      {"--model.init_args.init_from": "ann"}, meta=meta),
+                Stage(f"{tag}_ann_test", "test", cfg["ann"], a("ann_test"), {"--ckpt_path": f"{tag}_ann"}, meta=meta),
+                *snn_chain(f"{tag}_", f"{tag}_ann")]
+
+    def ann_of(key: str, of: str) -> str:
+        """The ANN stage of a run named in ``key`` (``dense`` or ``<method><percent>``, e.g. ``hydra90``)."""
+        if of == "dense":
+            return "ann"
+        if not any(st.name == f"{of}_ann" for st in stages):
+            raise PipelineError(f"{key}: {of!r} is not a run of this pipeline; name one of "
+                                f"{['dense'] + [st.name[:-4] for st in stages if st.name.endswith('_ann')]}")
+        return f"{of}_ann"
+
+    sweep = cfg.get("t_sweep") or {}
+    ann = ann_of("t_sweep.of", sweep.get("of", "")) if sweep.get("num_steps") else None
+    for t in sweep.get("num_steps", []):
+        stages += snn_chain(f"{ann[:-3]}T{int(t)}_", ann, ["--model.init_args.num_steps", str(int(t))], int(t))
+    for of in cfg.get("converted_test", []) or []:  # conversion alone, evaluated like the fine-tuned SNNs
+        ann = ann_of("converted_test", of)
+        stages.append(Stage(f"{ann[:-3]}snn_converted_test", "test", cfg["snn"], a("snn_test"),
+                            {"--model.init_args.ann_checkpoint": ann}, "snn", {**metas[ann], "converted_only": True}))
+    return stages
+
+
+CODE = ("srsnn/cli.py", "nets", "lightning_modules", "callbacks", "datamodules")  # what a stage's result depends on
+
+
+def code_version(root: str = ROOT) -> str:
+    """A hash of the package's Python sources (works in a clone and in an installed copy alike)."""
+    h = hashlib.sha256()
+    for entry in CODE:
+        path = os.path.join(root, entry)
+        files = [path] if os.path.isfile(path) else sorted(glob.glob(os.path.join(path, "**", "*.py"), recursive=True))
+        for f in files:
+            h.update(os.path.relpath(f, root).encode() + b"\0" + open(f, "rb").read() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _config_files(args: list[str]) -> list[str]:
+    return [args[k + 1] for k, a in enumerate(args[:-1]) if a == "--config"]
+
+
+def _with_includes(path: str, seen: tuple = ()) -> list[str]:
+    """A config file and those it includes (a ``config: <file>`` key, relative to the including file), recursively."""
+    if path in seen:  # an include cycle: train.py reports it; the identity need not loop
+        return []
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return [path]
+    include = data.get("config") if isinstance(data, dict) else None
+    more = _with_includes(os.path.join(os.path.dirname(path), include), seen + (path,)) if isinstance(include, str) else []
+    return [path] + more
+
+
+def identity(command: list[str], upstream: dict[str, str], code: str) -> dict[str, str]:
+    """What a stage's result depends on: its command (config files by their contents, checkpoints by the upstream
+    stages' identities, its own folder left out: a run folder moved with its configs stays valid), the code."""
+    def digest(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    configs = []
+    for path in _config_files(command):
+        for f in _with_includes(os.path.join(ROOT, path)):  # stages run in ROOT (an absolute path stays as it is)
+            configs.append(digest(open(f).read()) if os.path.isfile(f) else "missing")
+    generic = [("<config>" if k and command[k - 1] == "--config" else a) for k, a in enumerate(command)]
+    return {"command": digest(shlex.join(generic)), "configs": digest(json.dumps(sorted(configs))),
+            "code": code, "upstream": digest(json.dumps(upstream, sort_keys=True))}
+
+
+def _changed(old: dict, new: dict) -> str:
+    if "code" not in old:
+        return "completed by an older version of pipeline.py"
+    what = {"command": "its command changed", "configs": "its config file changed", "code": "the code changed",
+            "upstream": "a stage it takes a checkpoint from was re-run"}
+    return ", ".join(v for k, v in what.items() if old.get(k) != new.get(k)) or "unknown"
+
+
+def _read_identity(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):  # a DONE file of an older pipeline (the command line only)
+        return {"command": "older pipeline version"}
+
+
+def _set_aside(d: str) -> str:
+    k = 1
+    while os.path.exists(f"{d}.stale-{k}"):
+        k += 1
+    os.rename(d, f"{d}.stale-{k}")
+    return f"{d}.stale-{k}"
+
+
+def last_checkpoint(stage_dir: str) -> Optional[str]:
+    return newest_under(stage_dir, "last.ckpt")
+
+
+def load_config(path: str, seen: tuple = ()) -> dict:
+    """A pipeline YAML; ``include: <pipeline YAML>`` starts from another one (its stages and run folder, so the
+    stages they share are reused), this file's keys replacing the included file's."""
+    if not os.path.isfile(path):
+        raise PipelineError(f"pipeline config {path!r} does not exist")
+    if os.path.abspath(path) in seen:
+        raise PipelineError(f"pipeline config {path!r} includes itself (through {' -> '.join(seen)})")
+    with open(path) as f:
+        cfg = yaml.safe_load(f) or {}
+    base = cfg.pop("include", None)
+    return {**load_config(base, (*seen, os.path.abspath(path))), **cfg} if base else cfg
+
+
+LOCK = "pipeline.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_dir_lock(root: str):
+    """One pipeline per run folder: ``<run_dir>/pipeline.lock`` holds the owner's pid; a second pipeline on the
+    same folder is refused (its stages would share version folders, checkpoints and the report); a lock whose
+    process is gone is stale and taken over."""
+    path = os.path.join(root, LOCK)
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    owner = json.load(f)
+            except (OSError, ValueError):
+                owner = {}  # being written right now, or garbage: look again
+                time.sleep(0.2)
+                if os.path.exists(path) and time.time() - os.path.getmtime(path) < 5:
+                    continue
+            if owner.get("pid") and _alive(int(owner["pid"])):
+                raise PipelineError(f"another pipeline is running in {root} (pid {owner['pid']}, started "
+                                    f"{owner.get('started', '?')}: {owner.get('command', '?')}); wait for it to "
+                                    f"finish or use another run_dir") from None
+            print(f"note: removing the stale lock of a pipeline that is no longer running (pid {owner.get('pid')})",
+                  flush=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                   "command": shlex.join(sys.argv)}, f)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def run(cfg_path: str, extra: list[str], dry_run: bool = False, publish_anyway: bool = False) -> int:
+    cfg = load_config(cfg_path)
+    stages = plan(cfg)
+    root = cfg["run_dir"]
+    os.makedirs(root, exist_ok=True)
+    if dry_run:
+        return _run(cfg, stages, root, extra, dry_run, publish_anyway)
+    with run_dir_lock(root):
+        return _run(cfg, stages, root, extra, dry_run, publish_anyway)
+
+
+def _run(cfg: dict, stages: list[Stage], root: str, extra: list[str], dry_run: bool, publish_anyway: bool) -> int:
+    code = code_version()
+    ids: dict[str, dict] = {}
+    for k, st in enumerate(stages, 1):
+        d = os.path.join(root, st.name)
+        train = _script("train", "cli")
+        cmd = [*train, st.command, "--config", st.config, *st.args, *extra]
+        ids[st.name] = identity(cmd[len(train):], {src: ids[src] for src in st.needs.values()}, code)
+        for opt, src in st.needs.items():
+            ck = last_checkpoint(os.path.join(root, src))
+            if ck is None and not dry_run:
+                raise PipelineError(f"stage {st.name} needs the checkpoint of stage {src}, which has none")
+            cmd += [opt, ck or f"<{src}>"]
+        cmd += ["--trainer.default_root_dir", d]
+        done, started = os.path.join(d, "DONE"), os.path.join(d, "STARTED")
+        marker = done if os.path.exists(done) else started if os.path.exists(started) else None
+        if marker is not None:
+            old = _read_identity(marker)
+            if old == ids[st.name] and marker == done:
+                print(f"== stage {k}/{len(stages)}: {st.name} — complete, skipped", flush=True)
+                continue
+            if old != ids[st.name]:
+                why = _changed(old, ids[st.name])
+                if dry_run:
+                    print(f"== stage {k}/{len(stages)}: {st.name} — stale ({why}): would re-run", flush=True)
+                    continue
+                print(f"== stage {k}/{len(stages)}: {st.name} — stale ({why}): re-running; the old results are "
+                      f"kept in {_set_aside(d)}", flush=True)
+        resume = []
+        if st.command == "fit" and last_checkpoint(d):
+            resume = ["--ckpt_path", last_checkpoint(d)]
+            print(f"== stage {k}/{len(stages)}: {st.name} — resuming from {resume[1]}", flush=True)
+        else:
+            print(f"== stage {k}/{len(stages)}: {st.name} ({st.command} {st.config})", flush=True)
+        if dry_run:
+            print("   " + shlex.join(cmd + resume))
+            continue
+        os.makedirs(d, exist_ok=True)
+        with open(started, "w") as f:  # a fit interrupted under another identity is never resumed
+            json.dump(ids[st.name], f)
+        t0 = time.time()
+        rc, peak_mib = run_measured(cmd + resume)
+        if rc != 0:
+            print(f"error: stage {st.name} failed (exit {rc}); fix the cause and re-run the same "
+                  "command: completed stages are skipped, this one resumes", file=sys.stderr)
+            return rc
+        with open(os.path.join(d, "stage_stats.json"), "w") as f:
+            json.dump({"wall_s": time.time() - t0, "peak_rss_mib": peak_mib, "resumed": bool(resume)}, f)
+        with open(os.path.join(d, "stage.json"), "w") as f:  # what this stage is, for report.py (no name parsing)
+            json.dump({"stage": st.name, "command": st.command, "kind": st.kind, **st.meta,
+                       "identity": ids[st.name]}, f, indent=1)
+        with open(done, "w") as f:
+            json.dump(ids[st.name], f)
+    if dry_run:
+        return 0
+    tests = [os.path.join(root, s.name) for s in stages if s.command == "test"]
+    rc = subprocess.run([*_script("report", "report"), *tests, "--out", os.path.join(root, "report"),
+                         "--title", cfg.get("title", "Pipeline report")], cwd=ROOT).returncode
+    stats = [(st.name, json.load(open(path))) for st in stages
+             if os.path.exists(path := os.path.join(root, st.name, "stage_stats.json"))]
+    if stats:
+        mib = lambda v: "n/a" if v is None else f"{v:.0f}"
+        rows = "".join(f"| {n} | {v['wall_s']:.1f}{' (resumed part)' if v['resumed'] else ''} | "
+                       f"{mib(v['peak_rss_mib'])} |\n" for n, v in stats)
+        with open(os.path.join(root, "report", "timings.md"), "w") as f:
+            f.write(f"| stage | wall time (s) | peak memory (MiB, max RSS) |\n|---|---|---|\n{rows}"
+                    f"| **total** | {sum(v['wall_s'] for _, v in stats):.1f} | "
+                    f"{mib(max((v['peak_rss_mib'] or 0) for _, v in stats))} (largest stage) |\n")
+        print("wall time per stage: " + ", ".join(f"{n} {v['wall_s']:.0f}s" for n, v in stats))
+    if rc == 0 and cfg.get("results"):
+        if not publishes(extra, publish_anyway):
+            # the published folder documents the recipe as written; options given on top of it change its stages
+            print(f"{cfg['results']} not updated: this run changes the recipe's stages ({shlex.join(extra)}); its "
+                  f"report is in {os.path.join(root, 'report')} (pass --publish to copy it there anyway)", flush=True)
+        else:
+            publish(os.path.join(root, "report"), tests, cfg["results"])
+    return rc
+
+
+def publishes(extra: list[str], publish_anyway: bool) -> bool:
+    """Whether a run updates its pipeline's ``results:`` folder: only the recipe as written (no options on top of it,
+    which change its stages, e.g. ``--trainer.max_epochs 1``), unless ``--publish`` asks for it."""
+    return not extra or publish_anyway
+
+
+def publish(report_dir: str, tests: list[str], dest: str) -> None:
+    """Copy the report (tables, figures, timings) and every evaluated model's own evaluation report and per-sample
+    record (``evaluation/<stage>.md``, ``<stage>.per_sample.json``) to ``dest`` (the pipeline's ``results:`` folder, e.g. ``results/mnist5k``)."""
+    os.makedirs(os.path.join(dest, "evaluation"), exist_ok=True)
+    for f in sorted(os.listdir(report_dir)):
+        shutil.copy2(os.path.join(report_dir, f), os.path.join(dest, f))
+    for t in tests:
+        found = newest_under(t, "evaluation", "attacks.md")
+        if found:
+            shutil.copy2(found, os.path.join(dest, "evaluation", f"{os.path.basename(t)}.md"))
+            samples = os.path.join(os.path.dirname(found), "per_sample.json")  # for paired tests, `report.py compare`
+            if os.path.exists(samples):
+                shutil.copy2(samples, os.path.join(dest, "evaluation", f"{os.path.basename(t)}.per_sample.json"))
+    print(f"results copied to {dest}")
+
+
+def run_measured(cmd: list[str]) -> tuple[int, Optional[float]]:
+    """Run a stage; return its exit code and peak resident memory in MiB (the stage process and its children,
+    e.g. DDP workers: the largest of them; None where the OS does not report it)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+    if not hasattr(os, "wait4"):
+        return proc.wait(), None
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except KeyboardInterrupt:  # Ctrl-C reached the stage too (same process group): let it save and stop
+        proc.wait()
+        raise PipelineError("interrupted; re-run the same command to resume (completed stages are skipped)") from None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, action="append",
+                   help="pipeline YAML (conf/<dataset>/pipeline.yaml); a further --config (e.g. conf/trainer/ddp.yaml) "
+                        "goes to every stage")
+    p.add_argument("--dry_run", action="store_true", help="print the stages and commands, run nothing")
+    p.add_argument("--publish", action="store_true",
+                   help="copy the report to the pipeline's results: folder even when extra options change its stages")
+    a, extra = p.parse_known_args(argv)
+    for more in a.config[1:]:
+        extra += ["--config", more]
+    return run(a.config[0], extra, a.dry_run, a.publish)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

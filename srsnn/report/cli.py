@@ -1,0 +1,52 @@
+"""``python report.py <runs> --out <folder>`` and ``python report.py compare ours.json theirs.json``."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import __doc__ as DOC
+from .claims import claims
+from .figures import plots
+from .per_sample import compare, read
+from .runs import load_run
+from .tables import build_table, confidence_section, eps_columns, finetune_table, t_sweep_table
+
+
+def _compare(argv: list[str]) -> int:
+    c = argparse.ArgumentParser(prog="report.py compare", description=compare.__doc__ + "\n\n" + read.__doc__)
+    c.add_argument("ours")
+    c.add_argument("theirs")
+    a = c.parse_args(argv)
+    print(compare(a.ours, a.theirs), end="")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["compare"]:
+        return _compare(argv[1:])
+    p = argparse.ArgumentParser(prog="report.py", description=DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="run folders of `train.py test` runs")
+    p.add_argument("--out", required=True, help="folder for report.md, report.json and the plots")
+    p.add_argument("--title", default="Comparison")
+    a = p.parse_args(argv)
+    runs = [load_run(r) for r in a.runs]
+    names = [r["name"] for r in runs]
+    for r, folder in zip(runs, a.runs):  # two runs of one name (two pipelines): tell them apart by their folder
+        if names.count(r["name"]) > 1:
+            r["label"] = os.path.join(os.path.basename(os.path.dirname(os.path.normpath(folder))), r["name"])
+    os.makedirs(a.out, exist_ok=True)
+    table, rows = build_table(runs)
+    eps = eps_columns(rows)
+    text = "\n".join(x for x in (f"# {a.title}\n", table, confidence_section(runs), claims(rows, eps),
+                                  finetune_table(rows, eps), t_sweep_table(rows, eps)) if x)
+    with open(os.path.join(a.out, "report.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(a.out, "report.json"), "w") as f:
+        json.dump([{k: v for k, v in r.items() if k != "robust_samples"} for r in rows], f, indent=2)
+    figs = plots(runs, rows, a.out)
+    print(text)
+    print(f"wrote {a.out}/report.md, report.json, " + ", ".join(os.path.basename(x) for x in figs))
+    return 0

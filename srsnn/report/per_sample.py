@@ -1,0 +1,72 @@
+"""Per-sample records (``per_sample.json``): the per-sample union of two evaluations of one model, and the exact
+McNemar test of two models' worst-case outcomes on the same samples."""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Optional
+
+
+def read(path: str) -> tuple[dict[int, bool], dict[str, set[int]]]:
+    """``per_sample.json`` -> (clean-correct per sample index, the indices broken at each epsilon). Format (what
+    ``AttackEvaluation`` writes; another attack writes the same): ``{"samples": [{"index": i, "clean_correct":
+    bool, "broken_by": {"<eps>": null | "<what broke it>"}}, ...]}``, null = robust to everything that attack ran."""
+    try:
+        samples = json.load(open(path))["samples"]
+        clean = {int(x["index"]): bool(x["clean_correct"]) for x in samples}
+        broken: dict[str, set[int]] = {}
+        for x in samples:
+            for eps, by in x["broken_by"].items():
+                if by is not None and x["clean_correct"]:
+                    broken.setdefault(f"{float(eps):.6g}", set()).add(int(x["index"]))
+                else:
+                    broken.setdefault(f"{float(eps):.6g}", set())
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SystemExit(f"error: {path}: not a per_sample.json ({type(err).__name__}: {err}); see `report.py compare "
+                         "--help` for the format") from None
+    return clean, broken
+
+
+def robust_samples(path: str) -> dict[str, list[int]]:
+    """Per epsilon, the indices of the samples robust in the worst case."""
+    clean, broken = read(path)
+    return {eps: sorted(i for i, c in clean.items() if c and i not in b) for eps, b in broken.items()}
+
+
+def compare(ours: str, theirs: str) -> str:
+    """Per epsilon: robust accuracy by each evaluation, by their per-sample union (a sample counts as robust only if
+    neither broke it), and the samples each broke alone. Both files must cover the same samples."""
+    (ca, ba), (cb, bb) = read(ours), read(theirs)
+    if set(ca) != set(cb):
+        raise SystemExit(f"error: the two files cover different samples ({len(ca)} vs {len(cb)}, "
+                         f"{len(set(ca) ^ set(cb))} indices in one only); evaluate the same test subset")
+    if ca != cb:
+        raise SystemExit("error: the two files disagree on which samples are classified correctly without attack: "
+                         "not the same model (or not the same samples)")
+    n, lines = len(ca), []
+    lines += ["| ε | robust (ours) % | robust (theirs) % | robust (union) % | broken by ours only | by theirs only |",
+              "|---|---|---|---|---|---|"]
+    clean = {i for i, c in ca.items() if c}
+    for eps in sorted(set(ba) | set(bb), key=float):
+        a, b = ba.get(eps, set()), bb.get(eps, set())
+        acc = lambda broken: 100 * len(clean - broken) / n
+        only = lambda x, y: f"{len(x - y)}" + (f" ({', '.join(map(str, sorted(x - y)[:10]))}{' ...' if len(x - y) > 10 else ''})"
+                                                 if x - y else "")
+        lines.append(f"| {eps} | {acc(a):.1f} | {acc(b):.1f} | **{acc(a | b):.1f}** | {only(a, b)} | {only(b, a)} |")
+    return "\n".join([f"{n} samples, {len(clean)} clean-correct; sample indices in brackets", "", *lines]) + "\n"
+
+
+def mcnemar(a: dict[str, Any], b: dict[str, Any], eps: str) -> Optional[float]:
+    """Exact two-sided McNemar p-value of two models' worst-case outcomes on the same samples at ``eps`` (None
+    without per-sample records): of the samples on which they differ, is one model robust more often than chance?"""
+    ra, rb = (r.get("robust_samples") or {} for r in (a, b))
+    if eps not in ra or eps not in rb or a.get("samples") != b.get("samples"):
+        return None
+    x, y = set(ra[eps]), set(rb[eps])
+    n, k = len(x ^ y), min(len(x - y), len(y - x))
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+
+
+def p_text(p: Optional[float]) -> str:
+    """``, p = 0.03`` for a claim's line (nothing without a test)."""
+    return "" if p is None else f", p = {p:.2g}" if p >= 0.001 else ", p < 0.001"
