@@ -112,8 +112,8 @@ def confidence_section(runs: list[dict[str, Any]]) -> str:
     lines = [f"- {r.get('label', r['name'])}: " + "; ".join(r["attacks"]["confidence"]) for r in runs
              if r["attacks"].get("confidence")]
     return "\n".join(["## Confidence of the worst case", "", "Two consecutive check rounds (2x steps, new seed) that "
-                      "break nothing = converged; otherwise the last productive round's breaks are what another round "
-                      "would likely still find.", ""] + lines) + "\n" if lines else ""
+                      "break nothing = converged; otherwise another round would likely break up to as many samples as "
+                      "the most productive check round did.", ""] + lines) + "\n" if lines else ""
 
 
 def eps_columns(rows: list[dict[str, Any]]) -> list[str]:
