@@ -22,6 +22,7 @@ import sys
 
 import torch
 import torchattacks
+from safetensors import safe_open
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from datamodules import MNIST5k, Digits  # noqa: E402
@@ -41,7 +42,10 @@ p.add_argument("--seed", type=int, default=1234)
 p.add_argument("--out", required=True)
 a = p.parse_args()
 model = load_compact(a.model).eval()
-dm = {"digits": Digits, "mnist5k": MNIST5k}[a.data]()
+# the images at the size the model was trained on (the mnist5k recipe resizes to 16 x 16)
+with safe_open(a.model, "pt") as f:
+    size = json.loads(f.metadata()["spec"])["net"]["init_args"].get("input_size")
+dm = {"digits": Digits, "mnist5k": MNIST5k}[a.data](**({"image_size": size} if size else {}))
 dm.setup("test")
 x, y = map(torch.stack, zip(*[(dm.data_test[i][0], torch.as_tensor(dm.data_test[i][1])) for i in range(a.samples)]))
 with torch.no_grad():

@@ -263,10 +263,11 @@ def run(cfg_path: str, extra: list[str], dry_run: bool = False, publish_anyway: 
 
 
 def _run(cfg: dict, stages: list[Stage], root: str, extra: list[str], dry_run: bool, publish_anyway: bool) -> int:
+    """Run (or, ``dry_run``, print) every stage not yet complete under its current identity, then the report."""
     code = code_version()
     ids: dict[str, dict] = {}
     for k, st in enumerate(stages, 1):
-        d = os.path.join(root, st.name)
+        d, head = os.path.join(root, st.name), f"== stage {k}/{len(stages)}: {st.name}"
         train = _script("train", "cli")
         cmd = [*train, st.command, "--config", st.config, *st.args, *extra]
         ids[st.name] = identity(cmd[len(train):], {src: ids[src] for src in st.needs.values()}, code)
@@ -276,47 +277,65 @@ def _run(cfg: dict, stages: list[Stage], root: str, extra: list[str], dry_run: b
                 raise PipelineError(f"stage {st.name} needs the checkpoint of stage {src}, which has none")
             cmd += [opt, ck or f"<{src}>"]
         cmd += ["--trainer.default_root_dir", d]
-        done, started = os.path.join(d, "DONE"), os.path.join(d, "STARTED")
-        marker = done if os.path.exists(done) else started if os.path.exists(started) else None
-        if marker is not None:
-            old = _read_identity(marker)
-            if old == ids[st.name] and marker == done:
-                print(f"== stage {k}/{len(stages)}: {st.name} — complete, skipped", flush=True)
-                continue
-            if old != ids[st.name]:
-                why = _changed(old, ids[st.name])
-                if dry_run:
-                    print(f"== stage {k}/{len(stages)}: {st.name} — stale ({why}): would re-run", flush=True)
-                    continue
-                print(f"== stage {k}/{len(stages)}: {st.name} — stale ({why}): re-running; the old results are "
-                      f"kept in {_set_aside(d)}", flush=True)
+        if _up_to_date(d, ids[st.name], head, dry_run):
+            continue
         resume = []
         if st.command == "fit" and last_checkpoint(d):
             resume = ["--ckpt_path", last_checkpoint(d)]
-            print(f"== stage {k}/{len(stages)}: {st.name} — resuming from {resume[1]}", flush=True)
+            print(f"{head} — resuming from {resume[1]}", flush=True)
         else:
-            print(f"== stage {k}/{len(stages)}: {st.name} ({st.command} {st.config})", flush=True)
+            print(f"{head} ({st.command} {st.config})", flush=True)
         if dry_run:
             print("   " + shlex.join(cmd + resume))
             continue
-        os.makedirs(d, exist_ok=True)
-        with open(started, "w") as f:  # a fit interrupted under another identity is never resumed
-            json.dump(ids[st.name], f)
-        t0 = time.time()
-        rc, peak_mib = run_measured(cmd + resume)
+        rc = _run_stage(st, d, cmd + resume, ids[st.name], resumed=bool(resume))
         if rc != 0:
-            print(f"error: stage {st.name} failed (exit {rc}); fix the cause and re-run the same "
-                  "command: completed stages are skipped, this one resumes", file=sys.stderr)
             return rc
-        with open(os.path.join(d, "stage_stats.json"), "w") as f:
-            json.dump({"wall_s": time.time() - t0, "peak_rss_mib": peak_mib, "resumed": bool(resume)}, f)
-        with open(os.path.join(d, "stage.json"), "w") as f:  # what this stage is, for report.py (no name parsing)
-            json.dump({"stage": st.name, "command": st.command, "kind": st.kind, **st.meta,
-                       "identity": ids[st.name]}, f, indent=1)
-        with open(done, "w") as f:
-            json.dump(ids[st.name], f)
-    if dry_run:
-        return 0
+    return 0 if dry_run else _finish(cfg, stages, root, extra, publish_anyway)
+
+
+def _up_to_date(d: str, ident: dict, head: str, dry_run: bool) -> bool:
+    """Whether the stage in ``d`` is complete under ``ident`` (skipped); a stage of another identity is stale: its
+    folder is set aside (kept as ``<stage>.stale-<k>``) so that it re-runs, or, ``dry_run``, is reported only."""
+    done, started = os.path.join(d, "DONE"), os.path.join(d, "STARTED")
+    marker = done if os.path.exists(done) else started if os.path.exists(started) else None
+    if marker is None:
+        return False
+    old = _read_identity(marker)
+    if old == ident and marker == done:
+        print(f"{head} — complete, skipped", flush=True)
+        return True
+    if old != ident:
+        why = _changed(old, ident)
+        if dry_run:
+            print(f"{head} — stale ({why}): would re-run", flush=True)
+            return True
+        print(f"{head} — stale ({why}): re-running; the old results are kept in {_set_aside(d)}", flush=True)
+    return False
+
+
+def _run_stage(st: Stage, d: str, cmd: list[str], ident: dict, resumed: bool) -> int:
+    """One stage's ``train.py`` run, its wall time and peak memory, and its ``stage.json`` / ``DONE`` markers."""
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "STARTED"), "w") as f:  # a fit interrupted under another identity is never resumed
+        json.dump(ident, f)
+    t0 = time.time()
+    rc, peak_mib = run_measured(cmd)
+    if rc != 0:
+        print(f"error: stage {st.name} failed (exit {rc}); fix the cause and re-run the same "
+              "command: completed stages are skipped, this one resumes", file=sys.stderr)
+        return rc
+    with open(os.path.join(d, "stage_stats.json"), "w") as f:
+        json.dump({"wall_s": time.time() - t0, "peak_rss_mib": peak_mib, "resumed": resumed}, f)
+    with open(os.path.join(d, "stage.json"), "w") as f:  # what this stage is, for report.py (no name parsing)
+        json.dump({"stage": st.name, "command": st.command, "kind": st.kind, **st.meta, "identity": ident}, f, indent=1)
+    with open(os.path.join(d, "DONE"), "w") as f:
+        json.dump(ident, f)
+    return 0
+
+
+def _finish(cfg: dict, stages: list[Stage], root: str, extra: list[str], publish_anyway: bool) -> int:
+    """The comparison report over the test stages, the timings table, and the copy to ``results:``."""
     tests = [os.path.join(root, s.name) for s in stages if s.command == "test"]
     rc = subprocess.run([*_script("report", "report"), *tests, "--out", os.path.join(root, "report"),
                          "--title", cfg.get("title", "Pipeline report")], cwd=ROOT).returncode

@@ -258,22 +258,23 @@ def test_adaptive_units_through_the_relu_path_attack_the_deployed_judge(monkeypa
     assert {n for n, m in seen if m == "DeployedJudge"} == {"apgd_ce", "apgdt"}
 
 
-def test_a_productive_square_is_rerun_with_twice_the_queries_in_the_check_rounds(dense_ann_ckpt):
-    """Square breaking what the white-box attacks left (here: a gradient-masking model) earns it a place in the
-    check rounds, at 2x queries and a new seed; on a model where it breaks nothing it is not re-run."""
+def test_square_is_rerun_in_every_check_round_with_twice_the_queries_and_a_new_seed(dense_ann_ckpt):
+    """Square, a random search, finds other samples with another seed: each check round runs it again at 2x queries
+    with the round's seed; on a gradient-masking model (where Square matters most) it breaks what the white-box
+    attacks left."""
     from lightning_modules.loading import load_trained
 
     trained = load_trained("conf/digits/ann.yaml", dense_ann_ckpt)[0].model.eval()
     budget = AdaptiveBudget(top_k=1, steps=3, max_targets=1, other_targets=1, square_queries=40, check_rounds=2)
-    for net, rerun in ((nn.Sequential(Rounding(), trained).eval(), True), (trained, None)):
-        x, y = _data(net, 30)
-        ev = Evaluator(net, None, [0.3], [{"name": "fgsm"}], 10, budget, batch_size=30)
-        ran = []
-        run_unit = ev._run_unit
-        ev._run_unit = lambda unit, *a: ran.append((unit.stage, unit.attack, unit.kwargs.get("n_queries"))) or \
-            run_unit(unit, *a)
-        stages = ev.run(x, y)["eps"]["0.3"]["broken_by_stage"]
-        if rerun:
-            assert stages["square"] > 0 and ("check", "square", 80) in ran
-        elif stages["square"] == 0:
-            assert not any(r[:2] == ("check", "square") for r in ran)
+    net = nn.Sequential(Rounding(), trained).eval()
+    x, y = _data(net, 30)
+    ev = Evaluator(net, None, [0.3], [{"name": "fgsm"}], 10, budget, batch_size=30)
+    ran = []
+    run_unit = ev._run_unit
+    ev._run_unit = lambda unit, *a: ran.append((unit.stage, unit.attack, unit.kwargs.get("n_queries"),
+                                                unit.kwargs.get("seed"))) or run_unit(unit, *a)
+    res = ev.run(x, y)["eps"]["0.3"]
+    assert res["broken_by_stage"]["square"] > 0
+    squares = [r for r in ran if r[:2] == ("check", "square")]
+    assert len(squares) == len(res["check_rounds"]) >= 1 and {r[2] for r in squares} == {80}
+    assert len({r[3] for r in squares}) == len(squares)  # a new seed each round
