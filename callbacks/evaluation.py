@@ -180,9 +180,7 @@ class AttackEvaluation(Callback):
             for label, acc in v["paper"].items():
                 pl_module.log(f"test/robust_paper_{label}/eps={eps}", acc, sync_dist=False)
             if v.get("confidence"):  # what another round would likely still break (0 when converged)
-                c = v["confidence"]
-                pl_module.log(f"test/next_round_bound/eps={eps}", 0.0 if c["converged"] else
-                              float(c.get("bound", c["last_productive_breaks"])), sync_dist=False)
+                pl_module.log(f"test/next_round_bound/eps={eps}", float(v["confidence"]["bound"]), sync_dist=False)
         if self.results.get("interrupted"):
             rank_zero_info(f"[AttackEvaluation] {self.results['interrupted']}; the finished part is written above")
             raise KeyboardInterrupt

@@ -57,9 +57,8 @@ class AdaptiveBudget:
     the same through the other top_k - 1 paths (APGD-T's cost grows with the targets); square_queries: Square's
     budget (0 = skip);
     check_rounds: at most this many convergence rounds: the tier's APGD-CE and APGD-T again through the same paths
-    with the same targets, 2x steps, a new seed each, and Square with 2x queries when it broke samples the white-box
-    attacks left; they stop after two consecutive rounds that break nothing (converged; fewer than 2 rounds can
-    never show convergence; 0 = off)."""
+    with the same targets, 2x steps, a new seed each, and Square with 2x queries and a new seed; they stop after
+    two consecutive rounds that break nothing (converged; fewer than 2 rounds can never show convergence; 0 = off)."""
 
     top_k: int = 3
     steps: int = 50
@@ -413,7 +412,7 @@ def confidence_statement(eps: str, worst: float, conf: Optional[dict], total: in
     if conf["converged"]:
         return (f"{head}; converged: the last productive round ({where}) broke {k} sample(s), the two rounds after it "
                 "none, so another round would likely find nothing more")
-    bound = conf.get("bound", k)
+    bound = conf["bound"]
     return (f"{head}; NOT converged after {conf['rounds_run']} check round(s) (the last productive: {where}, {k} "
             f"sample(s)); another round would likely break up to as many as the most productive check round, {bound} "
             f"(up to {100 * bound / max(total, 1):.1f} points lower)")
