@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 from tqdm import tqdm
@@ -31,6 +31,7 @@ from nets.robustness import AdaptiveBudget, Evaluator, audit, confidence_stateme
 from .interrupt import sigterm_as_interrupt
 
 WHITE_BOX = ("fgsm", "pgd", "apgd_ce", "apgd_dlr")
+PAPER_ATTACKS = ({"name": "fgsm"}, {"name": "pgd", "steps": 10})  # the paper's main-table protocol
 
 
 def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
@@ -114,7 +115,7 @@ class AttackEvaluation(Callback):
     per-sample worst case over everything run (``nets.robustness``), with an audit.
 
     Args:
-        attacks: the paper protocol's white-box attacks, e.g. ``[{name: fgsm}, {name: pgd, steps: 10}]``; for an
+        attacks: the paper protocol's white-box attacks (default its main table: FGSM and PGD-10); for an
             SNN each runs through every gradient path (a sample is robust only if every path fails).
         epsilons: perturbation budgets in pixel space (numbers or ``"8/255"``).
         num_samples: the first ``num_samples`` of ``test_dataloader()`` (0 = all); batch_size: attack batch size.
@@ -133,12 +134,12 @@ class AttackEvaluation(Callback):
     ``test/robust_paper_<attack>/eps=E``. Ctrl-C / SIGTERM stop it within seconds, writing the finished epsilons.
     """
 
-    def __init__(self, attacks: Optional[list[dict[str, Any]]] = None, epsilons: Optional[list[Eps]] = None,
+    def __init__(self, attacks: Sequence[Mapping[str, Any]] = PAPER_ATTACKS, epsilons: Optional[list[Eps]] = None,
                  num_samples: int = 500, batch_size: int = 100, ensemble: str = "auto",
                  adaptive: Union[bool, str, dict[str, Any]] = True, transfer_from: Optional[dict[str, str]] = None,
                  audit: bool = True, large_eps: float = 0.5, margin_points: float = 2.0,
                  output_dir: Optional[str] = None):
-        self.attacks = attacks or [{"name": "fgsm"}, {"name": "pgd", "steps": 10}]
+        self.attacks = [dict(a) for a in attacks]
         for a in self.attacks:
             if a.get("name") not in WHITE_BOX:
                 raise UserError(f"AttackEvaluation: attack {a.get('name')!r} is not a white-box attack of {WHITE_BOX}"

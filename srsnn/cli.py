@@ -2,7 +2,9 @@
 
 A thin LightningCLI: model and data are chosen by ``class_path`` in the YAML (any LightningModule /
 LightningDataModule, yours included). Trainer defaults: ``devices: 1``, ``inference_mode: false`` (attacks in
-validation/test need gradients), the seed fixed, the resolved config saved next to every run.
+validation/test need gradients), the seed fixed, the resolved config saved next to every run, and every fit keeps
+``last.ckpt`` (a ``ModelCheckpoint(save_last=True, save_top_k=1)`` goes first in ``trainer.callbacks`` unless one
+there saves last already or ``trainer.enable_checkpointing`` is false; ``--print_config`` shows it).
 Bad input raises ``UserError``, printed as one line without a traceback.
 """
 from __future__ import annotations
@@ -74,6 +76,27 @@ def _integer_counts(args: list[str]) -> set[str]:
     return found
 
 
+_LAST = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": True, "save_top_k": 1}}
+
+
+def _keep_last_checkpoint(trainer: Namespace) -> None:
+    """Puts ``_LAST`` first in ``trainer.callbacks`` unless a callback there saves ``last.ckpt`` already: resume,
+    the pipeline and ``--ckpt_path <run folder>`` read it, so no stage config has to spell it."""
+    if trainer.get("enable_checkpointing") is False:
+        return
+    callbacks = trainer.get("callbacks") or []
+    callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+    if any(str(c.get("class_path", "")).endswith("ModelCheckpoint") and c.get("init_args.save_last")
+           for c in callbacks if isinstance(c, Namespace)):
+        return
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.callbacks import Callback
+
+    parser = ArgumentParser()  # the callback with every default filled in, as the config's own entries are
+    parser.add_argument("--cb", type=Callback)
+    trainer.callbacks = [parser.parse_object({"cb": _LAST}).cb, *callbacks]
+
+
 def _version_of(ckpt_path: str, root: str) -> int | None:
     """``K`` when ``ckpt_path`` is ``<root>/lightning_logs/version_K/checkpoints/*.ckpt`` (a resume continues there)."""
     parts = os.path.normpath(os.path.abspath(ckpt_path)).split(os.sep)
@@ -120,6 +143,7 @@ class CLI(LightningCLI):
         sub = self.config.get("subcommand")
         if sub is not None:
             link_data_arguments(self.config[sub])
+            _keep_last_checkpoint(self.config[sub].trainer)
         if printing:
             flags = printing[-1].partition("=")[2].split(",")
             sys.stdout.write(self._parser(sub).dump(self.config[sub] if sub else self.config,

@@ -23,7 +23,7 @@ def stage_configs() -> list[str]:
     """The train.py configs of every dataset (pipeline files, which name a ``run_dir`` or ``include`` one, and shared
     fragments excluded)."""
     return sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("conf/*/*.yaml")
-                  if p.parent.name != "trainer" and not {"run_dir", "include"} & set(yaml.safe_load(p.read_text()) or {}))
+                  if p.parent.name not in ("trainer", "shared") and not {"run_dir", "include"} & set(yaml.safe_load(p.read_text()) or {}))
 
 
 def flatten(value, prefix: str = "") -> dict:

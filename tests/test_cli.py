@@ -30,6 +30,25 @@ def test_print_config_resolves_every_option():
     assert "inference_mode: false" in out.stdout and "class_path: lightning_modules.RobustANN" in out.stdout
 
 
+def _checkpoints(*args: str) -> list[dict]:
+    out = run_main("fit", *args, "--print_config")
+    assert out.returncode == 0, out.stderr[-2000:]
+    return [c["init_args"] for c in yaml.safe_load(out.stdout)["trainer"]["callbacks"] or []
+            if c["class_path"].endswith("ModelCheckpoint")]
+
+
+def test_every_fit_keeps_last_ckpt_without_its_config_spelling_it(tmp_path):
+    # a stage config names only its own callbacks: the CLI puts the last.ckpt checkpoint first
+    pruning = _checkpoints("--config", "conf/digits/prune_hydra.yaml")
+    assert [(c["save_last"], c["monitor"]) for c in pruning] == [(True, None)]
+    assert [c["monitor"] for c in _checkpoints("--config", "conf/digits/ann.yaml")] == [None, "val/pgd_acc_single_path"]
+    own = tmp_path / "own.yaml"  # a config with its own last-saving checkpoint gets no second one
+    own.write_text("trainer.callbacks:\n  - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+                   "    init_args: {save_last: true, every_n_epochs: 2}\n")
+    assert [c["every_n_epochs"] for c in _checkpoints("--config", "conf/digits/ann.yaml", "--config", str(own))] == [2]
+    assert _checkpoints("--config", "conf/digits/prune_hydra.yaml", "--trainer.enable_checkpointing", "false") == []
+
+
 def _net_args(*args: str) -> dict:
     out = run_main("fit", "--config", "conf/digits/ann.yaml", *args, "--print_config")
     assert out.returncode == 0, out.stderr[-2000:]

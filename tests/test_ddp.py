@@ -12,8 +12,6 @@ from conftest import ckpt, run_cli, tiny_overrides
 EVAL = """
 trainer:
   callbacks:
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {save_last: true, save_top_k: 1}
     - class_path: callbacks.AttackEvaluation
       init_args:
         attacks: [{name: fgsm}, {name: pgd, steps: 3, random_start: false}]
