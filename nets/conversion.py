@@ -17,6 +17,7 @@ A failing step raises ``ConversionError`` naming the step. Train/eval mode is re
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any, Iterable, Mapping, Optional, Union
 
@@ -184,6 +185,70 @@ def _consumers(net: nn.Sequential) -> dict[IFNeuron, list[nn.Module]]:
     return found
 
 
+def _check_calibration(calib_steps: int, percentile: float, scale: float, order: str, amplitude: str) -> None:
+    if order not in ORDERS:
+        raise ConversionError(f"step 'calibrate': order must be one of {ORDERS}, got {order!r}")
+    if not 0 < percentile <= 100:
+        raise ConversionError(f"step 'calibrate': percentile must be in (0, 100], got {percentile}")
+    if calib_steps < 1 or scale <= 0:
+        raise ConversionError(f"step 'calibrate': need calib_steps >= 1 and scale > 0, got {calib_steps}, {scale}")
+    if amplitude not in AMPLITUDES:
+        raise ConversionError(f"step 'calibrate': amplitude must be one of {AMPLITUDES}, got {amplitude!r}")
+
+
+def _input_percentile(snn: SpikingNetwork, neuron: IFNeuron, batches: list[torch.Tensor], calib_steps: int,
+                      percentile: float) -> float:
+    """max over batches of the ``percentile`` of ``neuron``'s input over ``calib_steps`` steps, the earlier layers
+    spiking at their current thresholds (the forward stops at ``neuron``: later layers cost nothing)."""
+    captured: list[float] = []
+
+    def grab(_module, args):
+        captured.append(_percentile(args[0], percentile))
+        raise _Stop
+
+    handle = neuron.register_forward_pre_hook(grab)
+    try:
+        for xb in batches:
+            try:
+                snn(xb, num_steps=calib_steps)
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+    return max(captured)
+
+
+class _ThresholdSetter:
+    """Sets a neuron's threshold; with ``consumers`` (amplitude theta) the weights of the layers that read its spikes
+    carry theta too, rescaled when the threshold changes."""
+
+    def __init__(self, consumers: Mapping[IFNeuron, list[nn.Module]]):
+        self.consumers, self.applied = consumers, {}
+
+    def __call__(self, neuron: IFNeuron, theta: float) -> None:
+        neuron.threshold.fill_(theta)
+        for layer in self.consumers.get(neuron, []):
+            raw_weight(layer).mul_(theta / self.applied.get(neuron, 1.0))
+        self.applied[neuron] = theta
+
+
+@contextlib.contextmanager
+def _cumulative_bn(bns: list[nn.Module], train: bool, reset: bool):
+    """BatchNorms in ``train`` mode with cumulative-average statistics (momentum None: every calibration pass
+    counts alike), reset first if ``reset``; their momenta come back afterwards (their mode: ``module_mode``)."""
+    momenta = [bn.momentum for bn in bns]
+    try:
+        for bn in bns:
+            bn.train(train)
+            if reset:
+                bn.reset_running_stats()
+            bn.momentum = None
+        yield
+    finally:
+        for bn, mom in zip(bns, momenta):
+            bn.momentum = mom
+
+
 @torch.no_grad()
 def calibrate_thresholds(
     snn: SpikingNetwork,
@@ -209,14 +274,7 @@ def calibrate_thresholds(
     ``amplitude="threshold"``: a spike stands for theta, not 1 — each neuron's threshold is multiplied into the
     weights of the layer that reads its spikes (rate-based conversion, Rueckauer et al. 2017; spikes stay 0/1),
     so the SNN approaches the ANN itself as T grows. It needs the BatchNorms folded first (``convert`` does)."""
-    if order not in ORDERS:
-        raise ConversionError(f"step 'calibrate': order must be one of {ORDERS}, got {order!r}")
-    if not 0 < percentile <= 100:
-        raise ConversionError(f"step 'calibrate': percentile must be in (0, 100], got {percentile}")
-    if calib_steps < 1 or scale <= 0:
-        raise ConversionError(f"step 'calibrate': need calib_steps >= 1 and scale > 0, got {calib_steps}, {scale}")
-    if amplitude not in AMPLITUDES:
-        raise ConversionError(f"step 'calibrate': amplitude must be one of {AMPLITUDES}, got {amplitude!r}")
+    _check_calibration(calib_steps, percentile, scale, order, amplitude)
     batches = list(batches)
     if not batches:
         raise ConversionError("step 'calibrate': no calibration batches (is the training set empty?)")
@@ -224,44 +282,17 @@ def calibrate_thresholds(
     consumers = _consumers(snn.net) if amplitude == "threshold" else {}
     if consumers:  # the ANN's statistics stay (spikes of amplitude theta reproduce the ANN's activations)
         reset_bn_stats = False
-    applied: dict[IFNeuron, float] = {}
-
-    def set_threshold(neuron: IFNeuron, theta: float) -> None:
-        neuron.threshold.fill_(theta)
-        for layer in consumers.get(neuron, []):  # the reading layers' weights carry the spike amplitude theta
-            raw_weight(layer).mul_(theta / applied.get(neuron, 1.0))
-        applied[neuron] = theta
-
-    momenta = [bn.momentum for bn in bns]
+    set_threshold = _ThresholdSetter(consumers)
     thresholds: list[float] = []
-    with module_mode(snn, train=True):  # every module's own mode comes back afterwards
+    with module_mode(snn, train=True), _cumulative_bn(bns, train=not consumers, reset=reset_bn_stats):
         try:
-            for bn in bns:
-                bn.train(not consumers)
-                if reset_bn_stats:
-                    bn.reset_running_stats()
-                bn.momentum = None  # cumulative average over all calibration passes
             for neuron in neurons_of(snn):
-                captured: list[float] = []
-
-                def grab(_module, args):
-                    captured.append(_percentile(args[0], percentile))
-                    raise _Stop
-
-                handle = neuron.register_forward_pre_hook(grab)
-                try:
-                    for xb in batches:
-                        try:
-                            snn(xb, num_steps=calib_steps)
-                        except _Stop:
-                            pass
-                finally:
-                    handle.remove()
-                if not max(captured) > 0:
+                peak = _input_percentile(snn, neuron, batches, calib_steps, percentile)
+                if not peak > 0:
                     raise ConversionError(f"step 'calibrate': layer {len(thresholds) + 1} ({type(neuron).__name__} after "
                                           f"{_layer_before(snn.net, neuron)}) receives no positive input on the calibration "
                                           "data, so it can never spike; check the ANN (a dead layer?) and the calibration data")
-                theta = max(max(captured) * (scale if order == "sequential" else 1.0), neuron.min_threshold)
+                theta = max(peak * (scale if order == "sequential" else 1.0), neuron.min_threshold)
                 set_threshold(neuron, theta)
                 thresholds.append(theta)
             if order == "reference":
@@ -277,9 +308,6 @@ def calibrate_thresholds(
             raise
         except Exception as err:
             raise ConversionError(f"step 'calibrate': {err}") from err
-        finally:
-            for bn, mom in zip(bns, momenta):
-                bn.momentum = mom
     return thresholds
 
 

@@ -120,57 +120,57 @@ def to_nir(snn: nn.Module, input_shape: tuple):
         try:
             with torch.no_grad():
                 while i < len(layers):
-                    m = layers[i]
-                    nxt = layers[i + 1] if i + 1 < len(layers) else None
-                    shape = tuple(x.shape[1:])
-                    if isinstance(m, Normalize):
-                        C = shape[0]
-                        cur = [b.channel_affine((1 / m.std).flatten().expand(C), (-m.mean / m.std).flatten().expand(C), x.shape, cur)]
-                    elif isinstance(m, nn.Conv2d):
-                        fold = nxt if isinstance(nxt, nn.modules.batchnorm._BatchNorm) else None
-                        cur = [b.conv(m, x.shape, cur, fold)]
-                        if fold is not None:
-                            x = m(x)
-                            i += 1
-                            m = fold
-                    elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-                        k, c = _bn_affine(m)
-                        cur = [b.channel_affine(k, c, x.shape, cur)]
-                    elif isinstance(m, IFNeuron):
-                        cur = [b.neuron(m, shape, cur)]
-                    elif isinstance(m, nn.AvgPool2d):
-                        k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * 2
-                        s = m.stride if isinstance(m.stride, tuple) else (m.stride,) * 2
-                        p = m.padding if isinstance(m.padding, tuple) else (m.padding,) * 2
-                        cur = [b.add("avgpool", nir.AvgPool2d(kernel_size=np.array(k), stride=np.array(s), padding=np.array(p)), cur)]
-                    elif isinstance(m, nn.AdaptiveAvgPool2d):
-                        out = m(x)
-                        if tuple(out.shape[-2:]) != (1, 1):
-                            raise UserError("NIR export supports AdaptiveAvgPool2d only as global pooling (output 1x1)")
-                        cur = [b.add("avgpool", nir.AvgPool2d(kernel_size=np.array(shape[1:]), stride=np.array(shape[1:]),
-                                                              padding=np.array([0, 0])), cur)]
-                    elif isinstance(m, nn.Flatten):
-                        # NIR counts dims without the batch dimension (its type inference checks this)
-                        cur = [b.add("flatten", nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1), cur)]
-                    elif isinstance(m, nn.Linear):
-                        w = _weight(m)
-                        node = nir.Affine(weight=_np(w), bias=_np(m.bias)) if m.bias is not None else nir.Linear(weight=_np(w))
-                        cur = [b.add("linear", node, cur)]
-                    elif isinstance(m, PreActBlock):
-                        cur = _block(b, m, x, cur)
-                    elif isinstance(m, (nn.Identity, nn.Dropout)):
-                        pass
-                    else:
-                        raise UserError(f"NIR cannot express layer {i} ({type(m).__name__}); supported: Conv2d, Linear, "
-                                        "BatchNorm, AvgPool2d, global AdaptiveAvgPool2d, Flatten, IFNeuron, PreActBlock")
+                    m, nxt = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+                    cur, folded = _layer_nodes(b, i, m, nxt, x, cur)
+                    if folded:  # the BatchNorm after a conv went into the conv's node
+                        x, m, i = m(x), nxt, i + 1
                     x = m(x) if not isinstance(m, IFNeuron) else torch.zeros_like(x)
                     i += 1
-            out = b.add("output", nir.Output(output_type={"output": np.array(tuple(x.shape[1:]))}), cur)
-            del out
+            b.add("output", nir.Output(output_type={"output": np.array(tuple(x.shape[1:]))}), cur)
             return nir.NIRGraph(nodes=b.nodes, edges=b.edges, type_check=False)
         finally:
             for n, t in zip(neurons, steps):
                 n.num_steps = t
+
+
+def _layer_nodes(b: _Builder, i: int, m: nn.Module, nxt: Optional[nn.Module], x: torch.Tensor,
+                 cur: list[str]) -> tuple[list[str], bool]:
+    """The NIR node(s) of layer ``i`` (``m``, input ``x``) after the nodes ``cur``: the new current nodes, and
+    whether ``nxt`` (a BatchNorm after a conv) was folded into them."""
+    import nir
+
+    shape = tuple(x.shape[1:])
+    if isinstance(m, Normalize):
+        C = shape[0]
+        return [b.channel_affine((1 / m.std).flatten().expand(C), (-m.mean / m.std).flatten().expand(C), x.shape, cur)], False
+    if isinstance(m, nn.Conv2d):
+        fold = nxt if isinstance(nxt, nn.modules.batchnorm._BatchNorm) else None
+        return [b.conv(m, x.shape, cur, fold)], fold is not None
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        return [b.channel_affine(*_bn_affine(m), x.shape, cur)], False
+    if isinstance(m, IFNeuron):
+        return [b.neuron(m, shape, cur)], False
+    if isinstance(m, nn.AvgPool2d):
+        k, s, p = (v if isinstance(v, tuple) else (v,) * 2 for v in (m.kernel_size, m.stride, m.padding))
+        return [b.add("avgpool", nir.AvgPool2d(kernel_size=np.array(k), stride=np.array(s), padding=np.array(p)), cur)], False
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        if tuple(m(x).shape[-2:]) != (1, 1):
+            raise UserError("NIR export supports AdaptiveAvgPool2d only as global pooling (output 1x1)")
+        return [b.add("avgpool", nir.AvgPool2d(kernel_size=np.array(shape[1:]), stride=np.array(shape[1:]),
+                                               padding=np.array([0, 0])), cur)], False
+    if isinstance(m, nn.Flatten):
+        # NIR counts dims without the batch dimension (its type inference checks this)
+        return [b.add("flatten", nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1), cur)], False
+    if isinstance(m, nn.Linear):
+        w = _weight(m)
+        node = nir.Affine(weight=_np(w), bias=_np(m.bias)) if m.bias is not None else nir.Linear(weight=_np(w))
+        return [b.add("linear", node, cur)], False
+    if isinstance(m, PreActBlock):
+        return _block(b, m, x, cur), False
+    if isinstance(m, (nn.Identity, nn.Dropout)):
+        return cur, False
+    raise UserError(f"NIR cannot express layer {i} ({type(m).__name__}); supported: Conv2d, Linear, "
+                    "BatchNorm, AvgPool2d, global AdaptiveAvgPool2d, Flatten, IFNeuron, PreActBlock")
 
 
 def _block(b: _Builder, m: PreActBlock, x: torch.Tensor, cur: list[str]) -> list[str]:
