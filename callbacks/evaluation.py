@@ -197,18 +197,13 @@ class AttackEvaluation(Callback):
             with torch.no_grad():
                 num_classes = int(model(x[:1]).shape[1])
         members = self.members(pl_module)
-        transfer = None
-        if self.transfer_from:
-            from lightning_modules.loading import load_trained
-
-            src, _, _ = load_trained(self.transfer_from["config"], self.transfer_from["ckpt_path"])
-            transfer = (os.path.basename(self.transfer_from["ckpt_path"]), src.model.to(device).eval())
         reduce = sum_over_ranks  # counts are made on the data's device (NCCL takes accelerator tensors only)
         show = trainer.is_global_zero and trainer.progress_bar_callback is not None
         progress = (lambda total: tqdm(total=total, desc="robustness", file=sys.stderr, dynamic_ncols=True,
                                        smoothing=0.1)) if show else None
         ev = Evaluator(model, members, self.epsilons, self.attacks, num_classes, self.adaptive,
-                       transfer=transfer, reduce=reduce, progress=progress, batch_size=self.batch_size)
+                       transfer=self._transfer_source(device), reduce=reduce, progress=progress,
+                       batch_size=self.batch_size)
         total = int(reduce(torch.tensor(float(len(y)), device=device)).item())
         names = [m["name"] for m in ev.members]
         rank_zero_info(f"[AttackEvaluation] {total} test samples, {len(self.epsilons)} epsilon(s), "
@@ -217,17 +212,7 @@ class AttackEvaluation(Callback):
         local = ev.run(x, y)
         clean = int(reduce(torch.tensor(float(sum(local["clean"])), device=device)).item())
         per_eps = summarize(local, max(total, 1), clean)
-        checks, zero_by_path = [], {}
-        if self.audit and not local["interrupted"]:
-            try:
-                zero_all, zero_local = ev.zero_gradients(x, y)
-                counts = reduce(torch.tensor([float(zero_all.sum())] + [float(v) for v in zero_local.values()],
-                                             dtype=torch.float64, device=device)).tolist()
-                zero_by_path = dict(zip(zero_local, map(int, counts[1:])))
-                big = (self.large_eps, ev.robust_count(x, y, self.large_eps, {"name": "pgd", "steps": 20}) / max(total, 1))
-                checks = audit(per_eps, total, int(counts[0]), big, num_classes, self.margin_points)
-            except KeyboardInterrupt:
-                local["interrupted"] = "interrupted during the audit (every epsilon finished)"
+        checks, zero_by_path = self._audit(ev, x, y, per_eps, total, num_classes, local) if self.audit else ([], {})
         confidence = [confidence_statement(e, v["worst"], v.get("confidence") if self.adaptive else None, total)
                       for e, v in per_eps.items()]
         res = {"kind": getattr(pl_module, "kind", "ann"), "num_samples": total, "clean_acc": clean / max(total, 1),
@@ -244,31 +229,63 @@ class AttackEvaluation(Callback):
                                   "top_k": [m["name"] for m in ev.ranked[: self.adaptive.top_k]]}
                                  if local["ranking"] else None),
                "seconds": time.time() - t0, "seconds_by_stage": {k: round(v, 1) for k, v in ev.seconds.items()}}
-        for c in checks:
-            rank_zero_info(f"[audit] {'PASS' if c['passed'] else 'FAIL  <<< in doubt'}: {c['check']} — {c['detail']}")
-        for note in res["notes"]:
-            rank_zero_info(f"[audit] NOTE: {note}")
-        for eps, v in per_eps.items():
-            rank_zero_info(f"[AttackEvaluation] eps={eps}: worst case {v['worst']:.4f}, paper protocol {v['paper_all']:.4f}"
-                           f" (overestimate {v['overestimate_points']:.1f} points)")
-        for line in confidence:
-            rank_zero_info(f"[confidence] {line}")
-        # per-sample records from every rank, in the global order of the test subset
-        merged: dict[int, dict] = {}
-        for shard_idx, shard in gather_objects((idx, local)):
-            for k, i in enumerate(shard_idx):
-                merged[i] = {"index": i, "clean_correct": shard["clean"][k],
-                             "broken_by": {e: r["per_sample"]["worst"][k] for e, r in shard["eps"].items()},
-                             "paper": {e: {a: rec[k] for a, rec in r["per_sample"]["paper"].items()}
-                                       for e, r in shard["eps"].items()}}
-        per_sample = {"note": "broken_by: the first attack/member that broke the sample at that epsilon (null = robust "
-                              "to everything run; 'clean' = misclassified without attack; '@eps=E': broken at a smaller "
-                              "epsilon E); paper: the member that broke it under each paper-protocol attack",
-                      "samples": [merged[i] for i in sorted(merged)]}
-        return res, per_sample
+        _log_summary(res)
+        return res, _per_sample_records(idx, local)
 
-    # ------------------------------------------------------------------------------------------------
+    def _transfer_source(self, device) -> Optional[tuple[str, torch.nn.Module]]:
+        """(name, model) of ``transfer_from``'s source model, on ``device``; None without one."""
+        if not self.transfer_from:
+            return None
+        from lightning_modules.loading import load_trained
+
+        src, _, _ = load_trained(self.transfer_from["config"], self.transfer_from["ckpt_path"])
+        return os.path.basename(self.transfer_from["ckpt_path"]), src.model.to(device).eval()
+
+    def _audit(self, ev: Evaluator, x, y, per_eps: dict, total: int, num_classes: int, local: dict) -> tuple[list, dict]:
+        """The audit's checks and the zero-gradient samples per path (counted over every rank)."""
+        if local["interrupted"]:
+            return [], {}
+        try:
+            zero_all, zero_local = ev.zero_gradients(x, y)
+            counts = sum_over_ranks(torch.tensor([float(zero_all.sum())] + [float(v) for v in zero_local.values()],
+                                                 dtype=torch.float64, device=x.device)).tolist()
+            big = (self.large_eps, ev.robust_count(x, y, self.large_eps, {"name": "pgd", "steps": 20}) / max(total, 1))
+            checks = audit(per_eps, total, int(counts[0]), big, num_classes, self.margin_points)
+            return checks, dict(zip(zero_local, map(int, counts[1:])))
+        except KeyboardInterrupt:
+            local["interrupted"] = "interrupted during the audit (every epsilon finished)"
+            return [], {}
+
     def write(self, trainer) -> None:
         write_results(trainer, self.output_dir, "attacks", self.results, attacks_markdown(self.results),
                       {"robust_accuracy.png": lambda p: plot_robust_accuracy({"this model": self.results}, p),
                        "per_sample.json": lambda p: json.dump(self.per_sample, open(p, "w"))})
+
+
+def _log_summary(res: dict) -> None:
+    for c in res["audit"]:
+        rank_zero_info(f"[audit] {'PASS' if c['passed'] else 'FAIL  <<< in doubt'}: {c['check']} — {c['detail']}")
+    for note in res["notes"]:
+        rank_zero_info(f"[audit] NOTE: {note}")
+    for eps, v in res["eps"].items():
+        rank_zero_info(f"[AttackEvaluation] eps={eps}: worst case {v['worst']:.4f}, paper protocol {v['paper_all']:.4f}"
+                       f" (overestimate {v['overestimate_points']:.1f} points)")
+    for line in res["confidence"]:
+        rank_zero_info(f"[confidence] {line}")
+
+
+def _per_sample_records(idx: list, local: dict) -> dict:
+    """``per_sample.json``: every rank's records, in the global order of the test subset."""
+    merged: dict[int, dict] = {}
+    for shard_idx, shard in gather_objects((idx, local)):
+        for k, i in enumerate(shard_idx):
+            merged[i] = {"index": i, "clean_correct": shard["clean"][k],
+                         "broken_by": {e: r["per_sample"]["worst"][k] for e, r in shard["eps"].items()},
+                         "paper": {e: {a: rec[k] for a, rec in r["per_sample"]["paper"].items()}
+                                   for e, r in shard["eps"].items()}}
+    per_sample = {"note": "broken_by: the first attack/member that broke the sample at that epsilon (null = robust "
+                          "to everything run; 'clean' = misclassified without attack; '@eps=E': broken at a smaller "
+                          "epsilon E); paper: the member that broke it under each paper-protocol attack",
+                  "samples": [merged[i] for i in sorted(merged)]}
+    return per_sample
+

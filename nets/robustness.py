@@ -289,14 +289,21 @@ class Evaluator:
             bar.set_description(desc, refresh=False)
             bar.update(1)
 
-    def _run_eps(self, x, y, eps, clean, worst_alive, bar, out):
-        n = len(y)
+    @staticmethod
+    def _breakers(clean: torch.Tensor, worst_alive: torch.Tensor, out: dict) -> list[Optional[str]]:
+        """Per sample, who broke it before this epsilon's attacks: ``clean`` (misclassified), the breaker at the
+        previous epsilon (marked ``@eps=E``: the same adversarial example is valid here), or None."""
         breaker: list[Optional[str]] = ["clean" if not c else None for c in clean.tolist()]
-        if out["eps"]:  # broken at a smaller epsilon: the same adversarial example is valid here
+        if out["eps"]:
             prev_eps, prev = list(out["eps"].items())[-1]
             for i in torch.nonzero(clean & ~worst_alive).flatten().tolist():
                 b = prev["per_sample"]["worst"][i]
                 breaker[i] = b if "@eps=" in b else f"{b}@eps={prev_eps}"
+        return breaker
+
+    def _paper_protocol(self, x, y, eps, clean, bar, out) -> tuple[dict[str, list[Optional[str]]], torch.Tensor]:
+        """The paper's attacks, each through every path: per attack, the path that broke each sample; and the
+        samples every attack left."""
         paper: dict[str, list[Optional[str]]] = {}
         paper_alive_all = clean.clone()
         for unit in self._paper_units():
@@ -307,6 +314,12 @@ class Evaluator:
                 rec[i] = unit.member["name"]
             paper_alive_all &= ~broke
             self._step(bar, out, f"eps={eps:g} paper {unit.tag}")
+        return paper, paper_alive_all
+
+    def _run_eps(self, x, y, eps, clean, worst_alive, bar, out):
+        n = len(y)
+        breaker = self._breakers(clean, worst_alive, out)
+        paper, paper_alive_all = self._paper_protocol(x, y, eps, clean, bar, out)
         counts = dict(zip(paper, map(int, self._sum([sum(r is None for r in rec) for rec in paper.values()], x.device))))
         worst_alive = worst_alive & paper_alive_all
         for i in range(n):
