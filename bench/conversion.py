@@ -4,11 +4,11 @@ A user's own ``nn.Sequential`` (``bench/snn_step.py``'s reference net: 4 conv + 
 (plain cross-entropy) on the embedded digits upsampled to 3x32x32, then converted without fine-tuning and
 evaluated on the held-out digits at T = 4, 8, 16, 32 with
 
-* ``paper``: the paper's settings (hard reset, 99.7th percentile x 0.3, BN kept and its statistics re-estimated
-  on spikes; ``calib_steps`` = 32 as in the issue's table);
-* ``rate``: rate-based conversion (``amplitude="threshold"``: a spike stands for its threshold, multiplied into the
-  next layer; BN folded with the ANN's statistics; reset by subtraction; 99.9th percentile x 1);
-* ``rate + v_init 0.5`` (**recommended without fine-tuning**): the same with the membrane starting at theta / 2;
+* the ``paper`` recipe (``nets.conversion.RECIPES``: hard reset, 99.7th percentile x 0.3, BN kept and its
+  statistics re-estimated on spikes; ``calib_steps`` = 32 here);
+* the ``rate`` recipe without its ``v_init`` (``amplitude="threshold"``: a spike stands for its threshold,
+  multiplied into the next layer; BN folded with the ANN's statistics; reset by subtraction; 99.9th percentile x 1);
+* the ``rate`` recipe (**recommended without fine-tuning**): the same with the membrane starting at theta / 2;
 * SpikingJelly 2.0 ``RateCodingRecipe(mode="99.9%")`` (the optional ``bench`` extra:
   ``pip install -e '.[bench]'``; the row says so when it is missing).
 
@@ -33,12 +33,10 @@ from datamodules.embedded import Digits  # noqa: E402
 from nets.conversion import convert  # noqa: E402
 from snn_step import reference_ann  # noqa: E402
 
-SETTINGS = {
-    "paper (hard reset, p99.7 x 0.3, BN kept)": dict(reset="zero", percentile=99.7, scale=0.3, bn="keep"),
-    "rate (subtract, p99.9 x 1, amplitude theta)": dict(reset="subtract", percentile=99.9, scale=1.0, bn="fold",
-                                                        amplitude="threshold"),
-    "rate + v_init 0.5 (recommended, no fine-tuning)": dict(reset="subtract", percentile=99.9, scale=1.0, bn="fold",
-                                                            amplitude="threshold", v_init=0.5),
+SETTINGS = {  # convert()'s recipe and changed settings
+    "paper (hard reset, p99.7 x 0.3, BN kept)": dict(recipe="paper"),
+    "rate (subtract, p99.9 x 1, amplitude theta)": dict(recipe="rate", v_init=0.0),
+    "rate + v_init 0.5 (recommended, no fine-tuning)": dict(recipe="rate"),
 }
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from nets.checkpoints import load_network
-from nets.conversion import check_options, convert, spiking_structure
+from nets.conversion import convert, recipe_from, spiking_structure
 from nets.devices import device_of
 from nets.errors import UserError
 from nets.masks import prunable_layers, raw_weight
@@ -52,16 +52,15 @@ class ConvertedSNN(AdversarialClassifier):
         ann_checkpoint: the robust (dense or sparse) ANN to convert. Ignored when Lightning restores an SNN
             checkpoint (``--ckpt_path``).
         num_steps: T. encoding: ``direct`` (paper) or ``poisson``.
-        reset, surrogate, min_threshold, detach_reset: the IF neuron (``nets.neurons.IFNeuron``); by default the
-            gradient flows through the reset (reference code), ``detach_reset: true`` stops it (snnTorch).
-        bn: ``keep`` (paper: statistics over batch x time, re-learned) or ``fold`` (after calibration; exact).
-        amplitude: ``one`` (paper: 0/1 spikes) or ``threshold`` (a spike stands for theta, multiplied into the next
-            layer; with ``bn: fold``, ``reset: subtract``, ``scale: 1``, ``percentile: 99.9``, ``v_init: 0.5`` the
-            converted SNN is within a point of the ANN without fine-tuning: ``bench/conversion.py``).
-        v_init: initial membrane as a fraction of the threshold (0 in the paper).
-        calib_batches, calib_batch_size, calib_steps, percentile, scale, calib_order: threshold calibration
-            (``nets.conversion.calibrate_thresholds``; ``reference``: scale applied after all layers, as the
-            reference code; ``sequential``: each layer scaled before the next is calibrated).
+        recipe: the conversion settings (``nets.conversion.Recipe``): ``paper`` (default: hard reset, 0.3 x the
+            99.7th percentile at T_c = 100, BN kept and re-learned, 0/1 spikes; made for the fine-tuning that
+            follows), ``rate`` (rate-based conversion: within a point of the ANN without fine-tuning,
+            ``bench/conversion.py``) or the dotted path of your own ``Recipe``.
+        reset, min_threshold, v_init, bn, amplitude, calib_steps, percentile, scale, calib_order: one setting of the
+            recipe changed (null: the recipe's; ``calib_order`` is the recipe's ``order``).
+        surrogate, detach_reset: the IF neuron's backward (``nets.neurons.IFNeuron``); by default the gradient flows
+            through the reset (reference code), ``detach_reset: true`` stops it (snnTorch).
+        calib_batches, calib_batch_size: the training images thresholds are calibrated on.
         schedule: ``auto`` (default: ``time`` on CPU unless the layers are tiny, ``layer`` on GPU), ``layer``
             (all T per layer; BN training statistics over batch x time, paper) or ``time`` (all layers per step,
             faster on CPUs; BN training statistics per step; ``nets.snn``). Outputs in eval mode are the same under every schedule.
@@ -76,19 +75,20 @@ class ConvertedSNN(AdversarialClassifier):
         ann_checkpoint: Optional[str] = None,
         num_steps: int = 8,
         encoding: str = "direct",
-        reset: str = "zero",
+        recipe: str = "paper",
+        reset: Optional[str] = None,
         surrogate: Union[str, Mapping[str, Any]] = "triangular",
-        min_threshold: float = 0.03,
+        min_threshold: Optional[float] = None,
         detach_reset: bool = False,
-        bn: str = "keep",
-        amplitude: str = "one",
-        v_init: float = 0.0,
+        bn: Optional[str] = None,
+        amplitude: Optional[str] = None,
+        v_init: Optional[float] = None,
         calib_batches: int = 10,
         calib_batch_size: int = 64,
-        calib_steps: int = 100,
-        percentile: float = 99.7,
-        scale: float = 0.3,
-        calib_order: str = "reference",
+        calib_steps: Optional[int] = None,
+        percentile: Optional[float] = None,
+        scale: Optional[float] = None,
+        calib_order: Optional[str] = None,
         objective: str = "trades",
         inner_attack: str = "rfgsm",
         schedule: str = "auto",
@@ -98,30 +98,27 @@ class ConvertedSNN(AdversarialClassifier):
             raise UserError(f"model.num_steps (T) must be >= 1, got {num_steps}")
         if schedule not in SCHEDULES:
             raise UserError(f"model.schedule must be one of {SCHEDULES}, got {schedule!r}")
-        if not 0 < percentile <= 100:
-            raise UserError(f"model.percentile must be in (0, 100], got {percentile}")
-        if calib_order not in ("reference", "sequential"):
-            raise UserError(f"model.calib_order must be 'reference' or 'sequential', got {calib_order!r}")
-        if calib_batches < 1 or calib_batch_size < 1 or calib_steps < 1:
-            raise UserError("model.calib_batches, calib_batch_size and calib_steps must be >= 1")
+        if calib_batches < 1 or calib_batch_size < 1:
+            raise UserError("model.calib_batches and calib_batch_size must be >= 1")
+        chosen = recipe_from(recipe, reset=reset, min_threshold=min_threshold, v_init=v_init, bn=bn,  # checked now,
+                             amplitude=amplitude, calib_steps=calib_steps, percentile=percentile,  # before any work
+                             scale=scale, order=calib_order)
         self._classes = _count_classes(net)
         super().__init__(objective=objective, inner_attack=inner_attack, **kwargs)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self._ann = [net]  # the ANN template, kept out of the module tree (and the state dict)
-        check_options(bn, amplitude)  # model.init_args.bn / amplitude, before any conversion work
-        self.neuron_kwargs = dict(reset=reset, surrogate=surrogate, min_threshold=min_threshold, bn=bn,
-                                  detach_reset=detach_reset, v_init=v_init)
+        self.recipe = r = chosen
+        self.neuron_kwargs = dict(reset=r.reset, surrogate=surrogate, min_threshold=r.min_threshold, bn=r.bn,
+                                  detach_reset=detach_reset, v_init=r.v_init)
         self.snn = SpikingNetwork(self._structure(net), num_steps, encoding, schedule=schedule)
         self.ann_checkpoint = ann_checkpoint
-        self.calib = dict(calib_steps=calib_steps, percentile=percentile, scale=scale, order=calib_order,
-                          amplitude=amplitude)
         self.calib_batches, self.calib_batch_size = calib_batches, calib_batch_size
         self.converted_metrics: dict[str, float] = {}  # validation right after conversion (see on_validation_epoch_end)
 
     def _structure(self, ann: nn.Module) -> nn.Module:
         """The converted network's modules (weights still the ANN's): what a checkpoint of this SNN restores into."""
         kw = dict(self.neuron_kwargs)
-        if self.hparams.amplitude == "threshold":  # BN folded before calibration, where it follows a conv/linear
+        if self.recipe.amplitude == "threshold":  # BN folded before calibration, where it follows a conv/linear
             kw["bn"] = "fold_where_possible"
         return spiking_structure(ann, **kw)
 
@@ -167,13 +164,14 @@ class ConvertedSNN(AdversarialClassifier):
                 t0 = time.perf_counter()
                 batches = calibration_images(datamodule, self.calib_batches, self.calib_batch_size)
                 converted = convert(ann.to(device), [b.to(device) for b in batches], num_steps=self.snn.num_steps,
-                                    encoding=self.snn.encoding, **self.neuron_kwargs, **self.calib)
+                                    recipe=self.recipe, surrogate=self.neuron_kwargs["surrogate"],
+                                    encoding=self.snn.encoding, detach_reset=self.neuron_kwargs["detach_reset"])
                 # to the CPU: the module is still there, and a pickled CUDA tensor would land on rank 0's GPU
                 state = {k: v.detach().cpu() for k, v in converted.state_dict().items()}
                 seconds = time.perf_counter() - t0
                 log.info(f"[ConvertedSNN] rank {trainer.global_rank if trainer else 0}: converted and calibrated on "
                          f"{device} in {seconds:.1f} s ({self.calib_batches} x {self.calib_batch_size} images, "
-                         f"T_c = {self.calib['calib_steps']})")
+                         f"T_c = {self.recipe.calib_steps})")
             except Exception as err:
                 if not distributed:
                     raise

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import importlib
 from typing import Any, Iterable, Mapping, Optional, Union
 
 import torch
@@ -311,50 +313,99 @@ def calibrate_thresholds(
     return thresholds
 
 
-def check_options(bn: str, amplitude: str) -> None:
-    """The BatchNorm / spike-amplitude combinations ``convert`` accepts (checked before any work is done)."""
-    if bn not in ("keep", "fold"):
-        raise ConversionError(f"bn must be 'keep' or 'fold', got {bn!r}")
-    if amplitude not in AMPLITUDES:
-        raise ConversionError(f"amplitude must be one of {AMPLITUDES}, got {amplitude!r}")
-    if amplitude == "threshold" and bn != "fold":
-        raise ConversionError("amplitude='threshold' folds the ANN's BatchNorms (keeping their statistics where they "
-                              "cannot be folded): set bn='fold'")
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A coherent set of conversion settings (after SpikingJelly's ann2snn recipes), checked when it is made.
+
+    reset, v_init, min_threshold: the IF neuron (``nets.neurons.IFNeuron``: hard ``zero`` or ``subtract`` reset;
+        the membrane starts at ``v_init * theta``; thresholds clamped >= ``min_threshold``).
+    percentile, scale, calib_steps, order: thresholds, ``theta = scale * percentile(pre-activations over
+        calib_steps steps)`` (``calibrate_thresholds``).
+    bn: ``keep`` (re-estimated on spikes) or ``fold`` (into the conv/linear after calibration).
+    amplitude: ``one`` (a spike is 1) or ``threshold`` (a spike stands for theta, multiplied into the layer that
+        reads it: rate-based conversion, Rueckauer et al. 2017; needs ``bn: fold``).
+
+    Built-in (``RECIPES``): ``paper`` (the defaults: the reference code, made for adversarial fine-tuning after it)
+    and ``rate`` (rate-based conversion, the best accuracy without fine-tuning). Your own: a ``Recipe(...)`` (or
+    ``dataclasses.replace(RECIPES["rate"], percentile=99.99)``) in a module, named by its dotted path."""
+
+    reset: str = "zero"
+    v_init: float = 0.0
+    min_threshold: float = 0.03
+    percentile: float = 99.7
+    scale: float = 0.3
+    calib_steps: int = 100
+    order: str = "reference"
+    bn: str = "keep"
+    amplitude: str = "one"
+
+    def __post_init__(self):
+        # reset, v_init and min_threshold are the neuron's: IFNeuron checks them when the structure is built
+        if self.bn not in ("keep", "fold"):
+            raise ConversionError(f"bn must be 'keep' or 'fold', got {self.bn!r}")
+        _check_calibration(self.calib_steps, self.percentile, self.scale, self.order, self.amplitude)
+        if self.amplitude == "threshold" and self.bn != "fold":
+            raise ConversionError("amplitude='threshold' folds the ANN's BatchNorms (keeping their statistics where "
+                                  "they cannot be folded): set bn='fold'")
+
+
+RECIPES = {
+    "paper": Recipe(),
+    # rates round instead of floor (v_init = theta / 2) and a spike carries theta: the ANN's function as T grows
+    "rate": Recipe(reset="subtract", v_init=0.5, percentile=99.9, scale=1.0, bn="fold", amplitude="threshold"),
+}
+
+
+def recipe_from(recipe: Union[str, Recipe] = "paper", **overrides: Any) -> Recipe:
+    """A ``Recipe`` from a name of ``RECIPES``, the dotted path of one (``mypkg.conversion.MY_RECIPE``) or itself,
+    with the ``overrides`` that are not None applied (and the result checked again)."""
+    if isinstance(recipe, str) and recipe in RECIPES:
+        recipe = RECIPES[recipe]
+    elif isinstance(recipe, str):
+        module, _, name = recipe.rpartition(".")
+        try:
+            found = getattr(importlib.import_module(module), name) if module else None
+        except (ImportError, AttributeError):
+            found = None
+        if not isinstance(found, Recipe):
+            raise ConversionError(f"unknown conversion recipe {recipe!r}: use one of {sorted(RECIPES)} or the dotted "
+                                  "path of a nets.conversion.Recipe (e.g. mypkg.conversion.MY_RECIPE)")
+        recipe = found
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ConversionError(f"not conversion settings: {unknown}; a Recipe has {sorted(fields)}")
+    changed = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(recipe, **changed) if changed else recipe
 
 
 def convert(
     ann: nn.Module,
     calib_batches: Iterable[torch.Tensor],
     num_steps: int = 8,
-    calib_steps: int = 100,
-    percentile: float = 99.7,
-    scale: float = 0.3,
-    reset: str = "zero",
+    recipe: Union[str, Recipe] = "paper",
     surrogate: Union[str, Mapping[str, Any], Surrogate] = "triangular",
-    min_threshold: float = 0.03,
-    bn: str = "keep",
     encoding: str = "direct",
     detach_reset: bool = False,
-    order: str = "reference",
-    amplitude: str = "one",
-    v_init: float = 0.0,
+    **settings: Any,
 ) -> SpikingNetwork:
-    """All five steps: a calibrated ``SpikingNetwork`` with the ANN's weights and frozen masks. With ``bn="fold"``
+    """All five steps with a ``Recipe`` (``recipe_from(recipe, **settings)``, e.g. ``recipe="rate"`` or
+    ``percentile=99.9``): a calibrated ``SpikingNetwork`` with the ANN's weights and frozen masks. With ``bn="fold"``
     the BatchNorms are kept through calibration (their statistics re-estimated on spikes) and folded after it;
     with ``amplitude="threshold"`` the ANN's BatchNorms are folded first where they follow a conv/linear and kept
     with the ANN's statistics elsewhere (pre-activation blocks): the SNN then computes the ANN's function in the
     rate limit."""
-    check_options(bn, amplitude)
-    net = spiking_structure(ann, reset=reset, surrogate=surrogate, min_threshold=min_threshold,
-                            bn="fold_where_possible" if amplitude == "threshold" else "keep", detach_reset=detach_reset,
-                            v_init=v_init)
+    r = recipe_from(recipe, **settings)
+    net = spiking_structure(ann, reset=r.reset, surrogate=surrogate, min_threshold=r.min_threshold,
+                            bn="fold_where_possible" if r.amplitude == "threshold" else "keep",
+                            detach_reset=detach_reset, v_init=r.v_init)
     try:
         masks_from_nonzero(net)
     except Exception as err:
         raise ConversionError(f"step 'masks': {err}") from err
     snn = SpikingNetwork(net, num_steps=num_steps, encoding=encoding)
-    calibrate_thresholds(snn, calib_batches, calib_steps, percentile, scale, order=order, amplitude=amplitude)
-    if bn == "fold" and amplitude == "one":
+    calibrate_thresholds(snn, calib_batches, r.calib_steps, r.percentile, r.scale, order=r.order, amplitude=r.amplitude)
+    if r.bn == "fold" and r.amplitude == "one":
         try:
             fold_batchnorm(snn.net)
         except ConversionError:

@@ -144,36 +144,36 @@ class CLI(LightningCLI):
         if sub is not None:
             link_data_arguments(self.config[sub])
             _keep_last_checkpoint(self.config[sub].trainer)
+            self._check_ckpt_path(self.config[sub])
         if printing:
             flags = printing[-1].partition("=")[2].split(",")
             sys.stdout.write(self._parser(sub).dump(self.config[sub] if sub else self.config,
                                                     skip_none="skip_null" in flags, skip_default="skip_default" in flags))
             sys.exit(0)
 
-    def _parse_ckpt_path(self) -> None:
-        sub = self.config.get("subcommand")
-        path = None
-        if sub and self.config[sub].get("ckpt_path"):
-            path = self.config[sub].ckpt_path = resolve_checkpoint(self.config[sub].ckpt_path, "--ckpt_path")
-        ours = self.config[sub].get("model.class_path") if sub else None
-        try:
-            super()._parse_ckpt_path()  # Lightning reads the checkpoint's hyperparameters into the config
-        except Exception:
-            if path and os.path.isfile(path):
-                read_checkpoint(path, "--ckpt_path")  # one clear error for a file that is not a safe checkpoint
-            raise
-        theirs = self.config[sub].get("model.class_path") if sub else None
-        # Lightning takes the checkpoint's own module class from its hyperparameters: an ANN checkpoint under an SNN
-        # config (or the reverse) would silently run the other kind
+    def _check_ckpt_path(self, cfg: Namespace) -> None:
+        """``--ckpt_path`` may name a run folder; the file must be a checkpoint this repo reads safely (one clear
+        error otherwise, before Lightning reads its hyperparameters into the config)."""
+        self._config_model = cfg.get("model.class_path")  # the config's own, before the checkpoint's replaces it
+        if cfg.get("ckpt_path"):
+            cfg.ckpt_path = resolve_checkpoint(cfg.ckpt_path, "--ckpt_path")
+            if os.path.isfile(cfg.ckpt_path):
+                read_checkpoint(cfg.ckpt_path, "--ckpt_path")
+
+    def _check_checkpoint_kind(self, cfg: Namespace) -> None:
+        """Lightning takes the checkpoint's own module class from its hyperparameters: an ANN checkpoint under an
+        SNN config (or the reverse) would silently run the other kind."""
+        ours, theirs = getattr(self, "_config_model", None), cfg.get("model.class_path")
         wanted, kind = (_kind_of(ours), _kind_of(theirs)) if ours and theirs and ours != theirs else (None, None)
         if wanted and kind and wanted != kind:
-            raise UserError(f"--ckpt_path {path} is an {kind.upper()} checkpoint ({theirs}), but the config builds an "
-                            f"{wanted.upper()} model ({ours}); pass the config it was trained with (e.g. "
+            raise UserError(f"--ckpt_path {cfg.ckpt_path} is an {kind.upper()} checkpoint ({theirs}), but the config "
+                            f"builds an {wanted.upper()} model ({ours}); pass the config it was trained with (e.g. "
                             f"conf/<dataset>/{kind}.yaml, or its run folder's config.yaml)")
 
     def before_instantiate_classes(self) -> None:
         sub = self.subcommand
         cfg = self.config[sub]
+        self._check_checkpoint_kind(cfg)
         init = cfg.model.get("init_args") if cfg.get("model") is not None else None
         for key in ("ann_checkpoint", "init_from"):
             if init is not None and init.get(key):

@@ -140,8 +140,7 @@ def test_rate_conversion_approaches_the_ann_as_t_grows(trained, name):
     ann = nets[name]
     with torch.no_grad():
         target = ann(x).argmax(1)
-    snn = convert(ann, calib, num_steps=8, calib_steps=32, bn="fold", amplitude="threshold", reset="subtract",
-                  percentile=99.9, scale=1.0, v_init=0.5).eval()
+    snn = convert(ann, calib, num_steps=8, calib_steps=32, recipe="rate").eval()
     agree = [_acc(snn, x, target, num_steps=T) for T in (4, 16, 64)]
     assert agree[0] < agree[2] and agree[2] >= 0.97, agree
 
@@ -208,3 +207,38 @@ def test_module_mode_restores_each_submodules_own_mode_even_after_an_error():
     with module_mode(net, train=None):
         net[0].eval()  # code that sets modes itself
     assert net[0].training
+
+
+def test_recipes_are_checked_named_and_changed_one_setting_at_a_time(tmp_path, monkeypatch):
+    from nets.conversion import RECIPES, Recipe, recipe_from
+
+    assert RECIPES["rate"].amplitude == "threshold" and RECIPES["rate"].bn == "fold" and RECIPES["rate"].v_init == 0.5
+    with pytest.raises(ConversionError, match="set bn='fold'"):  # an incoherent recipe cannot be made
+        Recipe(amplitude="threshold")
+    with pytest.raises(ConversionError, match="set bn='fold'"):  # nor made by changing one setting
+        recipe_from("rate", bn="keep")
+    assert recipe_from("paper", percentile=99.9, scale=None) == Recipe(percentile=99.9)  # None: the recipe's own
+    (tmp_path / "my_recipes.py").write_text("from nets.conversion import Recipe\nMINE = Recipe(scale=0.5)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert recipe_from("my_recipes.MINE").scale == 0.5  # a user's own, by dotted path
+    for bad, message in (("nope", "recipe 'nope'"), ("my_recipes.Recipe", "recipe 'my_recipes.Recipe'")):
+        with pytest.raises(ConversionError, match=message):
+            recipe_from(bad)
+    with pytest.raises(ConversionError, match="not conversion settings"):
+        recipe_from("paper", percentil=99)
+
+
+def test_the_snn_module_takes_a_recipe_by_name_and_reads_old_checkpoints_settings_as_the_same_recipe():
+    from lightning_modules import ConvertedSNN
+    from nets.architectures import SmallCNN
+    from nets.conversion import RECIPES
+
+    net = lambda: SmallCNN(input_size=8, width=4)  # noqa: E731
+    rate = ConvertedSNN(net(), recipe="rate")
+    assert rate.recipe == RECIPES["rate"] and rate.neuron_kwargs["reset"] == "subtract"
+    # a checkpoint written before recipes stored every setting: they make the paper's recipe again
+    old = dict(reset="zero", min_threshold=0.03, v_init=0.0, bn="keep", amplitude="one", calib_steps=100,
+               percentile=99.7, scale=0.3, calib_order="reference")
+    assert ConvertedSNN(net(), **old).recipe == RECIPES["paper"]
+    with pytest.raises(ConversionError, match="set bn='fold'"):
+        ConvertedSNN(net(), amplitude="threshold")
