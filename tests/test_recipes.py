@@ -110,8 +110,11 @@ def test_recipe_settings_are_the_papers(dataset):
     assert opt["lr"] == (0.01 if dataset == "svhn" else 0.1)  # SVHN: 0.1 diverges under adversarial training
     # stages 2-3: T = 8, hard reset, 0.3 x 99.7th percentile over 10 x 64 at T_c = 100, RFGSM-KL beta 2 at 2/255,
     # triangular gamma = 1, 80 epochs at lr 0.001
-    assert (s["num_steps"], s["reset"], s["bn"]) == (8, "zero", "keep")
-    assert (s["percentile"], s["scale"], s["calib_batches"], s["calib_batch_size"], s["calib_steps"]) == (99.7, 0.3, 10, 64, 100)
+    from nets.conversion import recipe_from  # the conversion recipe named, with any setting the config changes
+
+    r = recipe_from(s["recipe"], **{k: s[k] for k in ("reset", "bn", "percentile", "scale", "calib_steps")})
+    assert (s["num_steps"], r.reset, r.bn) == (8, "zero", "keep")
+    assert (r.percentile, r.scale, s["calib_batches"], s["calib_batch_size"], r.calib_steps) == (99.7, 0.3, 10, 64, 100)
     assert (s["objective"], s["inner_attack"], s["beta"], eps(s["epsilon"])) == ("trades", "rfgsm", 2.0, 2 / 255)
     assert s["surrogate"] == {"name": "triangular", "gamma": 1.0}
     assert snn["trainer"]["max_epochs"] == 80 and s["optimizer"]["init_args"]["lr"] == 0.001
