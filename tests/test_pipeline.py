@@ -25,13 +25,14 @@ def _tiny_configs(tmp: Path, pruning: bool = True) -> Path:
         out[name] = tmp / f"{name}.yaml"
         out[name].write_text((ROOT / f"conf/digits/{name}.yaml").read_text())
     cfg = yaml.safe_load((ROOT / "conf/digits/ann.yaml").read_text())
+    cfg["config"] = str((ROOT / "conf/digits" / cfg["config"]).resolve())  # its include, from the copy's folder
     for cb in cfg["trainer"]["callbacks"]:
         if cb["class_path"] == "callbacks.AttackEvaluation":
             cb["init_args"].update(attacks=[{"name": "pgd", "steps": 2}], epsilons=[0.1, 0.2], num_samples=20,
                                    batch_size=20, adaptive=dict(top_k=1, steps=2, max_targets=2,
                                                                 square_queries=20, check_rounds=1))
         if cb["class_path"] == "callbacks.SpikeEnergyMonitor":
-            cb["init_args"]["num_samples"] = 20
+            cb.setdefault("init_args", {})["num_samples"] = 20
     out["ann"] = tmp / "ann.yaml"
     out["ann"].write_text(yaml.safe_dump(cfg))
     snn_args = ["--model.init_args.num_steps", "2", "--model.init_args.calib_steps", "4",
