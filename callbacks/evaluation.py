@@ -283,9 +283,8 @@ def _per_sample_records(idx: list, local: dict) -> dict:
                          "broken_by": {e: r["per_sample"]["worst"][k] for e, r in shard["eps"].items()},
                          "paper": {e: {a: rec[k] for a, rec in r["per_sample"]["paper"].items()}
                                    for e, r in shard["eps"].items()}}
-    per_sample = {"note": "broken_by: the first attack/member that broke the sample at that epsilon (null = robust "
-                          "to everything run; 'clean' = misclassified without attack; '@eps=E': broken at a smaller "
-                          "epsilon E); paper: the member that broke it under each paper-protocol attack",
-                  "samples": [merged[i] for i in sorted(merged)]}
-    return per_sample
+    return {"note": "broken_by: the first attack/member that broke the sample at that epsilon (null = robust "
+                     "to everything run; 'clean' = misclassified without attack; '@eps=E': broken at a smaller "
+                     "epsilon E); paper: the member that broke it under each paper-protocol attack",
+            "samples": [merged[i] for i in sorted(merged)]}
 

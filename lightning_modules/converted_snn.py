@@ -100,14 +100,14 @@ class ConvertedSNN(AdversarialClassifier):
             raise UserError(f"model.schedule must be one of {SCHEDULES}, got {schedule!r}")
         if calib_batches < 1 or calib_batch_size < 1:
             raise UserError("model.calib_batches and calib_batch_size must be >= 1")
-        chosen = recipe_from(recipe, reset=reset, min_threshold=min_threshold, v_init=v_init, bn=bn,  # checked now,
-                             amplitude=amplitude, calib_steps=calib_steps, percentile=percentile,  # before any work
-                             scale=scale, order=calib_order)
+        r = recipe_from(recipe, reset=reset, min_threshold=min_threshold, v_init=v_init, bn=bn,  # checked now,
+                        amplitude=amplitude, calib_steps=calib_steps, percentile=percentile,  # before any work
+                        scale=scale, order=calib_order)
         self._classes = _count_classes(net)
         super().__init__(objective=objective, inner_attack=inner_attack, **kwargs)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self._ann = [net]  # the ANN template, kept out of the module tree (and the state dict)
-        self.recipe = r = chosen
+        self.recipe = r
         self.neuron_kwargs = dict(reset=r.reset, surrogate=surrogate, min_threshold=r.min_threshold, bn=r.bn,
                                   detach_reset=detach_reset, v_init=r.v_init)
         self.snn = SpikingNetwork(self._structure(net), num_steps, encoding, schedule=schedule)

@@ -143,7 +143,8 @@ class CLI(LightningCLI):
         sub = self.config.get("subcommand")
         if sub is not None:
             link_data_arguments(self.config[sub])
-            _keep_last_checkpoint(self.config[sub].trainer)
+            if sub == "fit":  # an evaluation writes no checkpoint (instantiate_trainer drops them)
+                _keep_last_checkpoint(self.config[sub].trainer)
             self._check_ckpt_path(self.config[sub])
         if printing:
             flags = printing[-1].partition("=")[2].split(",")
