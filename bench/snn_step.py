@@ -1,7 +1,8 @@
 """One SNN training step (forward + BPTT + SGD), this repo's execution vs the naive snnTorch tutorial loop.
 
-Reference net (issue: conversion): conv3x3 3->32, 32->32, avgpool, 32->64, 64->64, avgpool, linear -> 10, BN after
-each conv, 32x32 input, T = 8, batch 64, identical weights. The naive loop applies every layer at every time step
+Three nets, T = 8, batch 64, identical weights: ``reference`` (conv3x3 3->32, 32->32, avgpool, 32->64, 64->64,
+avgpool, linear -> 10, BN after each conv, 32x32 input), and the networks of the offline recipes, ``digits``
+(SmallCNN width 16, 1x8x8) and ``mnist5k`` (SmallCNN width 16, 1x16x16). The naive loop applies every layer at every time step
 with ``snn.Leaky(beta=1)``. Ours computes the first conv + BN once (direct coding), runs each IF layer as one
 fused autograd node per call, NHWC on CPU, under both schedules of ``nets.snn.SpikingNetwork``: ``layer`` (all T
 per layer on [T*B] batches) and ``time`` (all layers per step: a step's working set stays in cache). Also timed:
@@ -10,7 +11,7 @@ ratios and peak memory (CPU: max RSS growth per variant, measured in a subproces
 checks outputs against the naive loop (BN in eval mode, and in train mode, where the time schedule computes
 the same per-step BN statistics as the naive loop and the layer schedule statistics over batch x time).
 
-    python bench/snn_step.py [--device cuda] [--steps 5] [--fold 8]
+    python bench/snn_step.py [--device cuda] [--steps 5] [--fold 8] [--nets reference digits mnist5k]
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import snntorch as snn  # noqa: E402
 
+from nets.architectures import SmallCNN  # noqa: E402
 from nets.conversion import spiking_structure  # noqa: E402
 from nets.neurons import IFNeuron  # noqa: E402
 from nets.snn import SpikingNetwork, resolve_schedule, stateless_prefix  # noqa: E402
@@ -39,6 +41,14 @@ def reference_ann() -> nn.Sequential:
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
     return nn.Sequential(*block(3, 32), *block(32, 32), nn.AvgPool2d(2), *block(32, 64), *block(64, 64),
                          nn.AvgPool2d(2), nn.Flatten(), nn.Linear(64 * 8 * 8, 10))
+
+
+# name -> (the ANN, the input's (channels, size))
+NETS = {
+    "reference": (reference_ann, (3, 32)),
+    "digits": (lambda: SmallCNN(num_classes=10, in_channels=1, input_size=8, width=16), (1, 8)),
+    "mnist5k": (lambda: SmallCNN(num_classes=10, in_channels=1, input_size=16, width=16), (1, 16)),
+}
 
 
 class NaiveSNN(nn.Module):
@@ -74,9 +84,9 @@ class NaiveSNN(nn.Module):
 CONCRETE = ("layer", "time")  # what "auto" chooses between
 
 
-def build(T: int, device: str, fold: int | None, schedule: str = "layer"):
+def build(name: str, T: int, device: str, fold: int | None, schedule: str = "layer"):
     torch.manual_seed(0)
-    net = spiking_structure(reference_ann())
+    net = spiking_structure(NETS[name][0]())
     for i, n in enumerate(m for m in net if isinstance(m, IFNeuron)):
         n.threshold.data.fill_(0.5 + 0.1 * i)
     ours = SpikingNetwork(net, T, fold=fold, schedule=schedule).to(device)
@@ -84,10 +94,12 @@ def build(T: int, device: str, fold: int | None, schedule: str = "layer"):
     return ours, naive
 
 
-def step_time(model, x, y, steps: int) -> float:
+def step_time(model, x, y, steps: int, min_seconds: float = 3.0) -> float:
+    """Median of at least ``steps`` timed steps and ``min_seconds`` of them (small nets take ms per step)."""
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    times = []
-    for i in range(steps + 1):
+    times: list[float] = []
+    i = 0
+    while len(times) < steps or sum(times) < min_seconds:
         if x.is_cuda:
             torch.cuda.synchronize()
         t = time.perf_counter()
@@ -98,14 +110,20 @@ def step_time(model, x, y, steps: int) -> float:
             torch.cuda.synchronize()
         if i:  # the first step warms up
             times.append(time.perf_counter() - t)
+        i += 1
     return sorted(times)[len(times) // 2]
 
 
-def one(variant: str, a) -> dict:
-    ours, naive = build(a.T, a.device, a.fold, variant if variant in CONCRETE else "layer")
+def inputs(name: str, batch: int, device: str, seed: int = 1) -> torch.Tensor:
+    c, size = NETS[name][1]
+    return torch.rand(batch, c, size, size, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+def one(name: str, variant: str, a) -> dict:
+    ours, naive = build(name, a.T, a.device, a.fold, variant if variant in CONCRETE else "layer")
     model = ours if variant in CONCRETE else naive
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(a.batch, 3, 32, 32, generator=g).to(a.device)
+    x = inputs(name, a.batch, a.device)
+    g = torch.Generator().manual_seed(2)
     if variant == "naive_nhwc":
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (a.batch,), generator=g).to(a.device)
@@ -118,6 +136,50 @@ def one(variant: str, a) -> dict:
     return {"variant": variant, "step_s": t, "peak_mib": peak}
 
 
+def check_outputs(name: str, a) -> None:
+    x = inputs(name, 8, a.device, seed=0)
+    for schedule in CONCRETE:
+        ours, naive = build(name, a.T, a.device, a.fold, schedule)
+        with torch.no_grad():
+            for mode in ("eval", "train"):
+                ours.train(mode == "train"), naive.train(mode == "train")
+                # the naive loop gets the NHWC input that ours converts to, so the reductions run in the same order
+                diff = (ours(x) - naive(x.contiguous(memory_format=torch.channels_last))).abs().max().item()
+                print(f"  outputs vs the naive loop, {schedule} schedule, BN in {mode} mode: max abs diff {diff:.2e}"
+                      + (" (BN statistics over batch x time instead of per step)" if mode == "train" and schedule == "layer" else ""))
+
+
+def bench_net(name: str, a) -> float:
+    """Times every variant of one net, each in its own process; returns the default (auto) schedule's speed-up."""
+    c, size = NETS[name][1]
+    print(f"\n## {name} ({c}x{size}x{size})")
+    check_outputs(name, a)
+    res = {}
+    for v in ("naive", "naive_nhwc", *CONCRETE):
+        cmd = [sys.executable, __file__, "--only", v, "--nets", name, "--device", a.device, "--T", str(a.T),
+               "--batch", str(a.batch), "--steps", str(a.steps)] + (["--fold", str(a.fold)] if a.fold else [])
+        res[v] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    n = res["naive"]
+    print(f"  naive snnTorch loop   : {n['step_s'] * 1e3:8.1f} ms/step, peak memory +{n['peak_mib']:.0f} MiB")
+    c = res["naive_nhwc"]  # how much of the gain is the memory format alone
+    print(f"  naive loop, NHWC input: {c['step_s'] * 1e3:8.1f} ms/step, peak memory +{c['peak_mib']:.0f} MiB;  "
+          f"speed-up {n['step_s'] / c['step_s']:.2f}x (the memory format alone)")
+    for v in CONCRETE:
+        o = res[v]
+        print(f"  this repo, {v:>5s} sched: {o['step_s'] * 1e3:8.1f} ms/step, peak memory +{o['peak_mib']:.0f} MiB;  "
+              f"speed-up {n['step_s'] / o['step_s']:.2f}x, peak memory {o['peak_mib'] / max(n['peak_mib'], 1e-9):.2f}x")
+    best = min(CONCRETE, key=lambda v: res[v]["step_s"])
+    ours, _ = build(name, a.T, a.device, a.fold)
+    with torch.no_grad():  # per-sample size of the first IF layer's input, what "auto" decides on
+        prefix = nn.Sequential(*list(ours.net)[:stateless_prefix(ours.net)]).eval()
+        features = prefix(inputs(name, 1, a.device)).numel()
+    auto = resolve_schedule("auto", torch.device(a.device), features)
+    ratio = n["step_s"] / res[auto]["step_s"]
+    print(f"  schedule 'auto' (the default) picks {auto}: {ratio:.2f}x the naive loop, "
+          f"{res[best]['step_s'] / res[auto]['step_s']:.2f}x the best schedule ({best})")
+    return ratio
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -125,44 +187,16 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--fold", type=int, default=None, help="time steps per conv call, layer schedule (default: all T)")
+    p.add_argument("--nets", nargs="+", choices=list(NETS), default=list(NETS))
     p.add_argument("--only", choices=["naive", "naive_nhwc", *CONCRETE], default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
-    if a.only:  # child process: one variant, so that peak RSS is its own
-        print(json.dumps(one(a.only, a)))
+    if a.only:  # child process: one variant of one net, so that peak RSS is its own
+        print(json.dumps(one(a.nets[0], a.only, a)))
         return
-    x = torch.rand(8, 3, 32, 32).to(a.device)
     print(f"device {a.device}, T={a.T}, batch {a.batch}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    for schedule in CONCRETE:
-        ours, naive = build(a.T, a.device, a.fold, schedule)
-        with torch.no_grad():
-            for mode in ("eval", "train"):
-                ours.train(mode == "train"), naive.train(mode == "train")
-                # the naive loop gets the NHWC input that ours converts to, so the reductions run in the same order
-                diff = (ours(x) - naive(x.contiguous(memory_format=torch.channels_last))).abs().max().item()
-                print(f"outputs vs the naive loop, {schedule} schedule, BN in {mode} mode: max abs diff {diff:.2e}"
-                      + (" (BN statistics over batch x time instead of per step)" if mode == "train" and schedule == "layer" else ""))
-    res = {}
-    for v in ("naive", "naive_nhwc", *CONCRETE):
-        cmd = [sys.executable, __file__, "--only", v, "--device", a.device, "--T", str(a.T), "--batch", str(a.batch),
-               "--steps", str(a.steps)] + (["--fold", str(a.fold)] if a.fold else [])
-        res[v] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
-    n = res["naive"]
-    print(f"naive snnTorch loop   : {n['step_s'] * 1e3:8.1f} ms/step, peak memory +{n['peak_mib']:.0f} MiB")
-    c = res["naive_nhwc"]  # how much of the gain is the memory format alone
-    print(f"naive loop, NHWC input: {c['step_s'] * 1e3:8.1f} ms/step, peak memory +{c['peak_mib']:.0f} MiB;  "
-          f"speed-up {n['step_s'] / c['step_s']:.2f}x (the memory format alone)")
-    for v in CONCRETE:
-        o = res[v]
-        print(f"this repo, {v:>5s} sched: {o['step_s'] * 1e3:8.1f} ms/step, peak memory +{o['peak_mib']:.0f} MiB;  "
-              f"speed-up {n['step_s'] / o['step_s']:.2f}x, peak memory {o['peak_mib'] / max(n['peak_mib'], 1e-9):.2f}x")
-    best = min(CONCRETE, key=lambda v: res[v]["step_s"])
-    with torch.no_grad():  # per-sample size of the first IF layer's input, what "auto" decides on
-        features = ours.net[:stateless_prefix(ours.net)].eval()(x[:1]).numel()
-    auto = resolve_schedule("auto", torch.device(a.device), features)
-    print(f"best schedule on {a.device}: {best}, {n['step_s'] / res[best]['step_s']:.2f}x the naive loop's speed "
-          "(target >= 1.5x; never < 1)")
-    print(f"schedule 'auto' (the default) picks {auto} on {a.device}: {n['step_s'] / res[auto]['step_s']:.2f}x the naive "
-          f"loop, {res[best]['step_s'] / res[auto]['step_s']:.2f}x the best schedule")
+    ratios = {name: bench_net(name, a) for name in a.nets}
+    print("\nthe default schedule vs the naive snnTorch loop (targets: >= 1.5x on reference, never < 1):  "
+          + ",  ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
 
 
 if __name__ == "__main__":
