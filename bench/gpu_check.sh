@@ -17,8 +17,8 @@ status=0
   echo "## tests on the GPU (SRSNN_TEST_DEVICE=cuda): accelerator cases + recipe chains"
   SRSNN_TEST_DEVICE=cuda timeout 300 "$PY" -m pytest -p no:cacheprovider -q -m "" tests/test_accelerator.py \
       tests/test_recipe_chains.py || status=1
-  echo "## bench/snn_step.py --device cuda"
-  timeout 120 "$PY" bench/snn_step.py --device cuda || status=1
+  echo "## bench/snn_step.py --device cuda --nets reference"
+  timeout 120 "$PY" bench/snn_step.py --device cuda --nets reference || status=1
   echo "## bench/calibration.py --device cuda (VGG-16, 10 x 64 images, T_c = 100)"
   timeout 120 "$PY" bench/calibration.py --device cuda || status=1
   echo '```'

@@ -26,9 +26,9 @@ from .surrogates import make_surrogate
 SCHEDULES = ("auto", "layer", "time")
 
 
-# per-sample size of the first spiking layer's input above which the time-major order wins on a CPU (measured,
-# bench/snn_step.py and the demo: 32x32x32 -> time 1.6x faster; mnist5k 16x16x16 -> time 1.2x; digits 8x8x16 ->
-# layer 1.1x faster, and its evaluation 1.5x)
+# per-sample size of the first spiking layer's input above which the time-major order wins on a CPU (measured with
+# bench/snn_step.py: reference 32x32x32 -> time 1.5x faster than layer; mnist5k 16x16x16 -> about even; digits
+# 8x8x16 -> layer 1.6x faster)
 TIME_MAJOR_MIN_FEATURES = 4096
 
 
