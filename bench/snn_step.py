@@ -11,7 +11,7 @@ ratios and peak memory (CPU: max RSS growth per variant, measured in a subproces
 checks outputs against the naive loop (BN in eval mode, and in train mode, where the time schedule computes
 the same per-step BN statistics as the naive loop and the layer schedule statistics over batch x time).
 
-    python bench/snn_step.py [--device cuda] [--steps 5] [--fold 8] [--nets reference digits mnist5k]
+    python bench/snn_step.py [--device cuda] [--steps 5] [--min_seconds 3] [--fold 8] [--nets reference digits mnist5k]
 """
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def one(name: str, variant: str, a) -> dict:
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if a.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    t = step_time(model, x, y, a.steps)
+    t = step_time(model, x, y, a.steps, a.min_seconds)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if a.device == "cuda"
             else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024)
     return {"variant": variant, "step_s": t, "peak_mib": peak}
@@ -157,7 +157,8 @@ def bench_net(name: str, a) -> float:
     res = {}
     for v in ("naive", "naive_nhwc", *CONCRETE):
         cmd = [sys.executable, __file__, "--only", v, "--nets", name, "--device", a.device, "--T", str(a.T),
-               "--batch", str(a.batch), "--steps", str(a.steps)] + (["--fold", str(a.fold)] if a.fold else [])
+               "--batch", str(a.batch), "--steps", str(a.steps), "--min_seconds", str(a.min_seconds)]
+        cmd += ["--fold", str(a.fold)] if a.fold else []
         res[v] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
     n = res["naive"]
     print(f"  naive snnTorch loop   : {n['step_s'] * 1e3:8.1f} ms/step, peak memory +{n['peak_mib']:.0f} MiB")
@@ -185,7 +186,8 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--T", type=int, default=8)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per variant, at least")
+    p.add_argument("--min_seconds", type=float, default=3.0, help="timed seconds per variant, at least")
     p.add_argument("--fold", type=int, default=None, help="time steps per conv call, layer schedule (default: all T)")
     p.add_argument("--nets", nargs="+", choices=list(NETS), default=list(NETS))
     p.add_argument("--only", choices=["naive", "naive_nhwc", *CONCRETE], default=None, help=argparse.SUPPRESS)
