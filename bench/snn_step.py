@@ -151,8 +151,8 @@ def check_outputs(name: str, a) -> None:
 
 def bench_net(name: str, a) -> float:
     """Times every variant of one net, each in its own process; returns the default (auto) schedule's speed-up."""
-    c, size = NETS[name][1]
-    print(f"\n## {name} ({c}x{size}x{size})")
+    channels, size = NETS[name][1]
+    print(f"\n## {name} ({channels}x{size}x{size})")
     check_outputs(name, a)
     res = {}
     for v in ("naive", "naive_nhwc", *CONCRETE):
