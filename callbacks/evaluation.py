@@ -24,7 +24,7 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 
 from nets.attacks import Eps, paper_ensemble, parse_eps
 from nets.errors import UserError
-from nets.modes import module_mode
+from nets.modes import frozen_parameters, module_mode
 from nets.reporting import attacks_markdown, plot_robust_accuracy
 from nets.robustness import AdaptiveBudget, Evaluator, audit, confidence_statement, dead_paths, summarize
 
@@ -209,10 +209,11 @@ class AttackEvaluation(Callback):
         rank_zero_info(f"[AttackEvaluation] {total} test samples, {len(self.epsilons)} epsilon(s), "
                        f"{'ensemble of ' + str(len(names)) + ' gradient paths' if members else 'the network itself'}; "
                        f"{ev.units_per_eps() * len(self.epsilons)} attack runs, each on the samples nothing broke yet")
-        local = ev.run(x, y)
-        clean = int(reduce(torch.tensor(float(sum(local["clean"])), device=device)).item())
-        per_eps = summarize(local, max(total, 1), clean)
-        checks, zero_by_path = self._audit(ev, x, y, per_eps, total, num_classes, local) if self.audit else ([], {})
+        with frozen_parameters(model, ev.transfer[1] if ev.transfer else None):  # attacks need dL/dx only
+            local = ev.run(x, y)
+            clean = int(reduce(torch.tensor(float(sum(local["clean"])), device=device)).item())
+            per_eps = summarize(local, max(total, 1), clean)
+            checks, zero_by_path = self._audit(ev, x, y, per_eps, total, num_classes, local) if self.audit else ([], {})
         confidence = [confidence_statement(e, v["worst"], v.get("confidence") if self.adaptive else None, total)
                       for e, v in per_eps.items()]
         res = {"kind": getattr(pl_module, "kind", "ann"), "num_samples": total, "clean_acc": clean / max(total, 1),

@@ -18,6 +18,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from .pooling import AvgPool2d
+
 
 class Normalize(nn.Module):
     """``(x - mean) / std`` per channel; the identity when no statistics are given."""
@@ -94,8 +96,8 @@ class SmallCNN(_Net):
         if input_size < 4:
             raise ValueError(f"SmallCNN needs input_size >= 4 (two 2x2 poolings), got {input_size}")
         layers = [Normalize(mean, std)]
-        layers += _conv_bn_relu(in_channels, width) + _conv_bn_relu(width, width) + [nn.AvgPool2d(2)]
-        layers += _conv_bn_relu(width, 2 * width) + [nn.AvgPool2d(2), nn.Flatten()]
+        layers += _conv_bn_relu(in_channels, width) + _conv_bn_relu(width, width) + [AvgPool2d(2)]
+        layers += _conv_bn_relu(width, 2 * width) + [AvgPool2d(2), nn.Flatten()]
         super().__init__(*layers)
         self.append(nn.Linear(self._flat_features(in_channels, input_size), num_classes))
 
@@ -130,7 +132,7 @@ class VGG(_Net):
         for v in VGG_CONFIGS[variant]:
             if v == "M":
                 if size >= 2:  # small inputs (e.g. 8x8 digits) skip the pools they cannot afford
-                    layers.append(nn.AvgPool2d(2))
+                    layers.append(AvgPool2d(2))
                     size //= 2
             else:
                 cout = max(1, int(round(v * width)))

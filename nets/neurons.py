@@ -69,7 +69,8 @@ class _IFMultiStep(torch.autograd.Function):
     def backward(ctx, grad_spikes, grad_v):
         u_all, spikes, theta = ctx.saved_tensors
         grad_x = torch.empty_like(u_all)
-        grad_theta = torch.zeros((), dtype=u_all.dtype, device=u_all.device)
+        want_theta = ctx.needs_input_grad[2]  # an attack on frozen weights needs dL/dx only: skip two passes a step
+        grad_theta = torch.zeros((), dtype=u_all.dtype, device=u_all.device) if want_theta else None
         if grad_spikes is None:
             grad_spikes = torch.zeros_like(u_all)
         for t in range(u_all.shape[0] - 1, -1, -1):
@@ -77,17 +78,19 @@ class _IFMultiStep(torch.autograd.Function):
             if grad_v is not None and not ctx.detach_reset:  # s_t also enters v_t: dv_t/ds_t = -u_t (zero) or -theta
                 grad_s = grad_s - grad_v * (u_all[t] if ctx.reset_zero else theta)
             g_spike = ctx.surrogate.derivative_(u_all[t] - theta).mul_(grad_s)  # dL/ds_t * g(u_t - theta)
-            grad_theta -= g_spike.sum()
+            if want_theta:
+                grad_theta -= g_spike.sum()
             if grad_v is None:  # nothing flows back from v_t
                 grad_x[t] = g_spike
             else:  # dL/du_t = dL/ds_t g(u_t - theta) + dL/dv_t dv_t/du_t
                 torch.add(g_spike, grad_v, out=grad_x[t])
                 if ctx.reset_zero:  # v_t = u_t (1 - s_t): dv/du = 1 - s
                     grad_x[t].addcmul_(grad_v, spikes[t], value=-1.0)
-                else:  # v_t = u_t - s_t theta: dv/du = 1 (s_t fixed), and the reset itself depends on theta
+                elif want_theta:  # v_t = u_t - s_t theta: dv/du = 1 (s_t fixed); the reset depends on theta
                     grad_theta -= (grad_v * spikes[t]).sum()
             grad_v = grad_x[t]  # u_t = v_{t-1} + x_t: dL/dv_{t-1} = dL/du_t = dL/dx_t
-        return grad_x, grad_v if ctx.has_v0 else None, grad_theta.reshape(theta.shape), None, None, None
+        grad_theta = grad_theta.reshape(theta.shape) if want_theta else None
+        return grad_x, grad_v if ctx.has_v0 else None, grad_theta, None, None, None
 
 
 class IFNeuron(snntorch.Leaky):
