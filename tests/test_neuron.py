@@ -4,6 +4,9 @@ import pytest
 import snntorch
 import torch
 
+from nets.architectures import SmallCNN
+from nets.conversion import convert
+from nets.modes import frozen_parameters
 from nets.neurons import IFNeuron
 from nets.snn import gradient_path
 from nets.surrogates import make_surrogate
@@ -161,8 +164,6 @@ def test_time_schedule_in_training_equals_the_snntorch_loop():
 def test_v_init_half_rounds_the_rate_instead_of_flooring_it():
     """Constant input 0.36 theta for T = 10, reset by subtraction: floor(3.6) = 3 spikes from v_0 = 0,
     floor(0.5 + 3.6) = 4 = round(3.6) from v_0 = theta / 2."""
-    from nets.neurons import IFNeuron
-
     counts = []
     for v_init in (0.0, 0.5):
         n = IFNeuron(threshold=1.0, reset="subtract", v_init=v_init)
@@ -178,3 +179,30 @@ def test_auto_schedule_is_time_on_cpu_for_large_layers_and_layer_otherwise():
     assert resolve_schedule("auto", torch.device("cpu"), 16 * 8 * 8) == "layer"  # a tiny layer: per-step overhead
     assert resolve_schedule("auto", torch.device("cuda"), 32 * 32 * 32) == "layer"
     assert resolve_schedule("layer", torch.device("cpu"), 32 * 32 * 32) == "layer"
+
+
+def test_frozen_parameters_give_the_same_input_gradient_and_restore_every_flag():
+    torch.manual_seed(0)
+    ann = SmallCNN(width=4).eval()
+    with torch.no_grad():
+        for m in ann.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)
+    snn = convert(ann, [torch.rand(16, 1, 8, 8)], num_steps=4).eval()
+    snn.neurons[0].threshold.requires_grad_(False)  # a flag that differs from the others must come back as it was
+    flags = [p.requires_grad for p in snn.parameters()]
+    x = torch.rand(6, 1, 8, 8)
+    y = torch.arange(6) % 10
+
+    def grad():
+        xi = x.clone().requires_grad_(True)
+        with gradient_path(snn, "spike", {"name": "exponential", "gamma_d": 1.0, "gamma_s": 2.0}):
+            (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(snn(xi), y), xi)
+        return g
+
+    ref = grad()
+    with frozen_parameters(snn, None):
+        assert not any(p.requires_grad for p in snn.parameters())
+        frozen = grad()
+    assert [p.requires_grad for p in snn.parameters()] == flags
+    assert ref.abs().sum() > 0 and torch.equal(frozen, ref)
