@@ -2,12 +2,13 @@
 
 Three nets, T = 8, batch 64, identical weights: ``reference`` (conv3x3 3->32, 32->32, avgpool, 32->64, 64->64,
 avgpool, linear -> 10, BN after each conv, 32x32 input), and the networks of the offline recipes, ``digits``
-(SmallCNN width 16, 1x8x8) and ``mnist5k`` (SmallCNN width 16, 1x16x16). The naive loop applies every layer at every time step
-with ``snn.Leaky(beta=1)``. Ours computes the first conv + BN once (direct coding), runs each IF layer as one
-fused autograd node per call, NHWC on CPU, under both schedules of ``nets.snn.SpikingNetwork``: ``layer`` (all T
-per layer on [T*B] batches) and ``time`` (all layers per step: a step's working set stays in cache). Also timed:
-the naive loop fed NHWC input, to show how much of the gain is the memory format alone. Prints step times,
-ratios and peak memory (CPU: max RSS growth per variant, measured in a subprocess; GPU: max allocated), and
+(SmallCNN width 16, 1x8x8) and ``mnist5k`` (SmallCNN width 16, 1x16x16). The naive loop applies every layer at
+every time step with ``snn.Leaky(beta=1)`` and PyTorch's own ``nn.AvgPool2d``. Ours computes the first conv + BN
+once (direct coding), runs each IF layer as one fused autograd node per call, NHWC on CPU (and ``nets.pooling``'s
+exact fast 2x2 pooling where single-channel nets stay NCHW), under both schedules of ``nets.snn.SpikingNetwork``:
+``layer`` (all T per layer on [T*B] batches) and ``time`` (all layers per step: a step's working set stays in
+cache). Also timed: the naive loop fed NHWC input, to show how much of the gain is the memory format alone. Prints
+step times, ratios and peak memory (CPU: max RSS growth per variant, measured in a subprocess; GPU: max allocated), and
 checks outputs against the naive loop (BN in eval mode, and in train mode, where the time schedule computes
 the same per-step BN statistics as the naive loop and the layer schedule statistics over batch x time).
 
@@ -33,6 +34,7 @@ import snntorch as snn  # noqa: E402
 from nets.architectures import SmallCNN  # noqa: E402
 from nets.conversion import spiking_structure  # noqa: E402
 from nets.neurons import IFNeuron  # noqa: E402
+from nets.pooling import AvgPool2d  # noqa: E402
 from nets.snn import SpikingNetwork, resolve_schedule, stateless_prefix  # noqa: E402
 
 
@@ -62,6 +64,9 @@ class NaiveSNN(nn.Module):
             if isinstance(m, IFNeuron):
                 self.layers.append(snn.Leaky(beta=1.0, threshold=float(m.effective_threshold().detach()),
                                              spike_grad=m.spike_grad, reset_mechanism=m.reset_mode))
+            elif type(m) is AvgPool2d:  # a user's loop pools with PyTorch's own kernel, not this repo's fast path
+                self.layers.append(nn.AvgPool2d(m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad,
+                                                m.divisor_override))
             else:
                 self.layers.append(m)
 
