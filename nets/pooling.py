@@ -1,4 +1,4 @@
-"""2x2 average pooling, ``y = (x00 + x01 + x10 + x11) / 4`` per window, the layer every architecture here uses.
+"""2x2 average pooling, ``y = (x00 + x01 + x10 + x11) / 4`` per window: the pooling of SmallCNN and VGG.
 
 ``AvgPool2d`` is ``nn.AvgPool2d`` (same arguments, same ``isinstance``, same state) with a faster path for the
 case the networks hit: kernel 2, stride 2, no padding, an NCHW-contiguous input on the CPU. There PyTorch's
@@ -11,7 +11,6 @@ divides by 4, and its gradient is ``dL/dy / 4`` copied to the four inputs of the
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
