@@ -8,8 +8,8 @@ once (direct coding), runs each IF layer as one fused autograd node per call, NH
 exact fast 2x2 pooling where single-channel nets stay NCHW), under both schedules of ``nets.snn.SpikingNetwork``:
 ``layer`` (all T per layer on [T*B] batches) and ``time`` (all layers per step: a step's working set stays in
 cache). Also timed: the naive loop fed NHWC input, to show how much of the gain is the memory format alone. Prints
-step times, ratios and peak memory (CPU: max RSS growth per variant, measured in a subprocess; GPU: max allocated), and
-checks outputs against the naive loop (BN in eval mode, and in train mode, where the time schedule computes
+step times, ratios and peak memory (CPU: max RSS growth per variant, measured in a subprocess; GPU: max
+allocated), and checks outputs against the naive loop (BN in eval mode, and in train mode, where the time schedule computes
 the same per-step BN statistics as the naive loop and the layer schedule statistics over batch x time).
 
     python bench/snn_step.py [--device cuda] [--steps 5] [--min_seconds 3] [--fold 8] [--nets reference digits mnist5k]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 
 class _AvgPool2x2(torch.autograd.Function):
@@ -40,14 +41,11 @@ class AvgPool2d(nn.AvgPool2d):
     """``nn.AvgPool2d`` with the fast exact path above for 2x2/stride-2 pooling of NCHW CPU tensors."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _AvgPool2x2.apply(x) if self._fast_path_is_exact(x) else super().forward(x)
+
+    def _fast_path_is_exact(self, x: torch.Tensor) -> bool:
+        window = _pair(self.kernel_size) == _pair(self.stride) == (2, 2) and _pair(self.padding) == (0, 0)
         # float32/64 only: the kernel accumulates 16-bit inputs in float32, four 16-bit adds would round differently
-        if (x.dim() == 4 and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.is_contiguous() and x.shape[-1] % 2 == 0
-                and x.shape[-2] % 2 == 0 and self.divisor_override is None
-                and _pair(self.kernel_size) == (2, 2) and _pair(self.stride or self.kernel_size) == (2, 2)
-                and _pair(self.padding) == (0, 0)):
-            return _AvgPool2x2.apply(x)
-        return super().forward(x)
-
-
-def _pair(v) -> tuple:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+        return (window and self.divisor_override is None and x.dim() == 4 and x.device.type == "cpu"
+                and x.dtype in (torch.float32, torch.float64) and x.is_contiguous()
+                and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0)
