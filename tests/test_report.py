@@ -103,6 +103,27 @@ def test_compare_gives_the_per_sample_union_and_what_each_attack_found_alone(tmp
         report.compare(ours, other)
 
 
+def test_compare_leaves_out_an_epsilon_only_one_file_evaluated(tmp_path, capsys):
+    import json
+    import pytest
+
+    def write(name, eps_broken):
+        samples = [{"index": i, "clean_correct": True, "broken_by": {e: b.get(i) for e, b in eps_broken.items()}}
+                   for i in range(4)]
+        (tmp_path / name).write_text(json.dumps({"samples": samples}))
+        return str(tmp_path / name)
+
+    ours = write("ours.json", {"0.1": {0: "apgdt"}})
+    theirs = write("theirs.json", {"0.05": {1: "square"}, "0.1": {1: "square"}})
+    assert report.main(["compare", ours, theirs]) == 0
+    out = capsys.readouterr().out
+    # ours never ran at 0.05: its "nothing broke sample 1 there" is not a result and must not be compared
+    assert not any(l.startswith("| 0.05") for l in out.splitlines())
+    assert "| 0.1 | 75.0 | 75.0 | **50.0** | 1 (0) | 1 (1) |" in out and "theirs only: 0.05" in out
+    with pytest.raises(SystemExit, match="no epsilon in both files"):
+        report.compare(ours, write("far.json", {"0.3": {}}))
+
+
 def test_paired_mcnemar_p_values_from_per_sample_records():
     a = {"samples": 100, "robust_samples": {"0.1": list(range(60))}}
     b = {"samples": 100, "robust_samples": {"0.1": list(range(40))}}

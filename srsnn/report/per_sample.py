@@ -34,8 +34,9 @@ def robust_samples(path: str) -> dict[str, list[int]]:
 
 
 def compare(ours: str, theirs: str) -> str:
-    """Per epsilon: robust accuracy by each evaluation, by their per-sample union (a sample counts as robust only if
-    neither broke it), and the samples each broke alone. Both files must cover the same samples."""
+    """Per epsilon both evaluated: robust accuracy by each evaluation, by their per-sample union (a sample counts as
+    robust only if neither broke it), and the samples each broke alone. Both files must cover the same samples; an
+    epsilon only one of them evaluated is named, not compared (the other's "nothing broke it" would be a guess)."""
     (ca, ba), (cb, bb) = read(ours), read(theirs)
     if set(ca) != set(cb):
         raise SystemExit(f"error: the two files cover different samples ({len(ca)} vs {len(cb)}, "
@@ -47,12 +48,20 @@ def compare(ours: str, theirs: str) -> str:
     lines += ["| ε | robust (ours) % | robust (theirs) % | robust (union) % | broken by ours only | by theirs only |",
               "|---|---|---|---|---|---|"]
     clean = {i for i, c in ca.items() if c}
-    for eps in sorted(set(ba) | set(bb), key=float):
-        a, b = ba.get(eps, set()), bb.get(eps, set())
+    common = sorted(set(ba) & set(bb), key=float)
+    if not common:
+        raise SystemExit(f"error: no epsilon in both files (ours: {', '.join(sorted(ba, key=float)) or 'none'}; theirs: "
+                         f"{', '.join(sorted(bb, key=float)) or 'none'}); attack the other at the same epsilons")
+    for eps in common:
+        a, b = ba[eps], bb[eps]
         acc = lambda broken: 100 * len(clean - broken) / n
         only = lambda x, y: f"{len(x - y)}" + (f" ({', '.join(map(str, sorted(x - y)[:10]))}{' ...' if len(x - y) > 10 else ''})"
                                                  if x - y else "")
         lines.append(f"| {eps} | {acc(a):.1f} | {acc(b):.1f} | **{acc(a | b):.1f}** | {only(a, b)} | {only(b, a)} |")
+    alone = [f"{who} only: {', '.join(sorted(set(x) - set(y), key=float))}" for who, x, y in (("ours", ba, bb), ("theirs", bb, ba))
+             if set(x) - set(y)]
+    if alone:
+        lines += ["", f"Not compared (evaluated by one file only): {'; '.join(alone)}."]
     return "\n".join([f"{n} samples, {len(clean)} clean-correct; sample indices in brackets", "", *lines]) + "\n"
 
 
