@@ -122,8 +122,8 @@ class AttackEvaluation(Callback):
         ensemble: ``auto`` (SNN: the paper's 19 gradient paths; ANN: the network), ``none`` or ``paper``.
         adaptive: the tier beyond the paper: a preset (``strong`` = ``true``, the default; ``quick``; ``paper`` =
             ``false``, the paper's protocol only) or the strong budget with some keys changed
-            (``nets.robustness.AdaptiveBudget``: top_k, steps, restarts, max_targets, other_targets, square_queries,
-            check_rounds), e.g. ``{square_queries: 5000}``.
+            (``nets.robustness.AdaptiveBudget``: top_k, steps, restarts, ce_restarts, max_targets, other_targets,
+            square_queries, check_rounds), e.g. ``{square_queries: 5000}``.
         transfer_from: ``{config: <yaml>, ckpt_path: <ckpt>}`` of a source model; its PGD examples count too.
         audit: run the audit; large_eps: epsilon of the "near 0 accuracy" check; margin_points: how far (in
             points) the paper's protocol may sit above the worst case before the audit flags it.

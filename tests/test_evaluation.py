@@ -160,6 +160,24 @@ def test_adaptive_presets_resolve_to_budgets_and_a_wrong_name_is_one_clear_error
         AttackEvaluation(adaptive="strng")
 
 
+def test_apgd_ce_takes_its_own_restarts_in_the_tier_and_every_check_round():
+    """ce_restarts: APGD-CE's random starts (None = restarts); APGD-T keeps ``restarts``; the budget line says so."""
+    from nets.errors import UserError
+
+    budget = AdaptiveBudget(top_k=2, steps=3, max_targets=1, other_targets=1, square_queries=0, check_rounds=1,
+                            ce_restarts=3)
+    ev = Evaluator(nn.Identity(), paper_ensemble()[:2], [0.1], [], 10, budget)
+    units = ev._adaptive_units(ev.members) + ev._check_units(ev.members, 0)
+    restarts = {(u.stage, u.attack, u.kwargs["n_restarts"]) for u in units}
+    assert restarts == {(st, "apgd_ce", 3) for st in ("adaptive", "check")} | {(st, "apgdt", 1) for st in ("adaptive", "check")}
+    assert "1 restart(s) (APGD-CE: 3)" in budget.describe(2, 10)
+    default = AdaptiveBudget(restarts=2)
+    assert default.apgd_ce_restarts == 2 and "(APGD-CE" not in default.describe(2, 10)
+    assert AttackEvaluation(adaptive={"ce_restarts": 3}).adaptive == AdaptiveBudget(ce_restarts=3)
+    with pytest.raises(UserError, match="ce_restarts"):
+        AdaptiveBudget(ce_restarts=0)
+
+
 def test_check_rounds_rerun_the_tier_on_an_ann_until_two_rounds_break_nothing():
     """An ANN has one gradient path; each check round still re-runs APGD-CE and APGD-T through it (2x steps, new
     seed), and convergence needs two consecutive rounds that break nothing."""
