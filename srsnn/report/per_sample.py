@@ -49,17 +49,17 @@ def compare(ours: str, theirs: str) -> str:
               "|---|---|---|---|---|---|"]
     clean = {i for i, c in ca.items() if c}
     common = sorted(set(ba) & set(bb), key=float)
+    listed = lambda epsilons: ", ".join(sorted(epsilons, key=float)) or "none"
     if not common:
-        raise SystemExit(f"error: no epsilon in both files (ours: {', '.join(sorted(ba, key=float)) or 'none'}; theirs: "
-                         f"{', '.join(sorted(bb, key=float)) or 'none'}); attack the other at the same epsilons")
+        raise SystemExit(f"error: no epsilon in both files (ours: {listed(ba)}; theirs: {listed(bb)}); attack the other "
+                         "at the same epsilons")
     for eps in common:
         a, b = ba[eps], bb[eps]
         acc = lambda broken: 100 * len(clean - broken) / n
         only = lambda x, y: f"{len(x - y)}" + (f" ({', '.join(map(str, sorted(x - y)[:10]))}{' ...' if len(x - y) > 10 else ''})"
                                                  if x - y else "")
         lines.append(f"| {eps} | {acc(a):.1f} | {acc(b):.1f} | **{acc(a | b):.1f}** | {only(a, b)} | {only(b, a)} |")
-    alone = [f"{who} only: {', '.join(sorted(set(x) - set(y), key=float))}" for who, x, y in (("ours", ba, bb), ("theirs", bb, ba))
-             if set(x) - set(y)]
+    alone = [f"{who} only: {listed(set(x) - set(y))}" for who, x, y in (("ours", ba, bb), ("theirs", bb, ba)) if set(x) - set(y)]
     if alone:
         lines += ["", f"Not compared (evaluated by one file only): {'; '.join(alone)}."]
     return "\n".join([f"{n} samples, {len(clean)} clean-correct; sample indices in brackets", "", *lines]) + "\n"
