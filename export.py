@@ -1,7 +1,7 @@
-"""``python export.py ...``: a trained model to compact safetensors or NIR (the logic: ``srsnn.export``; installed: ``srsnn-export``)."""
+"""``python export.py ...``: a trained model to compact safetensors or NIR (the logic: ``srsnn.export.cli``; installed: ``srsnn-export``)."""
 import sys
 
-from srsnn.export import main
+from srsnn.export.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,7 +2,7 @@
 
 Stage 2 of the paper calibrates layer by layer from the first, each on ``calib_batches`` x ``calib_batch_size``
 training images (paper: 10 x 64) run for T_c = 100 steps with the earlier layers spiking
-(``nets.conversion.calibrate_thresholds``), then re-estimates the BatchNorm statistics at T. The cost grows
+(``srsnn.snn.conversion.calibrate_thresholds``), then re-estimates the BatchNorm statistics at T. The cost grows
 linearly with the number of images, so on a CPU (where the full setting takes the best part of an hour) the bench
 calibrates ``--measure-images`` of them and scales the time to the full 640, labelled as such; on a GPU it runs the
 full setting. Random weights and images: the cost does not depend on their values.
@@ -21,8 +21,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nets.architectures import VGG  # noqa: E402
-from nets.conversion import convert  # noqa: E402
+from srsnn.ann.architectures import VGG  # noqa: E402
+from srsnn.snn.conversion import convert  # noqa: E402
 
 
 def main(argv=None) -> dict:

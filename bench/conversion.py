@@ -4,7 +4,7 @@ A user's own ``nn.Sequential`` (``bench/snn_step.py``'s reference net: 4 conv + 
 (plain cross-entropy) on the embedded digits upsampled to 3x32x32, then converted without fine-tuning and
 evaluated on the held-out digits at T = 4, 8, 16, 32 with
 
-* the ``paper`` recipe (``nets.conversion.RECIPES``: hard reset, 99.7th percentile x 0.3, BN kept and its
+* the ``paper`` recipe (``srsnn.snn.conversion.RECIPES``: hard reset, 99.7th percentile x 0.3, BN kept and its
   statistics re-estimated on spikes; ``calib_steps`` = 32 here);
 * the ``rate`` recipe without its ``v_init`` (``amplitude="threshold"``: a spike stands for its threshold,
   multiplied into the next layer; BN folded with the ANN's statistics; reset by subtraction; 99.9th percentile x 1);
@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 from datamodules.embedded import Digits  # noqa: E402
-from nets.conversion import convert  # noqa: E402
+from srsnn.snn.conversion import convert  # noqa: E402
 from snn_step import reference_ann  # noqa: E402
 
 SETTINGS = {  # convert()'s recipe and changed settings

@@ -7,9 +7,9 @@
     python report.py compare <test run>/evaluation/per_sample.json theirs.json
 
 The samples are the embedded dataset's test split in ``AttackEvaluation``'s order (its first ``--samples``); the
-model is rebuilt from the file alone (``nets.compact.load_compact``). Default: APGD-CE and APGD-DLR on the model's
+model is rebuilt from the file alone (``srsnn.export.compact.load_compact``). Default: APGD-CE and APGD-DLR on the model's
 own forward (an SNN through its default surrogate gradient). ``--strong``: through each of ``--paths`` (names of
-``nets.attacks.paper_ensemble``), PGD-50 with 3 random restarts, APGD-CE-50 and targeted APGD-DLR-50 over every
+``srsnn.robustness.attacks.paper_ensemble``), PGD-50 with 3 random restarts, APGD-CE-50 and targeted APGD-DLR-50 over every
 wrong class, then Square-2000 on the model; every example is judged on the deployed model, only samples nothing
 broke yet are attacked, and a sample broken at a smaller epsilon stays broken. Replace ``attacks`` with whatever
 you trust.
@@ -26,9 +26,9 @@ from safetensors import safe_open
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from datamodules import MNIST5k, Digits  # noqa: E402
-from nets.attacks import paper_ensemble  # noqa: E402
-from nets.compact import load_compact  # noqa: E402
-from nets.snn import gradient_path  # noqa: E402
+from srsnn.robustness.attacks import paper_ensemble  # noqa: E402
+from srsnn.export.compact import load_compact  # noqa: E402
+from srsnn.snn.network import gradient_path  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("model")

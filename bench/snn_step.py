@@ -4,8 +4,8 @@ Three nets, T = 8, batch 64, identical weights: ``reference`` (conv3x3 3->32, 32
 avgpool, linear -> 10, BN after each conv, 32x32 input), and the networks of the offline recipes, ``digits``
 (SmallCNN width 16, 1x8x8) and ``mnist5k`` (SmallCNN width 16, 1x16x16). The naive loop applies every layer at
 every time step with ``snn.Leaky(beta=1)`` and PyTorch's own ``nn.AvgPool2d``. Ours computes the first conv + BN
-once (direct coding), runs each IF layer as one fused autograd node per call, NHWC on CPU (and ``nets.pooling``'s
-exact fast 2x2 pooling where single-channel nets stay NCHW), under both schedules of ``nets.snn.SpikingNetwork``:
+once (direct coding), runs each IF layer as one fused autograd node per call, NHWC on CPU (and ``srsnn.ann.pooling``'s
+exact fast 2x2 pooling where single-channel nets stay NCHW), under both schedules of ``srsnn.snn.network.SpikingNetwork``:
 ``layer`` (all T per layer on [T*B] batches) and ``time`` (all layers per step: a step's working set stays in
 cache). Also timed: the naive loop fed NHWC input, to show how much of the gain is the memory format alone. Prints
 step times, ratios and peak memory (CPU: max RSS growth per variant, measured in a subprocess; GPU: max
@@ -31,11 +31,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import snntorch as snn  # noqa: E402
 
-from nets.architectures import SmallCNN  # noqa: E402
-from nets.conversion import spiking_structure  # noqa: E402
-from nets.neurons import IFNeuron  # noqa: E402
-from nets.pooling import AvgPool2d  # noqa: E402
-from nets.snn import SpikingNetwork, resolve_schedule, stateless_prefix  # noqa: E402
+from srsnn.ann.architectures import SmallCNN  # noqa: E402
+from srsnn.snn.conversion import spiking_structure  # noqa: E402
+from srsnn.snn.neurons import IFNeuron  # noqa: E402
+from srsnn.ann.pooling import AvgPool2d  # noqa: E402
+from srsnn.snn.network import SpikingNetwork, resolve_schedule, stateless_prefix  # noqa: E402
 
 
 def reference_ann() -> nn.Sequential:

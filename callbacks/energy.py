@@ -1,7 +1,7 @@
 """``SpikeEnergyMonitor``: spikes, synops, energy estimate and stored-weight size at the end of ``test``.
 
 Per layer and in total, per test sample: spikes, firing rate (spikes per neuron per time step), synops
-(spikes x non-zero outgoing synapses, exact; ``nets.synops``), and the dense counterfactual (same spikes,
+(spikes x non-zero outgoing synapses, exact; ``srsnn.snn.synops``), and the dense counterfactual (same spikes,
 all-ones masks). The first layer sees the analog image, not spikes: its MACs are reported apart. For an
 ANN: non-zero MACs. Energy (an *estimate*, labelled so): E_SNN = synops * E_AC + first-layer MACs * E_MAC,
 E_ANN = MACs * E_MAC, with E_AC = 0.9 pJ and E_MAC = 4.6 pJ (45 nm, Horowitz 2014) unless configured.
@@ -17,10 +17,10 @@ import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
-from nets.compact import export_compact
-from nets.masks import sparsity_report
-from nets.modes import module_mode
-from nets.synops import SynopCounter, ann_macs, first_layer_macs, layer_labels
+from srsnn.export.compact import export_compact
+from srsnn.pruning.masks import sparsity_report
+from srsnn.modes import module_mode
+from srsnn.snn.synops import SynopCounter, ann_macs, first_layer_macs, layer_labels
 
 from .evaluation import sum_over_ranks, test_subset, write_results
 

@@ -1,9 +1,9 @@
-"""``AttackEvaluation``: the Lightning wrapper of ``nets.robustness`` (robust accuracy through the spikes).
+"""``AttackEvaluation``: the Lightning wrapper of ``srsnn.robustness.runner`` (robust accuracy through the spikes).
 
 Runs at the end of ``trainer.test`` on the first ``num_samples`` samples of the datamodule's
 ``test_dataloader()``; each DDP rank attacks its own exact shard and the counts are summed. What runs, per
 epsilon: the paper's protocol (for an SNN, every attack through the 19 gradient paths of
-``nets.attacks.paper_ensemble``), then the adaptive tier (APGD-CE, targeted APGD-DLR through the strongest
+``srsnn.robustness.attacks.paper_ensemble``), then the adaptive tier (APGD-CE, targeted APGD-DLR through the strongest
 paths, Square, optional transfer, convergence rounds with 2x steps) on the survivors; the headline is the
 per-sample worst case. Results go to ``<log_dir>/evaluation/`` (see ``AttackEvaluation``).
 """
@@ -22,11 +22,13 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-from nets.attacks import Eps, paper_ensemble, parse_eps
-from nets.errors import UserError
-from nets.modes import frozen_parameters, module_mode
-from nets.reporting import attacks_markdown, plot_robust_accuracy
-from nets.robustness import AdaptiveBudget, Evaluator, audit, confidence_statement, dead_paths, summarize
+from srsnn.robustness.attacks import Eps, paper_ensemble, parse_eps
+from srsnn.errors import UserError
+from srsnn.modes import frozen_parameters, module_mode
+from srsnn.robustness.reporting import attacks_markdown, plot_robust_accuracy
+from srsnn.robustness.audit import audit, confidence_statement, dead_paths, summarize
+from srsnn.robustness.budget import AdaptiveBudget
+from srsnn.robustness.runner import Evaluator
 
 from .interrupt import sigterm_as_interrupt
 
@@ -112,7 +114,7 @@ PRESETS = {"strong": {}, "quick": dict(top_k=1, steps=5, max_targets=2, other_ta
 
 class AttackEvaluation(Callback):
     """Robust accuracy at the end of ``trainer.test``: the paper's protocol, an adaptive tier beyond it and the
-    per-sample worst case over everything run (``nets.robustness``), with an audit.
+    per-sample worst case over everything run (``srsnn.robustness``), with an audit.
 
     Args:
         attacks: the paper protocol's white-box attacks (default its main table: FGSM and PGD-10); for an
@@ -122,7 +124,7 @@ class AttackEvaluation(Callback):
         ensemble: ``auto`` (SNN: the paper's 19 gradient paths; ANN: the network), ``none`` or ``paper``.
         adaptive: the tier beyond the paper: a preset (``strong`` = ``true``, the default; ``quick``; ``paper`` =
             ``false``, the paper's protocol only) or the strong budget with some keys changed
-            (``nets.robustness.AdaptiveBudget``: top_k, steps, restarts, ce_restarts, max_targets, other_targets,
+            (``srsnn.robustness.budget.AdaptiveBudget``: top_k, steps, restarts, ce_restarts, max_targets, other_targets,
             square_queries, check_rounds), e.g. ``{square_queries: 5000}``.
         transfer_from: ``{config: <yaml>, ckpt_path: <ckpt>}`` of a source model; its PGD examples count too.
         audit: run the audit; large_eps: epsilon of the "near 0 accuracy" check; margin_points: how far (in

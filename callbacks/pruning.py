@@ -23,10 +23,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from nets.devices import device_of
-from nets.errors import UserError
-from nets.masks import add_mask, ensure_masks, get_weight_mask, prunable_layers, raw_weight, sparsity_report, topk_mask
-from nets.modes import module_mode
+from srsnn.devices import device_of
+from srsnn.errors import UserError
+from srsnn.pruning.masks import add_mask, ensure_masks, get_weight_mask, prunable_layers, raw_weight, sparsity_report, topk_mask
+from srsnn.modes import module_mode
 
 
 def _check_sparsity(sparsity: float) -> float:

@@ -1,4 +1,4 @@
-"""Bad data (sizes, splits, missing files): one clear message instead of a traceback, as ``nets.errors.UserError``
+"""Bad data (sizes, splits, missing files): one clear message instead of a traceback, as ``srsnn.errors.UserError``
 is for the rest (``train.py`` shows both); defined here so that the data layer knows nothing of the networks."""
 
 

@@ -6,7 +6,7 @@ Objectives (inner maximisation by torchattacks):
 * ``pgd_at`` (Madry et al., 2018): CE(f(x_adv), y), x_adv from PGD (or R+FGSM with ``inner_attack: rfgsm``)
 * ``trades`` (Zhang et al., 2019): CE(f(x), y) + beta * KL(f(x) || f(x_adv)), x_adv maximising the KL term
   by TPGD (``inner_attack: pgd``) or single-step R+FGSM (``inner_attack: rfgsm``, the SNN fine-tuning of the paper)
-* ``mart`` (Wang et al., 2020): boosted CE on x_adv + beta * misclassification-weighted KL (``nets.objectives``;
+* ``mart`` (Wang et al., 2020): boosted CE on x_adv + beta * misclassification-weighted KL (``srsnn.robustness.objectives``;
   set ``beta: 4`` as the reference code does), x_adv from PGD on CE (or R+FGSM)
 
 Validation and test log clean accuracy and ``pgd_acc_single_path``: PGD at ``eval_epsilon`` through the model's
@@ -25,13 +25,13 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import Accuracy, MeanMetric
 
-from nets.attacks import Eps, make_attack, parse_eps
-from nets.channels import adopt_shapes
-from nets.checkpoints import TAG
-from nets.errors import UserError
-from nets.masks import prepare_masks, state_dict_mismatch
-from nets.modes import module_mode
-from nets.objectives import OBJECTIVES, mart_loss, trades_loss
+from srsnn.robustness.attacks import Eps, make_attack, parse_eps
+from srsnn.pruning.channels import adopt_shapes
+from srsnn.io.checkpoints import TAG
+from srsnn.errors import UserError
+from srsnn.pruning.masks import prepare_masks, state_dict_mismatch
+from srsnn.modes import module_mode
+from srsnn.robustness.objectives import OBJECTIVES, mart_loss, trades_loss
 
 SPLITS = ("train", "val", "test")
 

@@ -15,12 +15,12 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from nets.checkpoints import load_network
-from nets.conversion import convert, recipe_from, spiking_structure
-from nets.devices import device_of
-from nets.errors import UserError
-from nets.masks import prunable_layers, raw_weight
-from nets.snn import SCHEDULES, SpikingNetwork, record_spikes
+from srsnn.io.checkpoints import load_network
+from srsnn.snn.conversion import convert, recipe_from, spiking_structure
+from srsnn.devices import device_of
+from srsnn.errors import UserError
+from srsnn.pruning.masks import prunable_layers, raw_weight
+from srsnn.snn.network import SCHEDULES, SpikingNetwork, record_spikes
 
 from .adversarial import AdversarialClassifier
 from .robust_ann import _count_classes
@@ -52,18 +52,18 @@ class ConvertedSNN(AdversarialClassifier):
         ann_checkpoint: the robust (dense or sparse) ANN to convert. Ignored when Lightning restores an SNN
             checkpoint (``--ckpt_path``).
         num_steps: T. encoding: ``direct`` (paper) or ``poisson``.
-        recipe: the conversion settings (``nets.conversion.Recipe``): ``paper`` (default: hard reset, 0.3 x the
+        recipe: the conversion settings (``srsnn.snn.conversion.Recipe``): ``paper`` (default: hard reset, 0.3 x the
             99.7th percentile at T_c = 100, BN kept and re-learned, 0/1 spikes; made for the fine-tuning that
             follows), ``rate`` (rate-based conversion: within a point of the ANN without fine-tuning,
             ``bench/conversion.py``) or the dotted path of your own ``Recipe``.
         reset, min_threshold, v_init, bn, amplitude, calib_steps, percentile, scale, calib_order: one setting of the
             recipe changed (null: the recipe's; ``calib_order`` is the recipe's ``order``).
-        surrogate, detach_reset: the IF neuron's backward (``nets.neurons.IFNeuron``); by default the gradient flows
+        surrogate, detach_reset: the IF neuron's backward (``srsnn.snn.neurons.IFNeuron``); by default the gradient flows
             through the reset (reference code), ``detach_reset: true`` stops it (snnTorch).
         calib_batches, calib_batch_size: the training images thresholds are calibrated on.
         schedule: ``auto`` (default: ``time`` on CPU unless the layers are tiny, ``layer`` on GPU), ``layer``
             (all T per layer; BN training statistics over batch x time, paper) or ``time`` (all layers per step,
-            faster on CPUs; BN training statistics per step; ``nets.snn``). Outputs in eval mode are the same under every schedule.
+            faster on CPUs; BN training statistics per step; ``srsnn.snn.network``). Outputs in eval mode are the same under every schedule.
         **kwargs: objective and optimisation; defaults here are the paper's fine-tuning.
     """
 

@@ -7,8 +7,8 @@ import warnings
 
 from jsonargparse import Namespace
 
-from nets.checkpoints import read_checkpoint
-from nets.errors import UserError
+from srsnn.io.checkpoints import read_checkpoint
+from srsnn.errors import UserError
 
 # the network arguments that follow from the data, read from the datamodule where a config leaves them null
 _DATA_LINKS = {

@@ -5,14 +5,14 @@ from typing import Optional
 
 from torch import nn
 
-from nets.checkpoints import load_network
-from nets.errors import UserError
+from srsnn.io.checkpoints import load_network
+from srsnn.errors import UserError
 
 from .adversarial import AdversarialClassifier
 
 
 class RobustANN(AdversarialClassifier):
-    """Wraps any network of ``nets.architectures`` (ReLU in the neuron slots) with an adversarial objective.
+    """Wraps any network of ``srsnn.ann.architectures`` (ReLU in the neuron slots) with an adversarial objective.
 
     Args:
         net: the network (``class_path`` + ``init_args`` in YAML).

@@ -1,3 +1,11 @@
-"""The entry points' logic, importable and installable without generic top-level names: ``srsnn.cli`` (training,
-``train.py``), ``srsnn.pipeline``, ``srsnn.report``, ``srsnn.export`` and ``srsnn.infer``. In a clone the top-level
-scripts of the same names call them; installed, the ``srsnn-*`` commands do."""
+"""sparse-robust-snn in plain torch, grouped by the method's stages (the Lightning layer imports it, never the reverse).
+
+``srsnn.ann`` the ANN architectures; ``srsnn.pruning`` masks and channel widths; ``srsnn.snn`` the IF neuron,
+surrogates, conversion, multi-step execution and synop counting; ``srsnn.robustness`` attacks, gradient paths'
+runner, budget, audit and training objectives; ``srsnn.export`` compact safetensors and NIR; ``srsnn.io`` checkpoints
+and run folders. Entry points: ``srsnn.cli`` (``train.py``), ``srsnn.pipeline``, ``srsnn.report``,
+``srsnn.export.cli`` and ``srsnn.infer``; in a clone the top-level scripts of the same names call them.
+"""
+from srsnn.io import legacy
+
+legacy.install()  # class paths of runs written before this layout (nets.<module>) still import

@@ -23,8 +23,8 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from datamodules.errors import DataError
 from lightning_modules.loading import link_data_arguments
-from nets.checkpoints import read_checkpoint, resolve_checkpoint
-from nets.errors import UserError
+from srsnn.io.checkpoints import read_checkpoint, resolve_checkpoint
+from srsnn.errors import UserError
 
 warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
 

@@ -12,8 +12,8 @@ import sys
 
 import torch
 
-from nets.compact import load_compact
-from nets.errors import UserError
+from srsnn.export.compact import load_compact
+from srsnn.errors import UserError
 
 
 def load_images(path: str) -> torch.Tensor:

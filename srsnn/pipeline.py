@@ -29,7 +29,7 @@ from typing import Optional
 
 import yaml
 
-from nets.runs import newest_under
+from srsnn.io.runs import newest_under
 
 # stages run in ROOT (the clone, or site-packages when installed): config paths are relative to it
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,7 +113,8 @@ def plan(cfg: dict) -> list[Stage]:
     return stages
 
 
-CODE = ("srsnn/cli.py", "nets", "lightning_modules", "callbacks", "datamodules")  # what a stage's result depends on
+CODE = ("srsnn/cli.py", "srsnn/errors.py", "srsnn/devices.py", "srsnn/modes.py", "srsnn/ann", "srsnn/snn", "srsnn/pruning",
+        "srsnn/robustness", "srsnn/export", "srsnn/io", "lightning_modules", "callbacks", "datamodules")  # what a stage's result depends on
 
 
 def code_version(root: str = ROOT) -> str:

@@ -20,16 +20,17 @@ from sim_device import SIM, SimTensor, simulated_accelerator
 from callbacks.evaluation import sum_over_ranks
 from callbacks.pruning import HarpPruning, prune_by_magnitude
 from lightning_modules import ConvertedSNN
-from nets.architectures import ResNet20, SmallCNN
-from nets.attacks import paper_ensemble
-from nets.compact import export_compact
-from nets.conversion import convert
-from nets.masks import add_mask, mask_of, prunable_layers, raw_weight
-from nets.neurons import IFNeuron
-from nets.nir_export import to_nir
-from nets.robustness import AdaptiveBudget, Evaluator
-from nets.snn import gradient_path, neurons_of
-from nets.synops import SynopCounter
+from srsnn.ann.architectures import ResNet20, SmallCNN
+from srsnn.robustness.attacks import paper_ensemble
+from srsnn.export.compact import export_compact
+from srsnn.snn.conversion import convert
+from srsnn.pruning.masks import add_mask, mask_of, prunable_layers, raw_weight
+from srsnn.snn.neurons import IFNeuron
+from srsnn.export.nir import to_nir
+from srsnn.robustness.budget import AdaptiveBudget
+from srsnn.robustness.runner import Evaluator
+from srsnn.snn.network import gradient_path, neurons_of
+from srsnn.snn.synops import SynopCounter
 
 REAL = os.environ.get("SRSNN_TEST_DEVICE")  # "cuda": the same cases on a real accelerator
 sim_only = pytest.mark.skipif(bool(REAL), reason="a rule of the simulated accelerator")
@@ -261,18 +262,18 @@ def _device_args() -> list[str]:
 
 
 def test_train_py_fits_converts_and_evaluates_on_the_device(dev, tmp_path, monkeypatch):
-    import nets.conversion
-    from nets.devices import device_of
+    import srsnn.snn.conversion
+    from srsnn.devices import device_of
 
     calibrated_on = []
-    real = nets.conversion.calibrate_thresholds
+    real = srsnn.snn.conversion.calibrate_thresholds
 
     def spy(snn, batches, *args, **kwargs):
         batches = list(batches)
         calibrated_on.append((device_of(snn), [b.device for b in batches]))
         return real(snn, batches, *args, **kwargs)
 
-    monkeypatch.setattr(nets.conversion, "calibrate_thresholds", spy)
+    monkeypatch.setattr(srsnn.snn.conversion, "calibrate_thresholds", spy)
     if not REAL:
         from sim_lightning import SimStrategy
         monkeypatch.setattr(SimStrategy, "batches", 0)

@@ -126,7 +126,7 @@ def test_snn_validate_fit_test_through_the_cli(dense_ann_ckpt, tmp_path):
     out = ok(run_main("validate", *snn, "--model.init_args.ann_checkpoint", dense_ann_ckpt,
                       *tiny_overrides(tmp_path / "v")))
     assert "val/acc" in out.stdout and "val/firing_rate" in out.stdout
-    # fine-tuning with the time-major schedule (digits' layers are tiny, so auto picks the layer one; nets/snn.py)
+    # fine-tuning with the time-major schedule (digits' layers are tiny, so auto picks the layer one; srsnn/snn/network.py)
     ok(run_main("fit", *snn, "--model.init_args.ann_checkpoint", dense_ann_ckpt, "--model.init_args.schedule", "time",
                 *tiny_overrides(tmp_path / "f")))
     out = ok(run_main("test", *snn, "--config", tiny_eval(tmp_path), "--ckpt_path", ckpt(tmp_path / "f"),

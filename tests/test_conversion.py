@@ -2,10 +2,10 @@ import pytest
 import torch
 from torch import nn
 
-from nets.architectures import SmallCNN
-from nets.conversion import ConversionError, calibrate_thresholds, convert, spiking_structure
-from nets.masks import add_mask, iter_masks, prunable_layers
-from nets.snn import SpikingNetwork
+from srsnn.ann.architectures import SmallCNN
+from srsnn.snn.conversion import ConversionError, calibrate_thresholds, convert, spiking_structure
+from srsnn.pruning.masks import add_mask, iter_masks, prunable_layers
+from srsnn.snn.network import SpikingNetwork
 
 
 def _toy_ann():
@@ -60,7 +60,7 @@ def test_bn_fold_matches_kept_bn_in_eval():
 
 
 def _calibrated(order: str) -> list[float]:
-    from nets.conversion import convert
+    from srsnn.snn.conversion import convert
 
     ann = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False), torch.nn.ReLU(), torch.nn.Linear(2, 1, bias=False),
                               torch.nn.ReLU(), torch.nn.Linear(1, 2))
@@ -81,7 +81,7 @@ def test_calibration_order_pins_hand_computed_thresholds():
 
 
 def test_a_layer_that_never_gets_input_is_named():
-    from nets.conversion import ConversionError, convert
+    from srsnn.snn.conversion import ConversionError, convert
 
     ann = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False), torch.nn.ReLU(), torch.nn.Linear(2, 1, bias=False),
                               torch.nn.ReLU(), torch.nn.Linear(1, 2))
@@ -98,7 +98,7 @@ def trained():
     import torch.nn.functional as F
 
     from datamodules.embedded import Digits
-    from nets.architectures import PreActResNet
+    from srsnn.ann.architectures import PreActResNet
 
     torch.manual_seed(0)
     dm = Digits()
@@ -146,7 +146,7 @@ def test_rate_conversion_approaches_the_ann_as_t_grows(trained, name):
 
 
 def test_residual_merge_is_the_same_function_in_the_ann_and_the_snn(trained):
-    from nets.architectures import Merge
+    from srsnn.ann.architectures import Merge
 
     nets, calib, _, _ = trained
     ann_merges = [m for m in nets["resnet"].modules() if isinstance(m, Merge)]
@@ -194,7 +194,7 @@ def test_amplitude_threshold_needs_folded_bn_and_a_known_reader():
 
 
 def test_module_mode_restores_each_submodules_own_mode_even_after_an_error():
-    from nets.modes import module_mode
+    from srsnn.modes import module_mode
 
     net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
     net.train()
@@ -210,7 +210,7 @@ def test_module_mode_restores_each_submodules_own_mode_even_after_an_error():
 
 
 def test_recipes_are_checked_named_and_changed_one_setting_at_a_time(tmp_path, monkeypatch):
-    from nets.conversion import RECIPES, Recipe, recipe_from
+    from srsnn.snn.conversion import RECIPES, Recipe, recipe_from
 
     assert RECIPES["rate"].amplitude == "threshold" and RECIPES["rate"].bn == "fold" and RECIPES["rate"].v_init == 0.5
     with pytest.raises(ConversionError, match="set bn='fold'"):  # an incoherent recipe cannot be made
@@ -218,7 +218,7 @@ def test_recipes_are_checked_named_and_changed_one_setting_at_a_time(tmp_path, m
     with pytest.raises(ConversionError, match="set bn='fold'"):  # nor made by changing one setting
         recipe_from("rate", bn="keep")
     assert recipe_from("paper", percentile=99.9, scale=None) == Recipe(percentile=99.9)  # None: the recipe's own
-    (tmp_path / "my_recipes.py").write_text("from nets.conversion import Recipe\nMINE = Recipe(scale=0.5)\n")
+    (tmp_path / "my_recipes.py").write_text("from srsnn.snn.conversion import Recipe\nMINE = Recipe(scale=0.5)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert recipe_from("my_recipes.MINE").scale == 0.5  # a user's own, by dotted path
     for bad, message in (("nope", "recipe 'nope'"), ("my_recipes.Recipe", "recipe 'my_recipes.Recipe'")):
@@ -230,8 +230,8 @@ def test_recipes_are_checked_named_and_changed_one_setting_at_a_time(tmp_path, m
 
 def test_the_snn_module_takes_a_recipe_by_name_and_reads_old_checkpoints_settings_as_the_same_recipe():
     from lightning_modules import ConvertedSNN
-    from nets.architectures import SmallCNN
-    from nets.conversion import RECIPES
+    from srsnn.ann.architectures import SmallCNN
+    from srsnn.snn.conversion import RECIPES
 
     net = lambda: SmallCNN(input_size=8, width=4)  # noqa: E731
     rate = ConvertedSNN(net(), recipe="rate")

@@ -112,6 +112,7 @@ def test_the_data_layer_knows_nothing_of_the_networks():
 
     from conftest import ROOT
 
-    code = "import sys, datamodules; print(sorted(m for m in sys.modules if m == 'nets' or m.startswith('nets.')))"
+    code = ("import sys, datamodules; print(sorted(m for m in sys.modules if m.startswith('srsnn.') and "
+            "m not in ('srsnn.errors',)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -91,8 +91,8 @@ class _Trainer:
 
 def test_a_conversion_failure_on_rank_0_stops_every_rank_with_its_message(dense_ann_ckpt):
     from lightning_modules import ConvertedSNN
-    from nets.architectures import SmallCNN
-    from nets.errors import UserError
+    from srsnn.ann.architectures import SmallCNN
+    from srsnn.errors import UserError
 
     module = ConvertedSNN(net=SmallCNN(input_size=8, width=16), num_steps=2)  # the fixture ANN's network
     rank0 = _Strategy()

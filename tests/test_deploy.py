@@ -3,12 +3,12 @@ import pytest
 import torch
 from torch import nn
 
-from nets.architectures import PreActResNet, SmallCNN
-from nets.compact import export_compact, load_compact
-from nets.conversion import convert
-from nets.errors import UserError
-from nets.masks import ensure_masks, prunable_layers
-from nets.nir_export import NIRRunner, export_nir, to_nir
+from srsnn.ann.architectures import PreActResNet, SmallCNN
+from srsnn.export.compact import export_compact, load_compact
+from srsnn.snn.conversion import convert
+from srsnn.errors import UserError
+from srsnn.pruning.masks import ensure_masks, prunable_layers
+from srsnn.export.nir import NIRRunner, export_nir, to_nir
 from callbacks.pruning import prune_by_magnitude
 
 nir = pytest.importorskip("nir")
@@ -110,7 +110,7 @@ def test_nir_threshold_is_shifted_to_nir_s_strict_inequality(tmp_path):
     """This repo fires at v >= theta, NIR at v > theta': an input exactly at theta must spike in both."""
     import numpy as np
 
-    from nets.neurons import IFNeuron
+    from srsnn.snn.neurons import IFNeuron
 
     net = nn.Sequential(nn.Flatten(), nn.Linear(1, 1, bias=False), IFNeuron(threshold=0.5), nn.Linear(1, 1, bias=False))
     with torch.no_grad():
@@ -135,7 +135,7 @@ def test_nir_refuses_what_it_cannot_express(tmp_path):
 
 def test_compact_export_of_an_snn_keeps_thresholds_and_outputs(tmp_path):
     snn = _sparse_snn(SmallCNN(input_size=8, width=4, mean=[0.2], std=[0.3]), (1, 8, 8))
-    spec = {"kind": "snn", "net": {"class_path": "nets.architectures.SmallCNN",
+    spec = {"kind": "snn", "net": {"class_path": "srsnn.ann.architectures.SmallCNN",
                                    "init_args": {"input_size": 8, "width": 4, "mean": [0.2], "std": [0.3]}},
             "snn": {"num_steps": 8, "encoding": "direct", "neuron": {"reset": "zero", "surrogate": "triangular",
                                                                       "min_threshold": 0.03, "bn": "keep"}}}
@@ -167,7 +167,7 @@ def test_the_second_opinion_example_attacks_an_exported_model_in_the_compare_for
 
     ann = SmallCNN(input_size=8, width=4)
     ensure_masks(ann)
-    spec = {"kind": "ann", "net": {"class_path": "nets.architectures.SmallCNN", "init_args": {"input_size": 8, "width": 4}}}
+    spec = {"kind": "ann", "net": {"class_path": "srsnn.ann.architectures.SmallCNN", "init_args": {"input_size": 8, "width": 4}}}
     export_compact(ann, str(tmp_path / "m.safetensors"), spec)
     out = subprocess.run([sys.executable, "bench/second_opinion.py", str(tmp_path / "m.safetensors"), "--samples", "12",
                           "--steps", "2", "--eps", "0.1", "--out", str(tmp_path / "theirs.json")], cwd=ROOT,

@@ -13,10 +13,12 @@ from callbacks import AttackEvaluation, SpikeEnergyMonitor
 from callbacks.interrupt import sigterm_as_interrupt
 from datamodules import Digits
 from lightning_modules import RobustANN
-from nets.architectures import SmallCNN
-from nets.attacks import paper_ensemble
-from nets.conversion import convert
-from nets.robustness import AdaptiveBudget, Evaluator, summarize
+from srsnn.ann.architectures import SmallCNN
+from srsnn.robustness.attacks import paper_ensemble
+from srsnn.snn.conversion import convert
+from srsnn.robustness.audit import summarize
+from srsnn.robustness.budget import AdaptiveBudget
+from srsnn.robustness.runner import Evaluator
 
 
 def _snn():
@@ -150,7 +152,7 @@ def test_audit_passes_gradient_check_on_a_plain_model(tmp_path):
 
 def test_adaptive_presets_resolve_to_budgets_and_a_wrong_name_is_one_clear_error():
     from callbacks.evaluation import PRESETS
-    from nets.errors import UserError
+    from srsnn.errors import UserError
 
     assert AttackEvaluation(adaptive="strong").adaptive == AttackEvaluation(adaptive=True).adaptive == AdaptiveBudget()
     assert AttackEvaluation(adaptive="paper").adaptive is None and AttackEvaluation(adaptive=False).adaptive is None
@@ -162,7 +164,7 @@ def test_adaptive_presets_resolve_to_budgets_and_a_wrong_name_is_one_clear_error
 
 def test_apgd_ce_takes_its_own_restarts_in_the_tier_and_every_check_round():
     """ce_restarts: APGD-CE's random starts (None = restarts); APGD-T keeps ``restarts``; the budget line says so."""
-    from nets.errors import UserError
+    from srsnn.errors import UserError
 
     budget = AdaptiveBudget(top_k=2, steps=3, max_targets=1, other_targets=1, square_queries=0, check_rounds=1,
                             ce_restarts=3)
@@ -197,7 +199,7 @@ def test_check_rounds_rerun_the_tier_on_an_ann_until_two_rounds_break_nothing():
 
 
 def test_confidence_needs_two_empty_rounds_and_names_the_last_productive_one():
-    from nets.robustness import confidence, confidence_statement
+    from srsnn.robustness.audit import confidence, confidence_statement
 
     assert confidence(7, [4, 5, 0]) == {"converged": False, "rounds_run": 3, "last_productive_round": 2,
                                         "last_productive_breaks": 5, "bound": 5}
@@ -237,8 +239,8 @@ def test_ranking_breaks_count_in_the_worst_case_at_the_largest_epsilon():
 
 
 def test_apgd_through_the_relu_path_sees_the_deployed_logits_with_the_relu_gradient():
-    from nets.robustness import DeployedJudge, changes_forward
-    from nets.snn import gradient_path
+    from srsnn.robustness.runner import DeployedJudge, changes_forward
+    from srsnn.snn.network import gradient_path
 
     snn = _snn()
     x, y = _data(snn, 8)
@@ -260,7 +262,7 @@ def test_apgd_through_the_relu_path_sees_the_deployed_logits_with_the_relu_gradi
 
 
 def test_adaptive_units_through_the_relu_path_attack_the_deployed_judge(monkeypatch):
-    import nets.robustness as rob
+    import srsnn.robustness.runner as rob
 
     snn = _snn()
     x, y = _data(snn, 8)

@@ -1,18 +1,18 @@
 """Each of the 19 gradient paths gives the input gradient of the reference implementation's formulas.
 
 The port below is written from the formulas of IGITUGraz/RobustSNNConversion (``models/layers.py``) as METHOD.md
-states them, independently of ``nets.neurons``: a Python loop over T with plain autograd, the reset *not*
+states them, independently of ``srsnn.snn.neurons``: a Python loop over T with plain autograd, the reset *not*
 detached, BPTR as RateBp (backward = grad * 1[mean_t(spikes) > 0]), and the Act path as a plain ReLU with T = 0.
 """
 import pytest
 import torch
 import torch.nn.functional as F
 
-from nets.architectures import SmallCNN
-from nets.attacks import paper_ensemble
-from nets.conversion import convert
-from nets.neurons import IFNeuron
-from nets.snn import gradient_path
+from srsnn.ann.architectures import SmallCNN
+from srsnn.robustness.attacks import paper_ensemble
+from srsnn.snn.conversion import convert
+from srsnn.snn.neurons import IFNeuron
+from srsnn.snn.network import gradient_path
 
 T = 4
 

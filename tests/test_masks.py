@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from nets.architectures import SmallCNN
-from nets.errors import UserError
-from nets.masks import add_mask, load_masked_state_dict, mask_of, prunable_layers, raw_weight, sparsity_report
+from srsnn.ann.architectures import SmallCNN
+from srsnn.errors import UserError
+from srsnn.pruning.masks import add_mask, load_masked_state_dict, mask_of, prunable_layers, raw_weight, sparsity_report
 
 
 def _random_masks(net, keep=0.3):

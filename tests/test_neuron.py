@@ -4,12 +4,12 @@ import pytest
 import snntorch
 import torch
 
-from nets.architectures import SmallCNN
-from nets.conversion import convert
-from nets.modes import frozen_parameters
-from nets.neurons import IFNeuron
-from nets.snn import gradient_path
-from nets.surrogates import make_surrogate
+from srsnn.ann.architectures import SmallCNN
+from srsnn.snn.conversion import convert
+from srsnn.modes import frozen_parameters
+from srsnn.snn.neurons import IFNeuron
+from srsnn.snn.network import gradient_path
+from srsnn.snn.surrogates import make_surrogate
 
 
 def naive_if(x: torch.Tensor, theta: float, reset: str, surrogate) -> torch.Tensor:
@@ -90,7 +90,7 @@ def test_threshold_is_clamped_and_state_is_not_kept():
 
 
 def _small_snn(reset: str, detach: bool = False):
-    from nets.conversion import spiking_structure
+    from srsnn.snn.conversion import spiking_structure
 
     torch.manual_seed(3)
     ann = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
@@ -112,7 +112,7 @@ def _grads(snn, x):
 
 @pytest.mark.parametrize("reset", ["zero", "subtract"])
 def test_time_schedule_equals_layer_schedule_forward_and_backward(reset):
-    from nets.snn import SpikingNetwork
+    from srsnn.snn.network import SpikingNetwork
 
     net = _small_snn(reset).eval()  # BN in eval mode: the schedules differ only in BN training statistics
     x = torch.rand(6, 2, 6, 6) * 2
@@ -134,7 +134,7 @@ def test_time_schedule_equals_layer_schedule_forward_and_backward(reset):
 
 def test_time_schedule_in_training_equals_the_snntorch_loop():
     """BN in training mode: per-step batch statistics, exactly what snnTorch's tutorial loop computes."""
-    from nets.snn import SpikingNetwork
+    from srsnn.snn.network import SpikingNetwork
 
     net = _small_snn("zero", detach=True).train()
     x = torch.rand(6, 2, 6, 6) * 2
@@ -173,7 +173,7 @@ def test_v_init_half_rounds_the_rate_instead_of_flooring_it():
 
 
 def test_auto_schedule_is_time_on_cpu_for_large_layers_and_layer_otherwise():
-    from nets.snn import resolve_schedule
+    from srsnn.snn.network import resolve_schedule
 
     assert resolve_schedule("auto", torch.device("cpu"), 32 * 32 * 32) == "time"
     assert resolve_schedule("auto", torch.device("cpu"), 16 * 8 * 8) == "layer"  # a tiny layer: per-step overhead

@@ -3,8 +3,8 @@ import torch
 
 from datamodules import Digits
 from lightning_modules import RobustANN
-from nets.architectures import SmallCNN
-from nets.attacks import make_attack
+from srsnn.ann.architectures import SmallCNN
+from srsnn.robustness.attacks import make_attack
 
 
 def _train(objective: str, epochs: int = 4) -> float:
@@ -49,7 +49,7 @@ def test_mart_loss_matches_its_equation_on_a_hand_case():
     """z = (2, 0, 0), z~ = (0, 1, 0), y = 0: CE(z~, 0) - log(1 - p~_1) + beta KL(p || p~) (1 - p_0)."""
     import math
 
-    from nets.objectives import mart_loss
+    from srsnn.robustness.objectives import mart_loss
 
     z, z_adv, y = torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([0])
     p = [math.exp(2) / (math.exp(2) + 2), 1 / (math.exp(2) + 2), 1 / (math.exp(2) + 2)]

@@ -156,9 +156,9 @@ def test_a_changed_config_or_code_makes_its_stages_and_those_downstream_stale(re
     src = tmp_path / "src"  # the code version is a hash of the sources: an edited file changes it
     for entry in pipeline.CODE:
         (src / entry).parent.mkdir(parents=True, exist_ok=True)
-        (src / entry).write_text("x = 1\n") if entry.endswith(".py") else (src / entry).mkdir()
+        (src / entry).write_text("x = 1\n") if entry.endswith(".py") else (src / entry).mkdir(exist_ok=True)
     before = pipeline.code_version(str(src))
-    (src / "nets" / "neurons.py").write_text("x = 2\n")
+    (src / "srsnn" / "snn" / "neurons.py").write_text("x = 2\n")
     assert pipeline.code_version(str(src)) != before
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nets.pooling import AvgPool2d, _AvgPool2x2
+from srsnn.ann.pooling import AvgPool2d, _AvgPool2x2
 
 
 def _fwd_bwd(pool, x, g):

@@ -6,10 +6,10 @@ from torch import nn
 
 from callbacks.pruning import HarpPruning, HydraPruning, MagnitudePruning, prune_by_magnitude
 from conftest import ckpt, run_cli, run_main, tiny_overrides
-from nets.architectures import VGG, SmallCNN
-from nets.compact import decode_gaps, encode_gaps, export_compact, load_compact
-from nets.errors import UserError
-from nets.masks import ensure_masks, get_weight_mask, mask_of, prunable_layers, sparsity_report
+from srsnn.ann.architectures import VGG, SmallCNN
+from srsnn.export.compact import decode_gaps, encode_gaps, export_compact, load_compact
+from srsnn.errors import UserError
+from srsnn.pruning.masks import ensure_masks, get_weight_mask, mask_of, prunable_layers, sparsity_report
 
 
 def _scored(net, sparsity, cb):
@@ -45,7 +45,7 @@ def test_harp_global_sparsity_within_half_a_percent_and_non_uniform(sparsity):
     assert abs(report["global"] - sparsity) <= 0.005
     layer = [v for k, v in report.items() if k != "global"]
     assert max(layer) - min(layer) > (1 - sparsity) / 2  # a non-uniform allocation
-    from nets.masks import strip_scores
+    from srsnn.pruning.masks import strip_scores
     strip_scores(net)  # what conversion and export do: the projected masks must survive
     assert sparsity_report(net) == report
 
@@ -115,7 +115,7 @@ def test_compact_export_round_trip_and_size_at_99_percent(tmp_path):
     net.eval()
     ensure_masks(net)
     prune_by_magnitude(net, 0.99)
-    spec = {"kind": "ann", "net": {"class_path": "nets.architectures.VGG",
+    spec = {"kind": "ann", "net": {"class_path": "srsnn.ann.architectures.VGG",
                                     "init_args": {"variant": "vgg11", "input_size": 32, "width": 0.5}}}
     r = export_compact(net, str(tmp_path / "m.safetensors"), spec)
     assert r["dense_fp32_bytes"] / r["compact_bytes"] >= 50, r
@@ -158,7 +158,7 @@ def test_compact_export_round_trip_random_shapes_and_sparsities(width, size, spa
     ensure_masks(net)
     prune_by_magnitude(net, sparsity)
     path = str(tmp_path_factory.mktemp("c") / "m.safetensors")
-    export_compact(net, path, {"kind": "ann", "net": {"class_path": "nets.architectures.SmallCNN",
+    export_compact(net, path, {"kind": "ann", "net": {"class_path": "srsnn.ann.architectures.SmallCNN",
                                                       "init_args": {"input_size": size, "width": width}}})
     back = load_compact(path)
     x = torch.rand(3, 1, size, size)

@@ -21,7 +21,7 @@ def _cfg(path: str) -> dict:
 # attack (one step), ignores; an SNN's conversion settings are its recipe's (null) where they were spelled out
 def _from_recipe(field: str):
     def same(old, new, cfg) -> bool:
-        from nets.conversion import recipe_from
+        from srsnn.snn.conversion import recipe_from
 
         return new is None and getattr(recipe_from(cfg["model.init_args.recipe"]), field) == old
     return same
@@ -110,7 +110,7 @@ def test_recipe_settings_are_the_papers(dataset):
     assert opt["lr"] == (0.01 if dataset == "svhn" else 0.1)  # SVHN: 0.1 diverges under adversarial training
     # stages 2-3: T = 8, hard reset, 0.3 x 99.7th percentile over 10 x 64 at T_c = 100, RFGSM-KL beta 2 at 2/255,
     # triangular gamma = 1, 80 epochs at lr 0.001
-    from nets.conversion import recipe_from  # the conversion recipe named, with any setting the config changes
+    from srsnn.snn.conversion import recipe_from  # the conversion recipe named, with any setting the config changes
 
     r = recipe_from(s["recipe"], **{k: s[k] for k in ("reset", "bn", "percentile", "scale", "calib_steps")})
     assert (s["num_steps"], r.reset, r.bn) == (8, "zero", "keep")

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import ROOT, ckpt, run_cli, run_main, tiny_overrides
-from nets.checkpoints import read_checkpoint
-from nets.errors import UserError
+from srsnn.io.checkpoints import read_checkpoint
+from srsnn.errors import UserError
 
 pytestmark = pytest.mark.slow
 

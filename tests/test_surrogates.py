@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from nets.surrogates import make_surrogate
+from srsnn.snn.surrogates import make_surrogate
 
 
 @pytest.mark.parametrize(

@@ -5,13 +5,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from nets.architectures import PreActResNet, SmallCNN
-from nets.conversion import spiking_structure
-from nets.masks import add_mask, ensure_masks, prunable_layers
-from nets.neurons import IFNeuron
-from nets.snn import SpikingNetwork
-from nets.spike_readers import spike_readers
-from nets.synops import SynopCounter, ann_macs, fanout, layer_labels
+from srsnn.ann.architectures import PreActResNet, SmallCNN
+from srsnn.snn.conversion import spiking_structure
+from srsnn.pruning.masks import add_mask, ensure_masks, prunable_layers
+from srsnn.snn.neurons import IFNeuron
+from srsnn.snn.network import SpikingNetwork
+from srsnn.snn.spike_readers import spike_readers
+from srsnn.snn.synops import SynopCounter, ann_macs, fanout, layer_labels
 
 
 def test_conv_stride_two_with_padding_hand_count():
@@ -45,7 +45,7 @@ def test_avgpool_between_layers_hand_count():
 
 def _brute_force_fanout(path, shape):
     """Count non-zero Jacobian entries of the connectivity map through the real layers with |mask| weights."""
-    from nets.synops import _apply_connectivity
+    from srsnn.snn.synops import _apply_connectivity
     f = lambda s: _apply_connectivity(s.unsqueeze(0), path, dense=False).flatten()
     J = torch.autograd.functional.jacobian(f, torch.zeros(shape))
     return (J != 0).sum(0).float()

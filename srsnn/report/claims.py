@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from nets.reporting import pct
+from srsnn.robustness.reporting import pct
 
 from .per_sample import mcnemar, p_text
 from .tables import converted_pairs, main_rows

@@ -29,7 +29,7 @@ def _save(fig, path: str) -> str:
 
 def plots(runs: list[dict[str, Any]], rows: list[Row], out: str) -> list[str]:
     """Every figure the runs have data for, written to ``out``."""
-    from nets.reporting import plot_robust_accuracy
+    from srsnn.robustness.reporting import plot_robust_accuracy
 
     _plt()
     first = os.path.join(out, "robust_accuracy_vs_eps.png")

@@ -7,7 +7,7 @@ import os
 import re
 from typing import Any, Optional
 
-from nets.runs import files_under
+from srsnn.io.runs import files_under
 
 from .per_sample import robust_samples
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .errors import UserError
+from srsnn.errors import UserError
 
 PRUNABLE = (nn.Conv2d, nn.Linear)
 _MASK_SUFFIX = ".parametrizations.weight.0.mask"

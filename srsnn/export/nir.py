@@ -3,7 +3,7 @@
 Mapping (all weights with pruned entries exactly zero):
 
 * ``Normalize`` and BatchNorm (eval statistics) -> per-channel affine maps. A BN right after a conv is folded
-  into it (``nets.conversion.fused_weights``); any other BN, and ``Normalize``, becomes a 1x1
+  into it (``srsnn.snn.conversion.fused_weights``); any other BN, and ``Normalize``, becomes a 1x1
   ``nir.Conv2d`` with a diagonal weight and a bias.
 * ``Conv2d`` -> ``nir.Conv2d``; ``Linear`` -> ``nir.Affine`` / ``nir.Linear``; ``AvgPool2d`` (and a global
   ``AdaptiveAvgPool2d``) -> ``nir.AvgPool2d``; ``Flatten`` -> ``nir.Flatten``.
@@ -37,13 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .architectures import Merge, Normalize, PreActBlock
-from .conversion import fused_weights
-from .devices import device_of
-from .errors import UserError
-from .masks import mask_of, raw_weight
-from .modes import module_mode
-from .neurons import IFNeuron
+from srsnn.ann.architectures import Merge, Normalize, PreActBlock
+from srsnn.snn.conversion import fused_weights
+from srsnn.devices import device_of
+from srsnn.errors import UserError
+from srsnn.pruning.masks import mask_of, raw_weight
+from srsnn.modes import module_mode
+from srsnn.snn.neurons import IFNeuron
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

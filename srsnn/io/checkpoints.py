@@ -7,8 +7,8 @@ from typing import Any, Optional
 
 import torch
 
-from .errors import UserError
-from .runs import files_under
+from srsnn.errors import UserError
+from srsnn.io.runs import files_under
 
 TAG = "sparse_robust_snn"  # what this repo stores in every Lightning checkpoint: {"kind": "ann"|"snn", ...}
 
@@ -73,8 +73,8 @@ def network_state_dict(ckpt: dict[str, Any], path: str, prefix: str, kind: Optio
 
 def load_network(net, path: str, what: str, kind: Optional[str] = "ann") -> None:
     """Read ``path`` safely and load its network (masks, scores, channel-pruned widths) into ``net``."""
-    from .channels import adopt_shapes
-    from .masks import load_masked_state_dict
+    from srsnn.pruning.channels import adopt_shapes
+    from srsnn.pruning.masks import load_masked_state_dict
 
     ckpt = read_checkpoint(path, what)
     sd = network_state_dict(ckpt, path, "net.", kind=kind)

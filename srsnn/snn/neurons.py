@@ -14,7 +14,7 @@ s_t in v_t (dv_t/ds_t = -u_t, or -theta), as in the reference code (IGITUGraz/Ro
 Gradient paths (``mode``), all over the *same* weights, as the evaluation ensemble needs them
 (the reference's definitions):
 
-* ``"spike"``: BPTT with ``surrogate`` as dS/du (see ``nets.surrogates``);
+* ``"spike"``: BPTT with ``surrogate`` as dS/du (see ``srsnn.snn.surrogates``);
 * ``"bptr"``: backprop through rates (the reference's ``RateBp``): forward = the IF spikes over T,
   backward dL/dx_t = dL/ds_t * 1[mean_t(s_t) > 0] (the gradient passes wherever the neuron fired at least once);
 * ``"relu"``: the reference's ``Act`` path, the same network with T = 0: every neuron a plain ReLU
@@ -35,7 +35,7 @@ import snntorch
 import torch
 from snntorch._neurons.neurons import SpikingNeuron
 
-from .surrogates import Surrogate, make_surrogate
+from srsnn.snn.surrogates import Surrogate, make_surrogate
 
 MODES = ("spike", "bptr", "relu")
 RESETS = ("zero", "subtract")
@@ -99,7 +99,7 @@ class IFNeuron(snntorch.Leaky):
     Args:
         threshold: initial V_th (replaced by calibration during conversion).
         reset: ``"zero"`` (hard reset, paper) or ``"subtract"``.
-        surrogate: name or ``{"name": ..., **params}`` of a surrogate in ``nets.surrogates``.
+        surrogate: name or ``{"name": ..., **params}`` of a surrogate in ``srsnn.snn.surrogates``.
         min_threshold: V_th is clamped to at least this value (paper: 0.03).
         detach_reset: stop the gradient through the reset (snnTorch's choice); default: it flows (reference code).
         v_init: initial membrane as a fraction of theta (0 in the paper; 0.5 halves the rate-coding error with

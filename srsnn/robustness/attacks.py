@@ -13,7 +13,7 @@ import torchattacks
 from torchattacks.attack import Attack
 from torch import nn
 
-from .errors import UserError
+from srsnn.errors import UserError
 
 Eps = Union[float, str]
 

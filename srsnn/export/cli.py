@@ -5,8 +5,8 @@
     python export.py --config <run folder>/config.yaml --ckpt_path <run folder> --out model.safetensors  # a run's own
 
 The config is the one the checkpoint was trained with (it defines the architecture); the checkpoint is read
-with ``weights_only=True``. ``compact`` writes values + uint8 relative indices (``nets.compact``); load it
-back with ``nets.compact.load_compact(path)``, no Lightning needed.
+with ``weights_only=True``. ``compact`` writes values + uint8 relative indices (``srsnn.export.compact``); load it
+back with ``srsnn.export.compact.load_compact(path)``, no Lightning needed.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from datamodules.errors import DataError
-from nets.errors import UserError
+from srsnn.errors import UserError
 
 
 def main(argv=None) -> int:
@@ -31,18 +31,18 @@ def main(argv=None) -> int:
             raise UserError(f"{a.out} already exists; choose another --out or pass --force")
         from lightning_modules.loading import load_trained
 
-        from nets.checkpoints import resolve_checkpoint
+        from srsnn.io.checkpoints import resolve_checkpoint
 
         model, dm, spec = load_trained(a.config, resolve_checkpoint(a.ckpt_path, "--ckpt_path"))
         if a.format == "compact":
-            from nets.compact import export_compact
+            from srsnn.export.compact import export_compact
             r = export_compact(model.model, a.out, spec)
             ratio = r["dense_fp32_bytes"] / r["compact_bytes"]
             print(f"wrote {a.out}: {r['compact_bytes']:,} bytes vs {r['dense_fp32_bytes']:,} dense fp32 "
                   f"({f'{ratio:.1f}x smaller' if ratio >= 1 else f'{1 / ratio:.2f}x larger: too few zeros to pay for their indices'}); "
                   f"{r['nonzero_weights']:,} non-zero weights, {r['stored_weights']:,} stored entries")
         else:
-            from nets.nir_export import export_nir
+            from srsnn.export.nir import export_nir
             r = export_nir(model.model, a.out, input_shape=tuple(dm.input_shape))
             print(f"wrote {a.out}: {r['bytes']:,} bytes, {r['nodes']} NIR nodes")
     except (UserError, DataError) as err:

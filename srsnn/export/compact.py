@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .channels import adopt_shapes
-from .errors import UserError
-from .masks import (get_weight_mask, load_masked_state_dict, mask_of, masks_from_nonzero, prunable_layers,
+from srsnn.pruning.channels import adopt_shapes
+from srsnn.errors import UserError
+from srsnn.pruning.masks import (get_weight_mask, load_masked_state_dict, mask_of, masks_from_nonzero, prunable_layers,
                     raw_weight, strip_scores)
 
 FORMAT = "sparse-robust-snn/compact-1"
@@ -118,8 +118,8 @@ def _build(spec: dict[str, Any]) -> nn.Module:
                         f"its package, or add that folder to PYTHONPATH)") from None
     net = factory(**net_spec.get("init_args", {}))
     if spec.get("kind") == "snn":
-        from .conversion import spiking_structure
-        from .snn import SpikingNetwork
+        from srsnn.snn.conversion import spiking_structure
+        from srsnn.snn.network import SpikingNetwork
         s = spec["snn"]
         net = SpikingNetwork(spiking_structure(net, **s["neuron"]), s["num_steps"], s["encoding"])
     return net

@@ -26,14 +26,14 @@ from typing import Any, Iterable, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from .devices import device_of
-from .errors import UserError
-from .masks import ensure_masks, masks_from_nonzero, prunable_layers, raw_weight, strip_scores
-from .modes import module_mode
-from .neurons import IFNeuron
-from .snn import SpikingNetwork, neurons_of
-from .spike_readers import spike_readers
-from .surrogates import Surrogate
+from srsnn.devices import device_of
+from srsnn.errors import UserError
+from srsnn.pruning.masks import ensure_masks, masks_from_nonzero, prunable_layers, raw_weight, strip_scores
+from srsnn.modes import module_mode
+from srsnn.snn.neurons import IFNeuron
+from srsnn.snn.network import SpikingNetwork, neurons_of
+from srsnn.snn.spike_readers import spike_readers
+from srsnn.snn.surrogates import Surrogate
 
 _MAX_QUANTILE_ELEMENTS = 1 << 24  # torch.quantile's input limit; larger inputs are subsampled (seeded)
 
@@ -48,7 +48,7 @@ class _Stop(Exception):
 
 def _check_ann(ann: nn.Module) -> None:
     if not isinstance(ann, nn.Sequential):
-        raise ConversionError("step 'check': the ANN must be an nn.Sequential (use nets.architectures)")
+        raise ConversionError("step 'check': the ANN must be an nn.Sequential (use srsnn.ann.architectures)")
     if any(isinstance(m, IFNeuron) for m in ann.modules()):
         raise ConversionError("step 'check': the network already holds IF neurons: it is converted")
     leaves = [(n, m) for n, m in ann.named_modules() if n and "parametrizations" not in n
@@ -317,7 +317,7 @@ def calibrate_thresholds(
 class Recipe:
     """A coherent set of conversion settings (after SpikingJelly's ann2snn recipes), checked when it is made.
 
-    reset, v_init, min_threshold: the IF neuron (``nets.neurons.IFNeuron``: hard ``zero`` or ``subtract`` reset;
+    reset, v_init, min_threshold: the IF neuron (``srsnn.snn.neurons.IFNeuron``: hard ``zero`` or ``subtract`` reset;
         the membrane starts at ``v_init * theta``; thresholds clamped >= ``min_threshold``).
     percentile, scale, calib_steps, order: thresholds, ``theta = scale * percentile(pre-activations over
         calib_steps steps)`` (``calibrate_thresholds``).
@@ -369,7 +369,7 @@ def recipe_from(recipe: Union[str, Recipe] = "paper", **overrides: Any) -> Recip
             found = None
         if not isinstance(found, Recipe):
             raise ConversionError(f"unknown conversion recipe {recipe!r}: use one of {sorted(RECIPES)} or the dotted "
-                                  "path of a nets.conversion.Recipe (e.g. mypkg.conversion.MY_RECIPE)")
+                                  "path of a srsnn.snn.conversion.Recipe (e.g. mypkg.conversion.MY_RECIPE)")
         recipe = found
     fields = {f.name for f in dataclasses.fields(Recipe)}
     unknown = sorted(set(overrides) - fields)

@@ -1,7 +1,7 @@
 """The paper's architectures in plain torch, built so that every activation slot can hold a spiking neuron.
 
 All networks use average pooling, BatchNorm and ``nn.ReLU`` in the *neuron slots*; the ANN is the same
-network as the SNN with ReLU in those slots ("the SNN with T = 0"). Conversion (``nets.conversion``)
+network as the SNN with ReLU in those slots ("the SNN with T = 0"). Conversion (``srsnn.snn.conversion``)
 swaps every ``nn.ReLU`` for an ``IFNeuron`` and keeps everything else.
 
 Every network is an ``nn.Sequential`` whose first module is ``Normalize``: inputs stay in [0, 1] pixel space,
@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .pooling import AvgPool2d
+from srsnn.ann.pooling import AvgPool2d
 
 
 class Normalize(nn.Module):

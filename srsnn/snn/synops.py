@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .devices import device_of
-from .errors import UserError
-from .masks import mask_of
-from .modes import module_mode
-from .neurons import IFNeuron
-from .snn import record_spikes, stateless_prefix
-from .spike_readers import WEIGHT_LAYERS, spike_readers
+from srsnn.devices import device_of
+from srsnn.errors import UserError
+from srsnn.pruning.masks import mask_of
+from srsnn.modes import module_mode
+from srsnn.snn.neurons import IFNeuron
+from srsnn.snn.network import record_spikes, stateless_prefix
+from srsnn.snn.spike_readers import WEIGHT_LAYERS, spike_readers
 
 _PASS = (nn.Flatten, nn.Identity, nn.Dropout)
 

@@ -19,8 +19,8 @@ from typing import Iterator, Optional
 import torch
 from torch import nn
 
-from .neurons import MODES, IFNeuron
-from .surrogates import make_surrogate
+from srsnn.snn.neurons import MODES, IFNeuron
+from srsnn.snn.surrogates import make_surrogate
 
 
 SCHEDULES = ("auto", "layer", "time")
@@ -67,7 +67,7 @@ class SpikingNetwork(nn.Module):
                  schedule: str = "layer"):
         super().__init__()
         if not isinstance(net, nn.Sequential):
-            raise TypeError("SpikingNetwork expects an nn.Sequential network (all nets in nets.architectures are)")
+            raise TypeError("SpikingNetwork expects an nn.Sequential network (all nets in srsnn.ann.architectures are)")
         if int(num_steps) < 1:
             raise ValueError(f"num_steps (T) must be >= 1, got {num_steps}")
         if encoding not in ("direct", "poisson"):

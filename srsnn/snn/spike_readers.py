@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from .architectures import PreActBlock
-from .errors import UserError
-from .neurons import IFNeuron
+from srsnn.ann.architectures import PreActBlock
+from srsnn.errors import UserError
+from srsnn.snn.neurons import IFNeuron
 
 WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
 
@@ -37,5 +37,5 @@ def spike_readers(net: nn.Sequential) -> dict[IFNeuron, list[list[nn.Module]]]:
     missing = [n for n in net.modules() if isinstance(n, IFNeuron) and n not in out]
     if missing:
         raise UserError(f"{len(missing)} neuron(s) sit inside a block whose spike readers are unknown; give such "
-                        "blocks the structure of nets.architectures.PreActBlock or add them to nets/spike_readers.py")
+                        "blocks the structure of srsnn.ann.architectures.PreActBlock or add them to srsnn/snn/spike_readers.py")
     return out

@@ -31,6 +31,7 @@ checked to lie in the epsilon-ball and in [0, 1], and is judged by the deployed 
 forward), whatever member crafted it. Each rank of a DDP run evaluates its own shard; ``reduce`` sums counts
 over ranks, so the member ranking and every number are the same as on one process.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,61 +42,12 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from .attacks import make_attack
-from .errors import UserError
-from .snn import gradient_path
+from srsnn.robustness.attacks import make_attack
+from srsnn.robustness.audit import confidence
+from srsnn.robustness.budget import AdaptiveBudget
+from srsnn.snn.network import gradient_path
 
 MODEL = {"name": "model", "mode": None}  # the deployed forward itself (ANNs; Square; transfer judging)
-
-
-@dataclass
-class AdaptiveBudget:
-    """The tier beyond the paper's protocol (per epsilon, on survivors only).
-
-    top_k: strongest gradient paths attacked; steps, restarts: of APGD-CE and APGD-T; ce_restarts: APGD-CE's own
-    restarts (None = ``restarts``): whether APGD-CE breaks a borderline sample depends on its random start, and one
-    CE run costs what one of APGD-T's targets does (on the digits demo's SNNs, 3 restarts broke what an independent
-    attack's APGD-CE broke with other seeds, for ~12 % more evaluation time); max_targets: target classes
-    of APGD-T through the strongest path (the most likely wrong classes, at most num_classes - 1); other_targets:
-    the same through the other top_k - 1 paths (APGD-T's cost grows with the targets); square_queries: Square's
-    budget (0 = skip);
-    check_rounds: at most this many convergence rounds: the tier's APGD-CE and APGD-T again through the same paths
-    with the same targets, 2x steps, a new seed each, and Square with 2x queries and a new seed; they stop after
-    two consecutive rounds that break nothing (converged; fewer than 2 rounds can never show convergence; 0 = off)."""
-
-    top_k: int = 3
-    steps: int = 50
-    restarts: int = 1
-    max_targets: int = 9
-    other_targets: int = 3
-    square_queries: int = 1000
-    check_rounds: int = 2
-    ce_restarts: Optional[int] = None
-
-    def __post_init__(self):
-        if min(self.top_k, self.steps, self.restarts, self.max_targets, self.other_targets, self.apgd_ce_restarts) < 1 or \
-                min(self.square_queries, self.check_rounds) < 0:
-            raise UserError(f"adaptive budget: top_k, steps, restarts, ce_restarts, max_targets, other_targets must be >= 1 and "
-                            f"square_queries, check_rounds >= 0, got {self}")
-
-    @property
-    def apgd_ce_restarts(self) -> int:
-        return self.restarts if self.ce_restarts is None else self.ce_restarts
-
-    def targets(self, rank: int, num_classes: int) -> int:
-        return max(1, min(self.max_targets if rank == 0 else self.other_targets, num_classes - 1))
-
-    def describe(self, members: int, num_classes: int) -> str:
-        k = min(self.top_k, members)
-        others = f", {self.targets(1, num_classes)} through the next {k - 1}" if k > 1 else ""
-        return (f"APGD-CE + APGD-T (DLR; {self.targets(0, num_classes)} target classes through the strongest path"
-                f"{others}), {self.steps} steps, {self.restarts} restart(s)"
-                + (f" (APGD-CE: {self.apgd_ce_restarts})" if self.apgd_ce_restarts != self.restarts else "")
-                + f", through the {k} strongest of {members} "
-                f"gradient path(s); Square {self.square_queries} queries"
-                + (f"; convergence check: up to {self.check_rounds} round(s) of both again through the same paths "
-                   "and targets with 2x steps and a new seed, Square with 2x queries, until two consecutive rounds "
-                   "break nothing" if self.check_rounds else ""))
 
 
 @dataclass
@@ -148,7 +100,7 @@ def _path(model: nn.Module, member: dict):
 class Evaluator:
     """Args:
         model: the deployed network (inputs in [0, 1]); eval mode is the caller's business.
-        members: gradient paths (``nets.attacks.paper_ensemble()``) or None for the model itself (ANNs).
+        members: gradient paths (``srsnn.robustness.attacks.paper_ensemble()``) or None for the model itself (ANNs).
         epsilons: budgets in pixel space. paper_attacks: ``[{name: fgsm}, {name: pgd, steps: 10}, ...]``.
         num_classes: for APGD-T's targets. adaptive: the tier beyond the paper (None = the paper's protocol only).
         rank_attack: the attack that ranks members (default PGD-10). transfer: ``(name, source model)`` or None.
@@ -412,92 +364,3 @@ class Evaluator:
         for m in self.members:
             alive &= ~self._run_unit(_Unit("audit", attack["name"], m, _kwargs(attack)), x, y, alive, eps)
         return int(self._sum([float(alive.sum())], x.device)[0])
-
-
-def confidence(tier: int, rounds: list[int]) -> dict[str, Any]:
-    """How settled a worst case is: converged when two consecutive check rounds broke nothing. Otherwise another
-    round would likely break up to as many samples as the most productive check round did (``bound``: the last
-    round alone understates it, as an independent attack's extra breaks show; the tier itself = round 0 when no
-    round ran)."""
-    counts = [tier] + rounds
-    last = max((r for r, c in enumerate(counts) if c), default=0)
-    converged = len(rounds) >= 2 and rounds[-2:] == [0, 0]
-    return {"converged": converged, "rounds_run": len(rounds), "last_productive_round": last,
-            "last_productive_breaks": counts[last], "bound": 0 if converged else max(rounds) if rounds else tier}
-
-
-def confidence_statement(eps: str, worst: float, conf: Optional[dict], total: int) -> str:
-    """One line per epsilon: the worst case and what another round would likely still find."""
-    head = f"eps={eps}: worst case {100 * worst:.1f} %"
-    if not conf:
-        return head + " (no adaptive tier: an upper bound)"
-    k, r = conf["last_productive_breaks"], conf["last_productive_round"]
-    where = "the adaptive tier" if r == 0 else f"check round {r}"
-    if conf["converged"]:
-        return (f"{head}; converged: the last productive round ({where}) broke {k} sample(s), the two rounds after it "
-                "none, so another round would likely find nothing more")
-    bound = conf["bound"]
-    return (f"{head}; NOT converged after {conf['rounds_run']} check round(s) (the last productive: {where}, {k} "
-            f"sample(s)); another round would likely break up to as many as the most productive check round, {bound} "
-            f"(up to {100 * bound / max(total, 1):.1f} points lower)")
-
-
-def summarize(local: dict[str, Any], total: int, clean: int) -> dict[str, Any]:
-    """Accuracies per epsilon from an ``Evaluator.run`` result (counts already summed over ranks)."""
-    per_eps = {}
-    for eps, r in local["eps"].items():
-        worst, paper_all = r["robust_worst"] / total, r["robust_paper_all"] / total
-        per_eps[eps] = {"worst": worst, "paper_all": paper_all,
-                        "paper": {k: v / total for k, v in r["robust_paper"].items()},
-                        "overestimate_points": 100 * (paper_all - worst), "broken_by_stage": r["broken_by_stage"],
-                        "top_k": r["top_k"], "check_rounds": r["check_rounds"], "confidence": r.get("confidence")}
-    return per_eps
-
-
-def audit(per_eps: dict[str, Any], total: int, zero_grads: int, big: Optional[tuple[float, float]], num_classes: int,
-          margin_points: float = 2.0) -> list[dict[str, Any]]:
-    """Checks whose failure casts doubt on the numbers: masked gradients, non-monotone accuracy, no collapse at a
-    huge epsilon, the paper's protocol overestimating the worst case by more than ``margin_points``, an adaptive
-    tier that had not converged (2x budget still breaks samples), Square or transfer beating the white-box attacks.
-    ``zero_grads``: samples whose input gradient is zero under every gradient path (see ``dead_paths`` for each path)."""
-    tol = 1  # samples: a random start may flip one borderline sample
-    checks: list[dict[str, Any]] = []
-
-    def check(name: str, passed: bool, detail: str, kind: str = "", eps: str = "") -> None:
-        checks.append({"check": name, "passed": bool(passed), "detail": detail, "kind": kind or name, "eps": eps})
-
-    check("non-zero input gradients under the ensemble", zero_grads == 0,
-          f"{zero_grads} of {total} samples have an all-zero input gradient under every gradient path")
-    labels = list(next(iter(per_eps.values()))["paper"]) if per_eps else []
-    for label in labels:
-        accs = [v["paper"][label] for v in per_eps.values()]
-        check(f"{label}: accuracy non-increasing in epsilon", all(b <= a + tol / total for a, b in zip(accs, accs[1:])),
-              " >= ".join(f"{a:.3f}" for a in accs))
-    if big is not None:
-        limit = max(0.1, 1.5 / max(1, num_classes))
-        check(f"white-box accuracy near 0 at eps={big[0]:g}", big[1] <= limit, f"PGD-20: {big[1]:.3f} (limit {limit:.3f})")
-    for eps, v in per_eps.items():
-        over = v["overestimate_points"]
-        check(f"eps={eps}: the paper's protocol is within {margin_points:g} points of the worst case",
-              over <= margin_points + 1e-9, f"paper protocol {100 * v['paper_all']:.1f} % vs worst case "
-              f"{100 * v['worst']:.1f} %: the protocol overestimates robustness by {over:.1f} points",
-              "paper protocol overestimates", eps)
-        stages = v["broken_by_stage"]
-        if v.get("check_rounds"):
-            r = v["check_rounds"]
-            check(f"eps={eps}: adaptive attack converged (two consecutive 2x-steps rounds broke nothing more)",
-                  v["confidence"]["converged"], "samples broken by each 2x-steps round: " + ", ".join(map(str, r)),
-                  "attack not converged", eps)
-        for key, what in (("square", "Square (black-box)"), ("transfer", "transfer")):
-            if key in stages:
-                check(f"eps={eps}: {what} never beats the white-box attacks", stages[key] <= tol,
-                      f"{what} broke {stages[key]} sample(s) that every white-box attack left robust",
-                      f"{key} beat white-box", eps)
-    return checks
-
-
-def dead_paths(zero_by_path: dict[str, int], total: int) -> list[str]:
-    """Notes on gradient paths with an all-zero input gradient on most samples: dead weight in the ensemble (they
-    break nothing and hide nothing; the ensemble's verdict rests on the other paths)."""
-    return [f"gradient path {name} gives an all-zero input gradient on {z} of {total} samples: dead weight in the "
-            "ensemble" for name, z in zero_by_path.items() if 2 * z > total]

@@ -1,0 +1,57 @@
+"""The adaptive tier's budget: what runs beyond the paper's protocol, per epsilon, on the survivors."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from srsnn.errors import UserError
+
+
+@dataclass
+class AdaptiveBudget:
+    """The tier beyond the paper's protocol (per epsilon, on survivors only).
+
+    top_k: strongest gradient paths attacked; steps, restarts: of APGD-CE and APGD-T; ce_restarts: APGD-CE's own
+    restarts (None = ``restarts``): whether APGD-CE breaks a borderline sample depends on its random start, and one
+    CE run costs what one of APGD-T's targets does (on the digits demo's SNNs, 3 restarts broke what an independent
+    attack's APGD-CE broke with other seeds, for ~12 % more evaluation time); max_targets: target classes
+    of APGD-T through the strongest path (the most likely wrong classes, at most num_classes - 1); other_targets:
+    the same through the other top_k - 1 paths (APGD-T's cost grows with the targets); square_queries: Square's
+    budget (0 = skip);
+    check_rounds: at most this many convergence rounds: the tier's APGD-CE and APGD-T again through the same paths
+    with the same targets, 2x steps, a new seed each, and Square with 2x queries and a new seed; they stop after
+    two consecutive rounds that break nothing (converged; fewer than 2 rounds can never show convergence; 0 = off)."""
+
+    top_k: int = 3
+    steps: int = 50
+    restarts: int = 1
+    max_targets: int = 9
+    other_targets: int = 3
+    square_queries: int = 1000
+    check_rounds: int = 2
+    ce_restarts: Optional[int] = None
+
+    def __post_init__(self):
+        if min(self.top_k, self.steps, self.restarts, self.max_targets, self.other_targets, self.apgd_ce_restarts) < 1 or \
+                min(self.square_queries, self.check_rounds) < 0:
+            raise UserError(f"adaptive budget: top_k, steps, restarts, ce_restarts, max_targets, other_targets must be >= 1 and "
+                            f"square_queries, check_rounds >= 0, got {self}")
+
+    @property
+    def apgd_ce_restarts(self) -> int:
+        return self.restarts if self.ce_restarts is None else self.ce_restarts
+
+    def targets(self, rank: int, num_classes: int) -> int:
+        return max(1, min(self.max_targets if rank == 0 else self.other_targets, num_classes - 1))
+
+    def describe(self, members: int, num_classes: int) -> str:
+        k = min(self.top_k, members)
+        others = f", {self.targets(1, num_classes)} through the next {k - 1}" if k > 1 else ""
+        return (f"APGD-CE + APGD-T (DLR; {self.targets(0, num_classes)} target classes through the strongest path"
+                f"{others}), {self.steps} steps, {self.restarts} restart(s)"
+                + (f" (APGD-CE: {self.apgd_ce_restarts})" if self.apgd_ce_restarts != self.restarts else "")
+                + f", through the {k} strongest of {members} "
+                f"gradient path(s); Square {self.square_queries} queries"
+                + (f"; convergence check: up to {self.check_rounds} round(s) of both again through the same paths "
+                   "and targets with 2x steps and a new seed, Square with 2x queries, until two consecutive rounds "
+                   "break nothing" if self.check_rounds else ""))
