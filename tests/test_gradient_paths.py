@@ -1,6 +1,6 @@
 """Each of the 19 gradient paths gives the input gradient of the reference implementation's formulas.
 
-The port below is written from the formulas of IGITUGraz/RobustSNNConversion (``models/layers.py``) as METHOD.md
+The port below is written from the formulas of IGITUGraz/RobustSNNConversion (``models/layers.py``) as docs/method.md
 states them, independently of ``srsnn.snn.neurons``: a Python loop over T with plain autograd, the reset *not*
 detached, BPTR as RateBp (backward = grad * 1[mean_t(spikes) > 0]), and the Act path as a plain ReLU with T = 0.
 """

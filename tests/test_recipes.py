@@ -1,4 +1,4 @@
-"""The GPU recipes: every pipeline resolves, every stage config builds, and the settings are the paper's (METHOD.md);
+"""The GPU recipes: every pipeline resolves, every stage config builds, and the settings are the paper's (docs/method.md);
 every config of conf/ resolves to the values it had before the configs were composed from shared parts."""
 import json
 from fractions import Fraction
