@@ -45,14 +45,19 @@ class Digits(_Embedded):
 
     mean, std = (0.2,), (0.3,)
 
-    def __init__(self, image_size: int = 8, test_fraction: float = 0.2, **kwargs):
+    def __init__(self, image_size: int = 8, test_fraction: float = 0.2, classes: int = 10, **kwargs):
+        """classes: keep the digits 0 .. classes - 1 (2 to 10): the same pipeline on a 2- or 3-class problem."""
         super().__init__(image_size, test_fraction, **kwargs)
+        if not 2 <= classes <= 10:
+            raise DataError(f"data.classes must be in 2..10 (the digits kept), got {classes}")
+        self.num_classes = int(classes)
 
     def load(self):
         from sklearn.datasets import load_digits
 
         d = load_digits()
-        return _tensor_splits(d.images[:, None] / 16.0, d.target, self.test_fraction, 0, self.image_size)
+        keep = d.target < self.num_classes
+        return _tensor_splits(d.images[keep, None] / 16.0, d.target[keep], self.test_fraction, 0, self.image_size)
 
 
 class MNIST5k(_Embedded):

@@ -25,7 +25,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import Accuracy, MeanMetric
 
-from srsnn.robustness.attacks import Eps, make_attack, parse_eps
+from srsnn.robustness.attacks import Eps, check_pixel_range, make_attack, parse_eps
 from srsnn.pruning.channels import adopt_shapes
 from srsnn.io.checkpoints import TAG
 from srsnn.errors import UserError
@@ -99,10 +99,12 @@ class AdversarialClassifier(L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None:
             return
+        loader = {"fit": "train_dataloader", "validate": "val_dataloader", "test": "test_dataloader"}.get(stage)
+        batch = next(iter(getattr(dm, loader)()), None) if loader and callable(getattr(dm, loader, None)) else None
+        if isinstance(batch, (list, tuple)) and len(batch) >= 2:
+            check_pixel_range(batch[0], f"{type(dm).__name__}.{loader}()")
         classes, shape = getattr(dm, "num_classes", None), getattr(dm, "input_shape", None)
         if not (classes and shape):  # a plain LightningDataModule: one batch says the shape and the labels seen
-            loader = {"fit": "train_dataloader", "validate": "val_dataloader", "test": "test_dataloader"}.get(stage)
-            batch = next(iter(getattr(dm, loader)()), None) if loader and callable(getattr(dm, loader, None)) else None
             if batch is None:
                 return
             x, y = batch[0], torch.as_tensor(batch[1])

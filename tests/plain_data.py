@@ -29,3 +29,30 @@ class PlainData(L.LightningDataModule):
 
     def test_dataloader(self):
         return DataLoader(self.test, batch_size=self.batch_size)
+
+
+class NormalisedDigits(L.LightningDataModule):
+    """The digits normalised by the datamodule itself (x - mean) / std, as many torchvision pipelines do: values
+    outside [0, 1], which this repo refuses (normalisation is the network's first layer)."""
+
+    num_classes, input_shape = 10, (1, 8, 8)
+
+    def __init__(self, batch_size: int = 32):
+        super().__init__()
+        self.batch_size = batch_size
+
+    def setup(self, stage=None):
+        from datamodules import Digits
+
+        dm = Digits()
+        x, y = next(iter(DataLoader(dm.load()[0], batch_size=10_000)))
+        self.train = self.test = TensorDataset((x - 0.2) / 0.3, y)
+
+    def train_dataloader(self):
+        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        return DataLoader(self.test, batch_size=self.batch_size)
+
+    def test_dataloader(self):
+        return DataLoader(self.test, batch_size=self.batch_size)

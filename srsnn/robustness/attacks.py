@@ -29,6 +29,19 @@ def parse_eps(value: Eps, name: str = "epsilon") -> float:
     return eps
 
 
+def check_pixel_range(x: torch.Tensor, where: str) -> None:
+    """Images must lie in [0, 1]: epsilon, the attacks' clamping and the evaluation's checks are in pixel space, and
+    normalisation is the network's first layer. A normalising datamodule would otherwise train silently wrong."""
+    if not torch.is_tensor(x) or not x.is_floating_point() or not x.numel():
+        return
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise UserError(f"data: the images of {where} lie in [{lo:.3g}, {hi:.3g}], not [0, 1]; epsilon and the attacks "
+                        "work in [0, 1] pixel space, so adversarial training and evaluation would be silently wrong. "
+                        "Return unnormalised images in [0, 1] and let the network normalise: give the datamodule "
+                        "`mean`/`std` attributes (or set model.init_args.net.init_args.mean / std)")
+
+
 class RFGSMKL(Attack):
     """R+FGSM on the TRADES KL term (Tramèr et al., ICLR 2018; Özdenizci & Legenstein, TMLR 2024).
 
@@ -54,14 +67,61 @@ class RFGSMKL(Attack):
         return adv.clamp(0, 1).detach()
 
 
-ATTACKS = ("fgsm", "pgd", "tpgd", "rfgsm", "rfgsm_kl", "apgd_ce", "apgd_dlr", "apgdt", "square")
+class TargetedPGD(Attack):
+    """Targeted PGD on cross-entropy (Madry et al., ICLR 2018, towards a target class): the targeted attack where
+    APGD-T's targeted DLR loss is undefined. DLR_t = -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2) needs 4 classes
+    (Croce & Hein, ICML 2020), so with 3 classes the targets are attacked with PGD-CE instead.
+
+    The ``n_targets`` most likely wrong classes (by the clean logits) are tried in order, ``n_restarts`` random starts
+    each; a sample leaves at its first success, as in APGD-T."""
+
+    def __init__(self, model: nn.Module, eps: float, steps: int = 50, n_targets: int = 1, n_restarts: int = 1,
+                 seed: int = 0):
+        super().__init__("TargetedPGD", model)
+        self.eps, self.steps, self.n_targets, self.n_restarts, self.seed = eps, steps, n_targets, n_restarts, seed
+        self.supported_mode = ["default"]
+
+    def forward(self, images, labels):
+        images, labels = images.clone().detach().to(self.device), labels.clone().detach().to(self.device)
+        with torch.no_grad():
+            order = self.get_logits(images).argsort(1, descending=True)
+        wrong = order[order != labels[:, None]].view(len(labels), -1)  # wrong classes, most likely first
+        adv, alive = images.clone(), torch.ones_like(labels, dtype=torch.bool)
+        # a fixed seed per call (the check rounds pass new ones), without touching the caller's random stream
+        with torch.random.fork_rng(devices=[images.device] if images.device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            for k in range(min(self.n_targets, wrong.shape[1])):
+                for _ in range(self.n_restarts):
+                    idx = alive.nonzero().flatten()
+                    if not len(idx):
+                        return adv
+                    pgd = torchattacks.PGD(self.model, eps=self.eps, alpha=2.5 * self.eps / self.steps,
+                                           steps=self.steps, random_start=True)
+                    pgd.set_mode_targeted_by_function(lambda x, y, t=wrong[idx, k]: t)
+                    cand = pgd(images[idx], labels[idx])
+                    with torch.no_grad():
+                        fooled = self.get_logits(cand).argmax(1) != labels[idx]
+                    adv[idx[fooled]] = cand[fooled]
+                    alive[idx[fooled]] = False
+        return adv
+
+
+ATTACKS = ("fgsm", "pgd", "tpgd", "rfgsm", "rfgsm_kl", "apgd_ce", "apgd_dlr", "apgdt", "pgdt", "square")
+MIN_CLASSES = {"apgd_dlr": 3, "apgdt": 4}  # DLR divides by z_pi1 - z_pi3; the targeted DLR by z_pi1 - (z_pi3 + z_pi4)/2
+
+
+def targeted_attack(num_classes: int) -> str | None:
+    """The adaptive tier's targeted attack for a class count: APGD-T (targeted DLR) from 4 classes, targeted PGD-CE
+    with 3, none with 2 (the one wrong class is what the untargeted attacks already aim at)."""
+    return "apgdt" if num_classes >= 4 else "pgdt" if num_classes == 3 else None
 
 
 def make_attack(name: str, model: nn.Module, eps: float, steps: int = 10, alpha: float | None = None,
                 random_start: bool = True, n_queries: int = 1000, seed: int = 0, n_restarts: int = 1,
                 n_classes: int = 10) -> Attack:
     """A torchattacks attack by name. PGD step size defaults to 2.5 * eps / steps (Madry et al.).
-    ``apgdt`` is targeted APGD-DLR over the ``n_classes - 1`` most likely wrong classes (Croce & Hein, 2020)."""
+    ``apgdt`` is targeted APGD-DLR over the ``n_classes - 1`` most likely wrong classes (Croce & Hein, 2020), ``pgdt``
+    targeted PGD-CE over as many (``TargetedPGD``)."""
     alpha = 2.5 * eps / max(steps, 1) if alpha is None else alpha
     if name == "fgsm":
         return torchattacks.FGSM(model, eps=eps)
@@ -79,6 +139,8 @@ def make_attack(name: str, model: nn.Module, eps: float, steps: int = 10, alpha:
         return torchattacks.APGD(model, eps=eps, steps=steps, loss="dlr", seed=seed, n_restarts=n_restarts)
     if name == "apgdt":
         return torchattacks.APGDT(model, eps=eps, steps=steps, seed=seed, n_restarts=n_restarts, n_classes=n_classes)
+    if name == "pgdt":
+        return TargetedPGD(model, eps=eps, steps=steps, n_targets=n_classes - 1, n_restarts=n_restarts, seed=seed)
     if name == "square":
         return torchattacks.Square(model, eps=eps, n_queries=n_queries, seed=seed, n_restarts=n_restarts)
     raise UserError(f"unknown attack {name!r}; choose one of {ATTACKS}")

@@ -47,8 +47,11 @@ class AdaptiveBudget:
     def describe(self, members: int, num_classes: int) -> str:
         k = min(self.top_k, members)
         others = f", {self.targets(1, num_classes)} through the next {k - 1}" if k > 1 else ""
-        return (f"APGD-CE + APGD-T (DLR; {self.targets(0, num_classes)} target classes through the strongest path"
-                f"{others}), {self.steps} steps, {self.restarts} restart(s)"
+        targets = f"{self.targets(0, num_classes)} target classes through the strongest path{others}"
+        targeted = (f" + APGD-T (DLR; {targets})" if num_classes >= 4 else
+                    f" + targeted PGD-CE ({targets}; APGD-T's targeted DLR needs 4 classes, the data has 3)"
+                    if num_classes == 3 else " (no targeted attack: with 2 classes the one wrong class is its aim)")
+        return (f"APGD-CE{targeted}, {self.steps} steps, {self.restarts} restart(s)"
                 + (f" (APGD-CE: {self.apgd_ce_restarts})" if self.apgd_ce_restarts != self.restarts else "")
                 + f", through the {k} strongest of {members} "
                 f"gradient path(s); Square {self.square_queries} queries"

@@ -42,7 +42,8 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from srsnn.robustness.attacks import make_attack
+from srsnn.errors import UserError
+from srsnn.robustness.attacks import MIN_CLASSES, check_pixel_range, make_attack, targeted_attack
 from srsnn.robustness.audit import confidence
 from srsnn.robustness.budget import AdaptiveBudget
 from srsnn.snn.network import gradient_path
@@ -116,6 +117,12 @@ class Evaluator:
         self.epsilons, self.paper_attacks = sorted(epsilons), [dict(a) for a in paper_attacks]
         self.num_classes, self.adaptive, self.transfer = num_classes, adaptive, transfer
         self.rank_attack = dict(rank_attack or {"name": "pgd", "steps": 10})
+        if num_classes < 2:
+            raise UserError(f"the evaluation needs at least 2 classes, the data has {num_classes}")
+        for spec in [*self.paper_attacks, self.rank_attack]:
+            if num_classes < MIN_CLASSES.get(spec["name"], 2):
+                raise UserError(f"attack {spec['name']} needs at least {MIN_CLASSES[spec['name']]} classes (its DLR "
+                                f"loss reads the 3rd/4th largest logit); this data has {num_classes}: use apgd_ce or pgd")
         self.reduce, self.progress, self.batch_size = reduce, progress, batch_size
         self.seconds: dict[str, float] = {}  # wall time per stage:attack (this rank)
         self.ranked: list[dict] = list(self.members)
@@ -140,9 +147,10 @@ class Evaluator:
         top = ranked[: b.top_k]
         units = [_Unit("adaptive", "apgd_ce", m, dict(steps=b.steps, n_restarts=b.apgd_ce_restarts), "apgd_ce")
                  for m in top]
-        units += [_Unit("adaptive", "apgdt", m, dict(steps=b.steps, n_restarts=b.restarts,
-                                                     n_classes=b.targets(rank, self.num_classes) + 1), "apgdt")
-                  for rank, m in enumerate(top)]
+        targeted = targeted_attack(self.num_classes)  # APGD-T needs 4 classes; 3: targeted PGD-CE; 2: none
+        units += [_Unit("adaptive", targeted, m, dict(steps=b.steps, n_restarts=b.restarts,
+                                                      n_classes=b.targets(rank, self.num_classes) + 1), targeted)
+                  for rank, m in enumerate(top) if targeted]
         if b.square_queries:
             units.append(_Unit("square", "square", MODEL, dict(n_queries=b.square_queries), "square"))
         return units
@@ -200,6 +208,7 @@ class Evaluator:
         """Per-sample results on ``x, y`` (this rank's shard). An interrupt (Ctrl-C, SIGTERM raised as
         KeyboardInterrupt) keeps every finished epsilon and sets ``interrupted``."""
         n = len(y)
+        check_pixel_range(x, "the evaluation's test images")  # a data problem, not an attack's
         clean = self.clean_correct(x, y)
         out: dict[str, Any] = {"n": n, "clean": clean.tolist(), "eps": {}, "interrupted": None, "units_done": 0,
                                "ranking": {}}
