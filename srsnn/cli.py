@@ -15,8 +15,11 @@ import logging
 import os
 import re
 import warnings
+from dataclasses import dataclass
+from typing import Literal, Optional, Union
 
 from jsonargparse import ArgumentError, Namespace
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
@@ -97,6 +100,82 @@ def _keep_last_checkpoint(trainer: Namespace) -> None:
     trainer.callbacks = [parser.parse_object({"cb": _LAST}).cb, *callbacks]
 
 
+@dataclass
+class EvaluationOptions:
+    """Shortcuts to the config's ``callbacks.AttackEvaluation`` (unset: the config's value), e.g.
+    ``--evaluation.num_samples 50 --evaluation.adaptive quick``.
+
+    Args:
+        num_samples: the first N test images (0 = all).
+        batch_size: the attack batch size.
+        epsilons: budgets in pixel space, e.g. ``[0.1, 0.2]`` or ``["2/255", "8/255"]``.
+        adaptive: ``strong`` (the default budget), ``quick`` (smoke runs: upper bounds) or ``paper`` (protocol only).
+        output_dir: where the results go (default ``<log_dir>/evaluation``).
+    """
+
+    num_samples: Optional[NonNegativeInt] = None
+    batch_size: Optional[PositiveInt] = None
+    epsilons: Optional[list[Union[float, str]]] = None
+    adaptive: Optional[Literal["strong", "quick", "paper"]] = None
+    output_dir: Optional[str] = None
+
+
+def _apply_evaluation_options(cfg: Namespace) -> None:
+    """``--evaluation.*`` onto the ``AttackEvaluation`` entry of ``trainer.callbacks``; an option given for a config
+    without one is an error, never silently dropped."""
+    opts = cfg.get("evaluation")
+    given = {k: v for k, v in (vars(opts).items() if isinstance(opts, Namespace) else []) if v is not None}
+    if not given:
+        return
+    callbacks = cfg.trainer.get("callbacks") or []
+    found = [c for c in (callbacks if isinstance(callbacks, list) else [callbacks])
+             if isinstance(c, Namespace) and str(c.get("class_path", "")).endswith("AttackEvaluation")]
+    if not found:
+        raise UserError(f"--evaluation.{next(iter(given))}: this config runs no callbacks.AttackEvaluation (add it to "
+                        "trainer.callbacks, as conf/<dataset>/ann.yaml does)")
+    for cb in found:
+        if cb.get("init_args") is None:
+            cb.init_args = Namespace()
+        for key, value in given.items():  # plain values: jsonargparse's PositiveInt etc. do not dump to YAML
+            cb.init_args[key] = int(value) if isinstance(value, int) else list(value) if isinstance(value, list) \
+                else str(value)
+
+
+def _callback_options(args: list[str]) -> set[str]:
+    """The keys of ``--trainer.callbacks.init_args.KEY`` options on the command line."""
+    prefix = "--trainer.callbacks.init_args."
+    return {a[len(prefix):].partition("=")[0] for a in args if a.startswith(prefix)}
+
+
+def _refuse_ambiguous_callback_options(cfg: Namespace, args: list[str]) -> None:
+    """jsonargparse applies ``--trainer.callbacks.init_args.KEY`` to the *last* callback; when another callback of
+    the config takes the same KEY too (``num_samples``: the evaluation and the energy monitor) the user likely meant
+    that one, and it would silently stay unchanged."""
+    import importlib
+    import inspect
+
+    keys = _callback_options(args)
+    callbacks = cfg.trainer.get("callbacks") or []
+    callbacks = [c for c in (callbacks if isinstance(callbacks, list) else [callbacks]) if isinstance(c, Namespace)]
+    if not keys or len(callbacks) < 2:
+        return
+    for key in sorted(keys):
+        takers = []
+        for c in callbacks:
+            module, _, name = str(c.get("class_path", "")).rpartition(".")
+            try:
+                params = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+            except (ImportError, AttributeError, ValueError, TypeError):
+                continue
+            if key in params:
+                takers.append(name)
+        if len(takers) > 1:
+            hint = f"--evaluation.{key}" if key in EvaluationOptions.__dataclass_fields__ else "a config file"
+            raise UserError(f"--trainer.callbacks.init_args.{key} changes only the last callback ({takers[-1]}), "
+                            f"but {', '.join(takers[:-1])} takes {key} too; use {hint} (or set it on the callback you "
+                            "mean in a YAML passed as a second --config)")
+
+
 def _version_of(ckpt_path: str, root: str) -> int | None:
     """``K`` when ``ckpt_path`` is ``<root>/lightning_logs/version_K/checkpoints/*.ckpt`` (a resume continues there)."""
     parts = os.path.normpath(os.path.abspath(ckpt_path)).split(os.sep)
@@ -132,6 +211,9 @@ class CLI(LightningCLI):
         self._args = sys.argv[1:] if args is None else list(args) if isinstance(args, (list, tuple)) else []
         super().__init__(*a, args=args, **kw)
 
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_class_arguments(EvaluationOptions, "evaluation", help=EvaluationOptions.__doc__.split("\n\n")[0])
+
     def parse_arguments(self, parser, args) -> None:
         """Lightning's parsing, then the network's data-dependent arguments from the datamodule
         (``link_data_arguments``); ``--print_config`` prints the config with them filled in."""
@@ -143,6 +225,8 @@ class CLI(LightningCLI):
         sub = self.config.get("subcommand")
         if sub is not None:
             link_data_arguments(self.config[sub])
+            _refuse_ambiguous_callback_options(self.config[sub], self._args)
+            _apply_evaluation_options(self.config[sub])
             if sub == "fit":  # an evaluation writes no checkpoint (instantiate_trainer drops them)
                 _keep_last_checkpoint(self.config[sub].trainer)
             self._check_ckpt_path(self.config[sub])

@@ -28,6 +28,22 @@ def load_images(path: str) -> torch.Tensor:
     return x
 
 
+def _digit_classes(model: torch.nn.Module) -> int:
+    """The model's class count, if the embedded digits (1 x 8 x 8, digits 0 .. K-1) can be its test data."""
+    try:
+        with torch.no_grad():
+            k = int(model(torch.zeros(1, 1, 8, 8)).shape[1])
+    except RuntimeError as err:
+        raise UserError(f"--digits: the model does not take the embedded 8x8 grey digits ({str(err).splitlines()[0][:120]}); "
+                        "pass its own images instead (an .npy or .pt file of [N, C, H, W] in [0, 1])") from None
+    if not 2 <= k <= 10:
+        raise UserError(f"--digits: the model has {k} classes, the embedded digits 10; its accuracy on them would mean "
+                        "nothing. Pass its own test images instead")
+    if k < 10:
+        print(f"the model has {k} classes: testing on the digits 0..{k - 1} (Digits(classes={k}))")
+    return k
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model")
@@ -38,7 +54,9 @@ def main(argv=None) -> int:
         model = load_compact(a.model)
         if a.digits:
             from datamodules.embedded import Digits  # the embedded test split, as in training
-            dm = Digits()
+
+            classes = _digit_classes(model)
+            dm = Digits(classes=classes)
             dm.setup("test")
             x = torch.stack([dm.data_test[i][0] for i in range(a.digits)])
             y = [int(dm.data_test[i][1]) for i in range(a.digits)]

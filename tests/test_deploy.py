@@ -177,3 +177,17 @@ def test_the_second_opinion_example_attacks_an_exported_model_in_the_compare_for
     assert report.main(["compare", theirs, theirs]) == 0
     row = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("| 0.1"))
     assert row.endswith("| 0 | 0 |")  # an evaluation finds nothing the same evaluation missed
+
+
+@pytest.mark.parametrize("classes, code, says", [(3, 0, "testing on the digits 0..2"), (12, 2, "has 12 classes")])
+def test_infer_digits_follows_the_models_class_count_or_says_why_not(tmp_path, capsys, classes, code, says):
+    from srsnn import infer
+
+    ann = SmallCNN(input_size=8, width=4, num_classes=classes)
+    ensure_masks(ann)
+    spec = {"kind": "ann", "net": {"class_path": "srsnn.ann.architectures.SmallCNN",
+                                   "init_args": {"input_size": 8, "width": 4, "num_classes": classes}}}
+    export_compact(ann, str(tmp_path / "m.safetensors"), spec)
+    assert infer.main([str(tmp_path / "m.safetensors"), "--digits", "5"]) == code
+    out = capsys.readouterr()
+    assert says in out.out + out.err and "Traceback" not in out.err

@@ -106,3 +106,26 @@ def test_few_classes_through_fit_conversion_and_the_strong_evaluation(tmp_path, 
         assert any(k.startswith("adaptive:") for k in res["seconds_by_stage"])
         records = json.loads(open(ckpt(tmp_path / f"{kind}_test", "per_sample.json")).read())["samples"]
         assert len(records) == 16
+
+
+def test_the_evaluations_size_is_reachable_by_name_and_a_stray_callback_option_is_refused(tmp_path):
+    out = run_main("test", "--config", "conf/digits/ann.yaml", "--evaluation.num_samples", "20",
+                   "--evaluation.adaptive", "quick", "--evaluation.epsilons", "[0.05]", "--print_config")
+    assert out.returncode == 0, out.stderr[-2000:]
+    import yaml
+
+    cfg = yaml.safe_load(out.stdout)
+    ev = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("AttackEvaluation"))["init_args"]
+    energy = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("SpikeEnergyMonitor"))
+    assert ev["num_samples"] == 20 and ev["adaptive"] == "quick" and ev["epsilons"] == [0.05]
+    assert energy["init_args"]["num_samples"] != 20  # the energy monitor keeps its own
+    out = run_main("test", "--config", "conf/digits/ann.yaml", "--trainer.callbacks.init_args.num_samples", "20",
+                   *tiny_overrides(tmp_path))
+    assert out.returncode == 2 and "changes only the last callback (SpikeEnergyMonitor)" in out.stderr
+    assert "--evaluation.num_samples" in out.stderr
+    out = run_main("fit", "--config", "conf/digits/prune_hydra.yaml", "--evaluation.num_samples", "5",
+                   *tiny_overrides(tmp_path))
+    assert out.returncode == 2 and "runs no callbacks.AttackEvaluation" in out.stderr
+    out = run_main("test", "--config", "conf/digits/ann.yaml", "--evaluation.adaptive", "strongest",
+                   *tiny_overrides(tmp_path))
+    assert out.returncode == 2 and "evaluation.adaptive" in out.stderr and "Traceback" not in out.stderr
