@@ -26,7 +26,7 @@ from srsnn.robustness.attacks import Eps, paper_ensemble, parse_eps
 from srsnn.errors import UserError
 from srsnn.modes import frozen_parameters, module_mode
 from srsnn.robustness.reporting import attacks_markdown, plot_robust_accuracy
-from srsnn.robustness.audit import audit, confidence_statement, dead_paths, summarize
+from srsnn.robustness.audit import audit, confidence_statement, dead_paths, summarize, verdict
 from srsnn.robustness.budget import AdaptiveBudget
 from srsnn.robustness.runner import Evaluator
 
@@ -267,7 +267,8 @@ class AttackEvaluation(Callback):
 
 def _log_summary(res: dict) -> None:
     for c in res["audit"]:
-        rank_zero_info(f"[audit] {'PASS' if c['passed'] else 'FAIL  <<< in doubt'}: {c['check']} — {c['detail']}")
+        v = verdict(c)
+        rank_zero_info(f"[audit] {v + '  <<< in doubt' if v == 'FAIL' else v}: {c['check']} — {c['detail']}")
     for note in res["notes"]:
         rank_zero_info(f"[audit] NOTE: {note}")
     for eps, v in res["eps"].items():

@@ -210,6 +210,26 @@ def test_confidence_needs_two_empty_rounds_and_names_the_last_productive_one():
     assert confidence(7, [4, 0, 0])["converged"] and confidence(7, [4, 0, 0])["last_productive_round"] == 1
     assert confidence(3, [])["last_productive_breaks"] == 3 and not confidence(3, [0])["converged"]
     assert "NOT converged" in confidence_statement("0.1", 0.5, confidence(7, [4, 5, 0]), 200)
+    # one empty round (the quick preset): not shown converged, and no "up to 0.0 points lower"
+    one = confidence_statement("0.1", 0.5, confidence(7, [0]), 200)
+    assert "NOT shown converged" in one and "0.0 points" not in one
+
+
+def test_the_audit_tells_findings_about_the_paper_protocol_from_doubts_about_the_evaluation():
+    from srsnn.report.tables import audit_text
+    from srsnn.robustness.audit import audit, verdict
+
+    per_eps = {"0.1": {"worst": 0.3, "paper_all": 0.6, "paper": {"pgd10": 0.6}, "overestimate_points": 30.0,
+                       "broken_by_stage": {"square": 0}, "check_rounds": [0, 0],
+                       "confidence": {"converged": True}}}
+    checks = audit(per_eps, 100, 0, (0.5, 0.0), 10)
+    assert [verdict(c) for c in checks if not c["passed"]] == ["FINDING"]
+    assert audit_text(checks) == "finding: paper protocol overestimates (ε=0.1)"
+    per_eps["0.1"]["check_rounds"], per_eps["0.1"]["confidence"] = [3, 1], {"converged": False}
+    text = audit_text(audit(per_eps, 100, 0, (0.5, 0.0), 10))
+    assert text.startswith("FAIL: attack not converged (ε=0.1)") and "finding: paper protocol overestimates" in text
+    old = {"check": "x", "passed": False, "kind": "paper protocol overestimates"}  # an attacks.json of before
+    assert verdict(old) == "FINDING" and verdict({**old, "kind": "attack not converged"}) == "FAIL"
 
 
 class _Scripted(Evaluator):
@@ -218,7 +238,7 @@ class _Scripted(Evaluator):
     def correct_after(self, unit, x, y, eps):
         ok = torch.ones(len(y), dtype=torch.bool)
         if unit.stage == "rank" and unit.member["name"] == self.members[0]["name"]:
-            ok[(x[:, 0, 0, 0] == -1)] = False  # sample 0 is marked by a -1 pixel
+            ok[(x[:, 0, 0, 0] == 0.5)] = False  # sample 0 is marked by a pixel of exactly 0.5
         return ok
 
     def clean_correct(self, x, y):
@@ -227,7 +247,7 @@ class _Scripted(Evaluator):
 
 def test_ranking_breaks_count_in_the_worst_case_at_the_largest_epsilon():
     x, y = torch.rand(6, 1, 4, 4), torch.zeros(6, dtype=torch.long)
-    x[0, 0, 0, 0] = -1
+    x[0, 0, 0, 0] = 0.5
     members = paper_ensemble()[:3]
     ev = _Scripted(nn.Identity(), members, [0.05, 0.1], [{"name": "fgsm"}], 10,
                    AdaptiveBudget(top_k=1, steps=1, max_targets=1, other_targets=1, square_queries=0, check_rounds=0))

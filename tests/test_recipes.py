@@ -34,6 +34,8 @@ HARMLESS = {"trainer.precision": lambda old, new, cfg: old is None and new == "3
                 ("amplitude", "amplitude"), ("calib_steps", "calib_steps"), ("percentile", "percentile"),
                 ("scale", "scale"), ("calib_order", "order"))}}
 ADDED = {"model.init_args.recipe"}  # the name of the conversion settings an SNN config's values come from
+ADDED |= {f"evaluation.{k}" for k in ("num_samples", "batch_size", "epsilons", "adaptive", "output_dir")}  # CLI shortcuts
+ADDED |= {"data.init_args.classes"}  # Digits(classes=10): the digits kept
 
 
 def test_every_config_resolves_to_the_values_it_had_before_composition():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from srsnn.robustness.audit import verdict
 from srsnn.robustness.reporting import pct
 
 METHODS = {"lwm": "LWM", "hydra": "HYDRA", "harp": "HARP", "channels": "channels", None: "dense"}
@@ -52,13 +53,19 @@ def row_of(r: dict[str, Any], eps_cols: list[str], dense_snn: Optional[dict[str,
 
 
 def audit_text(audit: list[dict[str, Any]]) -> str:
-    """``pass``, ``-`` (no audit) or the failed checks with their epsilons."""
-    failed: dict[str, list[str]] = {}
+    """``pass``, ``-`` (no audit), or the failed checks (``FAIL``: the evaluation is in doubt) and the findings (the
+    paper's protocol overestimating robustness: a result, not a doubt), each with its epsilons."""
+    groups: dict[str, dict[str, list[str]]] = {"FAIL": {}, "FINDING": {}}
     for c in audit:
-        if not c["passed"]:
-            failed.setdefault(c.get("kind", c["check"]), []).append(c.get("eps", ""))
-    return "-" if not audit else "pass" if not failed else "FAIL: " + "; ".join(
-        k + (f" (ε={', '.join(e for e in eps if e)})" if any(eps) else "") for k, eps in failed.items())
+        v = verdict(c)
+        if v != "PASS":
+            groups[v].setdefault(c.get("kind", c["check"]), []).append(c.get("eps", ""))
+    if not audit:
+        return "-"
+    parts = [f"{label}: " + "; ".join(k + (f" (ε={', '.join(e for e in eps if e)})" if any(eps) else "")
+                                      for k, eps in groups[v].items())
+             for v, label in (("FAIL", "FAIL"), ("FINDING", "finding")) if groups[v]]
+    return " · ".join(parts) if parts else "pass"
 
 
 def _fmt(v, as_pct: bool = False) -> str:

@@ -27,6 +27,9 @@ def confidence_statement(eps: str, worst: float, conf: Optional[dict], total: in
         return (f"{head}; converged: the last productive round ({where}) broke {k} sample(s), the two rounds after it "
                 "none, so another round would likely find nothing more")
     bound = conf["bound"]
+    if bound == 0:  # every round ran broke nothing, but fewer than the two that show convergence
+        return (f"{head}; NOT shown converged: the {conf['rounds_run']} check round(s) broke nothing (the last "
+                f"productive: {where}, {k} sample(s)), and two consecutive empty rounds are needed to show it")
     return (f"{head}; NOT converged after {conf['rounds_run']} check round(s) (the last productive: {where}, {k} "
             f"sample(s)); another round would likely break up to as many as the most productive check round, {bound} "
             f"(up to {100 * bound / max(total, 1):.1f} points lower)")
@@ -54,7 +57,8 @@ def audit(per_eps: dict[str, Any], total: int, zero_grads: int, big: Optional[tu
     checks: list[dict[str, Any]] = []
 
     def check(name: str, passed: bool, detail: str, kind: str = "", eps: str = "") -> None:
-        checks.append({"check": name, "passed": bool(passed), "detail": detail, "kind": kind or name, "eps": eps})
+        checks.append({"check": name, "passed": bool(passed), "detail": detail, "kind": kind or name, "eps": eps,
+                       "finding": (kind or name) in FINDINGS})
 
     check("non-zero input gradients under the ensemble", zero_grads == 0,
           f"{zero_grads} of {total} samples have an all-zero input gradient under every gradient path")
@@ -84,6 +88,17 @@ def audit(per_eps: dict[str, Any], total: int, zero_grads: int, big: Optional[tu
                       f"{what} broke {stages[key]} sample(s) that every white-box attack left robust",
                       f"{key} beat white-box", eps)
     return checks
+
+
+FINDINGS = ("paper protocol overestimates",)  # what the evaluation found about the paper's protocol, not a doubt
+
+
+def verdict(check: dict[str, Any]) -> str:
+    """``PASS``, ``FINDING`` (a failed check that is a result, e.g. the paper's protocol overestimating robustness: the
+    reason the worst case exists) or ``FAIL`` (the evaluation itself is in doubt)."""
+    if check["passed"]:
+        return "PASS"
+    return "FINDING" if check.get("finding", check.get("kind") in FINDINGS) else "FAIL"
 
 
 def dead_paths(zero_by_path: dict[str, int], total: int) -> list[str]:

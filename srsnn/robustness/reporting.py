@@ -6,6 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from srsnn.robustness.audit import verdict
+
+
+def _bold(v: str) -> str:
+    return f"**{v}**" if v == "FAIL" else v
+
 
 def pct(v) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
@@ -48,8 +54,8 @@ def attacks_markdown(r: dict[str, Any]) -> str:
     if r.get("confidence"):
         lines += ["", "Confidence:", ""] + [f"- {c}" for c in r["confidence"]]
     if r.get("audit"):
-        lines += ["", "Audit:", ""] + [f"- {'PASS' if c['passed'] else '**FAIL**'}: {c['check']} — {c['detail']}"
-                                       for c in r["audit"]]
+        lines += ["", "Audit (FAIL: the evaluation is in doubt; FINDING: a result about the paper's protocol):", ""]
+        lines += [f"- {_bold(verdict(c))}: {c['check']} — {c['detail']}" for c in r["audit"]]
     if r.get("zero_gradient_samples_by_path"):
         lines += ["", "Samples with an all-zero input gradient, per gradient path: " + ", ".join(
             f"{k} {v}" for k, v in r["zero_gradient_samples_by_path"].items())]
