@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import sys
+import threading
 import time
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -175,7 +176,9 @@ class AttackEvaluation(Callback):
 
     def on_test_epoch_end(self, trainer, pl_module):
         model = pl_module.model
-        with module_mode(model), sigterm_as_interrupt():
+        # several ranks: a signal only sets a flag, and the ranks stop together at the next attack run's end
+        self._stop = threading.Event() if trainer.world_size > 1 else None
+        with module_mode(model), sigterm_as_interrupt(self._stop):
             self.results, self.per_sample = self.evaluate(trainer, pl_module, model)
         self.write(trainer)
         for eps, v in self.results["eps"].items():
@@ -205,7 +208,7 @@ class AttackEvaluation(Callback):
                                        smoothing=0.1)) if show else None
         ev = Evaluator(model, members, self.epsilons, self.attacks, num_classes, self.adaptive,
                        transfer=self._transfer_source(device), reduce=reduce, progress=progress,
-                       batch_size=self.batch_size)
+                       batch_size=self.batch_size, stop=self._stop.is_set if getattr(self, "_stop", None) else None)
         total = int(reduce(torch.tensor(float(len(y)), device=device)).item())
         names = [m["name"] for m in ev.members]
         rank_zero_info(f"[AttackEvaluation] {total} test samples, {len(self.epsilons)} epsilon(s), "

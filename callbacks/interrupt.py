@@ -5,27 +5,36 @@ import contextlib
 import os
 import signal
 import threading
+from typing import Optional
 
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt():
+def sigterm_as_interrupt(defer: Optional[threading.Event] = None):
     """SIGTERM raises KeyboardInterrupt (like Ctrl-C) while the block runs, so a long fit or evaluation stops within
-    seconds through the same path as Ctrl-C; the previous handler is restored afterwards."""
+    seconds through the same path as Ctrl-C; the previous handlers are restored afterwards.
+
+    ``defer``: SIGTERM and Ctrl-C only set this event. Under DDP an exception raised in the middle of a collective
+    leaves the other ranks in a half-received one (gloo: garbage sizes, "Connection closed by peer"); the code in
+    the block polls the event and stops every rank at the same point instead (``Evaluator(stop=...)``)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
-        raise KeyboardInterrupt
+        if defer is None:
+            raise KeyboardInterrupt
+        defer.set()
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    signals = (signal.SIGTERM,) if defer is None else (signal.SIGTERM, signal.SIGINT)
+    previous = {s: signal.signal(s, handler) for s in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 class SaveOnInterrupt(Callback):

@@ -104,3 +104,64 @@ def test_a_conversion_failure_on_rank_0_stops_every_rank_with_its_message(dense_
     with pytest.raises(UserError, match="rank 0 failed to convert the ANN .*needs training images"):
         module.convert_from(dense_ann_ckpt, None)  # rank 1 does not wait for a state that never comes
     module._trainer = None
+
+
+LONG_EVAL = """
+trainer:
+  callbacks:
+    - class_path: callbacks.AttackEvaluation
+      init_args: {epsilons: [0.05, 0.1, 0.2, 0.3], num_samples: 120, batch_size: 20, adaptive: strong}
+"""
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return kids
+
+
+@pytest.mark.e2e
+def test_sigterm_to_one_rank_stops_every_rank_cleanly_and_keeps_the_finished_epsilons(dense_ann_ckpt, tmp_path):
+    """A preempted node: SIGTERM reaches rank 1 alone. Every rank stops at the same attack run, rank 0 writes the
+    finished epsilons and says so, and the run exits non-zero, without an error from a half-received collective."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(LONG_EVAL)
+    log = tmp_path / "log.txt"
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "train.py", "test", "--config", "conf/digits/ann.yaml", "--config",
+                                 str(cfg), "--ckpt_path", dense_ann_ckpt, *tiny_overrides(tmp_path / "run"), *DDP],
+                                cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+        deadline = time.time() + 180
+        while "attack runs, each on the samples" not in log.read_text() and time.time() < deadline:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        time.sleep(4)
+        ranks = _children(proc.pid)
+        assert ranks and proc.poll() is None, "the evaluation ended before the signal: make it longer"
+        os.kill(ranks[0], signal.SIGTERM)
+        t0 = time.time()
+        proc.wait(timeout=120)
+    text = log.read_text()
+    assert proc.returncode != 0 and time.time() - t0 < 60, text[-3000:]
+    assert "[AttackEvaluation] interrupted after" in text, text[-3000:]
+    for bad in ("Storage size calculation overflowed", "Connection closed by peer", "Connection reset"):
+        assert bad not in text, text[-3000:]
+    res = json.loads(Path(ckpt(tmp_path / "run", "attacks.json")).read_text())
+    assert res["interrupted"].startswith("interrupted") and len(res["eps"]) < 4
+    per_sample = json.loads(Path(ckpt(tmp_path / "run", "per_sample.json")).read_text())["samples"]
+    assert len(per_sample) == 120 and all(set(s["broken_by"]) == set(res["eps"]) for s in per_sample)

@@ -112,7 +112,8 @@ class Evaluator:
     def __init__(self, model: nn.Module, members: Optional[list[dict]], epsilons: list[float],
                  paper_attacks: list[dict], num_classes: int, adaptive: Optional[AdaptiveBudget] = None,
                  rank_attack: Optional[dict] = None, transfer: Optional[tuple[str, nn.Module]] = None,
-                 reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t, progress=None, batch_size: int = 100):
+                 reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t, progress=None, batch_size: int = 100,
+                 stop: Optional[Callable[[], bool]] = None):
         self.model, self.members = model, members or [MODEL]
         self.epsilons, self.paper_attacks = sorted(epsilons), [dict(a) for a in paper_attacks]
         self.num_classes, self.adaptive, self.transfer = num_classes, adaptive, transfer
@@ -123,7 +124,8 @@ class Evaluator:
             if num_classes < MIN_CLASSES.get(spec["name"], 2):
                 raise UserError(f"attack {spec['name']} needs at least {MIN_CLASSES[spec['name']]} classes (its DLR "
                                 f"loss reads the 3rd/4th largest logit); this data has {num_classes}: use apgd_ce or pgd")
-        self.reduce, self.progress, self.batch_size = reduce, progress, batch_size
+        self.reduce, self.progress, self.batch_size, self.stop = reduce, progress, batch_size, stop
+        self._stopping = False  # this rank was asked to stop: it skips its remaining batches
         self.seconds: dict[str, float] = {}  # wall time per stage:attack (this rank)
         self.ranked: list[dict] = list(self.members)
 
@@ -198,11 +200,26 @@ class Evaluator:
         broke = torch.zeros_like(alive)
         idx = torch.nonzero(alive).flatten()
         for i in range(0, idx.numel(), self.batch_size):
+            self._stopping = self._stopping or bool(self.stop and self.stop())
+            if self._stopping:
+                break
             j = idx[i:i + self.batch_size]
             broke[j] = ~self.correct_after(unit, x[j], y[j], eps)
         key = f"{unit.stage}:{unit.attack}"
         self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t0
+        self._agree_on_stop(x.device)
         return broke
+
+    def _agree_on_stop(self, device: torch.device) -> None:
+        """With a deferred stop (DDP): every rank runs the same units in the same order, so after each one they share
+        their stop flags in one collective and, if any rank was asked to stop, all raise KeyboardInterrupt here, at
+        the same point: the epsilon in progress is dropped, the finished ones are kept, and the collectives that
+        follow (the per-sample gather, the writing) match on every rank."""
+        if self.stop is None:
+            return
+        flag = self.reduce(torch.tensor([float(self._stopping)], dtype=torch.float64, device=device))
+        if float(flag[0]) > 0:
+            raise KeyboardInterrupt
 
     def run(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         """Per-sample results on ``x, y`` (this rank's shard). An interrupt (Ctrl-C, SIGTERM raised as
