@@ -3,8 +3,9 @@ McNemar test of two models' worst-case outcomes on the same samples."""
 from __future__ import annotations
 
 import json
-import math
 from typing import Any, Optional
+
+from scipy.stats import binomtest
 
 
 def read(path: str) -> tuple[dict[int, bool], dict[str, set[int]]]:
@@ -73,7 +74,7 @@ def mcnemar(a: dict[str, Any], b: dict[str, Any], eps: str) -> Optional[float]:
         return None
     x, y = set(ra[eps]), set(rb[eps])
     n, k = len(x ^ y), min(len(x - y), len(y - x))
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+    return float(binomtest(k, n, 0.5).pvalue) if n else 1.0  # exact: the discordant pairs ~ Binomial(n, 1/2)
 
 
 def p_text(p: Optional[float]) -> str:
