@@ -16,7 +16,8 @@ install: $(VENV)/.installed
 demo: install  ## the whole pipeline on the embedded digits (robust ANN -> HYDRA 90% -> SNN -> fine-tune -> evaluation -> report)
 	$(PY) pipeline.py --config conf/digits/pipeline.yaml
 
-test: install
+test: install  ## lint (ruff check + format check), then the suite
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 	$(PY) -m pytest -n 2 --dist loadfile -m "not recipes and not e2e"  # 2 workers, a file per worker (shared fixtures), one thread each
 
 test-e2e: install  ## the end-to-end runs that take minutes: pipelines, killed-and-resumed fits, DDP fine-tuning (CI runs it too)

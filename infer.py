@@ -1,4 +1,6 @@
-"""``python infer.py ...``: classify images with an exported model, without Lightning (the logic: ``srsnn.infer``; installed: ``srsnn-infer``)."""
+"""``python infer.py ...``: classify images with an exported model, without Lightning (the logic: ``srsnn.infer``;
+installed: ``srsnn-infer``)."""
+
 import sys
 
 from srsnn.infer import main

@@ -1,4 +1,6 @@
-"""``python pipeline.py ...``: every stage of a pipeline config, then the comparison report (the logic: ``srsnn.pipeline``; installed: ``srsnn-pipeline``)."""
+"""``python pipeline.py ...``: every stage of a pipeline config, then the comparison report (the logic:
+``srsnn.pipeline``; installed: ``srsnn-pipeline``)."""
+
 import sys
 
 from srsnn.pipeline import main

@@ -1,4 +1,6 @@
-"""``python report.py ...``: the comparison report of evaluated runs, or ``compare`` of two per-sample files (the logic: ``srsnn.report``; installed: ``srsnn-report``)."""
+"""``python report.py ...``: the comparison report of evaluated runs, or ``compare`` of two per-sample files (the
+logic: ``srsnn.report``; installed: ``srsnn-report``)."""
+
 import sys
 
 from srsnn.report import main

@@ -1,4 +1,6 @@
-"""``python train.py ...``: train, convert, fine-tune or evaluate one stage with a config from conf/ (the logic: ``srsnn.cli``; installed: ``srsnn-train``)."""
+"""``python train.py ...``: train, convert, fine-tune or evaluate one stage with a config from conf/ (the logic:
+``srsnn.cli``; installed: ``srsnn-train``)."""
+
 import sys
 
 from srsnn.cli import main

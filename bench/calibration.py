@@ -9,6 +9,7 @@ full setting. Random weights and images: the cost does not depend on their value
 
     python bench/calibration.py [--device cuda] [--measure-images 8] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,12 @@ def main(argv=None) -> dict:
     p.add_argument("--calib-batches", type=int, default=10)
     p.add_argument("--calib-batch-size", type=int, default=64)
     p.add_argument("--calib-steps", type=int, default=100)
-    p.add_argument("--measure-images", type=int, default=None,
-                   help="images actually calibrated (default: all on a GPU, 8 on a CPU); the time is scaled to all")
+    p.add_argument(
+        "--measure-images",
+        type=int,
+        default=None,
+        help="images actually calibrated (default: all on a GPU, 8 on a CPU); the time is scaled to all",
+    )
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     full = a.calib_batches * a.calib_batch_size
@@ -48,13 +53,25 @@ def main(argv=None) -> dict:
     convert(ann, batches, num_steps=8, calib_steps=a.calib_steps)
     sync()
     seconds = time.perf_counter() - t0
-    res = {"device": a.device, "device_name": torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu",
-           "threads": torch.get_num_threads(), "arch": a.arch, "input": [3, 32, 32], "calib_steps": a.calib_steps,
-           "images_full": full, "images_measured": n, "seconds_measured": round(seconds, 2),
-           "seconds_full": round(seconds * full / n, 1), "extrapolated": n < full, "torch": torch.__version__}
+    res = {
+        "device": a.device,
+        "device_name": torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu",
+        "threads": torch.get_num_threads(),
+        "arch": a.arch,
+        "input": [3, 32, 32],
+        "calib_steps": a.calib_steps,
+        "images_full": full,
+        "images_measured": n,
+        "seconds_measured": round(seconds, 2),
+        "seconds_full": round(seconds * full / n, 1),
+        "extrapolated": n < full,
+        "torch": torch.__version__,
+    }
     how = "measured" if n == full else f"extrapolated linearly from {n} images ({seconds:.1f} s measured)"
-    print(f"calibration of {a.arch} (3x32x32), {a.calib_batches} x {a.calib_batch_size} images, T_c = {a.calib_steps}, "
-          f"on {res['device_name']} ({res['threads']} threads): {res['seconds_full']:.1f} s ({how})")
+    print(
+        f"calibration of {a.arch} (3x32x32), {a.calib_batches} x {a.calib_batch_size} images, T_c = {a.calib_steps}, "
+        f"on {res['device_name']} ({res['threads']} threads): {res['seconds_full']:.1f} s ({how})"
+    )
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=2)

@@ -14,6 +14,7 @@ evaluated on the held-out digits at T = 4, 8, 16, 32 with
 
     python bench/conversion.py [--epochs 6] [--steps 4 8 16 32] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,10 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
+from snn_step import reference_ann  # noqa: E402
+
 from datamodules.embedded import Digits  # noqa: E402
 from srsnn.snn.conversion import convert  # noqa: E402
-from snn_step import reference_ann  # noqa: E402
 
 SETTINGS = {  # convert()'s recipe and changed settings
     "paper (hard reset, p99.7 x 0.3, BN kept)": dict(recipe="paper"),
@@ -43,8 +45,10 @@ SETTINGS = {  # convert()'s recipe and changed settings
 def digits(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     dm = Digits(image_size=size)
     dm.setup("fit")
-    stack = lambda ds: (torch.stack([ds[i][0] for i in range(len(ds))]).expand(-1, 3, -1, -1).contiguous(),
-                        torch.tensor([int(ds[i][1]) for i in range(len(ds))]))
+    stack = lambda ds: (
+        torch.stack([ds[i][0] for i in range(len(ds))]).expand(-1, 3, -1, -1).contiguous(),
+        torch.tensor([int(ds[i][1]) for i in range(len(ds))]),
+    )
     return (*stack(dm.data_train), *stack(dm.data_test))
 
 
@@ -105,8 +109,10 @@ def main(argv=None) -> int:
         rows[f"this repo, {name}"] = [accuracy(snn, xte, yte, num_steps=T) for T in a.steps]
     rows["SpikingJelly 2.0 ann2snn, RateCodingRecipe 99.9%"] = spikingjelly_row(ann, calib, xte, yte, a.steps)
 
-    print(f"digits at 3x{a.size}x{a.size} ({len(xtr)} train / {len(xte)} test images), {a.epochs} ANN epochs, "
-          f"{len(calib)} x 64 calibration images, T_c = {a.calib_steps}; test accuracy (%) before fine-tuning\n")
+    print(
+        f"digits at 3x{a.size}x{a.size} ({len(xtr)} train / {len(xte)} test images), {a.epochs} ANN epochs, "
+        f"{len(calib)} x 64 calibration images, T_c = {a.calib_steps}; test accuracy (%) before fine-tuning\n"
+    )
     print("| converter | " + " | ".join(f"T={T}" for T in a.steps) + " |")
     print("|---|" + "---|" * len(a.steps))
     for name, accs in rows.items():
@@ -117,8 +123,10 @@ def main(argv=None) -> int:
     print(f"\nrecommended setting - ANN at T={a.steps[-1]}: {100 * (best[-1] - ann_acc):+.1f} points")
     sj = rows["SpikingJelly 2.0 ann2snn, RateCodingRecipe 99.9%"]
     if isinstance(sj, list):
-        print("recommended - SpikingJelly per T: " + ", ".join(f"T={T} {100 * (b - s):+.1f}"
-                                                             for T, b, s in zip(a.steps, best, sj)))
+        print(
+            "recommended - SpikingJelly per T: "
+            + ", ".join(f"T={T} {100 * (b - s):+.1f}" for T, b, s in zip(a.steps, best, sj))
+        )
     print(f"({time.time() - t0:.0f} s)")
     if a.json:
         with open(a.json, "w") as f:

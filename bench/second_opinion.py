@@ -7,13 +7,16 @@
     python report.py compare <test run>/evaluation/per_sample.json theirs.json
 
 The samples are the embedded dataset's test split in ``AttackEvaluation``'s order (its first ``--samples``); the
-model is rebuilt from the file alone (``srsnn.export.compact.load_compact``). Default: APGD-CE and APGD-DLR on the model's
+model is rebuilt from the file alone (``srsnn.export.compact.load_compact``). Default: APGD-CE and APGD-DLR on the
+model's
 own forward (an SNN through its default surrogate gradient). ``--strong``: through each of ``--paths`` (names of
-``srsnn.robustness.attacks.paper_ensemble``), PGD-50 with 3 random restarts, APGD-CE-50 and targeted APGD-DLR-50 over every
+``srsnn.robustness.attacks.paper_ensemble``), PGD-50 with 3 random restarts, APGD-CE-50 and targeted APGD-DLR-50
+over every
 wrong class, then Square-2000 on the model; every example is judged on the deployed model, only samples nothing
 broke yet are attacked, and a sample broken at a smaller epsilon stays broken. Replace ``attacks`` with whatever
 you trust.
 """
+
 import argparse
 import contextlib
 import json
@@ -25,9 +28,9 @@ import torchattacks
 from safetensors import safe_open
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from datamodules import MNIST5k, Digits  # noqa: E402
-from srsnn.robustness.attacks import paper_ensemble  # noqa: E402
+from datamodules import Digits, MNIST5k  # noqa: E402
 from srsnn.export.compact import load_compact  # noqa: E402
+from srsnn.robustness.attacks import paper_ensemble  # noqa: E402
 from srsnn.snn.network import gradient_path  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,14 +69,24 @@ def attacks(eps):
     """(name, gradient path or None, attack) in the order they run."""
     n_cls = int(model(x[:1]).shape[1])
     if not a.strong:
-        return [("apgd_ce", None, torchattacks.APGD(model, eps=eps, steps=a.steps, loss="ce", seed=a.seed)),
-                ("apgd_dlr", None, torchattacks.APGD(model, eps=eps, steps=a.steps, loss="dlr", seed=a.seed))]
+        return [
+            ("apgd_ce", None, torchattacks.APGD(model, eps=eps, steps=a.steps, loss="ce", seed=a.seed)),
+            ("apgd_dlr", None, torchattacks.APGD(model, eps=eps, steps=a.steps, loss="dlr", seed=a.seed)),
+        ]
     out = []
     for name in a.paths or [None]:
-        out += [(f"pgd50x3/{name}", name, torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / 50, steps=50,
-                                                          random_start=True)) for _ in range(3)]
-        out += [(f"apgd_ce/{name}", name, torchattacks.APGD(model, eps=eps, steps=50, loss="ce", seed=a.seed)),
-                (f"apgdt/{name}", name, torchattacks.APGDT(model, eps=eps, steps=50, n_classes=n_cls, seed=a.seed))]
+        out += [
+            (
+                f"pgd50x3/{name}",
+                name,
+                torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / 50, steps=50, random_start=True),
+            )
+            for _ in range(3)
+        ]
+        out += [
+            (f"apgd_ce/{name}", name, torchattacks.APGD(model, eps=eps, steps=50, loss="ce", seed=a.seed)),
+            (f"apgdt/{name}", name, torchattacks.APGDT(model, eps=eps, steps=50, n_classes=n_cls, seed=a.seed)),
+        ]
     return out + [("square", None, torchattacks.Square(model, eps=eps, n_queries=2000, seed=a.seed))]
 
 
@@ -94,8 +107,10 @@ for eps in sorted(a.eps):
             samples[i]["broken_by"][f"{eps:g}"] = name
         alive[idx[fooled]] = False
     for s in samples:
-        s["broken_by"].setdefault(f"{eps:g}", None if s["clean_correct"] and alive[s["index"]] else
-                                  "clean" if not s["clean_correct"] else "smaller eps")
+        s["broken_by"].setdefault(
+            f"{eps:g}",
+            None if s["clean_correct"] and alive[s["index"]] else "clean" if not s["clean_correct"] else "smaller eps",
+        )
     print(f"eps={eps:g}: {int(alive.sum())} robust", flush=True)
 json.dump({"samples": samples}, open(a.out, "w"))
 print(f"wrote {a.out}")

@@ -6,6 +6,7 @@ before the interruption. Here the rows stay: the existing header is read back, n
 are rewritten with empty cells), and the new rows are appended. Rows of epochs that ran after the last checkpoint
 and are run again on resume appear twice, in the order they were logged.
 """
+
 from __future__ import annotations
 
 import csv

@@ -7,6 +7,7 @@ ANN: non-zero MACs. Energy (an *estimate*, labelled so): E_SNN = synops * E_AC +
 E_ANN = MACs * E_MAC, with E_AC = 0.9 pJ and E_MAC = 4.6 pJ (45 nm, Horowitz 2014) unless configured.
 Writes ``energy.json``, ``energy.md`` and ``energy_per_layer.png`` to ``<log_dir>/evaluation/``.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,8 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from srsnn.export.compact import export_compact
-from srsnn.pruning.masks import sparsity_report
 from srsnn.modes import module_mode
+from srsnn.pruning.masks import sparsity_report
 from srsnn.snn.synops import SynopCounter, ann_macs, first_layer_macs, layer_labels
 
 from .evaluation import sum_over_ranks, test_subset, write_results
@@ -27,13 +28,19 @@ from .evaluation import sum_over_ranks, test_subset, write_results
 
 class SpikeEnergyMonitor(Callback):
     """Args:
-        num_samples: test images to count over (0 = the whole test set); batch_size: their batch size.
-        e_ac_pj, e_mac_pj: energy per accumulate / multiply-accumulate in pJ (estimates).
-        output_dir: default ``<log_dir>/evaluation``.
+    num_samples: test images to count over (0 = the whole test set); batch_size: their batch size.
+    e_ac_pj, e_mac_pj: energy per accumulate / multiply-accumulate in pJ (estimates).
+    output_dir: default ``<log_dir>/evaluation``.
     """
 
-    def __init__(self, num_samples: int = 0, batch_size: int = 200, e_ac_pj: float = 0.9, e_mac_pj: float = 4.6,
-                 output_dir: Optional[str] = None):
+    def __init__(
+        self,
+        num_samples: int = 0,
+        batch_size: int = 200,
+        e_ac_pj: float = 0.9,
+        e_mac_pj: float = 4.6,
+        output_dir: Optional[str] = None,
+    ):
         self.num_samples, self.batch_size = num_samples, batch_size
         self.e_ac, self.e_mac, self.output_dir = e_ac_pj, e_mac_pj, output_dir
         self.results: dict[str, Any] = {}
@@ -52,25 +59,38 @@ class SpikeEnergyMonitor(Callback):
         xs = test_subset(trainer, self.num_samples)[0] if kind == "snn" or not shape else None
         shape = tuple(shape or xs.shape[1:])  # a plain LightningDataModule need not declare it: the images say it
         net = model.net if kind == "snn" else model
-        res: dict[str, Any] = {"kind": kind, "units": {"spikes": "spikes / sample", "synops": "AC / sample",
-                                                       "macs": "MAC / sample", "energy": "uJ / sample (estimate)",
-                                                       "bytes": "bytes"}}
+        res: dict[str, Any] = {
+            "kind": kind,
+            "units": {
+                "spikes": "spikes / sample",
+                "synops": "AC / sample",
+                "macs": "MAC / sample",
+                "energy": "uJ / sample (estimate)",
+                "bytes": "bytes",
+            },
+        }
         res["sparsity"] = sparsity_report(net)
         res["labels"] = layer_labels(net)  # readable layer names (conv1, fc1) for tables and plots
         with tempfile.TemporaryDirectory() as tmp:
             res["storage"] = export_compact(net, os.path.join(tmp, "m.safetensors"), {"kind": kind})
         if kind != "snn":
             macs, dense = ann_macs(net, shape), ann_macs(net, shape, dense=True)
-            res.update(macs=macs, dense_macs=dense, energy_uj=macs * self.e_mac * 1e-6,
-                       dense_energy_uj=dense * self.e_mac * 1e-6)
-            rank_zero_info(f"[SpikeEnergyMonitor] ANN: {macs:,.0f} non-zero MAC / sample (dense {dense:,.0f}); "
-                           f"estimated {res['energy_uj']:.4f} uJ / sample at E_MAC = {self.e_mac} pJ")
+            res.update(
+                macs=macs,
+                dense_macs=dense,
+                energy_uj=macs * self.e_mac * 1e-6,
+                dense_energy_uj=dense * self.e_mac * 1e-6,
+            )
+            rank_zero_info(
+                f"[SpikeEnergyMonitor] ANN: {macs:,.0f} non-zero MAC / sample (dense {dense:,.0f}); "
+                f"estimated {res['energy_uj']:.4f} uJ / sample at E_MAC = {self.e_mac} pJ"
+            )
             return res
         counter = SynopCounter(model)
         n = len(xs)
         with counter:
             for i in range(0, n, self.batch_size):
-                model(xs[i:i + self.batch_size].to(device))
+                model(xs[i : i + self.batch_size].to(device))
         names = list(counter.stats)
         keys = ("spikes", "synops", "dense_synops")
         local = torch.tensor([[counter.stats[l][k] for k in keys] for l in names] + [[float(n), 0, 0]], device=device)
@@ -84,47 +104,75 @@ class SpikeEnergyMonitor(Callback):
         first = first_layer_macs(net, shape) * T
         first_dense = first_layer_macs(net, shape, dense=True) * T
         tot = res["total"]
-        res.update(num_samples=counter.samples, num_steps=T, first_layer_macs=first, dense_first_layer_macs=first_dense,
-                   synop_ratio_dense_over_sparse=tot["dense_synops"] / max(tot["synops"], 1e-12),
-                   energy_uj=(tot["synops"] * self.e_ac + first * self.e_mac) * 1e-6,
-                   dense_energy_uj=(tot["dense_synops"] * self.e_ac + first_dense * self.e_mac) * 1e-6,
-                   e_ac_pj=self.e_ac, e_mac_pj=self.e_mac)
-        rank_zero_info(f"[SpikeEnergyMonitor] SNN, T={T}, {counter.samples} samples: {tot['spikes']:,.0f} spikes / sample, "
-                       f"{tot['synops']:,.0f} synops / sample (dense masks: {tot['dense_synops']:,.0f}, "
-                       f"{res['synop_ratio_dense_over_sparse']:.2f}x), first layer {first:,.0f} MAC / sample; "
-                       f"estimated {res['energy_uj']:.4f} uJ / sample")
+        res.update(
+            num_samples=counter.samples,
+            num_steps=T,
+            first_layer_macs=first,
+            dense_first_layer_macs=first_dense,
+            synop_ratio_dense_over_sparse=tot["dense_synops"] / max(tot["synops"], 1e-12),
+            energy_uj=(tot["synops"] * self.e_ac + first * self.e_mac) * 1e-6,
+            dense_energy_uj=(tot["dense_synops"] * self.e_ac + first_dense * self.e_mac) * 1e-6,
+            e_ac_pj=self.e_ac,
+            e_mac_pj=self.e_mac,
+        )
+        rank_zero_info(
+            f"[SpikeEnergyMonitor] SNN, T={T}, {counter.samples} samples: {tot['spikes']:,.0f} spikes / sample, "
+            f"{tot['synops']:,.0f} synops / sample (dense masks: {tot['dense_synops']:,.0f}, "
+            f"{res['synop_ratio_dense_over_sparse']:.2f}x), first layer {first:,.0f} MAC / sample; "
+            f"estimated {res['energy_uj']:.4f} uJ / sample"
+        )
         return res
 
     def write(self, trainer) -> None:
-        write_results(trainer, self.output_dir, "energy", self.results, energy_markdown(self.results),
-                      {"energy_per_layer.png": lambda p: plot_layers(self.results, p)})
+        write_results(
+            trainer,
+            self.output_dir,
+            "energy",
+            self.results,
+            energy_markdown(self.results),
+            {"energy_per_layer.png": lambda p: plot_layers(self.results, p)},
+        )
 
 
 def energy_markdown(r: dict[str, Any]) -> str:
     s = r["storage"]
-    lines = [f"Stored weights: {s['nonzero_weights']:,} non-zero; compact file {s['compact_bytes']:,} bytes vs "
-             f"{s['dense_fp32_bytes']:,} bytes dense fp32 ({s['dense_fp32_bytes'] / s['compact_bytes']:.1f}x); "
-             f"global sparsity {r['sparsity']['global']:.4f}", ""]
+    lines = [
+        f"Stored weights: {s['nonzero_weights']:,} non-zero; compact file {s['compact_bytes']:,} bytes vs "
+        f"{s['dense_fp32_bytes']:,} bytes dense fp32 ({s['dense_fp32_bytes'] / s['compact_bytes']:.1f}x); "
+        f"global sparsity {r['sparsity']['global']:.4f}",
+        "",
+    ]
     if r["kind"] != "snn":
-        lines.append(f"ANN: {r['macs']:,.0f} non-zero MAC / sample (dense {r['dense_macs']:,.0f}); "
-                     f"energy estimate {r['energy_uj']:.4f} uJ / sample (E_MAC = {4.6 if 'e_mac_pj' not in r else r['e_mac_pj']} pJ)")
+        lines.append(
+            f"ANN: {r['macs']:,.0f} non-zero MAC / sample (dense {r['dense_macs']:,.0f}); "
+            f"energy estimate {r['energy_uj']:.4f} uJ / sample (E_MAC = {4.6 if 'e_mac_pj' not in r else r['e_mac_pj']} pJ)"  # noqa: E501
+        )
         return "\n".join(lines) + "\n"
-    lines += [f"SNN, T = {r['num_steps']}, {r['num_samples']} test samples; per sample:", "",
-              "| layer | neurons | spikes | firing rate (spikes/neuron/step) | synops (AC) | dense-mask synops (AC) |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        f"SNN, T = {r['num_steps']}, {r['num_samples']} test samples; per sample:",
+        "",
+        "| layer | neurons | spikes | firing rate (spikes/neuron/step) | synops (AC) | dense-mask synops (AC) |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, l in r["layers"].items():
-        lines.append(f"| {r.get('labels', {}).get(name, name)} | {l['neurons']:,} | {l['spikes']:,.1f} | {l['firing_rate']:.4f} | {l['synops']:,.0f} | {l['dense_synops']:,.0f} |")
+        lines.append(
+            f"| {r.get('labels', {}).get(name, name)} | {l['neurons']:,} | {l['spikes']:,.1f} | {l['firing_rate']:.4f} | {l['synops']:,.0f} | {l['dense_synops']:,.0f} |"  # noqa: E501
+        )
     t = r["total"]
-    lines += [f"| **total** | {t['neurons']:,} | {t['spikes']:,.1f} | | {t['synops']:,.0f} | {t['dense_synops']:,.0f} |", "",
-              f"first layer (analog input, not spikes): {r['first_layer_macs']:,.0f} MAC / sample over T steps",
-              f"dense-mask / sparse synops: {r['synop_ratio_dense_over_sparse']:.2f}x",
-              f"energy estimate: {r['energy_uj']:.4f} uJ / sample (dense masks {r['dense_energy_uj']:.4f}); "
-              f"E_AC = {r['e_ac_pj']} pJ, E_MAC = {r['e_mac_pj']} pJ (45 nm, Horowitz 2014) — an estimate, not a measurement"]
+    lines += [
+        f"| **total** | {t['neurons']:,} | {t['spikes']:,.1f} | | {t['synops']:,.0f} | {t['dense_synops']:,.0f} |",
+        "",
+        f"first layer (analog input, not spikes): {r['first_layer_macs']:,.0f} MAC / sample over T steps",
+        f"dense-mask / sparse synops: {r['synop_ratio_dense_over_sparse']:.2f}x",
+        f"energy estimate: {r['energy_uj']:.4f} uJ / sample (dense masks {r['dense_energy_uj']:.4f}); "
+        f"E_AC = {r['e_ac_pj']} pJ, E_MAC = {r['e_mac_pj']} pJ (45 nm, Horowitz 2014) — an estimate, not a measurement",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def plot_layers(r: dict[str, Any], path: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -133,8 +181,10 @@ def plot_layers(r: dict[str, Any], path: str) -> None:
     panels = [("sparsity (fraction pruned)", [label(n) for n in sp], list(sp.values()))]
     if r["kind"] == "snn":
         names = list(r["layers"])
-        panels = [("spikes / sample", [label(n) for n in names], [r["layers"][n]["spikes"] for n in names]),
-                  ("synops / sample", [label(n) for n in names], [r["layers"][n]["synops"] for n in names])] + panels
+        panels = [
+            ("spikes / sample", [label(n) for n in names], [r["layers"][n]["spikes"] for n in names]),
+            ("synops / sample", [label(n) for n in names], [r["layers"][n]["synops"] for n in names]),
+        ] + panels
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for ax, (title, names, vals) in zip(list(axes) if len(panels) > 1 else [axes], panels):
         ax.bar(range(len(vals)), vals)

@@ -7,6 +7,7 @@ epsilon: the paper's protocol (for an SNN, every attack through the 19 gradient 
 paths, Square, optional transfer, convergence rounds with 2x steps) on the survivors; the headline is the
 per-sample worst case. Results go to ``<log_dir>/evaluation/`` (see ``AttackEvaluation``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,17 +19,17 @@ import time
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
-from tqdm import tqdm
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.utilities.distributed import gather_all_tensors
+from tqdm import tqdm
 
-from srsnn.robustness.attacks import Eps, paper_ensemble, parse_eps
 from srsnn.errors import UserError
 from srsnn.modes import frozen_parameters, module_mode
-from srsnn.robustness.reporting import attacks_markdown, plot_robust_accuracy
+from srsnn.robustness.attacks import Eps, paper_ensemble, parse_eps
 from srsnn.robustness.audit import audit, confidence_statement, dead_paths, summarize, verdict
 from srsnn.robustness.budget import AdaptiveBudget
+from srsnn.robustness.reporting import attacks_markdown, plot_robust_accuracy
 from srsnn.robustness.runner import Evaluator
 
 from .interrupt import sigterm_as_interrupt
@@ -74,12 +75,16 @@ def test_subset(trainer, num_samples: int) -> tuple[torch.Tensor, torch.Tensor, 
     rank's exact, non-overlapping shard of them: ``(x, y, global indices)``. Works with any LightningDataModule."""
     dm = trainer.datamodule
     if dm is None or not callable(getattr(dm, "test_dataloader", None)):
-        raise UserError("the evaluation callbacks need a LightningDataModule with a test_dataloader() "
-                        "(pass --data ...; a bare dataloader has no fixed test set to evaluate)")
+        raise UserError(
+            "the evaluation callbacks need a LightningDataModule with a test_dataloader() "
+            "(pass --data ...; a bare dataloader has no fixed test set to evaluate)"
+        )
     loader = dm.test_dataloader()
     if isinstance(getattr(loader, "sampler", None), torch.utils.data.RandomSampler):
-        raise UserError(f"{type(dm).__name__}.test_dataloader() shuffles; the evaluation needs a fixed order "
-                        "(use shuffle=False for the test set)")
+        raise UserError(
+            f"{type(dm).__name__}.test_dataloader() shuffles; the evaluation needs a fixed order "
+            "(use shuffle=False for the test set)"
+        )
     xs, ys, n = [], [], 0
     for batch in loader:
         if not isinstance(batch, (list, tuple)) or len(batch) < 2:
@@ -93,7 +98,7 @@ def test_subset(trainer, num_samples: int) -> tuple[torch.Tensor, torch.Tensor, 
         raise UserError(f"{type(dm).__name__}.test_dataloader() is empty")
     x, y = torch.cat(xs), torch.cat(ys).long()
     n = min(num_samples, len(y)) if num_samples else len(y)
-    idx = list(range(n))[trainer.global_rank::trainer.world_size]
+    idx = list(range(n))[trainer.global_rank :: trainer.world_size]
     return x[idx], y[idx], idx
 
 
@@ -109,8 +114,10 @@ def gather_objects(obj: Any) -> list[Any]:
 DEFAULT_ADAPTIVE = dataclasses.asdict(AdaptiveBudget())
 # named budgets for ``adaptive``: ``strong`` (the default, what the README's numbers use) and ``quick`` (plumbing
 # checks and smoke runs: its numbers are upper bounds, and the audit says so); ``paper`` = the protocol alone
-PRESETS = {"strong": {}, "quick": dict(top_k=1, steps=5, max_targets=2, other_targets=1, square_queries=50,
-                                       check_rounds=1)}
+PRESETS = {
+    "strong": {},
+    "quick": dict(top_k=1, steps=5, max_targets=2, other_targets=1, square_queries=50, check_rounds=1),
+}
 
 
 class AttackEvaluation(Callback):
@@ -125,7 +132,8 @@ class AttackEvaluation(Callback):
         ensemble: ``auto`` (SNN: the paper's 19 gradient paths; ANN: the network), ``none`` or ``paper``.
         adaptive: the tier beyond the paper: a preset (``strong`` = ``true``, the default; ``quick``; ``paper`` =
             ``false``, the paper's protocol only) or the strong budget with some keys changed
-            (``srsnn.robustness.budget.AdaptiveBudget``: top_k, steps, restarts, ce_restarts, max_targets, other_targets,
+            (``srsnn.robustness.budget.AdaptiveBudget``: top_k, steps, restarts, ce_restarts, max_targets,
+            other_targets,
             square_queries, check_rounds), e.g. ``{square_queries: 5000}``.
         transfer_from: ``{config: <yaml>, ckpt_path: <ckpt>}`` of a source model; its PGD examples count too.
         audit: run the audit; large_eps: epsilon of the "near 0 accuracy" check; margin_points: how far (in
@@ -137,25 +145,40 @@ class AttackEvaluation(Callback):
     ``test/robust_paper_<attack>/eps=E``. Ctrl-C / SIGTERM stop it within seconds, writing the finished epsilons.
     """
 
-    def __init__(self, attacks: Sequence[Mapping[str, Any]] = PAPER_ATTACKS, epsilons: Optional[list[Eps]] = None,
-                 num_samples: int = 500, batch_size: int = 100, ensemble: str = "auto",
-                 adaptive: Union[bool, str, dict[str, Any]] = True, transfer_from: Optional[dict[str, str]] = None,
-                 audit: bool = True, large_eps: float = 0.5, margin_points: float = 2.0,
-                 output_dir: Optional[str] = None):
+    def __init__(
+        self,
+        attacks: Sequence[Mapping[str, Any]] = PAPER_ATTACKS,
+        epsilons: Optional[list[Eps]] = None,
+        num_samples: int = 500,
+        batch_size: int = 100,
+        ensemble: str = "auto",
+        adaptive: Union[bool, str, dict[str, Any]] = True,
+        transfer_from: Optional[dict[str, str]] = None,
+        audit: bool = True,
+        large_eps: float = 0.5,
+        margin_points: float = 2.0,
+        output_dir: Optional[str] = None,
+    ):
         self.attacks = [dict(a) for a in attacks]
         for a in self.attacks:
             if a.get("name") not in WHITE_BOX:
-                raise UserError(f"AttackEvaluation: attack {a.get('name')!r} is not a white-box attack of {WHITE_BOX}"
-                                " (Square and APGD-T belong to `adaptive`, transfer to `transfer_from`)")
-        self.epsilons = sorted(parse_eps(e, "AttackEvaluation.epsilons") for e in (epsilons or ["2/255", "4/255", "8/255"]))
+                raise UserError(
+                    f"AttackEvaluation: attack {a.get('name')!r} is not a white-box attack of {WHITE_BOX}"
+                    " (Square and APGD-T belong to `adaptive`, transfer to `transfer_from`)"
+                )
+        self.epsilons = sorted(
+            parse_eps(e, "AttackEvaluation.epsilons") for e in (epsilons or ["2/255", "4/255", "8/255"])
+        )
         if ensemble not in ("auto", "none", "paper"):
             raise UserError(f"AttackEvaluation.ensemble must be auto, none or paper, got {ensemble!r}")
         if num_samples < 0 or batch_size < 1:
             raise UserError("AttackEvaluation needs num_samples >= 0 and batch_size >= 1")
         if isinstance(adaptive, str):
             if adaptive not in (*PRESETS, "paper"):
-                raise UserError(f"AttackEvaluation.adaptive: unknown preset {adaptive!r}; one of "
-                                f"{[*PRESETS, 'paper']} or a dict of {sorted(DEFAULT_ADAPTIVE)}")
+                raise UserError(
+                    f"AttackEvaluation.adaptive: unknown preset {adaptive!r}; one of "
+                    f"{[*PRESETS, 'paper']} or a dict of {sorted(DEFAULT_ADAPTIVE)}"
+                )
             adaptive = False if adaptive == "paper" else PRESETS[adaptive]
         if adaptive is True:
             adaptive = {}
@@ -204,37 +227,73 @@ class AttackEvaluation(Callback):
         members = self.members(pl_module)
         reduce = sum_over_ranks  # counts are made on the data's device (NCCL takes accelerator tensors only)
         show = trainer.is_global_zero and trainer.progress_bar_callback is not None
-        progress = (lambda total: tqdm(total=total, desc="robustness", file=sys.stderr, dynamic_ncols=True,
-                                       smoothing=0.1)) if show else None
-        ev = Evaluator(model, members, self.epsilons, self.attacks, num_classes, self.adaptive,
-                       transfer=self._transfer_source(device), reduce=reduce, progress=progress,
-                       batch_size=self.batch_size, stop=self._stop.is_set if getattr(self, "_stop", None) else None)
+        progress = (
+            (lambda total: tqdm(total=total, desc="robustness", file=sys.stderr, dynamic_ncols=True, smoothing=0.1))
+            if show
+            else None
+        )
+        ev = Evaluator(
+            model,
+            members,
+            self.epsilons,
+            self.attacks,
+            num_classes,
+            self.adaptive,
+            transfer=self._transfer_source(device),
+            reduce=reduce,
+            progress=progress,
+            batch_size=self.batch_size,
+            stop=self._stop.is_set if getattr(self, "_stop", None) else None,
+        )
         total = int(reduce(torch.tensor(float(len(y)), device=device)).item())
         names = [m["name"] for m in ev.members]
-        rank_zero_info(f"[AttackEvaluation] {total} test samples, {len(self.epsilons)} epsilon(s), "
-                       f"{'ensemble of ' + str(len(names)) + ' gradient paths' if members else 'the network itself'}; "
-                       f"{ev.units_per_eps() * len(self.epsilons)} attack runs, each on the samples nothing broke yet")
+        rank_zero_info(
+            f"[AttackEvaluation] {total} test samples, {len(self.epsilons)} epsilon(s), "
+            f"{'ensemble of ' + str(len(names)) + ' gradient paths' if members else 'the network itself'}; "
+            f"{ev.units_per_eps() * len(self.epsilons)} attack runs, each on the samples nothing broke yet"
+        )
         with frozen_parameters(model, ev.transfer[1] if ev.transfer else None):  # attacks need dL/dx only
             local = ev.run(x, y)
             clean = int(reduce(torch.tensor(float(sum(local["clean"])), device=device)).item())
             per_eps = summarize(local, max(total, 1), clean)
             checks, zero_by_path = self._audit(ev, x, y, per_eps, total, num_classes, local) if self.audit else ([], {})
-        confidence = [confidence_statement(e, v["worst"], v.get("confidence") if self.adaptive else None, total)
-                      for e, v in per_eps.items()]
-        res = {"kind": getattr(pl_module, "kind", "ann"), "num_samples": total, "clean_acc": clean / max(total, 1),
-               "num_classes": num_classes, "epsilons": [float(e) for e in per_eps], "ensemble": names,
-               "budget": {"paper": ", ".join(Evaluator.label(a) for a in self.attacks)
-                          + (f" through {len(names)} gradient paths (ensemble)" if members else " on the network"),
-                          "rank_attack": Evaluator.label(ev.rank_attack),
-                          "adaptive": self.adaptive.describe(len(names), num_classes) if self.adaptive else None,
-                          "transfer": f"PGD-10 from {self.transfer_from['ckpt_path']}" if self.transfer_from else None},
-               "eps": per_eps, "audit": checks, "confidence": confidence, "interrupted": local["interrupted"],
-               "zero_gradient_samples_by_path": zero_by_path, "notes": dead_paths(zero_by_path, total),
-               "members_alone": ({"eps": local["ranking"]["eps"], "attack": local["ranking"]["attack"],
-                                  "accuracy": {k: (clean - v) / max(total, 1) for k, v in local["ranking"]["broken"].items()},
-                                  "top_k": [m["name"] for m in ev.ranked[: self.adaptive.top_k]]}
-                                 if local["ranking"] else None),
-               "seconds": time.time() - t0, "seconds_by_stage": {k: round(v, 1) for k, v in ev.seconds.items()}}
+        confidence = [
+            confidence_statement(e, v["worst"], v.get("confidence") if self.adaptive else None, total)
+            for e, v in per_eps.items()
+        ]
+        res = {
+            "kind": getattr(pl_module, "kind", "ann"),
+            "num_samples": total,
+            "clean_acc": clean / max(total, 1),
+            "num_classes": num_classes,
+            "epsilons": [float(e) for e in per_eps],
+            "ensemble": names,
+            "budget": {
+                "paper": ", ".join(Evaluator.label(a) for a in self.attacks)
+                + (f" through {len(names)} gradient paths (ensemble)" if members else " on the network"),
+                "rank_attack": Evaluator.label(ev.rank_attack),
+                "adaptive": self.adaptive.describe(len(names), num_classes) if self.adaptive else None,
+                "transfer": f"PGD-10 from {self.transfer_from['ckpt_path']}" if self.transfer_from else None,
+            },
+            "eps": per_eps,
+            "audit": checks,
+            "confidence": confidence,
+            "interrupted": local["interrupted"],
+            "zero_gradient_samples_by_path": zero_by_path,
+            "notes": dead_paths(zero_by_path, total),
+            "members_alone": (
+                {
+                    "eps": local["ranking"]["eps"],
+                    "attack": local["ranking"]["attack"],
+                    "accuracy": {k: (clean - v) / max(total, 1) for k, v in local["ranking"]["broken"].items()},
+                    "top_k": [m["name"] for m in ev.ranked[: self.adaptive.top_k]],
+                }
+                if local["ranking"]
+                else None
+            ),
+            "seconds": time.time() - t0,
+            "seconds_by_stage": {k: round(v, 1) for k, v in ev.seconds.items()},
+        }
         _log_summary(res)
         return res, _per_sample_records(idx, local)
 
@@ -247,14 +306,21 @@ class AttackEvaluation(Callback):
         src, _, _ = load_trained(self.transfer_from["config"], self.transfer_from["ckpt_path"])
         return os.path.basename(self.transfer_from["ckpt_path"]), src.model.to(device).eval()
 
-    def _audit(self, ev: Evaluator, x, y, per_eps: dict, total: int, num_classes: int, local: dict) -> tuple[list, dict]:
+    def _audit(
+        self, ev: Evaluator, x, y, per_eps: dict, total: int, num_classes: int, local: dict
+    ) -> tuple[list, dict]:
         """The audit's checks and the zero-gradient samples per path (counted over every rank)."""
         if local["interrupted"]:
             return [], {}
         try:
             zero_all, zero_local = ev.zero_gradients(x, y)
-            counts = sum_over_ranks(torch.tensor([float(zero_all.sum())] + [float(v) for v in zero_local.values()],
-                                                 dtype=torch.float64, device=x.device)).tolist()
+            counts = sum_over_ranks(
+                torch.tensor(
+                    [float(zero_all.sum())] + [float(v) for v in zero_local.values()],
+                    dtype=torch.float64,
+                    device=x.device,
+                )
+            ).tolist()
             big = (self.large_eps, ev.robust_count(x, y, self.large_eps, {"name": "pgd", "steps": 20}) / max(total, 1))
             checks = audit(per_eps, total, int(counts[0]), big, num_classes, self.margin_points)
             return checks, dict(zip(zero_local, map(int, counts[1:])))
@@ -263,9 +329,17 @@ class AttackEvaluation(Callback):
             return [], {}
 
     def write(self, trainer) -> None:
-        write_results(trainer, self.output_dir, "attacks", self.results, attacks_markdown(self.results),
-                      {"robust_accuracy.png": lambda p: plot_robust_accuracy({"this model": self.results}, p),
-                       "per_sample.json": lambda p: json.dump(self.per_sample, open(p, "w"))})
+        write_results(
+            trainer,
+            self.output_dir,
+            "attacks",
+            self.results,
+            attacks_markdown(self.results),
+            {
+                "robust_accuracy.png": lambda p: plot_robust_accuracy({"this model": self.results}, p),
+                "per_sample.json": lambda p: json.dump(self.per_sample, open(p, "w")),
+            },
+        )
 
 
 def _log_summary(res: dict) -> None:
@@ -275,8 +349,10 @@ def _log_summary(res: dict) -> None:
     for note in res["notes"]:
         rank_zero_info(f"[audit] NOTE: {note}")
     for eps, v in res["eps"].items():
-        rank_zero_info(f"[AttackEvaluation] eps={eps}: worst case {v['worst']:.4f}, paper protocol {v['paper_all']:.4f}"
-                       f" (overestimate {v['overestimate_points']:.1f} points)")
+        rank_zero_info(
+            f"[AttackEvaluation] eps={eps}: worst case {v['worst']:.4f}, paper protocol {v['paper_all']:.4f}"
+            f" (overestimate {v['overestimate_points']:.1f} points)"
+        )
     for line in res["confidence"]:
         rank_zero_info(f"[confidence] {line}")
 
@@ -286,12 +362,17 @@ def _per_sample_records(idx: list, local: dict) -> dict:
     merged: dict[int, dict] = {}
     for shard_idx, shard in gather_objects((idx, local)):
         for k, i in enumerate(shard_idx):
-            merged[i] = {"index": i, "clean_correct": shard["clean"][k],
-                         "broken_by": {e: r["per_sample"]["worst"][k] for e, r in shard["eps"].items()},
-                         "paper": {e: {a: rec[k] for a, rec in r["per_sample"]["paper"].items()}
-                                   for e, r in shard["eps"].items()}}
-    return {"note": "broken_by: the first attack/member that broke the sample at that epsilon (null = robust "
-                     "to everything run; 'clean' = misclassified without attack; '@eps=E': broken at a smaller "
-                     "epsilon E); paper: the member that broke it under each paper-protocol attack",
-            "samples": [merged[i] for i in sorted(merged)]}
-
+            merged[i] = {
+                "index": i,
+                "clean_correct": shard["clean"][k],
+                "broken_by": {e: r["per_sample"]["worst"][k] for e, r in shard["eps"].items()},
+                "paper": {
+                    e: {a: rec[k] for a, rec in r["per_sample"]["paper"].items()} for e, r in shard["eps"].items()
+                },
+            }
+    return {
+        "note": "broken_by: the first attack/member that broke the sample at that epsilon (null = robust "
+        "to everything run; 'clean' = misclassified without attack; '@eps=E': broken at a smaller "
+        "epsilon E); paper: the member that broke it under each paper-protocol attack",
+        "samples": [merged[i] for i in sorted(merged)],
+    }

@@ -1,4 +1,5 @@
 """``SaveOnInterrupt``: SIGTERM or Ctrl-C during ``fit`` saves a resumable checkpoint, then the run exits 1."""
+
 from __future__ import annotations
 
 import contextlib
@@ -61,5 +62,7 @@ class SaveOnInterrupt(Callback):
         path = os.path.join(cb.dirpath, "interrupted.ckpt")
         trainer.save_checkpoint(path)
         last = os.path.join(cb.dirpath, "last.ckpt")
-        rank_zero_info(f"interrupted: saved {path} (resume there with --ckpt_path {path}"
-                       + (f"; {last} is the exact end-of-epoch resume point)" if os.path.isfile(last) else ")"))
+        rank_zero_info(
+            f"interrupted: saved {path} (resume there with --ckpt_path {path}"
+            + (f"; {last} is the exact end-of-epoch resume point)" if os.path.isfile(last) else ")")
+        )

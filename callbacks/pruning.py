@@ -13,6 +13,7 @@
 
 All log per-layer and global sparsity (``sparsity/<layer>``, ``sparsity/global``) at every change.
 """
+
 from __future__ import annotations
 
 import time
@@ -25,8 +26,16 @@ from torch import nn
 
 from srsnn.devices import device_of
 from srsnn.errors import UserError
-from srsnn.pruning.masks import add_mask, ensure_masks, get_weight_mask, prunable_layers, raw_weight, sparsity_report, topk_mask
 from srsnn.modes import module_mode
+from srsnn.pruning.masks import (
+    add_mask,
+    ensure_masks,
+    get_weight_mask,
+    prunable_layers,
+    raw_weight,
+    sparsity_report,
+    topk_mask,
+)
 
 
 def _check_sparsity(sparsity: float) -> float:
@@ -51,21 +60,29 @@ class _Pruning(Callback):
         metrics = {f"sparsity/{k}": v for k, v in report.items()}
         if trainer.logger is not None:
             trainer.logger.log_metrics(metrics, step=trainer.global_step)
-        rank_zero_info(f"[{type(self).__name__}] epoch {trainer.current_epoch}: global sparsity "
-                       f"{report['global']:.4f} (" + ", ".join(f"{k} {v:.3f}" for k, v in report.items() if k != "global") + ")")
+        rank_zero_info(
+            f"[{type(self).__name__}] epoch {trainer.current_epoch}: global sparsity "
+            f"{report['global']:.4f} (" + ", ".join(f"{k} {v:.3f}" for k, v in report.items() if k != "global") + ")"
+        )
         return report
 
 
 class MagnitudePruning(_Pruning):
     """Args:
-        sparsity: final fraction of pruned weights, in [0, 1).
-        scope: ``layer`` (uniform per layer, the paper's LWM) or ``global`` (one magnitude threshold).
-        start_epoch, end_epoch: one-shot at ``start_epoch`` when ``end_epoch`` is None, else gradual (cubic).
-        frequency: prune every ``frequency`` epochs between start and end.
+    sparsity: final fraction of pruned weights, in [0, 1).
+    scope: ``layer`` (uniform per layer, the paper's LWM) or ``global`` (one magnitude threshold).
+    start_epoch, end_epoch: one-shot at ``start_epoch`` when ``end_epoch`` is None, else gradual (cubic).
+    frequency: prune every ``frequency`` epochs between start and end.
     """
 
-    def __init__(self, sparsity: float = 0.9, scope: str = "layer", start_epoch: int = 0,
-                 end_epoch: Optional[int] = None, frequency: int = 1):
+    def __init__(
+        self,
+        sparsity: float = 0.9,
+        scope: str = "layer",
+        start_epoch: int = 0,
+        end_epoch: Optional[int] = None,
+        frequency: int = 1,
+    ):
         super().__init__(sparsity)
         if scope not in ("layer", "global"):
             raise UserError(f"MagnitudePruning.scope must be 'layer' or 'global', got {scope!r}")
@@ -104,7 +121,7 @@ def prune_by_magnitude(net: nn.Module, sparsity: float, scope: str = "layer") ->
             offset = 0
             for m in layers:
                 n = m.weight.numel()
-                add_mask(m, keep[offset:offset + n].view_as(m.weight))
+                add_mask(m, keep[offset : offset + n].view_as(m.weight))
                 offset += n
         else:
             for m in layers:
@@ -114,9 +131,9 @@ def prune_by_magnitude(net: nn.Module, sparsity: float, scope: str = "layer") ->
 
 class HydraPruning(_Pruning):
     """Args:
-        sparsity: fraction of pruned weights in every layer, in [0, 1).
-        score_epochs: epochs of score training (weights frozen); the remaining epochs fine-tune the weights.
-        finetune_lr: learning rate of the weight fine-tuning (paper: 0.01); None keeps the schedule.
+    sparsity: fraction of pruned weights in every layer, in [0, 1).
+    score_epochs: epochs of score training (weights frozen); the remaining epochs fine-tune the weights.
+    finetune_lr: learning rate of the weight fine-tuning (paper: 0.01); None keeps the schedule.
     """
 
     learn_rate = False
@@ -184,8 +201,14 @@ class HarpPruning(HydraPruning):
 
     learn_rate = True
 
-    def __init__(self, sparsity: float = 0.9, score_epochs: int = 20, finetune_lr: Optional[float] = 0.01,
-                 gamma: float = 1.0, alpha: float = 0.1):
+    def __init__(
+        self,
+        sparsity: float = 0.9,
+        score_epochs: int = 20,
+        finetune_lr: Optional[float] = 0.01,
+        gamma: float = 1.0,
+        alpha: float = 0.1,
+    ):
         super().__init__(sparsity, score_epochs, finetune_lr)
         if gamma < 0 or not 0 <= alpha <= 1:
             raise UserError(f"HarpPruning needs gamma >= 0 and alpha in [0, 1], got {gamma}, {alpha}")
@@ -261,23 +284,34 @@ class ChannelPruning(_Pruning):
         example = torch.rand(2, *dm.input_shape, device=device_of(net)) if dm is not None else None
         if example is None:
             raise UserError("ChannelPruning needs a datamodule with input_shape")
-        imp = tp.importance.BNScaleImportance() if self.importance == "bn_scale" else \
-            tp.importance.MagnitudeImportance(p=1 if self.importance == "l1" else 2)
+        imp = (
+            tp.importance.BNScaleImportance()
+            if self.importance == "bn_scale"
+            else tp.importance.MagnitudeImportance(p=1 if self.importance == "l1" else 2)
+        )
         classifier = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
         with module_mode(net, train=None):  # torch-pruning's counting leaves modules in eval mode
             macs0, params0 = tp.utils.count_ops_and_params(net, example)
             t0 = _latency(net, dm.input_shape)
-            pruner = tp.pruner.MetaPruner(net, example, importance=imp, pruning_ratio=self.sparsity,
-                                          ignored_layers=[classifier])
+            pruner = tp.pruner.MetaPruner(
+                net, example, importance=imp, pruning_ratio=self.sparsity, ignored_layers=[classifier]
+            )
             pruner.step()
             macs1, params1 = tp.utils.count_ops_and_params(net, example)
             t1 = _latency(net, dm.input_shape)
         # torch-pruning's count_ops_and_params already counts multiply-accumulates of one example (not FLOPs)
-        self.report = {"params_before": params0, "params_after": params1, "macs_before": macs0,
-                       "macs_after": macs1, "cpu_latency_ratio": t0 / t1}
-        rank_zero_info(f"[ChannelPruning] params {params0:,} -> {params1:,} ({params0 / params1:.2f}x), "
-                       f"MACs {macs0:,.0f} -> {macs1:,.0f} ({macs0 / macs1:.2f}x), "
-                       f"CPU latency (batch 64) {t0 * 1e3:.2f} ms -> {t1 * 1e3:.2f} ms ({t0 / t1:.2f}x faster)")
+        self.report = {
+            "params_before": params0,
+            "params_after": params1,
+            "macs_before": macs0,
+            "macs_after": macs1,
+            "cpu_latency_ratio": t0 / t1,
+        }
+        rank_zero_info(
+            f"[ChannelPruning] params {params0:,} -> {params1:,} ({params0 / params1:.2f}x), "
+            f"MACs {macs0:,.0f} -> {macs1:,.0f} ({macs0 / macs1:.2f}x), "
+            f"CPU latency (batch 64) {t0 * 1e3:.2f} ms -> {t1 * 1e3:.2f} ms ({t0 / t1:.2f}x faster)"
+        )
         pl_module.channel_pruned = True
 
     def on_train_start(self, trainer, pl_module):

@@ -6,6 +6,7 @@ attacks and epsilon are defined there; normalisation belongs to the network) and
 the training set with a seeded generator, and raises ``DataNotFoundError`` with the folder and the fix
 when its files are missing.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -95,9 +96,15 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     def _loader(self, ds: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
         # own generators: creating an iterator must not draw from the global RNG (exact resume)
-        return DataLoader(ds, batch_size=batch_size, sampler=EpochShuffle(len(ds), self.seed) if shuffle else None,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(self.seed))
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            sampler=EpochShuffle(len(ds), self.seed) if shuffle else None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def train_dataloader(self):
         return self._loader(self.data_train, True, self.batch_size)

@@ -1,4 +1,5 @@
 """Datasets that ship inside installed packages and work offline."""
+
 from __future__ import annotations
 
 import numpy as np

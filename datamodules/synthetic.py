@@ -1,4 +1,5 @@
 """Random images of a chosen shape: smoke-tests of a recipe at its true input shape, with no files (CI)."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -6,9 +7,8 @@ from typing import Sequence
 import torch
 from torch.utils.data import TensorDataset
 
-from .errors import DataError
-
 from .base import ImageClassificationDataModule
+from .errors import DataError
 
 
 class Synthetic(ImageClassificationDataModule):
@@ -17,12 +17,21 @@ class Synthetic(ImageClassificationDataModule):
     ``download`` and ``augment`` are accepted and ignored, so a torchvision recipe's data block can switch to it
     with ``--data.class_path datamodules.Synthetic``."""
 
-    def __init__(self, num_classes: int = 10, input_shape: Sequence[int] = (3, 32, 32), size: int = 64,
-                 download: bool = False, augment: bool = False, **kwargs):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        input_shape: Sequence[int] = (3, 32, 32),
+        size: int = 64,
+        download: bool = False,
+        augment: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if num_classes < 2 or size < 8 or len(input_shape) != 3 or min(input_shape) < 1:
-            raise DataError(f"data: Synthetic needs num_classes >= 2, size >= 8 and a (C, H, W) input_shape, got "
-                            f"{num_classes}, {size}, {tuple(input_shape)}")
+            raise DataError(
+                f"data: Synthetic needs num_classes >= 2, size >= 8 and a (C, H, W) input_shape, got "
+                f"{num_classes}, {size}, {tuple(input_shape)}"
+            )
         self.num_classes = int(num_classes)
         self.input_shape = tuple(int(v) for v in input_shape)
         self.size = int(size)

@@ -7,6 +7,7 @@
 The official test split has no labels, so (as in the TMLR/CPAL papers and most robustness work) the labelled
 val split is the test set, and the validation set is split off the training set.
 """
+
 from __future__ import annotations
 
 import os
@@ -70,5 +71,6 @@ class TinyImageNet(TorchvisionDataModule):
         if train:
             return classes
         val = os.path.join(self.root, "val")
-        return _AnnotatedImages(os.path.join(val, "images"), os.path.join(val, "val_annotations.txt"),
-                                classes.class_to_idx, transform)
+        return _AnnotatedImages(
+            os.path.join(val, "images"), os.path.join(val, "val_annotations.txt"), classes.class_to_idx, transform
+        )

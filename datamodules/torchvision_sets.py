@@ -1,4 +1,5 @@
 """Standard datasets through torchvision (downloaded once when online, then read from ``data_dir``)."""
+
 from __future__ import annotations
 
 import os
@@ -36,10 +37,12 @@ class TorchvisionDataModule(ImageClassificationDataModule):
             return fn()
         except Exception as err:
             where = os.path.abspath(self.data_dir)
-            how = ("run once with network access and --data.init_args.download true, or copy the dataset "
-                   f"files into {where} in {self.layout}")
+            how = (
+                "run once with network access and --data.init_args.download true, or copy the dataset "
+                f"files into {where} in {self.layout}"
+            )
             raise DataNotFoundError(
-                f"{self.dataset_name} was not found in {where} ({type(err).__name__}: {str(err).splitlines()[0][:120]}). "
+                f"{self.dataset_name} was not found in {where} ({type(err).__name__}: {str(err).splitlines()[0][:120]}). "  # noqa: E501
                 f"To fix: {how}. Offline alternatives that need no files: conf/digits/*, conf/mnist5k/*."
             ) from None
 
@@ -80,5 +83,6 @@ class SVHN(TorchvisionDataModule):
     augment = [T.RandomCrop(32, padding=4)]
 
     def _make(self, train: bool, transform):
-        return torchvision.datasets.SVHN(self.data_dir, split="train" if train else "test",
-                                         transform=transform, download=self.download)
+        return torchvision.datasets.SVHN(
+            self.data_dir, split="train" if train else "test", transform=transform, download=self.download
+        )

@@ -6,13 +6,15 @@ Objectives (inner maximisation by torchattacks):
 * ``pgd_at`` (Madry et al., 2018): CE(f(x_adv), y), x_adv from PGD (or R+FGSM with ``inner_attack: rfgsm``)
 * ``trades`` (Zhang et al., 2019): CE(f(x), y) + beta * KL(f(x) || f(x_adv)), x_adv maximising the KL term
   by TPGD (``inner_attack: pgd``) or single-step R+FGSM (``inner_attack: rfgsm``, the SNN fine-tuning of the paper)
-* ``mart`` (Wang et al., 2020): boosted CE on x_adv + beta * misclassification-weighted KL (``srsnn.robustness.objectives``;
+* ``mart`` (Wang et al., 2020): boosted CE on x_adv + beta * misclassification-weighted KL
+(``srsnn.robustness.objectives``;
   set ``beta: 4`` as the reference code does), x_adv from PGD on CE (or R+FGSM)
 
 Validation and test log clean accuracy and ``pgd_acc_single_path``: PGD at ``eval_epsilon`` through the model's
 own training gradient path only (a quick model-selection signal, *not* a robustness number: for that see
 ``callbacks.AttackEvaluation``; needs ``Trainer(inference_mode=False)``, the default of ``train.py``).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,12 +27,12 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import Accuracy, MeanMetric
 
-from srsnn.robustness.attacks import Eps, check_pixel_range, make_attack, parse_eps
-from srsnn.pruning.channels import adopt_shapes
-from srsnn.io.checkpoints import TAG
 from srsnn.errors import UserError
-from srsnn.pruning.masks import prepare_masks, state_dict_mismatch
+from srsnn.io.checkpoints import TAG
 from srsnn.modes import module_mode
+from srsnn.pruning.channels import adopt_shapes
+from srsnn.pruning.masks import prepare_masks, state_dict_mismatch
+from srsnn.robustness.attacks import Eps, check_pixel_range, make_attack, parse_eps
 from srsnn.robustness.objectives import OBJECTIVES, mart_loss, trades_loss
 
 SPLITS = ("train", "val", "test")
@@ -73,11 +75,18 @@ class AdversarialClassifier(L.LightningModule):
         self.attack_steps, self.attack_step_size, self.eval_steps = attack_steps, attack_step_size, eval_steps
         self.val_attack = val_attack
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.metrics = nn.ModuleDict({
-            f"{split}_metrics": nn.ModuleDict({"loss": MeanMetric(), "acc": Accuracy("multiclass", num_classes=self._num_classes()),
-                                  "pgd_acc": Accuracy("multiclass", num_classes=self._num_classes())})
-            for split in SPLITS  # "_metrics" suffix: a key "train" would shadow nn.Module.train
-        })
+        self.metrics = nn.ModuleDict(
+            {
+                f"{split}_metrics": nn.ModuleDict(
+                    {
+                        "loss": MeanMetric(),
+                        "acc": Accuracy("multiclass", num_classes=self._num_classes()),
+                        "pgd_acc": Accuracy("multiclass", num_classes=self._num_classes()),
+                    }
+                )
+                for split in SPLITS  # "_metrics" suffix: a key "train" would shadow nn.Module.train
+            }
+        )
 
     # -- to be provided by subclasses -----------------------------------------------------------
     @property
@@ -94,8 +103,10 @@ class AdversarialClassifier(L.LightningModule):
         strategy = self.trainer.strategy if self._trainer is not None else None
         if getattr(strategy, "_layer_sync", None) is not None and strategy.root_device.type != "cuda":
             # torch's SyncBatchNorm is CUDA-only; without this check DDP fails deep inside with a traceback
-            raise UserError("trainer.sync_batchnorm needs GPUs (torch's SyncBatchNorm is CUDA-only); on CPU set "
-                            "--trainer.sync_batchnorm false (each rank then normalises with its own batch statistics)")
+            raise UserError(
+                "trainer.sync_batchnorm needs GPUs (torch's SyncBatchNorm is CUDA-only); on CPU set "
+                "--trainer.sync_batchnorm false (each rank then normalises with its own batch statistics)"
+            )
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None:
             return
@@ -110,8 +121,10 @@ class AdversarialClassifier(L.LightningModule):
             x, y = batch[0], torch.as_tensor(batch[1])
             shape = shape or tuple(x.shape[1:])
             if not classes and y.numel() and int(y.max()) >= self._num_classes():
-                raise UserError(f"the data has labels up to {int(y.max())} but the network ({type(self.model).__name__}) "
-                                f"has {self._num_classes()} outputs; set num_classes in model.init_args.net.init_args")
+                raise UserError(
+                    f"the data has labels up to {int(y.max())} but the network ({type(self.model).__name__}) "
+                    f"has {self._num_classes()} outputs; set num_classes in model.init_args.net.init_args"
+                )
             classes = classes or self._num_classes()
         self.check_fits_data(classes, tuple(shape))
 
@@ -119,22 +132,32 @@ class AdversarialClassifier(L.LightningModule):
         """One clear error when the configured network cannot take this datamodule's images or labels."""
         net = type(self.model).__name__
         if num_classes != self._num_classes():
-            raise UserError(f"the network ({net}) has {self._num_classes()} outputs but the data has {num_classes} "
-                            f"classes; set num_classes: {num_classes} in model.init_args.net.init_args")
+            raise UserError(
+                f"the network ({net}) has {self._num_classes()} outputs but the data has {num_classes} "
+                f"classes; set num_classes: {num_classes} in model.init_args.net.init_args"
+            )
         try:
             with module_mode(self.model), torch.no_grad():
                 p = next(self.model.parameters())
                 self.model(torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype))
         except RuntimeError as err:
-            raise UserError(f"the network ({net}) cannot take the data's images of shape {input_shape} "
-                            f"(check in_channels / input_size in model.init_args.net.init_args): "
-                            f"{str(err).splitlines()[0][:160]}") from None
+            raise UserError(
+                f"the network ({net}) cannot take the data's images of shape {input_shape} "
+                f"(check in_channels / input_size in model.init_args.net.init_args): "
+                f"{str(err).splitlines()[0][:160]}"
+            ) from None
 
     # -- objectives -----------------------------------------------------------------------------
     def adversarial_examples(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The inner maximisation of the training objective (model in eval mode while attacking)."""
-        name = {("pgd_at", "pgd"): "pgd", ("pgd_at", "rfgsm"): "rfgsm", ("mart", "pgd"): "pgd", ("mart", "rfgsm"): "rfgsm",
-                ("trades", "pgd"): "tpgd", ("trades", "rfgsm"): "rfgsm_kl"}[(self.objective, self.inner_attack)]
+        name = {
+            ("pgd_at", "pgd"): "pgd",
+            ("pgd_at", "rfgsm"): "rfgsm",
+            ("mart", "pgd"): "pgd",
+            ("mart", "rfgsm"): "rfgsm",
+            ("trades", "pgd"): "tpgd",
+            ("trades", "rfgsm"): "rfgsm_kl",
+        }[(self.objective, self.inner_attack)]
         attack = make_attack(name, self.model, self.epsilon, self.attack_steps, self.attack_step_size)
         with torch.enable_grad():
             return attack(x, y)
@@ -165,12 +188,16 @@ class AdversarialClassifier(L.LightningModule):
             if not torch.isfinite(loss):
                 cb = self.trainer.checkpoint_callback if self._trainer is not None else None
                 last = getattr(cb, "last_model_path", "") or getattr(cb, "best_model_path", "")
-                kept = (f"The last good checkpoint is kept: {last}." if last and os.path.isfile(last)
-                        else "No checkpoint was saved before this point.")
+                kept = (
+                    f"The last good checkpoint is kept: {last}."
+                    if last and os.path.isfile(last)
+                    else "No checkpoint was saved before this point."
+                )
                 raise UserError(
                     f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}. "
                     "Likely cause: a learning rate too high for this network/objective (lower "
-                    f"model.optimizer.init_args.lr) or corrupt inputs. {kept}")
+                    f"model.optimizer.init_args.lr) or corrupt inputs. {kept}"
+                )
         else:
             logits = self(x)
             loss = F.cross_entropy(logits, y)
@@ -216,8 +243,10 @@ class AdversarialClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint) -> None:
         checkpoint[TAG] = {"kind": self.kind, "net": self.network_name(), "channel_pruned": self.channel_pruned}
         # the RNG drives attack random starts: restoring it makes a resumed run match an uninterrupted one
-        checkpoint[TAG]["rng"] = {"cpu": torch.get_rng_state(),
-                                  "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}
+        checkpoint[TAG]["rng"] = {
+            "cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        }
 
     def on_train_epoch_start(self) -> None:
         rng, self._resume_rng = getattr(self, "_resume_rng", None), None
@@ -230,8 +259,10 @@ class AdversarialClassifier(L.LightningModule):
         info = checkpoint.get(TAG, {})
         self._resume_rng = info.get("rng")
         if info.get("kind") not in (None, self.kind):
-            raise UserError(f"this is a {info['kind']} checkpoint, but the config builds a {self.kind} model "
-                            f"({type(self).__name__}); use the matching config")
+            raise UserError(
+                f"this is a {info['kind']} checkpoint, but the config builds a {self.kind} model "
+                f"({type(self).__name__}); use the matching config"
+            )
         if info.get("channel_pruned"):
             adopt_shapes(self, checkpoint["state_dict"])
             self.channel_pruned = True
@@ -240,9 +271,11 @@ class AdversarialClassifier(L.LightningModule):
         problem = state_dict_mismatch(self.state_dict(), checkpoint["state_dict"])
         if problem:  # one line naming both sides, instead of torch's load_state_dict traceback
             theirs = info.get("net", "another network")
-            raise UserError(f"the checkpoint's network ({theirs}) does not fit the network the config builds "
-                            f"({self.network_name()}): {problem}. Use the config it was trained with (its run "
-                            "folder's config.yaml) or set model.init_args.net to its network")
+            raise UserError(
+                f"the checkpoint's network ({theirs}) does not fit the network the config builds "
+                f"({self.network_name()}): {problem}. Use the config it was trained with (its run "
+                "folder's config.yaml) or set model.init_args.net to its network"
+            )
 
     def network_name(self) -> str:
         """The network's class, as checkpoints record it (``net``) to name a mismatch."""

@@ -5,6 +5,7 @@ the single-step R+FGSM attack on the KL term (eps = 2/255, alpha = 1/255), BPTT 
 surrogate (gamma = 1). Weights (masked: pruned entries stay exactly zero), BN affine parameters and
 thresholds are trained; masks are frozen buffers.
 """
+
 from __future__ import annotations
 
 import copy
@@ -15,11 +16,11 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from srsnn.io.checkpoints import load_network
-from srsnn.snn.conversion import convert, recipe_from, spiking_structure
 from srsnn.devices import device_of
 from srsnn.errors import UserError
+from srsnn.io.checkpoints import load_network
 from srsnn.pruning.masks import prunable_layers, raw_weight
+from srsnn.snn.conversion import convert, recipe_from, spiking_structure
 from srsnn.snn.network import SCHEDULES, SpikingNetwork, record_spikes
 
 from .adversarial import AdversarialClassifier
@@ -48,23 +49,24 @@ def calibration_images(datamodule, num_batches: int, batch_size: int) -> list[to
 
 class ConvertedSNN(AdversarialClassifier):
     """Args:
-        net: the ANN architecture, exactly as in the ANN's config.
-        ann_checkpoint: the robust (dense or sparse) ANN to convert. Ignored when Lightning restores an SNN
-            checkpoint (``--ckpt_path``).
-        num_steps: T. encoding: ``direct`` (paper) or ``poisson``.
-        recipe: the conversion settings (``srsnn.snn.conversion.Recipe``): ``paper`` (default: hard reset, 0.3 x the
-            99.7th percentile at T_c = 100, BN kept and re-learned, 0/1 spikes; made for the fine-tuning that
-            follows), ``rate`` (rate-based conversion: within a point of the ANN without fine-tuning,
-            ``bench/conversion.py``) or the dotted path of your own ``Recipe``.
-        reset, min_threshold, v_init, bn, amplitude, calib_steps, percentile, scale, calib_order: one setting of the
-            recipe changed (null: the recipe's; ``calib_order`` is the recipe's ``order``).
-        surrogate, detach_reset: the IF neuron's backward (``srsnn.snn.neurons.IFNeuron``); by default the gradient flows
-            through the reset (reference code), ``detach_reset: true`` stops it (snnTorch).
-        calib_batches, calib_batch_size: the training images thresholds are calibrated on.
-        schedule: ``auto`` (default: ``time`` on CPU unless the layers are tiny, ``layer`` on GPU), ``layer``
-            (all T per layer; BN training statistics over batch x time, paper) or ``time`` (all layers per step,
-            faster on CPUs; BN training statistics per step; ``srsnn.snn.network``). Outputs in eval mode are the same under every schedule.
-        **kwargs: objective and optimisation; defaults here are the paper's fine-tuning.
+    net: the ANN architecture, exactly as in the ANN's config.
+    ann_checkpoint: the robust (dense or sparse) ANN to convert. Ignored when Lightning restores an SNN
+        checkpoint (``--ckpt_path``).
+    num_steps: T. encoding: ``direct`` (paper) or ``poisson``.
+    recipe: the conversion settings (``srsnn.snn.conversion.Recipe``): ``paper`` (default: hard reset, 0.3 x the
+        99.7th percentile at T_c = 100, BN kept and re-learned, 0/1 spikes; made for the fine-tuning that
+        follows), ``rate`` (rate-based conversion: within a point of the ANN without fine-tuning,
+        ``bench/conversion.py``) or the dotted path of your own ``Recipe``.
+    reset, min_threshold, v_init, bn, amplitude, calib_steps, percentile, scale, calib_order: one setting of the
+        recipe changed (null: the recipe's; ``calib_order`` is the recipe's ``order``).
+    surrogate, detach_reset: the IF neuron's backward (``srsnn.snn.neurons.IFNeuron``); by default the gradient flows
+        through the reset (reference code), ``detach_reset: true`` stops it (snnTorch).
+    calib_batches, calib_batch_size: the training images thresholds are calibrated on.
+    schedule: ``auto`` (default: ``time`` on CPU unless the layers are tiny, ``layer`` on GPU), ``layer``
+        (all T per layer; BN training statistics over batch x time, paper) or ``time`` (all layers per step,
+        faster on CPUs; BN training statistics per step; ``srsnn.snn.network``). Outputs in eval mode are the same
+        under every schedule.
+    **kwargs: objective and optimisation; defaults here are the paper's fine-tuning.
     """
 
     kind = "snn"
@@ -100,16 +102,31 @@ class ConvertedSNN(AdversarialClassifier):
             raise UserError(f"model.schedule must be one of {SCHEDULES}, got {schedule!r}")
         if calib_batches < 1 or calib_batch_size < 1:
             raise UserError("model.calib_batches and calib_batch_size must be >= 1")
-        r = recipe_from(recipe, reset=reset, min_threshold=min_threshold, v_init=v_init, bn=bn,  # checked now,
-                        amplitude=amplitude, calib_steps=calib_steps, percentile=percentile,  # before any work
-                        scale=scale, order=calib_order)
+        r = recipe_from(
+            recipe,
+            reset=reset,
+            min_threshold=min_threshold,
+            v_init=v_init,
+            bn=bn,  # checked now,
+            amplitude=amplitude,
+            calib_steps=calib_steps,
+            percentile=percentile,  # before any work
+            scale=scale,
+            order=calib_order,
+        )
         self._classes = _count_classes(net)
         super().__init__(objective=objective, inner_attack=inner_attack, **kwargs)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self._ann = [net]  # the ANN template, kept out of the module tree (and the state dict)
         self.recipe = r
-        self.neuron_kwargs = dict(reset=r.reset, surrogate=surrogate, min_threshold=r.min_threshold, bn=r.bn,
-                                  detach_reset=detach_reset, v_init=r.v_init)
+        self.neuron_kwargs = dict(
+            reset=r.reset,
+            surrogate=surrogate,
+            min_threshold=r.min_threshold,
+            bn=r.bn,
+            detach_reset=detach_reset,
+            v_init=r.v_init,
+        )
         self.snn = SpikingNetwork(self._structure(net), num_steps, encoding, schedule=schedule)
         self.ann_checkpoint = ann_checkpoint
         self.calib_batches, self.calib_batch_size = calib_batches, calib_batch_size
@@ -137,8 +154,10 @@ class ConvertedSNN(AdversarialClassifier):
         if getattr(self, "restoring_checkpoint", False) or (self.trainer is not None and self.trainer.ckpt_path):
             return  # the SNN's own weights, thresholds and masks come from the checkpoint
         if not self.ann_checkpoint:
-            raise UserError("ConvertedSNN needs an ANN to convert (--model.init_args.ann_checkpoint <ANN .ckpt>) "
-                            "or an SNN checkpoint to restore (--ckpt_path <SNN .ckpt>)")
+            raise UserError(
+                "ConvertedSNN needs an ANN to convert (--model.init_args.ann_checkpoint <ANN .ckpt>) "
+                "or an SNN checkpoint to restore (--ckpt_path <SNN .ckpt>)"
+            )
         self.convert_from(self.ann_checkpoint, self.trainer.datamodule)
 
     def convert_from(self, path: str, datamodule) -> None:
@@ -152,8 +171,9 @@ class ConvertedSNN(AdversarialClassifier):
         widths = lambda n: [tuple(raw_weight(m).shape) for _, m in prunable_layers(n)]
         if widths(ann) != widths(self._ann[0]):
             # a channel-pruned ANN: rebuild the SNN structure with its widths
-            self.snn = SpikingNetwork(self._structure(ann), self.snn.num_steps, self.snn.encoding,
-                                      schedule=self.snn.schedule)
+            self.snn = SpikingNetwork(
+                self._structure(ann), self.snn.num_steps, self.snn.encoding, schedule=self.snn.schedule
+            )
             self.channel_pruned = True
         trainer = self._trainer
         device = trainer.strategy.root_device if trainer is not None else device_of(self.snn)
@@ -163,15 +183,23 @@ class ConvertedSNN(AdversarialClassifier):
             try:
                 t0 = time.perf_counter()
                 batches = calibration_images(datamodule, self.calib_batches, self.calib_batch_size)
-                converted = convert(ann.to(device), [b.to(device) for b in batches], num_steps=self.snn.num_steps,
-                                    recipe=self.recipe, surrogate=self.neuron_kwargs["surrogate"],
-                                    encoding=self.snn.encoding, detach_reset=self.neuron_kwargs["detach_reset"])
+                converted = convert(
+                    ann.to(device),
+                    [b.to(device) for b in batches],
+                    num_steps=self.snn.num_steps,
+                    recipe=self.recipe,
+                    surrogate=self.neuron_kwargs["surrogate"],
+                    encoding=self.snn.encoding,
+                    detach_reset=self.neuron_kwargs["detach_reset"],
+                )
                 # to the CPU: the module is still there, and a pickled CUDA tensor would land on rank 0's GPU
                 state = {k: v.detach().cpu() for k, v in converted.state_dict().items()}
                 seconds = time.perf_counter() - t0
-                log.info(f"[ConvertedSNN] rank {trainer.global_rank if trainer else 0}: converted and calibrated on "
-                         f"{device} in {seconds:.1f} s ({self.calib_batches} x {self.calib_batch_size} images, "
-                         f"T_c = {self.recipe.calib_steps})")
+                log.info(
+                    f"[ConvertedSNN] rank {trainer.global_rank if trainer else 0}: converted and calibrated on "
+                    f"{device} in {seconds:.1f} s ({self.calib_batches} x {self.calib_batch_size} images, "
+                    f"T_c = {self.recipe.calib_steps})"
+                )
             except Exception as err:
                 if not distributed:
                     raise
@@ -179,8 +207,14 @@ class ConvertedSNN(AdversarialClassifier):
         if distributed:
             # every rank starts from rank 0's SNN; a failure is broadcast too, so no rank waits for a state
             # that never comes (a rank 0 killed outright ends the wait at the process group's timeout)
-            sent = trainer.strategy.broadcast({"state": state, "seconds": seconds, "error": None if failure is None
-                                               else f"{type(failure).__name__}: {failure}"}, src=0)
+            sent = trainer.strategy.broadcast(
+                {
+                    "state": state,
+                    "seconds": seconds,
+                    "error": None if failure is None else f"{type(failure).__name__}: {failure}",
+                },
+                src=0,
+            )
             if failure is not None:
                 raise failure
             if sent["error"] is not None:
@@ -200,8 +234,9 @@ class ConvertedSNN(AdversarialClassifier):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking and not self.trainer.ckpt_path:
             m = self.metrics["val_metrics"]
-            self.converted_metrics.update({f"converted/val_{k}": float(m[k].compute()) for k in ("acc", "pgd_acc")
-                                           if m[k].update_called})
+            self.converted_metrics.update(
+                {f"converted/val_{k}": float(m[k].compute()) for k in ("acc", "pgd_acc") if m[k].update_called}
+            )
 
     def on_train_start(self) -> None:
         for name, value in self.converted_metrics.items():

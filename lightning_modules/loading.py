@@ -1,5 +1,6 @@
 """From a config to modules: the network's data-dependent arguments read from the datamodule (``train.py`` and
 here), and a trained LightningModule built from its config + checkpoint outside ``trainer.fit`` (export, transfer)."""
+
 from __future__ import annotations
 
 import importlib
@@ -7,8 +8,8 @@ import warnings
 
 from jsonargparse import Namespace
 
-from srsnn.io.checkpoints import read_checkpoint
 from srsnn.errors import UserError
+from srsnn.io.checkpoints import read_checkpoint
 
 # the network arguments that follow from the data, read from the datamodule where a config leaves them null
 _DATA_LINKS = {
@@ -62,8 +63,10 @@ def _model_config(config: str) -> str:
     except yaml.YAMLError as err:
         raise UserError(f"config {config!r} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(cfg, dict):
-        raise UserError(f"config {config!r} is not a YAML mapping of options (it holds a {type(cfg).__name__}); "
-                        "pass the YAML of a run (conf/<dataset>/<stage>.yaml or a run's config.yaml)")
+        raise UserError(
+            f"config {config!r} is not a YAML mapping of options (it holds a {type(cfg).__name__}); "
+            "pass the YAML of a run (conf/<dataset>/<stage>.yaml or a run's config.yaml)"
+        )
     if "ckpt_path" not in cfg:
         return config  # may include other files relative to its own folder: pass the path itself
     # a run's saved config: the subcommand's own arguments (ckpt_path, weights_only, ...) go; it is fully resolved
@@ -83,9 +86,16 @@ def build_from_config(config: str):
 
     with warnings.catch_warnings():  # the caller's own argv (export.py, pytest) is not meant for this parser
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        cli = _LinkedCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                           run=False, save_config_callback=None, args=["--config", _model_config(config)],
-                           trainer_defaults={"logger": False})
+        cli = _LinkedCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            run=False,
+            save_config_callback=None,
+            args=["--config", _model_config(config)],
+            trainer_defaults={"logger": False},
+        )
     net_cfg = cli.config.model.init_args.net
     spec = {"net": {"class_path": net_cfg.class_path, "init_args": dict(net_cfg.init_args)}}
     return cli.model, cli.datamodule, spec
@@ -99,7 +109,9 @@ def load_trained(config: str, ckpt_path: str):
     try:
         model.load_state_dict(ckpt["state_dict"])
     except (KeyError, RuntimeError) as err:
-        raise UserError(f"{ckpt_path!r} does not fit the model of {config!r}: {str(err).splitlines()[0][:200]}") from None
+        raise UserError(
+            f"{ckpt_path!r} does not fit the model of {config!r}: {str(err).splitlines()[0][:200]}"
+        ) from None
     model.eval()
     spec["kind"] = model.kind
     if model.kind == "snn":

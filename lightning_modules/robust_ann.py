@@ -1,12 +1,13 @@
 """Stage 1: the robust (optionally sparse) ANN."""
+
 from __future__ import annotations
 
 from typing import Optional
 
 from torch import nn
 
-from srsnn.io.checkpoints import load_network
 from srsnn.errors import UserError
+from srsnn.io.checkpoints import load_network
 
 from .adversarial import AdversarialClassifier
 

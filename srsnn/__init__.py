@@ -6,6 +6,7 @@ runner, budget, audit and training objectives; ``srsnn.export`` compact safetens
 and run folders. Entry points: ``srsnn.cli`` (``train.py``), ``srsnn.pipeline``, ``srsnn.report``,
 ``srsnn.export.cli`` and ``srsnn.infer``; in a clone the top-level scripts of the same names call them.
 """
+
 from srsnn.io import legacy
 
 legacy.install()  # class paths of runs written before this layout (nets.<module>) still import

@@ -7,13 +7,13 @@ validation/test need gradients), the seed fixed, the resolved config saved next 
 there saves last already or ``trainer.enable_checkpointing`` is false; ``--print_config`` shows it).
 Bad input raises ``UserError``, printed as one line without a traceback.
 """
-from __future__ import annotations
 
-import sys
+from __future__ import annotations
 
 import logging
 import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Literal, Optional, Union
@@ -26,8 +26,8 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from datamodules.errors import DataError
 from lightning_modules.loading import link_data_arguments
-from srsnn.io.checkpoints import read_checkpoint, resolve_checkpoint
 from srsnn.errors import UserError
+from srsnn.io.checkpoints import read_checkpoint, resolve_checkpoint
 
 warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
 
@@ -45,9 +45,11 @@ class SafeSaveConfig(SaveConfigCallback):
             if "to NOT exist" not in str(err):
                 raise
             where = trainer.log_dir or trainer.default_root_dir
-            raise UserError(f"{os.path.join(where, self.config_filename)} already exists: this folder holds a "
-                            "previous run, which is kept. Use a logger (a new version folder per run) or another "
-                            "--trainer.default_root_dir.") from None
+            raise UserError(
+                f"{os.path.join(where, self.config_filename)} already exists: this folder holds a "
+                "previous run, which is kept. Use a logger (a new version folder per run) or another "
+                "--trainer.default_root_dir."
+            ) from None
 
 
 class _NoTips(logging.Filter):
@@ -62,8 +64,13 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
 
 # Lightning types these ``Union[float, int]``, so the CLI reads ``1`` as 1.0 (= 100 % of the batches); a user typing
 # ``--trainer.limit_val_batches 1`` means one batch, as ``Trainer(limit_val_batches=1)`` does
-_COUNTS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches",
-           "val_check_interval")
+_COUNTS = (
+    "limit_train_batches",
+    "limit_val_batches",
+    "limit_test_batches",
+    "limit_predict_batches",
+    "val_check_interval",
+)
 
 
 def _integer_counts(args: list[str]) -> set[str]:
@@ -72,8 +79,11 @@ def _integer_counts(args: list[str]) -> set[str]:
     for k, tok in enumerate(args):
         for key in _COUNTS:
             flag = f"--trainer.{key}"
-            value = tok[len(flag) + 1:] if tok.startswith(flag + "=") else (
-                args[k + 1] if tok == flag and k + 1 < len(args) else None)
+            value = (
+                tok[len(flag) + 1 :]
+                if tok.startswith(flag + "=")
+                else (args[k + 1] if tok == flag and k + 1 < len(args) else None)
+            )
             if value is not None:
                 (found.add if re.fullmatch(r"\d+", value.strip()) else found.discard)(key)
     return found
@@ -89,8 +99,11 @@ def _keep_last_checkpoint(trainer: Namespace) -> None:
         return
     callbacks = trainer.get("callbacks") or []
     callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
-    if any(str(c.get("class_path", "")).endswith("ModelCheckpoint") and c.get("init_args.save_last")
-           for c in callbacks if isinstance(c, Namespace)):
+    if any(
+        str(c.get("class_path", "")).endswith("ModelCheckpoint") and c.get("init_args.save_last")
+        for c in callbacks
+        if isinstance(c, Namespace)
+    ):
         return
     from jsonargparse import ArgumentParser
     from lightning.pytorch.callbacks import Callback
@@ -128,23 +141,29 @@ def _apply_evaluation_options(cfg: Namespace) -> None:
     if not given:
         return
     callbacks = cfg.trainer.get("callbacks") or []
-    found = [c for c in (callbacks if isinstance(callbacks, list) else [callbacks])
-             if isinstance(c, Namespace) and str(c.get("class_path", "")).endswith("AttackEvaluation")]
+    found = [
+        c
+        for c in (callbacks if isinstance(callbacks, list) else [callbacks])
+        if isinstance(c, Namespace) and str(c.get("class_path", "")).endswith("AttackEvaluation")
+    ]
     if not found:
-        raise UserError(f"--evaluation.{next(iter(given))}: this config runs no callbacks.AttackEvaluation (add it to "
-                        "trainer.callbacks, as conf/<dataset>/ann.yaml does)")
+        raise UserError(
+            f"--evaluation.{next(iter(given))}: this config runs no callbacks.AttackEvaluation (add it to "
+            "trainer.callbacks, as conf/<dataset>/ann.yaml does)"
+        )
     for cb in found:
         if cb.get("init_args") is None:
             cb.init_args = Namespace()
         for key, value in given.items():  # plain values: jsonargparse's PositiveInt etc. do not dump to YAML
-            cb.init_args[key] = int(value) if isinstance(value, int) else list(value) if isinstance(value, list) \
-                else str(value)
+            cb.init_args[key] = (
+                int(value) if isinstance(value, int) else list(value) if isinstance(value, list) else str(value)
+            )
 
 
 def _callback_options(args: list[str]) -> set[str]:
     """The keys of ``--trainer.callbacks.init_args.KEY`` options on the command line."""
     prefix = "--trainer.callbacks.init_args."
-    return {a[len(prefix):].partition("=")[0] for a in args if a.startswith(prefix)}
+    return {a[len(prefix) :].partition("=")[0] for a in args if a.startswith(prefix)}
 
 
 def _refuse_ambiguous_callback_options(cfg: Namespace, args: list[str]) -> None:
@@ -171,18 +190,24 @@ def _refuse_ambiguous_callback_options(cfg: Namespace, args: list[str]) -> None:
                 takers.append(name)
         if len(takers) > 1:
             hint = f"--evaluation.{key}" if key in EvaluationOptions.__dataclass_fields__ else "a config file"
-            raise UserError(f"--trainer.callbacks.init_args.{key} changes only the last callback ({takers[-1]}), "
-                            f"but {', '.join(takers[:-1])} takes {key} too; use {hint} (or set it on the callback you "
-                            "mean in a YAML passed as a second --config)")
+            raise UserError(
+                f"--trainer.callbacks.init_args.{key} changes only the last callback ({takers[-1]}), "
+                f"but {', '.join(takers[:-1])} takes {key} too; use {hint} (or set it on the callback you "
+                "mean in a YAML passed as a second --config)"
+            )
 
 
 def _version_of(ckpt_path: str, root: str) -> int | None:
     """``K`` when ``ckpt_path`` is ``<root>/lightning_logs/version_K/checkpoints/*.ckpt`` (a resume continues there)."""
     parts = os.path.normpath(os.path.abspath(ckpt_path)).split(os.sep)
-    if len(parts) >= 4 and parts[-2] == "checkpoints" and parts[-3].startswith("version_") and \
-            os.sep.join(parts[:-3]) == os.path.normpath(os.path.abspath(os.path.join(root, "lightning_logs"))):
+    if (
+        len(parts) >= 4
+        and parts[-2] == "checkpoints"
+        and parts[-3].startswith("version_")
+        and os.sep.join(parts[:-3]) == os.path.normpath(os.path.abspath(os.path.join(root, "lightning_logs")))
+    ):
         try:
-            return int(parts[-3][len("version_"):])
+            return int(parts[-3][len("version_") :])
         except ValueError:
             return None
     return None
@@ -217,8 +242,11 @@ class CLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         """Lightning's parsing, then the network's data-dependent arguments from the datamodule
         (``link_data_arguments``); ``--print_config`` prints the config with them filled in."""
-        printing = [] if isinstance(args, (dict, Namespace)) else \
-            [a for a in self._args if a == "--print_config" or a.startswith("--print_config=")]
+        printing = (
+            []
+            if isinstance(args, (dict, Namespace))
+            else [a for a in self._args if a == "--print_config" or a.startswith("--print_config=")]
+        )
         if printing:  # printed here, after the linking, instead of inside the parser
             args = [a for a in self._args if a not in printing]
         self.config = parser.parse_object(args) if isinstance(args, (dict, Namespace)) else parser.parse_args(args)
@@ -232,8 +260,13 @@ class CLI(LightningCLI):
             self._check_ckpt_path(self.config[sub])
         if printing:
             flags = printing[-1].partition("=")[2].split(",")
-            sys.stdout.write(self._parser(sub).dump(self.config[sub] if sub else self.config,
-                                                    skip_none="skip_null" in flags, skip_default="skip_default" in flags))
+            sys.stdout.write(
+                self._parser(sub).dump(
+                    self.config[sub] if sub else self.config,
+                    skip_none="skip_null" in flags,
+                    skip_default="skip_default" in flags,
+                )
+            )
             sys.exit(0)
 
     def _check_ckpt_path(self, cfg: Namespace) -> None:
@@ -251,9 +284,11 @@ class CLI(LightningCLI):
         ours, theirs = getattr(self, "_config_model", None), cfg.get("model.class_path")
         wanted, kind = (_kind_of(ours), _kind_of(theirs)) if ours and theirs and ours != theirs else (None, None)
         if wanted and kind and wanted != kind:
-            raise UserError(f"--ckpt_path {cfg.ckpt_path} is an {kind.upper()} checkpoint ({theirs}), but the config "
-                            f"builds an {wanted.upper()} model ({ours}); pass the config it was trained with (e.g. "
-                            f"conf/<dataset>/{kind}.yaml, or its run folder's config.yaml)")
+            raise UserError(
+                f"--ckpt_path {cfg.ckpt_path} is an {kind.upper()} checkpoint ({theirs}), but the config "
+                f"builds an {wanted.upper()} model ({ours}); pass the config it was trained with (e.g. "
+                f"conf/<dataset>/{kind}.yaml, or its run folder's config.yaml)"
+            )
 
     def before_instantiate_classes(self) -> None:
         sub = self.subcommand
@@ -266,8 +301,10 @@ class CLI(LightningCLI):
         root = cfg.trainer.get("default_root_dir") or os.getcwd()
         if cfg.trainer.get("logger") in (None, True):
             version = _version_of(cfg.ckpt_path, root) if sub == "fit" and cfg.get("ckpt_path") else None
-            cfg.trainer.logger = Namespace(class_path="callbacks.csv_logger.ResumableCSVLogger", init_args=Namespace(
-                save_dir=root, name="lightning_logs" if sub == "fit" else sub, version=version))
+            cfg.trainer.logger = Namespace(
+                class_path="callbacks.csv_logger.ResumableCSVLogger",
+                init_args=Namespace(save_dir=root, name="lightning_logs" if sub == "fit" else sub, version=version),
+            )
 
     def instantiate_trainer(self, **kwargs):
         from callbacks.interrupt import SaveOnInterrupt
@@ -297,8 +334,10 @@ class CLI(LightningCLI):
             return
         parts = [f"run folder {folder}"]
         for cb in t.checkpoint_callbacks if self.subcommand == "fit" else []:  # evaluations write no checkpoint
-            paths = [getattr(cb, "last_model_path", "") if getattr(cb, "save_last", False) else "",
-                     getattr(cb, "best_model_path", "") if getattr(cb, "monitor", None) else ""]
+            paths = [
+                getattr(cb, "last_model_path", "") if getattr(cb, "save_last", False) else "",
+                getattr(cb, "best_model_path", "") if getattr(cb, "monitor", None) else "",
+            ]
             for path in paths:
                 if path and os.path.isfile(path) and not any(path in p for p in parts):
                     parts.append(f"{os.path.basename(path)}: {path}")
@@ -331,8 +370,11 @@ def main(args=None) -> None:
         message = _config_error(err)
         if message is None:
             raise
-        print(f"error: {message}\n(every option: python train.py {{fit,validate,test}} --help; the resolved config: "
-              "add --print_config)", file=sys.stderr)
+        print(
+            f"error: {message}\n(every option: python train.py {{fit,validate,test}} --help; the resolved config: "
+            "add --print_config)",
+            file=sys.stderr,
+        )
         sys.exit(2)
     if args is None:  # the command line (not an in-process call): a DDP worker's teardown may abort (see _exit)
         _exit(0)
@@ -355,8 +397,10 @@ def _config_error(err: Exception) -> str | None:
     as a union mismatch listing every alternative; keep the ones that say something)."""
     text = str(err)
     if "Unexpected config" in text:  # jsonargparse's words for a --config file that is not a mapping
-        return ("invalid configuration: a --config file must be a YAML mapping of options (key: value, e.g. "
-                f"conf/digits/ann.yaml); this one holds {text.partition('Unexpected config:')[2].strip()[:80]!r}")
+        return (
+            "invalid configuration: a --config file must be a YAML mapping of options (key: value, e.g. "
+            f"conf/digits/ann.yaml); this one holds {text.partition('Unexpected config:')[2].strip()[:80]!r}"
+        )
     if isinstance(err, ValueError) and "Does not validate against any of the Union subtypes" not in text:
         return None
     key = re.search(r'Parser key "([^"]+)"', text) or re.search(r"[Kk]ey '([^']+)'", text)
@@ -366,8 +410,13 @@ def _config_error(err: Exception) -> str | None:
         if line.startswith("Given value"):
             break
         line = line[2:] if line.startswith("- ") else line
-        if line and "Expected a <class 'NoneType'>" not in line and not line.startswith("Problem with given class_path") \
-                and "Does not validate against" not in line and not line.startswith("Parser key"):
+        if (
+            line
+            and "Expected a <class 'NoneType'>" not in line
+            and not line.startswith("Problem with given class_path")
+            and "Does not validate against" not in line
+            and not line.startswith("Parser key")
+        ):
             reasons.append(line.rstrip(":"))
     if not reasons:
         reasons = [text.splitlines()[0]] if text else []

@@ -1,4 +1,5 @@
 """Where a network lives: tensors a function creates go to the device of the module or data they meet."""
+
 from __future__ import annotations
 
 import itertools

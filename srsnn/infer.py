@@ -5,6 +5,7 @@
 
 ``model.safetensors`` comes from ``python export.py ... --format compact``; ANN or SNN alike.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,13 +13,14 @@ import sys
 
 import torch
 
-from srsnn.export.compact import load_compact
 from srsnn.errors import UserError
+from srsnn.export.compact import load_compact
 
 
 def load_images(path: str) -> torch.Tensor:
     if path.endswith(".npy"):
         import numpy as np
+
         x = torch.from_numpy(np.load(path))
     else:
         x = torch.load(path, map_location="cpu", weights_only=True)
@@ -34,11 +36,15 @@ def _digit_classes(model: torch.nn.Module) -> int:
         with torch.no_grad():
             k = int(model(torch.zeros(1, 1, 8, 8)).shape[1])
     except RuntimeError as err:
-        raise UserError(f"--digits: the model does not take the embedded 8x8 grey digits ({str(err).splitlines()[0][:120]}); "
-                        "pass its own images instead (an .npy or .pt file of [N, C, H, W] in [0, 1])") from None
+        raise UserError(
+            f"--digits: the model does not take the embedded 8x8 grey digits ({str(err).splitlines()[0][:120]}); "
+            "pass its own images instead (an .npy or .pt file of [N, C, H, W] in [0, 1])"
+        ) from None
     if not 2 <= k <= 10:
-        raise UserError(f"--digits: the model has {k} classes, the embedded digits 10; its accuracy on them would mean "
-                        "nothing. Pass its own test images instead")
+        raise UserError(
+            f"--digits: the model has {k} classes, the embedded digits 10; its accuracy on them would mean "
+            "nothing. Pass its own test images instead"
+        )
     if k < 10:
         print(f"the model has {k} classes: testing on the digits 0..{k - 1} (Digits(classes={k}))")
     return k

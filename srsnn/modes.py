@@ -1,4 +1,5 @@
 """Train/eval mode and frozen parameters for a block of code, every module's own settings restored afterwards."""
+
 from __future__ import annotations
 
 import contextlib

@@ -11,6 +11,7 @@ checkpoints from. Re-running skips completed stages whose identity is unchanged 
 everything downstream), saying why; its old folder is kept as ``<stage>.stale-<k>``, never overwritten.
 Options after ``--config`` (e.g. ``--trainer.devices 4 --trainer.strategy ddp``) go to every stage.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,31 +76,58 @@ def plan(cfg: dict) -> list[Stage]:
     def snn_chain(tag: str, ann: str, more: list[str] = (), T: Optional[int] = None) -> list[Stage]:
         """Conversion + fine-tuning (``fit``), then evaluation (``test``) of one ANN stage."""
         meta = {**metas[ann], "T": T}
-        return [Stage(f"{tag}snn", "fit", cfg["snn"], a("snn") + list(more), {"--model.init_args.ann_checkpoint": ann},
-                      "snn", meta),
-                Stage(f"{tag}snn_test", "test", cfg["snn"], a("snn_test") + list(more), {"--ckpt_path": f"{tag}snn"},
-                      "snn", meta)]
+        return [
+            Stage(
+                f"{tag}snn",
+                "fit",
+                cfg["snn"],
+                a("snn") + list(more),
+                {"--model.init_args.ann_checkpoint": ann},
+                "snn",
+                meta,
+            ),
+            Stage(
+                f"{tag}snn_test",
+                "test",
+                cfg["snn"],
+                a("snn_test") + list(more),
+                {"--ckpt_path": f"{tag}snn"},
+                "snn",
+                meta,
+            ),
+        ]
 
-    stages = [Stage("ann", "fit", cfg["ann"], a("ann"), meta=dense),
-              Stage("ann_test", "test", cfg["ann"], a("ann_test"), {"--ckpt_path": "ann"}, meta=dense),
-              *snn_chain("", "ann")]
+    stages = [
+        Stage("ann", "fit", cfg["ann"], a("ann"), meta=dense),
+        Stage("ann_test", "test", cfg["ann"], a("ann_test"), {"--ckpt_path": "ann"}, meta=dense),
+        *snn_chain("", "ann"),
+    ]
     for entry in cfg.get("pruning", []) or []:
         for s in entry.get("sparsity", []):
             tag = f"{entry['name']}{round(100 * float(s))}"
             metas[f"{tag}_ann"] = meta = {**dense, "method": entry["name"], "sparsity": float(s)}
             stages += [
-                Stage(f"{tag}_ann", "fit", entry["config"], a("prune") + ["--trainer.callbacks.init_args.sparsity", str(s)],
-                      {"--model.init_args.init_from": "ann"}, meta=meta),
+                Stage(
+                    f"{tag}_ann",
+                    "fit",
+                    entry["config"],
+                    a("prune") + ["--trainer.callbacks.init_args.sparsity", str(s)],
+                    {"--model.init_args.init_from": "ann"},
+                    meta=meta,
+                ),
                 Stage(f"{tag}_ann_test", "test", cfg["ann"], a("ann_test"), {"--ckpt_path": f"{tag}_ann"}, meta=meta),
-                *snn_chain(f"{tag}_", f"{tag}_ann")]
+                *snn_chain(f"{tag}_", f"{tag}_ann"),
+            ]
 
     def ann_of(key: str, of: str) -> str:
         """The ANN stage of a run named in ``key`` (``dense`` or ``<method><percent>``, e.g. ``hydra90``)."""
         if of == "dense":
             return "ann"
         if not any(st.name == f"{of}_ann" for st in stages):
-            raise PipelineError(f"{key}: {of!r} is not a run of this pipeline; name one of "
-                                f"{['dense'] + [st.name[:-4] for st in stages if st.name.endswith('_ann')]}")
+            raise PipelineError(
+                f"{key}: {of!r} is not a run of this pipeline; name one of "
+                f"{['dense'] + [st.name[:-4] for st in stages if st.name.endswith('_ann')]}"
+            )
         return f"{of}_ann"
 
     sweep = cfg.get("t_sweep") or {}
@@ -108,13 +136,35 @@ def plan(cfg: dict) -> list[Stage]:
         stages += snn_chain(f"{ann[:-3]}T{int(t)}_", ann, ["--model.init_args.num_steps", str(int(t))], int(t))
     for of in cfg.get("converted_test", []) or []:  # conversion alone, evaluated like the fine-tuned SNNs
         ann = ann_of("converted_test", of)
-        stages.append(Stage(f"{ann[:-3]}snn_converted_test", "test", cfg["snn"], a("snn_test"),
-                            {"--model.init_args.ann_checkpoint": ann}, "snn", {**metas[ann], "converted_only": True}))
+        stages.append(
+            Stage(
+                f"{ann[:-3]}snn_converted_test",
+                "test",
+                cfg["snn"],
+                a("snn_test"),
+                {"--model.init_args.ann_checkpoint": ann},
+                "snn",
+                {**metas[ann], "converted_only": True},
+            )
+        )
     return stages
 
 
-CODE = ("srsnn/cli.py", "srsnn/errors.py", "srsnn/devices.py", "srsnn/modes.py", "srsnn/ann", "srsnn/snn", "srsnn/pruning",
-        "srsnn/robustness", "srsnn/export", "srsnn/io", "lightning_modules", "callbacks", "datamodules")  # what a stage's result depends on
+CODE = (
+    "srsnn/cli.py",
+    "srsnn/errors.py",
+    "srsnn/devices.py",
+    "srsnn/modes.py",
+    "srsnn/ann",
+    "srsnn/snn",
+    "srsnn/pruning",
+    "srsnn/robustness",
+    "srsnn/export",
+    "srsnn/io",
+    "lightning_modules",
+    "callbacks",
+    "datamodules",
+)  # what a stage's result depends on
 
 
 def code_version(root: str = ROOT) -> str:
@@ -142,13 +192,16 @@ def _with_includes(path: str, seen: tuple = ()) -> list[str]:
     except (OSError, yaml.YAMLError):
         return [path]
     include = data.get("config") if isinstance(data, dict) else None
-    more = _with_includes(os.path.join(os.path.dirname(path), include), seen + (path,)) if isinstance(include, str) else []
+    more = (
+        _with_includes(os.path.join(os.path.dirname(path), include), seen + (path,)) if isinstance(include, str) else []
+    )
     return [path] + more
 
 
 def identity(command: list[str], upstream: dict[str, str], code: str) -> dict[str, str]:
     """What a stage's result depends on: its command (config files by their contents, checkpoints by the upstream
     stages' identities, its own folder left out: a run folder moved with its configs stays valid), the code."""
+
     def digest(text: str) -> str:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -157,15 +210,23 @@ def identity(command: list[str], upstream: dict[str, str], code: str) -> dict[st
         for f in _with_includes(os.path.join(ROOT, path)):  # stages run in ROOT (an absolute path stays as it is)
             configs.append(digest(open(f).read()) if os.path.isfile(f) else "missing")
     generic = [("<config>" if k and command[k - 1] == "--config" else a) for k, a in enumerate(command)]
-    return {"command": digest(shlex.join(generic)), "configs": digest(json.dumps(sorted(configs))),
-            "code": code, "upstream": digest(json.dumps(upstream, sort_keys=True))}
+    return {
+        "command": digest(shlex.join(generic)),
+        "configs": digest(json.dumps(sorted(configs))),
+        "code": code,
+        "upstream": digest(json.dumps(upstream, sort_keys=True)),
+    }
 
 
 def _changed(old: dict, new: dict) -> str:
     if "code" not in old:
         return "completed by an older version of pipeline.py"
-    what = {"command": "its command changed", "configs": "its config file changed", "code": "the code changed",
-            "upstream": "a stage it takes a checkpoint from was re-run"}
+    what = {
+        "command": "its command changed",
+        "configs": "its config file changed",
+        "code": "the code changed",
+        "upstream": "a stage it takes a checkpoint from was re-run",
+    }
     return ", ".join(v for k, v in what.items() if old.get(k) != new.get(k)) or "unknown"
 
 
@@ -235,16 +296,21 @@ def run_dir_lock(root: str):
                 if os.path.exists(path) and time.time() - os.path.getmtime(path) < 5:
                     continue
             if owner.get("pid") and _alive(int(owner["pid"])):
-                raise PipelineError(f"another pipeline is running in {root} (pid {owner['pid']}, started "
-                                    f"{owner.get('started', '?')}: {owner.get('command', '?')}); wait for it to "
-                                    f"finish or use another run_dir") from None
-            print(f"note: removing the stale lock of a pipeline that is no longer running (pid {owner.get('pid')})",
-                  flush=True)
+                raise PipelineError(
+                    f"another pipeline is running in {root} (pid {owner['pid']}, started "
+                    f"{owner.get('started', '?')}: {owner.get('command', '?')}); wait for it to "
+                    f"finish or use another run_dir"
+                ) from None
+            print(
+                f"note: removing the stale lock of a pipeline that is no longer running (pid {owner.get('pid')})",
+                flush=True,
+            )
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
     with os.fdopen(fd, "w") as f:
-        json.dump({"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                   "command": shlex.join(sys.argv)}, f)
+        json.dump(
+            {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": shlex.join(sys.argv)}, f
+        )
     try:
         yield
     finally:
@@ -271,7 +337,7 @@ def _run(cfg: dict, stages: list[Stage], root: str, extra: list[str], dry_run: b
         d, head = os.path.join(root, st.name), f"== stage {k}/{len(stages)}: {st.name}"
         train = _script("train", "cli")
         cmd = [*train, st.command, "--config", st.config, *st.args, *extra]
-        ids[st.name] = identity(cmd[len(train):], {src: ids[src] for src in st.needs.values()}, code)
+        ids[st.name] = identity(cmd[len(train) :], {src: ids[src] for src in st.needs.values()}, code)
         for opt, src in st.needs.items():
             ck = last_checkpoint(os.path.join(root, src))
             if ck is None and not dry_run:
@@ -323,8 +389,11 @@ def _run_stage(st: Stage, d: str, cmd: list[str], ident: dict, resumed: bool) ->
     t0 = time.time()
     rc, peak_mib = run_measured(cmd)
     if rc != 0:
-        print(f"error: stage {st.name} failed (exit {rc}); fix the cause and re-run the same "
-              "command: completed stages are skipped, this one resumes", file=sys.stderr)
+        print(
+            f"error: stage {st.name} failed (exit {rc}); fix the cause and re-run the same "
+            "command: completed stages are skipped, this one resumes",
+            file=sys.stderr,
+        )
         return rc
     with open(os.path.join(d, "stage_stats.json"), "w") as f:
         json.dump({"wall_s": time.time() - t0, "peak_rss_mib": peak_mib, "resumed": resumed}, f)
@@ -338,24 +407,43 @@ def _run_stage(st: Stage, d: str, cmd: list[str], ident: dict, resumed: bool) ->
 def _finish(cfg: dict, stages: list[Stage], root: str, extra: list[str], publish_anyway: bool) -> int:
     """The comparison report over the test stages, the timings table, and the copy to ``results:``."""
     tests = [os.path.join(root, s.name) for s in stages if s.command == "test"]
-    rc = subprocess.run([*_script("report", "report"), *tests, "--out", os.path.join(root, "report"),
-                         "--title", cfg.get("title", "Pipeline report")], cwd=ROOT).returncode
-    stats = [(st.name, json.load(open(path))) for st in stages
-             if os.path.exists(path := os.path.join(root, st.name, "stage_stats.json"))]
+    rc = subprocess.run(
+        [
+            *_script("report", "report"),
+            *tests,
+            "--out",
+            os.path.join(root, "report"),
+            "--title",
+            cfg.get("title", "Pipeline report"),
+        ],
+        cwd=ROOT,
+    ).returncode
+    stats = [
+        (st.name, json.load(open(path)))
+        for st in stages
+        if os.path.exists(path := os.path.join(root, st.name, "stage_stats.json"))
+    ]
     if stats:
         mib = lambda v: "n/a" if v is None else f"{v:.0f}"
-        rows = "".join(f"| {n} | {v['wall_s']:.1f}{' (resumed part)' if v['resumed'] else ''} | "
-                       f"{mib(v['peak_rss_mib'])} |\n" for n, v in stats)
+        rows = "".join(
+            f"| {n} | {v['wall_s']:.1f}{' (resumed part)' if v['resumed'] else ''} | {mib(v['peak_rss_mib'])} |\n"
+            for n, v in stats
+        )
         with open(os.path.join(root, "report", "timings.md"), "w") as f:
-            f.write(f"| stage | wall time (s) | peak memory (MiB, max RSS) |\n|---|---|---|\n{rows}"
-                    f"| **total** | {sum(v['wall_s'] for _, v in stats):.1f} | "
-                    f"{mib(max((v['peak_rss_mib'] or 0) for _, v in stats))} (largest stage) |\n")
+            f.write(
+                f"| stage | wall time (s) | peak memory (MiB, max RSS) |\n|---|---|---|\n{rows}"
+                f"| **total** | {sum(v['wall_s'] for _, v in stats):.1f} | "
+                f"{mib(max((v['peak_rss_mib'] or 0) for _, v in stats))} (largest stage) |\n"
+            )
         print("wall time per stage: " + ", ".join(f"{n} {v['wall_s']:.0f}s" for n, v in stats))
     if rc == 0 and cfg.get("results"):
         if not publishes(extra, publish_anyway):
             # the published folder documents the recipe as written; options given on top of it change its stages
-            print(f"{cfg['results']} not updated: this run changes the recipe's stages ({shlex.join(extra)}); its "
-                  f"report is in {os.path.join(root, 'report')} (pass --publish to copy it there anyway)", flush=True)
+            print(
+                f"{cfg['results']} not updated: this run changes the recipe's stages ({shlex.join(extra)}); its "
+                f"report is in {os.path.join(root, 'report')} (pass --publish to copy it there anyway)",
+                flush=True,
+            )
         else:
             publish(os.path.join(root, "report"), tests, cfg["results"])
     return rc
@@ -369,7 +457,8 @@ def publishes(extra: list[str], publish_anyway: bool) -> bool:
 
 def publish(report_dir: str, tests: list[str], dest: str) -> None:
     """Copy the report (tables, figures, timings) and every evaluated model's own evaluation report and per-sample
-    record (``evaluation/<stage>.md``, ``<stage>.per_sample.json``) to ``dest`` (the pipeline's ``results:`` folder, e.g. ``results/mnist5k``)."""
+    record (``evaluation/<stage>.md``, ``<stage>.per_sample.json``) to ``dest`` (the pipeline's ``results:``
+    folder, e.g. ``results/mnist5k``)."""
     os.makedirs(os.path.join(dest, "evaluation"), exist_ok=True)
     for f in sorted(os.listdir(report_dir)):
         shutil.copy2(os.path.join(report_dir, f), os.path.join(dest, f))
@@ -400,12 +489,19 @@ def run_measured(cmd: list[str]) -> tuple[int, Optional[float]]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, action="append",
-                   help="pipeline YAML (conf/<dataset>/pipeline.yaml); a further --config (e.g. conf/trainer/ddp.yaml) "
-                        "goes to every stage")
+    p.add_argument(
+        "--config",
+        required=True,
+        action="append",
+        help="pipeline YAML (conf/<dataset>/pipeline.yaml); a further --config (e.g. conf/trainer/ddp.yaml) "
+        "goes to every stage",
+    )
     p.add_argument("--dry_run", action="store_true", help="print the stages and commands, run nothing")
-    p.add_argument("--publish", action="store_true",
-                   help="copy the report to the pipeline's results: folder even when extra options change its stages")
+    p.add_argument(
+        "--publish",
+        action="store_true",
+        help="copy the report to the pipeline's results: folder even when extra options change its stages",
+    )
     a, extra = p.parse_known_args(argv)
     for more in a.config[1:]:
         extra += ["--config", more]

@@ -26,11 +26,10 @@ def run_main(*args: str) -> subprocess.CompletedProcess:
     """``python train.py ...`` in this process (no interpreter start: for the many quick bad-input cases)."""
     import contextlib
     import io
-
-    import train
-
     import logging
     import warnings
+
+    import train
 
     out, err, code = io.StringIO(), io.StringIO(), 0
     handler, lightning_log = logging.StreamHandler(err), logging.getLogger("lightning.pytorch")
@@ -48,13 +47,20 @@ def run_main(*args: str) -> subprocess.CompletedProcess:
 
 def tiny_overrides(root: Path, epochs: int = 1, batches: int = 3) -> list[str]:
     return [
-        "--trainer.max_epochs", str(epochs),
-        "--trainer.limit_train_batches", str(batches),
-        "--trainer.limit_val_batches", "2",
-        "--trainer.limit_test_batches", "2",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", str(root),
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.limit_train_batches",
+        str(batches),
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.limit_test_batches",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.default_root_dir",
+        str(root),
     ]
 
 

@@ -1,5 +1,6 @@
 """A plain ``LightningDataModule`` (not this repo's base class): 5 classes of synthetic 3x16x16 images, with
 nothing but train/val/test dataloaders, as a user would plug in their own data."""
+
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset

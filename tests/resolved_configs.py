@@ -4,6 +4,7 @@ the configs were composed from shared parts; ``test_recipes.py`` checks every co
 
     python tests/resolved_configs.py > tests/resolved_configs.json   # only when a change is meant
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,8 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def stage_configs() -> list[str]:
     """The train.py configs of every dataset (pipeline files, which name a ``run_dir`` or ``include`` one, and shared
     fragments excluded)."""
-    return sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("conf/*/*.yaml")
-                  if p.parent.name not in ("trainer", "shared") and not {"run_dir", "include"} & set(yaml.safe_load(p.read_text()) or {}))
+    return sorted(
+        str(p.relative_to(ROOT))
+        for p in ROOT.glob("conf/*/*.yaml")
+        if p.parent.name not in ("trainer", "shared")
+        and not {"run_dir", "include"} & set(yaml.safe_load(p.read_text()) or {})
+    )
 
 
 def flatten(value, prefix: str = "") -> dict:

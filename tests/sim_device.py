@@ -21,6 +21,7 @@ The device rules mirror CUDA's, not stricter ones (each is proved in ``tests/tes
 3. ``copy_`` and ``.to()`` cross devices (that is what they are for);
 4. a ``torch.distributed`` collective on a CPU tensor raises (NCCL accepts CUDA tensors only).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,8 +39,10 @@ aten = torch.ops.aten
 
 
 def _same_device_error(op) -> RuntimeError:
-    return RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
-                        f"{SIM} (simulated accelerator) and cpu! ({op})")
+    return RuntimeError(
+        f"Expected all tensors to be on the same device, but found at least two devices, "
+        f"{SIM} (simulated accelerator) and cpu! ({op})"
+    )
 
 
 class SimTensor(torch.Tensor):
@@ -51,8 +54,15 @@ class SimTensor(torch.Tensor):
     def __new__(cls, payload: torch.Tensor, requires_grad: bool = False):
         assert payload.device.type == "cpu" and not isinstance(payload, SimTensor)
         r = torch.Tensor._make_wrapper_subclass(
-            cls, payload.size(), strides=payload.stride(), storage_offset=payload.storage_offset(),
-            dtype=payload.dtype, layout=payload.layout, device=SIM, requires_grad=requires_grad)
+            cls,
+            payload.size(),
+            strides=payload.stride(),
+            storage_offset=payload.storage_offset(),
+            dtype=payload.dtype,
+            layout=payload.layout,
+            device=SIM,
+            requires_grad=requires_grad,
+        )
         r.payload = payload
         return r
 
@@ -68,8 +78,11 @@ class SimTensor(torch.Tensor):
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         _check_devices(func, args, kwargs)
-        unwrap = lambda t: t.payload if isinstance(t, SimTensor) else (
-            torch.device("cpu") if isinstance(t, torch.device) and t == SIM else t)
+        unwrap = lambda t: (
+            t.payload
+            if isinstance(t, SimTensor)
+            else (torch.device("cpu") if isinstance(t, torch.device) and t == SIM else t)
+        )
         inputs = {}
         for t in tree_flatten((args, kwargs))[0]:
             if isinstance(t, SimTensor):
@@ -88,11 +101,20 @@ class SimTensor(torch.Tensor):
 
 
 _CPU_RESULT = {aten._local_scalar_dense.default}  # .item(): a Python number
-_COPY_OPS = {aten.copy_.default, aten._to_copy.default, aten.copy.default, aten._copy_from.default,
-             aten._copy_from_and_resize.default}
+_COPY_OPS = {
+    aten.copy_.default,
+    aten._to_copy.default,
+    aten.copy.default,
+    aten._copy_from.default,
+    aten._copy_from_and_resize.default,
+}
 _INDEX_OPS = {aten.index.Tensor, aten._unsafe_index.Tensor}
-_INDEX_PUT = {aten.index_put_.default, aten.index_put.default, aten._index_put_impl_.default,
-              aten._unsafe_index_put.default}
+_INDEX_PUT = {
+    aten.index_put_.default,
+    aten.index_put.default,
+    aten._index_put_impl_.default,
+    aten._unsafe_index_put.default,
+}
 
 
 def _on_cpu(t) -> bool:
@@ -106,8 +128,9 @@ def _check_devices(func, args, kwargs) -> None:
         self, indices = args[0], [i for i in args[1] if i is not None]
         values = args[2:3] if func in _INDEX_PUT else []
         if not isinstance(self, SimTensor) and any(isinstance(i, SimTensor) for i in indices):
-            raise RuntimeError(f"indices should be either on cpu or on the same device as the indexed tensor (cpu) "
-                               f"({func})")
+            raise RuntimeError(
+                f"indices should be either on cpu or on the same device as the indexed tensor (cpu) ({func})"
+            )
         if isinstance(self, SimTensor) and any(_on_cpu(v) for v in values):
             raise _same_device_error(func)
         if not isinstance(self, SimTensor) and any(isinstance(v, SimTensor) for v in values):
@@ -146,13 +169,44 @@ def _is_sim(device) -> bool:
     return isinstance(device, torch.device) and (device.type in ("meta", "cuda"))
 
 
-_READ = {torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.item, torch.Tensor.__bool__, torch.Tensor.__float__,
-         torch.Tensor.__int__, torch.Tensor.__index__, torch.Tensor.__array__}
-_FACTORIES = {torch.tensor, torch.as_tensor, torch.zeros, torch.ones, torch.empty, torch.full, torch.arange,
-              torch.rand, torch.randn, torch.randint, torch.linspace, torch.eye, torch.zeros_like, torch.ones_like,
-              torch.empty_like, torch.full_like, torch.rand_like, torch.randn_like, torch.randint_like, torch.randperm,
-              torch.Tensor.new_zeros, torch.Tensor.new_ones, torch.Tensor.new_empty, torch.Tensor.new_full,
-              torch.Tensor.new_tensor, torch.scalar_tensor}
+_READ = {
+    torch.Tensor.tolist,
+    torch.Tensor.numpy,
+    torch.Tensor.item,
+    torch.Tensor.__bool__,
+    torch.Tensor.__float__,
+    torch.Tensor.__int__,
+    torch.Tensor.__index__,
+    torch.Tensor.__array__,
+}
+_FACTORIES = {
+    torch.tensor,
+    torch.as_tensor,
+    torch.zeros,
+    torch.ones,
+    torch.empty,
+    torch.full,
+    torch.arange,
+    torch.rand,
+    torch.randn,
+    torch.randint,
+    torch.linspace,
+    torch.eye,
+    torch.zeros_like,
+    torch.ones_like,
+    torch.empty_like,
+    torch.full_like,
+    torch.rand_like,
+    torch.randn_like,
+    torch.randint_like,
+    torch.randperm,
+    torch.Tensor.new_zeros,
+    torch.Tensor.new_ones,
+    torch.Tensor.new_empty,
+    torch.Tensor.new_full,
+    torch.Tensor.new_tensor,
+    torch.scalar_tensor,
+}
 
 
 class SimulatedAccelerator(TorchFunctionMode):
@@ -205,8 +259,17 @@ class _FromSim(torch.autograd.Function):
 
 
 # ---- torch.distributed: NCCL's device rule, gloo's transport ---------------------------------------------
-_COLLECTIVES = ("all_reduce", "all_gather", "broadcast", "reduce", "all_gather_into_tensor", "reduce_scatter",
-                "gather", "scatter", "all_to_all")
+_COLLECTIVES = (
+    "all_reduce",
+    "all_gather",
+    "broadcast",
+    "reduce",
+    "all_gather_into_tensor",
+    "reduce_scatter",
+    "gather",
+    "scatter",
+    "all_to_all",
+)
 
 
 def _collective(name: str, fn):
@@ -215,8 +278,10 @@ def _collective(name: str, fn):
         tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
         cpu = [t for t in tensors if not isinstance(t, SimTensor)]
         if cpu:
-            raise RuntimeError(f"torch.distributed.{name}: NCCL accepts accelerator tensors only, got a tensor "
-                               f"on {cpu[0].device} (create it on the data's device)")
+            raise RuntimeError(
+                f"torch.distributed.{name}: NCCL accepts accelerator tensors only, got a tensor "
+                f"on {cpu[0].device} (create it on the data's device)"
+            )
         unwrapped = tree_map(lambda t: t.payload if isinstance(t, SimTensor) else t, (args, kwargs))
         return fn(*unwrapped[0], **unwrapped[1])
 

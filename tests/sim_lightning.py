@@ -5,14 +5,14 @@ in-process: ``--trainer.strategy '{"class_path": "sim_lightning.SimStrategy"}'``
 moves: every batch and every parameter and buffer of the module must then be on the simulated device, and it
 counts the batches, so a test can tell that a stage really ran there.
 """
+
 from __future__ import annotations
 
 import torch
 from lightning.pytorch.accelerators import Accelerator
 from lightning.pytorch.strategies import SingleDeviceStrategy
-from torch.utils._pytree import tree_flatten
-
 from sim_device import SIM, SimTensor
+from torch.utils._pytree import tree_flatten
 
 
 class SimAccelerator(Accelerator):
@@ -56,7 +56,9 @@ class SimStrategy(SingleDeviceStrategy):
 
     def model_to_device(self) -> None:
         super().model_to_device()
-        left = [n for n, t in [*self.model.named_parameters(), *self.model.named_buffers()] if not isinstance(t, SimTensor)]
+        left = [
+            n for n, t in [*self.model.named_parameters(), *self.model.named_buffers()] if not isinstance(t, SimTensor)
+        ]
         assert not left, f"left on the CPU after moving the module: {left[:5]}"
 
     def batch_to_device(self, batch, device=None, dataloader_idx: int = 0):

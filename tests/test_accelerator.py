@@ -6,30 +6,30 @@ both schedules forward and backward, the fine-tuning step, the evaluation (paper
 check rounds) on an SNN and an ANN, synops, pruning, compact and NIR export, 2-rank counting with NCCL's device
 rule, mixed precision, and train.py's fit / test with a strategy whose root device is the accelerator.
 """
+
 import os
 import tempfile
 
 import pytest
 import torch
 import torch.distributed as dist
-from torch import nn
-
-from conftest import ckpt, run_main, tiny_eval, tiny_overrides
 from sim_device import SIM, SimTensor, simulated_accelerator
+from torch import nn
 
 from callbacks.evaluation import sum_over_ranks
 from callbacks.pruning import HarpPruning, prune_by_magnitude
+from conftest import ckpt, run_main, tiny_eval, tiny_overrides
 from lightning_modules import ConvertedSNN
 from srsnn.ann.architectures import ResNet20, SmallCNN
-from srsnn.robustness.attacks import paper_ensemble
 from srsnn.export.compact import export_compact
-from srsnn.snn.conversion import convert
-from srsnn.pruning.masks import add_mask, mask_of, prunable_layers, raw_weight
-from srsnn.snn.neurons import IFNeuron
 from srsnn.export.nir import to_nir
+from srsnn.pruning.masks import add_mask, mask_of, prunable_layers, raw_weight
+from srsnn.robustness.attacks import paper_ensemble
 from srsnn.robustness.budget import AdaptiveBudget
 from srsnn.robustness.runner import Evaluator
+from srsnn.snn.conversion import convert
 from srsnn.snn.network import gradient_path, neurons_of
+from srsnn.snn.neurons import IFNeuron
 from srsnn.snn.synops import SynopCounter
 
 REAL = os.environ.get("SRSNN_TEST_DEVICE")  # "cuda": the same cases on a real accelerator
@@ -154,16 +154,20 @@ def test_evaluation_runs_on_the_device_and_counts_as_on_the_cpu(dev, kind):
 
     def run(m, xs, ys):
         torch.manual_seed(1)
-        ev = Evaluator(m, members, [0.05, 0.2], [{"name": "fgsm"}, {"name": "pgd", "steps": 2}], 10, BUDGET,
-                       batch_size=5)
+        ev = Evaluator(
+            m, members, [0.05, 0.2], [{"name": "fgsm"}, {"name": "pgd", "steps": 2}], 10, BUDGET, batch_size=5
+        )
         return ev.run(xs, ys)
 
     import copy
+
     cpu = run(copy.deepcopy(model), x, y)
     out = run(model.to(dev), x.to(dev), y.to(dev))  # the paper protocol, ranking, adaptive tier, Square, checks
     assert out["interrupted"] is None and out["clean"] == cpu["clean"]
     if not REAL:  # the same arithmetic on the same payloads: the same verdict per sample
-        assert {e: r["per_sample"] for e, r in out["eps"].items()} == {e: r["per_sample"] for e, r in cpu["eps"].items()}
+        assert {e: r["per_sample"] for e, r in out["eps"].items()} == {
+            e: r["per_sample"] for e, r in cpu["eps"].items()
+        }
     stages = {k for r in out["eps"].values() for k in r["broken_by_stage"]}
     assert {"adaptive", "square"} <= stages
 
@@ -229,8 +233,9 @@ def _rank_counts(rank: int, world: int, path: str, out: str) -> None:
             y = snn(x).argmax(1)
         snn.to(d)
         shard = list(range(rank, len(y), world))
-        ev = Evaluator(snn, paper_ensemble()[-3:], [0.1], [{"name": "fgsm"}], 10, None, reduce=sum_over_ranks,
-                       batch_size=4)
+        ev = Evaluator(
+            snn, paper_ensemble()[-3:], [0.1], [{"name": "fgsm"}], 10, None, reduce=sum_over_ranks, batch_size=4
+        )
         res = ev.run(x[shard].to(d), y[shard].to(d))["eps"]["0.1"]
         counter = SynopCounter(snn)
         with counter, torch.no_grad():
@@ -276,11 +281,20 @@ def test_train_py_fits_converts_and_evaluates_on_the_device(dev, tmp_path, monke
     monkeypatch.setattr(srsnn.snn.conversion, "calibrate_thresholds", spy)
     if not REAL:
         from sim_lightning import SimStrategy
+
         monkeypatch.setattr(SimStrategy, "batches", 0)
     small = [*tiny_overrides(tmp_path / "x", batches=2), "--trainer.limit_val_batches", "1", *_device_args()]
     root = lambda stage: ["--trainer.default_root_dir", str(tmp_path / stage)]
-    snn = ["--model.init_args.num_steps", "2", "--model.init_args.calib_steps", "3", "--model.init_args.calib_batches",
-           "2", "--model.init_args.eval_steps", "2"]
+    snn = [
+        "--model.init_args.num_steps",
+        "2",
+        "--model.init_args.calib_steps",
+        "3",
+        "--model.init_args.calib_batches",
+        "2",
+        "--model.init_args.eval_steps",
+        "2",
+    ]
 
     def ok(*args):
         out = run_main(*args)
@@ -288,13 +302,34 @@ def test_train_py_fits_converts_and_evaluates_on_the_device(dev, tmp_path, monke
         return out
 
     ok("fit", "--config", "conf/digits/ann.yaml", "--model.init_args.attack_steps", "2", *small, *root("ann"))
-    ok("fit", "--config", "conf/digits/snn.yaml", "--model.init_args.ann_checkpoint", ckpt(tmp_path / "ann"), *snn,
-       *small, *root("snn"))
+    ok(
+        "fit",
+        "--config",
+        "conf/digits/snn.yaml",
+        "--model.init_args.ann_checkpoint",
+        ckpt(tmp_path / "ann"),
+        *snn,
+        *small,
+        *root("snn"),
+    )
     # conversion ran where the model runs (Lightning calls setup before it moves the module there)
     assert calibrated_on and all(d.type == dev.type and {b.type for b in bs} == {dev.type} for d, bs in calibrated_on)
-    ok("test", "--config", "conf/digits/snn.yaml", "--config", tiny_eval(tmp_path), "--ckpt_path",
-       ckpt(tmp_path / "snn"), *snn, *small, *root("test"))
-    assert os.path.isfile(ckpt(tmp_path / "test", "attacks.json")) and os.path.isfile(ckpt(tmp_path / "test", "energy.json"))
+    ok(
+        "test",
+        "--config",
+        "conf/digits/snn.yaml",
+        "--config",
+        tiny_eval(tmp_path),
+        "--ckpt_path",
+        ckpt(tmp_path / "snn"),
+        *snn,
+        *small,
+        *root("test"),
+    )
+    assert os.path.isfile(ckpt(tmp_path / "test", "attacks.json")) and os.path.isfile(
+        ckpt(tmp_path / "test", "energy.json")
+    )
     if not REAL:
         from sim_lightning import SimStrategy
+
         assert SimStrategy.batches >= 6  # train, validation and test batches all went to the device

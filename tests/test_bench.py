@@ -1,4 +1,5 @@
 """bench/snn_step.py, the speed claim's tool: it runs every variant and reports the default schedule's ratio per net."""
+
 import re
 import subprocess
 import sys
@@ -7,8 +8,25 @@ from conftest import ROOT
 
 
 def test_snn_step_bench_times_every_variant_and_finds_the_time_schedule_exact():
-    out = subprocess.run([sys.executable, "bench/snn_step.py", "--nets", "digits", "--T", "2", "--batch", "4",
-                          "--steps", "1", "--min_seconds", "0"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "bench/snn_step.py",
+            "--nets",
+            "digits",
+            "--T",
+            "2",
+            "--batch",
+            "4",
+            "--steps",
+            "1",
+            "--min_seconds",
+            "0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
     for variant in ("naive snnTorch loop", "naive loop, NHWC input", "layer sched", "time sched"):

@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from srsnn.ann.architectures import SmallCNN
-from srsnn.snn.conversion import ConversionError, calibrate_thresholds, convert, spiking_structure
 from srsnn.pruning.masks import add_mask, iter_masks, prunable_layers
+from srsnn.snn.conversion import ConversionError, calibrate_thresholds, convert, spiking_structure
 from srsnn.snn.network import SpikingNetwork
 
 
@@ -62,8 +62,13 @@ def test_bn_fold_matches_kept_bn_in_eval():
 def _calibrated(order: str) -> list[float]:
     from srsnn.snn.conversion import convert
 
-    ann = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False), torch.nn.ReLU(), torch.nn.Linear(2, 1, bias=False),
-                              torch.nn.ReLU(), torch.nn.Linear(1, 2))
+    ann = torch.nn.Sequential(
+        torch.nn.Linear(2, 2, bias=False),
+        torch.nn.ReLU(),
+        torch.nn.Linear(2, 1, bias=False),
+        torch.nn.ReLU(),
+        torch.nn.Linear(1, 2),
+    )
     with torch.no_grad():
         ann[0].weight.copy_(torch.eye(2))
         ann[2].weight.copy_(torch.tensor([[1.0, -0.5]]))
@@ -83,8 +88,13 @@ def test_calibration_order_pins_hand_computed_thresholds():
 def test_a_layer_that_never_gets_input_is_named():
     from srsnn.snn.conversion import ConversionError, convert
 
-    ann = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False), torch.nn.ReLU(), torch.nn.Linear(2, 1, bias=False),
-                              torch.nn.ReLU(), torch.nn.Linear(1, 2))
+    ann = torch.nn.Sequential(
+        torch.nn.Linear(2, 2, bias=False),
+        torch.nn.ReLU(),
+        torch.nn.Linear(2, 1, bias=False),
+        torch.nn.ReLU(),
+        torch.nn.Linear(1, 2),
+    )
     with torch.no_grad():
         ann[0].weight.copy_(torch.eye(2))
         ann[2].weight.fill_(-1.0)  # layer 2 only ever gets negative input
@@ -160,10 +170,13 @@ def test_residual_merge_is_the_same_function_in_the_ann_and_the_snn(trained):
     assert torch.allclose(ann_merges[0](branch, skip), torch.full((1, 2), 4 * a + 2 * (1 - a)))
 
 
-@pytest.mark.parametrize("layer, message", [
-    (nn.MaxPool2d(2), r"layer 2 \(MaxPool2d\).*AvgPool2d"),
-    (nn.GELU(), r"layer 2 \(GELU\).*nn.ReLU"),
-])
+@pytest.mark.parametrize(
+    "layer, message",
+    [
+        (nn.MaxPool2d(2), r"layer 2 \(MaxPool2d\).*AvgPool2d"),
+        (nn.GELU(), r"layer 2 \(GELU\).*nn.ReLU"),
+    ],
+)
 def test_a_layer_the_converter_cannot_handle_is_named(layer, message):
     ann = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), layer, nn.Flatten(), nn.LazyLinear(3))
     with pytest.raises(ConversionError, match=message):
@@ -237,8 +250,17 @@ def test_the_snn_module_takes_a_recipe_by_name_and_reads_old_checkpoints_setting
     rate = ConvertedSNN(net(), recipe="rate")
     assert rate.recipe == RECIPES["rate"] and rate.neuron_kwargs["reset"] == "subtract"
     # a checkpoint written before recipes stored every setting: they make the paper's recipe again
-    old = dict(reset="zero", min_threshold=0.03, v_init=0.0, bn="keep", amplitude="one", calib_steps=100,
-               percentile=99.7, scale=0.3, calib_order="reference")
+    old = dict(
+        reset="zero",
+        min_threshold=0.03,
+        v_init=0.0,
+        bn="keep",
+        amplitude="one",
+        calib_steps=100,
+        percentile=99.7,
+        scale=0.3,
+        calib_order="reference",
+    )
     assert ConvertedSNN(net(), **old).recipe == RECIPES["paper"]
     with pytest.raises(ConversionError, match="set bn='fold'"):
         ConvertedSNN(net(), amplitude="threshold")

@@ -4,8 +4,14 @@ import torch
 from datamodules import CIFAR10, DataNotFoundError, Digits, MNIST5k
 
 
-@pytest.mark.parametrize("dm, shape", [(Digits(batch_size=16), (1, 8, 8)), (Digits(batch_size=16, image_size=16), (1, 16, 16)),
-                                       (MNIST5k(batch_size=16, image_size=14), (1, 14, 14))])
+@pytest.mark.parametrize(
+    "dm, shape",
+    [
+        (Digits(batch_size=16), (1, 8, 8)),
+        (Digits(batch_size=16, image_size=16), (1, 16, 16)),
+        (MNIST5k(batch_size=16, image_size=14), (1, 14, 14)),
+    ],
+)
 def test_shapes_ranges_and_splits(dm, shape):
     dm.setup("fit")
     x, y = next(iter(dm.train_dataloader()))
@@ -41,17 +47,28 @@ def test_corrupt_dataset_file_is_one_clear_error(tmp_path):
 def test_readme_bring_your_own_data_example_runs(tmp_path):
     """The worked example of README "Bring your own data", through train.py."""
     import re
+
     from conftest import ROOT, run_cli, tiny_overrides
 
     readme = (ROOT / "README.md").read_text()
     code = re.search(r"```python\n# my_data.py\n(.*?)```", readme, re.S).group(1)
     (tmp_path / "my_data.py").write_text(code)
     import os
+
     env_path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{env_path}"
     try:
-        out = run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", "--data", "my_data.MyDots",
-                      "--model.init_args.net.init_args.num_classes", "2", *tiny_overrides(tmp_path / "run"))
+        out = run_cli(
+            "train.py",
+            "fit",
+            "--config",
+            "conf/digits/ann.yaml",
+            "--data",
+            "my_data.MyDots",
+            "--model.init_args.net.init_args.num_classes",
+            "2",
+            *tiny_overrides(tmp_path / "run"),
+        )
     finally:
         os.environ["PYTHONPATH"] = env_path
     assert "Trainer.fit` stopped" in out.stderr + out.stdout
@@ -93,15 +110,44 @@ def test_tiny_imagenet_reads_its_released_layout_and_trains_through_the_cli(tmp_
     assert x.shape == (3, 64, 64) and 0 <= x.min() and x.max() <= 1
     assert y == sorted(wnids).index(wnids[21])  # the label comes from val_annotations.txt
     assert len(dm.data_train) + len(dm.data_val) == 200 and len(dm.data_test) == 6
-    run_cli("train.py", "fit", "--config", "conf/tinyimagenet/vgg11_ann.yaml", "--trainer.fast_dev_run", "true",
-            "--data.init_args.data_dir", str(tmp_path / "tin"), "--data.init_args.num_workers", "0",
-            "--data.init_args.batch_size", "4", "--model.init_args.net.init_args.width", "0.125",
-            "--model.init_args.attack_steps", "1", "--model.init_args.eval_steps", "1",
-            "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.logger", "false",
-            "--trainer.accelerator", "cpu")
+    run_cli(
+        "train.py",
+        "fit",
+        "--config",
+        "conf/tinyimagenet/vgg11_ann.yaml",
+        "--trainer.fast_dev_run",
+        "true",
+        "--data.init_args.data_dir",
+        str(tmp_path / "tin"),
+        "--data.init_args.num_workers",
+        "0",
+        "--data.init_args.batch_size",
+        "4",
+        "--model.init_args.net.init_args.width",
+        "0.125",
+        "--model.init_args.attack_steps",
+        "1",
+        "--model.init_args.eval_steps",
+        "1",
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+        "--trainer.logger",
+        "false",
+        "--trainer.accelerator",
+        "cpu",
+    )
     # missing files: one clear error naming the folder, the layout and the fix
-    out = run_cli("train.py", "fit", "--config", "conf/tinyimagenet/vgg11_ann.yaml", "--trainer.fast_dev_run", "true",
-                  "--data.init_args.data_dir", str(tmp_path / "none"), check=False)
+    out = run_cli(
+        "train.py",
+        "fit",
+        "--config",
+        "conf/tinyimagenet/vgg11_ann.yaml",
+        "--trainer.fast_dev_run",
+        "true",
+        "--data.init_args.data_dir",
+        str(tmp_path / "none"),
+        check=False,
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "TinyImageNet was not found in" in out.stderr and "val_annotations.txt" in out.stderr
 
@@ -112,7 +158,9 @@ def test_the_data_layer_knows_nothing_of_the_networks():
 
     from conftest import ROOT
 
-    code = ("import sys, datamodules; print(sorted(m for m in sys.modules if m.startswith('srsnn.') and "
-            "m not in ('srsnn.errors',)))")
+    code = (
+        "import sys, datamodules; print(sorted(m for m in sys.modules if m.startswith('srsnn.') and "
+        "m not in ('srsnn.errors',)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

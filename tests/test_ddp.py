@@ -1,4 +1,5 @@
 """Two CPU processes (gloo) against one: SNN fine-tuning and the evaluation callbacks under DDP."""
+
 import json
 from pathlib import Path
 
@@ -23,14 +24,33 @@ trainer:
     - class_path: callbacks.SpikeEnergyMonitor
       init_args: {num_samples: 31, batch_size: 8}
 """
-SNN = ["--config", "conf/digits/snn.yaml", "--model.init_args.num_steps", "2", "--model.init_args.calib_steps", "4",
-       "--model.init_args.calib_batches", "2", "--model.init_args.eval_steps", "2"]
+SNN = [
+    "--config",
+    "conf/digits/snn.yaml",
+    "--model.init_args.num_steps",
+    "2",
+    "--model.init_args.calib_steps",
+    "4",
+    "--model.init_args.calib_batches",
+    "2",
+    "--model.init_args.eval_steps",
+    "2",
+]
 DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
 
 
 def _evaluate(root: Path, cfg: Path, ckpt_path: str, ddp: bool) -> tuple[dict, dict]:
-    run_cli("train.py", "test", *SNN, "--config", str(cfg), "--ckpt_path", ckpt_path, *tiny_overrides(root),
-            *(DDP if ddp else ["--trainer.accelerator", "cpu"]))
+    run_cli(
+        "train.py",
+        "test",
+        *SNN,
+        "--config",
+        str(cfg),
+        "--ckpt_path",
+        ckpt_path,
+        *tiny_overrides(root),
+        *(DDP if ddp else ["--trainer.accelerator", "cpu"]),
+    )
     out = Path(ckpt(root, "attacks.json")).parent
     assert len(list(root.rglob("attacks.json"))) == 1  # written once, by rank 0
     return json.loads((out / "attacks.json").read_text()), json.loads((out / "energy.json").read_text())
@@ -43,16 +63,39 @@ def test_snn_fine_tuning_and_evaluation_under_ddp_match_one_process(dense_ann_ck
     fit = [*SNN, "--model.init_args.ann_checkpoint", dense_ann_ckpt]
     # same global batch (32) and number of optimizer steps: 2 ranks x 16 (BatchNorm statistics per rank:
     # torch's SyncBatchNorm is CUDA-only, and asking for it on CPU is one clear error)
-    run_cli("train.py", "fit", *fit, *tiny_overrides(tmp_path / "fit1", batches=4), "--data.init_args.batch_size", "32",
-            "--trainer.accelerator", "cpu")
-    ddp = run_cli("train.py", "fit", *fit, *tiny_overrides(tmp_path / "fit2", batches=4), "--data.init_args.batch_size",
-                  "16", *DDP)
+    run_cli(
+        "train.py",
+        "fit",
+        *fit,
+        *tiny_overrides(tmp_path / "fit1", batches=4),
+        "--data.init_args.batch_size",
+        "32",
+        "--trainer.accelerator",
+        "cpu",
+    )
+    ddp = run_cli(
+        "train.py",
+        "fit",
+        *fit,
+        *tiny_overrides(tmp_path / "fit2", batches=4),
+        "--data.init_args.batch_size",
+        "16",
+        *DDP,
+    )
     # rank 0 alone calibrates; rank 1 receives its SNN (no rank repeats the conversion)
     log = ddp.stdout + ddp.stderr
     assert log.count("converted and calibrated") == 1 and "rank 0: converted and calibrated" in log, log[-3000:]
     assert "rank 1: received the converted SNN from rank 0" in log
-    bad = run_cli("train.py", "fit", *fit, *tiny_overrides(tmp_path / "bad"), "--trainer.sync_batchnorm", "true", *DDP,
-                  check=False)
+    bad = run_cli(
+        "train.py",
+        "fit",
+        *fit,
+        *tiny_overrides(tmp_path / "bad"),
+        "--trainer.sync_batchnorm",
+        "true",
+        *DDP,
+        check=False,
+    )
     assert bad.returncode == 2 and "sync_batchnorm needs GPUs" in bad.stderr and "Traceback" not in bad.stderr
     assert len(list((tmp_path / "fit2").rglob("metrics.csv"))) == 1  # logged from rank 0 only
     assert "train/loss" in next((tmp_path / "fit2").rglob("metrics.csv")).read_text()
@@ -143,9 +186,25 @@ def test_sigterm_to_one_rank_stops_every_rank_cleanly_and_keeps_the_finished_eps
     log = tmp_path / "log.txt"
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "train.py", "test", "--config", "conf/digits/ann.yaml", "--config",
-                                 str(cfg), "--ckpt_path", dense_ann_ckpt, *tiny_overrides(tmp_path / "run"), *DDP],
-                                cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "train.py",
+                "test",
+                "--config",
+                "conf/digits/ann.yaml",
+                "--config",
+                str(cfg),
+                "--ckpt_path",
+                dense_ann_ckpt,
+                *tiny_overrides(tmp_path / "run"),
+                *DDP,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.time() + 180
         while "attack runs, each on the samples" not in log.read_text() and time.time() < deadline:
             assert proc.poll() is None, log.read_text()[-3000:]

@@ -1,15 +1,16 @@
 """NIR export round trip and the compact export of SNNs."""
+
 import pytest
 import torch
 from torch import nn
 
-from srsnn.ann.architectures import PreActResNet, SmallCNN
-from srsnn.export.compact import export_compact, load_compact
-from srsnn.snn.conversion import convert
-from srsnn.errors import UserError
-from srsnn.pruning.masks import ensure_masks, prunable_layers
-from srsnn.export.nir import NIRRunner, export_nir, to_nir
 from callbacks.pruning import prune_by_magnitude
+from srsnn.ann.architectures import PreActResNet, SmallCNN
+from srsnn.errors import UserError
+from srsnn.export.compact import export_compact, load_compact
+from srsnn.export.nir import NIRRunner, export_nir, to_nir
+from srsnn.pruning.masks import ensure_masks
+from srsnn.snn.conversion import convert
 
 nir = pytest.importorskip("nir")
 
@@ -25,8 +26,13 @@ def _sparse_snn(ann, shape, reset="zero"):
     return convert(ann, [torch.rand(32, *shape)], num_steps=8, calib_steps=16, reset=reset).eval()
 
 
-@pytest.mark.parametrize("make", [lambda: SmallCNN(input_size=8, width=4, mean=[0.2], std=[0.3]),
-                                  lambda: PreActResNet(blocks=1, base_width=4, input_size=8, in_channels=1)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SmallCNN(input_size=8, width=4, mean=[0.2], std=[0.3]),
+        lambda: PreActResNet(blocks=1, base_width=4, input_size=8, in_channels=1),
+    ],
+)
 def test_nir_round_trip_same_predictions_and_spikes(make, tmp_path):
     snn = _sparse_snn(make(), (1, 8, 8))
     path = tmp_path / "m.nir"
@@ -52,8 +58,9 @@ class _SpecIF(nn.Module):
 
     def __init__(self, node):
         super().__init__()
-        self.r, self.th, self.vr = (torch.as_tensor(a, dtype=torch.float32) for a in (node.r, node.v_threshold,
-                                                                                      node.v_reset))
+        self.r, self.th, self.vr = (
+            torch.as_tensor(a, dtype=torch.float32) for a in (node.r, node.v_threshold, node.v_reset)
+        )
 
     def forward(self, x, state=None):
         v = (torch.zeros_like(x) if state is None else state) + self.r * x
@@ -85,8 +92,13 @@ def _spec_affine(node):  # nirtorch 2.6's default Affine mapping drops the bias
     return m
 
 
-@pytest.mark.parametrize("make", [lambda: SmallCNN(input_size=8, width=4, mean=[0.2], std=[0.3]),
-                                  lambda: PreActResNet(blocks=1, base_width=4, input_size=8, in_channels=1)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SmallCNN(input_size=8, width=4, mean=[0.2], std=[0.3]),
+        lambda: PreActResNet(blocks=1, base_width=4, input_size=8, in_channels=1),
+    ],
+)
 def test_nirtorch_runs_the_exported_file_with_the_same_predictions(make, tmp_path):
     """An independent consumer: nirtorch builds and steps the graph (edges, sums into a node, state through
     time); only the node kinds it has no (or a wrong) default for are written here, from the NIR spec."""
@@ -94,8 +106,9 @@ def test_nirtorch_runs_the_exported_file_with_the_same_predictions(make, tmp_pat
     snn = _sparse_snn(make(), (1, 8, 8))
     path = tmp_path / "m.nir"
     export_nir(snn, str(path), (1, 8, 8))
-    graph = nirtorch.nir_to_torch(str(path), {nir.IF: _SpecIF, nir.Scale: _SpecScale, nir.Flatten: _SpecFlatten,
-                                              nir.Affine: _spec_affine})
+    graph = nirtorch.nir_to_torch(
+        str(path), {nir.IF: _SpecIF, nir.Scale: _SpecScale, nir.Flatten: _SpecFlatten, nir.Affine: _spec_affine}
+    )
     x = torch.rand(256, 1, 8, 8)
     with torch.no_grad():
         out, state = graph(x)
@@ -135,10 +148,18 @@ def test_nir_refuses_what_it_cannot_express(tmp_path):
 
 def test_compact_export_of_an_snn_keeps_thresholds_and_outputs(tmp_path):
     snn = _sparse_snn(SmallCNN(input_size=8, width=4, mean=[0.2], std=[0.3]), (1, 8, 8))
-    spec = {"kind": "snn", "net": {"class_path": "srsnn.ann.architectures.SmallCNN",
-                                   "init_args": {"input_size": 8, "width": 4, "mean": [0.2], "std": [0.3]}},
-            "snn": {"num_steps": 8, "encoding": "direct", "neuron": {"reset": "zero", "surrogate": "triangular",
-                                                                      "min_threshold": 0.03, "bn": "keep"}}}
+    spec = {
+        "kind": "snn",
+        "net": {
+            "class_path": "srsnn.ann.architectures.SmallCNN",
+            "init_args": {"input_size": 8, "width": 4, "mean": [0.2], "std": [0.3]},
+        },
+        "snn": {
+            "num_steps": 8,
+            "encoding": "direct",
+            "neuron": {"reset": "zero", "surrogate": "triangular", "min_threshold": 0.03, "bn": "keep"},
+        },
+    }
     export_compact(snn, str(tmp_path / "s.safetensors"), spec)
     back = load_compact(str(tmp_path / "s.safetensors"))
     x = torch.rand(16, 1, 8, 8)
@@ -162,16 +183,34 @@ def test_the_second_opinion_example_attacks_an_exported_model_in_the_compare_for
     import subprocess
     import sys
 
-    from srsnn import report
     from conftest import ROOT
+    from srsnn import report
 
     ann = SmallCNN(input_size=8, width=4)
     ensure_masks(ann)
-    spec = {"kind": "ann", "net": {"class_path": "srsnn.ann.architectures.SmallCNN", "init_args": {"input_size": 8, "width": 4}}}
+    spec = {
+        "kind": "ann",
+        "net": {"class_path": "srsnn.ann.architectures.SmallCNN", "init_args": {"input_size": 8, "width": 4}},
+    }
     export_compact(ann, str(tmp_path / "m.safetensors"), spec)
-    out = subprocess.run([sys.executable, "bench/second_opinion.py", str(tmp_path / "m.safetensors"), "--samples", "12",
-                          "--steps", "2", "--eps", "0.1", "--out", str(tmp_path / "theirs.json")], cwd=ROOT,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "bench/second_opinion.py",
+            str(tmp_path / "m.safetensors"),
+            "--samples",
+            "12",
+            "--steps",
+            "2",
+            "--eps",
+            "0.1",
+            "--out",
+            str(tmp_path / "theirs.json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     theirs = str(tmp_path / "theirs.json")
     assert report.main(["compare", theirs, theirs]) == 0
@@ -185,8 +224,13 @@ def test_infer_digits_follows_the_models_class_count_or_says_why_not(tmp_path, c
 
     ann = SmallCNN(input_size=8, width=4, num_classes=classes)
     ensure_masks(ann)
-    spec = {"kind": "ann", "net": {"class_path": "srsnn.ann.architectures.SmallCNN",
-                                   "init_args": {"input_size": 8, "width": 4, "num_classes": classes}}}
+    spec = {
+        "kind": "ann",
+        "net": {
+            "class_path": "srsnn.ann.architectures.SmallCNN",
+            "init_args": {"input_size": 8, "width": 4, "num_classes": classes},
+        },
+    }
     export_compact(ann, str(tmp_path / "m.safetensors"), spec)
     assert infer.main([str(tmp_path / "m.safetensors"), "--digits", "5"]) == code
     out = capsys.readouterr()

@@ -1,5 +1,6 @@
 """The evaluation is honest: the worst case is below every component, the audit catches gradient masking and an
 overestimating protocol, per-sample records add up, and an interrupt keeps what was finished."""
+
 import json
 import os
 import signal
@@ -15,10 +16,10 @@ from datamodules import Digits
 from lightning_modules import RobustANN
 from srsnn.ann.architectures import SmallCNN
 from srsnn.robustness.attacks import paper_ensemble
-from srsnn.snn.conversion import convert
 from srsnn.robustness.audit import summarize
 from srsnn.robustness.budget import AdaptiveBudget
 from srsnn.robustness.runner import Evaluator
+from srsnn.snn.conversion import convert
 
 
 def _snn():
@@ -45,8 +46,9 @@ def test_worst_case_is_below_every_component_and_per_sample_records_add_up():
     x, y = _data(snn)
     members = paper_ensemble()
     assert len(members) == 19
-    ev = Evaluator(snn, members, [0.05, 0.15], [{"name": "fgsm"}, {"name": "pgd", "steps": 3}], 10, SMALL,
-                   batch_size=16)
+    ev = Evaluator(
+        snn, members, [0.05, 0.15], [{"name": "fgsm"}, {"name": "pgd", "steps": 3}], 10, SMALL, batch_size=16
+    )
     out = ev.run(x, y)
     assert out["interrupted"] is None and len(out["ranking"]["broken"]) == 19
     per_eps = summarize(out, len(y), sum(out["clean"]))
@@ -109,13 +111,25 @@ class Rounding(nn.Module):
 
 def _run_eval(net, tmp_path):
     module = RobustANN(net, objective="standard", eval_epsilon=0.1)
-    cb = AttackEvaluation(attacks=[{"name": "pgd", "steps": 5}], epsilons=[0.1, 0.3], num_samples=60, batch_size=60,
-                          adaptive=dict(top_k=1, steps=10, max_targets=3, square_queries=200, check_rounds=1),
-                          output_dir=str(tmp_path))
-    trainer = L.Trainer(inference_mode=False, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_test_batches=1,
-                        callbacks=[cb, SpikeEnergyMonitor(num_samples=60, output_dir=str(tmp_path))],
-                        default_root_dir=str(tmp_path), accelerator="cpu")
+    cb = AttackEvaluation(
+        attacks=[{"name": "pgd", "steps": 5}],
+        epsilons=[0.1, 0.3],
+        num_samples=60,
+        batch_size=60,
+        adaptive=dict(top_k=1, steps=10, max_targets=3, square_queries=200, check_rounds=1),
+        output_dir=str(tmp_path),
+    )
+    trainer = L.Trainer(
+        inference_mode=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_test_batches=1,
+        callbacks=[cb, SpikeEnergyMonitor(num_samples=60, output_dir=str(tmp_path))],
+        default_root_dir=str(tmp_path),
+        accelerator="cpu",
+    )
     trainer.test(module, datamodule=Digits(batch_size=60))
     return {c["check"]: c["passed"] for c in cb.results["audit"]}, cb, trainer
 
@@ -166,12 +180,15 @@ def test_apgd_ce_takes_its_own_restarts_in_the_tier_and_every_check_round():
     """ce_restarts: APGD-CE's random starts (None = restarts); APGD-T keeps ``restarts``; the budget line says so."""
     from srsnn.errors import UserError
 
-    budget = AdaptiveBudget(top_k=2, steps=3, max_targets=1, other_targets=1, square_queries=0, check_rounds=1,
-                            ce_restarts=3)
+    budget = AdaptiveBudget(
+        top_k=2, steps=3, max_targets=1, other_targets=1, square_queries=0, check_rounds=1, ce_restarts=3
+    )
     ev = Evaluator(nn.Identity(), paper_ensemble()[:2], [0.1], [], 10, budget)
     units = ev._adaptive_units(ev.members) + ev._check_units(ev.members, 0)
     restarts = {(u.stage, u.attack, u.kwargs["n_restarts"]) for u in units}
-    assert restarts == {(st, "apgd_ce", 3) for st in ("adaptive", "check")} | {(st, "apgdt", 1) for st in ("adaptive", "check")}
+    assert restarts == {(st, "apgd_ce", 3) for st in ("adaptive", "check")} | {
+        (st, "apgdt", 1) for st in ("adaptive", "check")
+    }
     assert "1 restart(s) (APGD-CE: 3)" in budget.describe(2, 10)
     default = AdaptiveBudget(restarts=2)
     assert default.apgd_ce_restarts == 2 and "(APGD-CE" not in default.describe(2, 10)
@@ -190,7 +207,9 @@ def test_check_rounds_rerun_the_tier_on_an_ann_until_two_rounds_break_nothing():
     ev = Evaluator(ann, None, [0.02], [{"name": "fgsm"}], 10, budget, batch_size=24)
     ran = []
     run_unit = ev._run_unit
-    ev._run_unit = lambda unit, *a: ran.append((unit.stage, unit.attack, unit.kwargs.get("steps"))) or run_unit(unit, *a)
+    ev._run_unit = lambda unit, *a: (
+        ran.append((unit.stage, unit.attack, unit.kwargs.get("steps"))) or run_unit(unit, *a)
+    )
     res = ev.run(x, y)["eps"]["0.02"]
     rounds = res["check_rounds"]
     assert len(rounds) >= 2 and res["confidence"]["converged"] == (rounds[-2:] == [0, 0])
@@ -201,11 +220,17 @@ def test_check_rounds_rerun_the_tier_on_an_ann_until_two_rounds_break_nothing():
 def test_confidence_needs_two_empty_rounds_and_names_the_last_productive_one():
     from srsnn.robustness.audit import confidence, confidence_statement
 
-    assert confidence(7, [4, 5, 0]) == {"converged": False, "rounds_run": 3, "last_productive_round": 2,
-                                        "last_productive_breaks": 5, "bound": 5}
+    assert confidence(7, [4, 5, 0]) == {
+        "converged": False,
+        "rounds_run": 3,
+        "last_productive_round": 2,
+        "last_productive_breaks": 5,
+        "bound": 5,
+    }
     # the bound is the most productive round, not the last one (4, then 1: another round may well break 4 again)
     assert confidence(7, [4, 1])["bound"] == 4 and "up to 2.0 points lower" in confidence_statement(
-        "0.1", 0.5, confidence(7, [4, 1]), 200)
+        "0.1", 0.5, confidence(7, [4, 1]), 200
+    )
     assert confidence(7, [4, 0, 0])["bound"] == 0 and confidence(3, [])["bound"] == 3
     assert confidence(7, [4, 0, 0])["converged"] and confidence(7, [4, 0, 0])["last_productive_round"] == 1
     assert confidence(3, [])["last_productive_breaks"] == 3 and not confidence(3, [0])["converged"]
@@ -219,9 +244,17 @@ def test_the_audit_tells_findings_about_the_paper_protocol_from_doubts_about_the
     from srsnn.report.tables import audit_text
     from srsnn.robustness.audit import audit, verdict
 
-    per_eps = {"0.1": {"worst": 0.3, "paper_all": 0.6, "paper": {"pgd10": 0.6}, "overestimate_points": 30.0,
-                       "broken_by_stage": {"square": 0}, "check_rounds": [0, 0],
-                       "confidence": {"converged": True}}}
+    per_eps = {
+        "0.1": {
+            "worst": 0.3,
+            "paper_all": 0.6,
+            "paper": {"pgd10": 0.6},
+            "overestimate_points": 30.0,
+            "broken_by_stage": {"square": 0},
+            "check_rounds": [0, 0],
+            "confidence": {"converged": True},
+        }
+    }
     checks = audit(per_eps, 100, 0, (0.5, 0.0), 10)
     assert [verdict(c) for c in checks if not c["passed"]] == ["FINDING"]
     assert audit_text(checks) == "finding: paper protocol overestimates (ε=0.1)"
@@ -249,8 +282,14 @@ def test_ranking_breaks_count_in_the_worst_case_at_the_largest_epsilon():
     x, y = torch.rand(6, 1, 4, 4), torch.zeros(6, dtype=torch.long)
     x[0, 0, 0, 0] = 0.5
     members = paper_ensemble()[:3]
-    ev = _Scripted(nn.Identity(), members, [0.05, 0.1], [{"name": "fgsm"}], 10,
-                   AdaptiveBudget(top_k=1, steps=1, max_targets=1, other_targets=1, square_queries=0, check_rounds=0))
+    ev = _Scripted(
+        nn.Identity(),
+        members,
+        [0.05, 0.1],
+        [{"name": "fgsm"}],
+        10,
+        AdaptiveBudget(top_k=1, steps=1, max_targets=1, other_targets=1, square_queries=0, check_rounds=0),
+    )
     out = ev.run(x, y)
     assert out["eps"]["0.05"]["robust_worst"] == 6  # the ranking runs at the largest epsilon only
     assert out["eps"]["0.1"]["robust_worst"] == 5
@@ -288,11 +327,20 @@ def test_adaptive_units_through_the_relu_path_attack_the_deployed_judge(monkeypa
     x, y = _data(snn, 8)
     seen = []
     real = rob.make_attack
-    monkeypatch.setattr(rob, "make_attack", lambda name, model, eps, **kw: seen.append((name, type(model).__name__))
-                        or real(name, model, eps, **kw))
+    monkeypatch.setattr(
+        rob,
+        "make_attack",
+        lambda name, model, eps, **kw: seen.append((name, type(model).__name__)) or real(name, model, eps, **kw),
+    )
     relu = next(m for m in paper_ensemble() if m["mode"] == "relu")
-    ev = Evaluator(snn, [relu], [0.1], [{"name": "fgsm"}], 10,
-                   AdaptiveBudget(top_k=1, steps=2, max_targets=1, other_targets=1, square_queries=0, check_rounds=1))
+    ev = Evaluator(
+        snn,
+        [relu],
+        [0.1],
+        [{"name": "fgsm"}],
+        10,
+        AdaptiveBudget(top_k=1, steps=2, max_targets=1, other_targets=1, square_queries=0, check_rounds=1),
+    )
     ev.run(x, y)
     assert ("fgsm", type(snn).__name__) in seen  # the paper's protocol: the reference code's ReLU-path attack
     assert {n for n, m in seen if m == "DeployedJudge"} == {"apgd_ce", "apgdt"}
@@ -311,8 +359,10 @@ def test_square_is_rerun_in_every_check_round_with_twice_the_queries_and_a_new_s
     ev = Evaluator(net, None, [0.3], [{"name": "fgsm"}], 10, budget, batch_size=30)
     ran = []
     run_unit = ev._run_unit
-    ev._run_unit = lambda unit, *a: ran.append((unit.stage, unit.attack, unit.kwargs.get("n_queries"),
-                                                unit.kwargs.get("seed"))) or run_unit(unit, *a)
+    ev._run_unit = lambda unit, *a: (
+        ran.append((unit.stage, unit.attack, unit.kwargs.get("n_queries"), unit.kwargs.get("seed")))
+        or run_unit(unit, *a)
+    )
     res = ev.run(x, y)["eps"]["0.3"]
     assert res["broken_by_stage"]["square"] > 0
     squares = [r for r in ran if r[:2] == ("check", "square")]

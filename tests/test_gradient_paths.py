@@ -4,6 +4,7 @@ The port below is written from the formulas of IGITUGraz/RobustSNNConversion (``
 states them, independently of ``srsnn.snn.neurons``: a Python loop over T with plain autograd, the reset *not*
 detached, BPTR as RateBp (backward = grad * 1[mean_t(spikes) > 0]), and the Act path as a plain ReLU with T = 0.
 """
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,8 +12,8 @@ import torch.nn.functional as F
 from srsnn.ann.architectures import SmallCNN
 from srsnn.robustness.attacks import paper_ensemble
 from srsnn.snn.conversion import convert
-from srsnn.snn.neurons import IFNeuron
 from srsnn.snn.network import gradient_path
+from srsnn.snn.neurons import IFNeuron
 
 T = 4
 

@@ -5,10 +5,10 @@ import snntorch
 import torch
 
 from srsnn.ann.architectures import SmallCNN
-from srsnn.snn.conversion import convert
 from srsnn.modes import frozen_parameters
-from srsnn.snn.neurons import IFNeuron
+from srsnn.snn.conversion import convert
 from srsnn.snn.network import gradient_path
+from srsnn.snn.neurons import IFNeuron
 from srsnn.snn.surrogates import make_surrogate
 
 
@@ -93,9 +93,17 @@ def _small_snn(reset: str, detach: bool = False):
     from srsnn.snn.conversion import spiking_structure
 
     torch.manual_seed(3)
-    ann = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-                              torch.nn.AvgPool2d(2), torch.nn.Conv2d(4, 5, 3, padding=1), torch.nn.BatchNorm2d(5),
-                              torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(5 * 3 * 3, 3))
+    ann = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.AvgPool2d(2),
+        torch.nn.Conv2d(4, 5, 3, padding=1),
+        torch.nn.BatchNorm2d(5),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(5 * 3 * 3, 3),
+    )
     net = spiking_structure(ann, reset=reset, surrogate={"name": "triangular", "gamma": 1.0}, detach_reset=detach)
     for i, n in enumerate(m for m in net if isinstance(m, IFNeuron)):
         n.threshold.data.fill_(0.3 + 0.2 * i)
@@ -139,9 +147,13 @@ def test_time_schedule_in_training_equals_the_snntorch_loop():
     net = _small_snn("zero", detach=True).train()
     x = torch.rand(6, 2, 6, 6) * 2
     ours = SpikingNetwork(net, 4, schedule="time")(x)
-    leaky = {i: snntorch.Leaky(beta=1.0, threshold=float(m.threshold.detach()), spike_grad=m.spike_grad,
-                                 reset_mechanism="zero")
-             for i, m in enumerate(net) if isinstance(m, IFNeuron)}
+    leaky = {
+        i: snntorch.Leaky(
+            beta=1.0, threshold=float(m.threshold.detach()), spike_grad=m.spike_grad, reset_mechanism="zero"
+        )
+        for i, m in enumerate(net)
+        if isinstance(m, IFNeuron)
+    }
     mems, ref = {i: None for i in leaky}, 0
     for _ in range(4):
         h = x

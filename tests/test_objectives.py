@@ -1,4 +1,5 @@
 """The adversarial objectives do what they claim, on the real digits data."""
+
 import torch
 
 from datamodules import Digits
@@ -11,8 +12,9 @@ def _train(objective: str, epochs: int = 4) -> float:
     torch.manual_seed(0)
     dm = Digits(batch_size=64)
     dm.setup("fit")
-    module = RobustANN(SmallCNN(input_size=8, width=8, mean=[0.2], std=[0.3]), objective=objective,
-                       epsilon=0.15, attack_steps=3)
+    module = RobustANN(
+        SmallCNN(input_size=8, width=8, mean=[0.2], std=[0.3]), objective=objective, epsilon=0.15, attack_steps=3
+    )
     opt = torch.optim.SGD(module.parameters(), lr=0.05, momentum=0.9)
     for _ in range(epochs):
         for x, y in dm.train_dataloader():

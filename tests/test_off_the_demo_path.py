@@ -1,5 +1,6 @@
 """Off the demo's path: 2- and 3-class data (where torchattacks' DLR losses are undefined) and a datamodule that
 normalises its own images (outside [0, 1], where every attack's clamping is wrong)."""
+
 import json
 
 import pytest
@@ -30,8 +31,15 @@ def _snn_and_data(classes: int, n: int = 24):
 @pytest.mark.parametrize("classes, targeted", [(2, None), (3, "pgdt"), (4, "apgdt")])
 def test_the_adaptive_tier_runs_with_any_class_count_and_says_which_targeted_attack(classes, targeted):
     snn, x, y = _snn_and_data(classes)
-    ev = Evaluator(snn, paper_ensemble()[:3], [0.1, 0.3], [{"name": "fgsm"}, {"name": "pgd", "steps": 3}], classes,
-                   SMALL, batch_size=16)
+    ev = Evaluator(
+        snn,
+        paper_ensemble()[:3],
+        [0.1, 0.3],
+        [{"name": "fgsm"}, {"name": "pgd", "steps": 3}],
+        classes,
+        SMALL,
+        batch_size=16,
+    )
     out = ev.run(x, y)
     assert out["interrupted"] is None and out["units_done"] > 0
     ran = {k.split(":")[1] for k in ev.seconds if k.startswith(("adaptive:", "check:"))}
@@ -66,8 +74,14 @@ def test_images_outside_0_1_are_a_data_error_in_the_evaluator():
 
 @pytest.mark.parametrize("sub", ["fit", "test"])
 def test_a_normalising_datamodule_is_refused_at_setup_with_one_line(tmp_path, sub):
-    args = [sub, "--config", "conf/digits/ann.yaml", "--data", "tests.plain_data.NormalisedDigits",
-            *tiny_overrides(tmp_path)]
+    args = [
+        sub,
+        "--config",
+        "conf/digits/ann.yaml",
+        "--data",
+        "tests.plain_data.NormalisedDigits",
+        *tiny_overrides(tmp_path),
+    ]
     out = run_main(*args)
     assert out.returncode == 2, out.stderr[-2000:]
     line = next(ln for ln in out.stderr.splitlines() if ln.startswith("error:"))
@@ -93,13 +107,32 @@ def test_few_classes_through_fit_conversion_and_the_strong_evaluation(tmp_path, 
     (tmp_path / "strong.yaml").write_text(STRONG)
     run_cli("train.py", "fit", "--config", "conf/digits/ann.yaml", *data, *tiny_overrides(tmp_path / "ann", 2, 8))
     ann = ckpt(tmp_path / "ann")
-    snn = ["--config", "conf/digits/snn.yaml", *data, "--model.init_args.num_steps", "2",
-           "--model.init_args.calib_steps", "4", "--model.init_args.calib_batches", "2"]
+    snn = [
+        "--config",
+        "conf/digits/snn.yaml",
+        *data,
+        "--model.init_args.num_steps",
+        "2",
+        "--model.init_args.calib_steps",
+        "4",
+        "--model.init_args.calib_batches",
+        "2",
+    ]
     run_cli("train.py", "fit", *snn, "--model.init_args.ann_checkpoint", ann, *tiny_overrides(tmp_path / "snn"))
-    for kind, args, model in (("ann", ["--config", "conf/digits/ann.yaml", *data], ann),
-                              ("snn", snn, ckpt(tmp_path / "snn"))):
-        run_cli("train.py", "test", *args, "--config", str(tmp_path / "strong.yaml"), "--ckpt_path", model,
-                *tiny_overrides(tmp_path / f"{kind}_test"))
+    for kind, args, model in (
+        ("ann", ["--config", "conf/digits/ann.yaml", *data], ann),
+        ("snn", snn, ckpt(tmp_path / "snn")),
+    ):
+        run_cli(
+            "train.py",
+            "test",
+            *args,
+            "--config",
+            str(tmp_path / "strong.yaml"),
+            "--ckpt_path",
+            model,
+            *tiny_overrides(tmp_path / f"{kind}_test"),
+        )
         res = json.loads(open(ckpt(tmp_path / f"{kind}_test", "attacks.json")).read())
         assert res["num_classes"] == classes and res["kind"] == kind and res["num_samples"] == 16
         assert ("targeted PGD-CE" if classes == 3 else "no targeted attack") in res["budget"]["adaptive"]
@@ -109,8 +142,18 @@ def test_few_classes_through_fit_conversion_and_the_strong_evaluation(tmp_path, 
 
 
 def test_the_evaluations_size_is_reachable_by_name_and_a_stray_callback_option_is_refused(tmp_path):
-    out = run_main("test", "--config", "conf/digits/ann.yaml", "--evaluation.num_samples", "20",
-                   "--evaluation.adaptive", "quick", "--evaluation.epsilons", "[0.05]", "--print_config")
+    out = run_main(
+        "test",
+        "--config",
+        "conf/digits/ann.yaml",
+        "--evaluation.num_samples",
+        "20",
+        "--evaluation.adaptive",
+        "quick",
+        "--evaluation.epsilons",
+        "[0.05]",
+        "--print_config",
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     import yaml
 
@@ -119,13 +162,21 @@ def test_the_evaluations_size_is_reachable_by_name_and_a_stray_callback_option_i
     energy = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("SpikeEnergyMonitor"))
     assert ev["num_samples"] == 20 and ev["adaptive"] == "quick" and ev["epsilons"] == [0.05]
     assert energy["init_args"]["num_samples"] != 20  # the energy monitor keeps its own
-    out = run_main("test", "--config", "conf/digits/ann.yaml", "--trainer.callbacks.init_args.num_samples", "20",
-                   *tiny_overrides(tmp_path))
+    out = run_main(
+        "test",
+        "--config",
+        "conf/digits/ann.yaml",
+        "--trainer.callbacks.init_args.num_samples",
+        "20",
+        *tiny_overrides(tmp_path),
+    )
     assert out.returncode == 2 and "changes only the last callback (SpikeEnergyMonitor)" in out.stderr
     assert "--evaluation.num_samples" in out.stderr
-    out = run_main("fit", "--config", "conf/digits/prune_hydra.yaml", "--evaluation.num_samples", "5",
-                   *tiny_overrides(tmp_path))
+    out = run_main(
+        "fit", "--config", "conf/digits/prune_hydra.yaml", "--evaluation.num_samples", "5", *tiny_overrides(tmp_path)
+    )
     assert out.returncode == 2 and "runs no callbacks.AttackEvaluation" in out.stderr
-    out = run_main("test", "--config", "conf/digits/ann.yaml", "--evaluation.adaptive", "strongest",
-                   *tiny_overrides(tmp_path))
+    out = run_main(
+        "test", "--config", "conf/digits/ann.yaml", "--evaluation.adaptive", "strongest", *tiny_overrides(tmp_path)
+    )
     assert out.returncode == 2 and "evaluation.adaptive" in out.stderr and "Traceback" not in out.stderr

@@ -1,4 +1,5 @@
 """The whole pipeline, tiny, through pipeline.py: all stages, skip on re-run, resume after a kill."""
+
 import json
 import signal
 import subprocess
@@ -13,8 +14,18 @@ from conftest import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # `make test-e2e`, a file per worker: the reference run is built once
 
-FAST = ["--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+FAST = [
+    "--trainer.limit_train_batches",
+    "3",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.limit_test_batches",
+    "1",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+]
 
 
 def _tiny_configs(tmp: Path, pruning: bool = True) -> Path:
@@ -28,22 +39,43 @@ def _tiny_configs(tmp: Path, pruning: bool = True) -> Path:
     cfg["config"] = str((ROOT / "conf/digits" / cfg["config"]).resolve())  # its include, from the copy's folder
     for cb in cfg["trainer"]["callbacks"]:
         if cb["class_path"] == "callbacks.AttackEvaluation":
-            cb["init_args"].update(attacks=[{"name": "pgd", "steps": 2}], epsilons=[0.1, 0.2], num_samples=20,
-                                   batch_size=20, adaptive=dict(top_k=1, steps=2, max_targets=2,
-                                                                square_queries=20, check_rounds=1))
+            cb["init_args"].update(
+                attacks=[{"name": "pgd", "steps": 2}],
+                epsilons=[0.1, 0.2],
+                num_samples=20,
+                batch_size=20,
+                adaptive=dict(top_k=1, steps=2, max_targets=2, square_queries=20, check_rounds=1),
+            )
         if cb["class_path"] == "callbacks.SpikeEnergyMonitor":
             cb.setdefault("init_args", {})["num_samples"] = 20
     out["ann"] = tmp / "ann.yaml"
     out["ann"].write_text(yaml.safe_dump(cfg))
-    snn_args = ["--model.init_args.num_steps", "2", "--model.init_args.calib_steps", "4",
-                "--model.init_args.calib_batches", "2", "--model.init_args.eval_steps", "2"]
-    pipe = {"title": "tiny", "run_dir": str(tmp / "run"), "results": str(tmp / "results"),
-            "ann": str(out["ann"]), "snn": str(out["snn"]),
-            "pruning": [{"name": "hydra", "config": str(out["prune_hydra"]), "sparsity": [0.9]}] if pruning else [],
-            **({"t_sweep": {"of": "hydra90", "num_steps": [3]}, "converted_test": ["hydra90"]} if pruning else {}),
-            "args": {"ann": ["--trainer.max_epochs", "2", *FAST], "ann_test": FAST,
-                     "prune": ["--trainer.max_epochs", "2", "--trainer.callbacks.init_args.score_epochs", "1", *FAST],
-                     "snn": ["--trainer.max_epochs", "2", *snn_args, *FAST], "snn_test": [*snn_args, *FAST]}}
+    snn_args = [
+        "--model.init_args.num_steps",
+        "2",
+        "--model.init_args.calib_steps",
+        "4",
+        "--model.init_args.calib_batches",
+        "2",
+        "--model.init_args.eval_steps",
+        "2",
+    ]
+    pipe = {
+        "title": "tiny",
+        "run_dir": str(tmp / "run"),
+        "results": str(tmp / "results"),
+        "ann": str(out["ann"]),
+        "snn": str(out["snn"]),
+        "pruning": [{"name": "hydra", "config": str(out["prune_hydra"]), "sparsity": [0.9]}] if pruning else [],
+        **({"t_sweep": {"of": "hydra90", "num_steps": [3]}, "converted_test": ["hydra90"]} if pruning else {}),
+        "args": {
+            "ann": ["--trainer.max_epochs", "2", *FAST],
+            "ann_test": FAST,
+            "prune": ["--trainer.max_epochs", "2", "--trainer.callbacks.init_args.score_epochs", "1", *FAST],
+            "snn": ["--trainer.max_epochs", "2", *snn_args, *FAST],
+            "snn_test": [*snn_args, *FAST],
+        },
+    }
     # the T sweep passes its own num_steps after these: the last value wins
     path = tmp / "pipeline.yaml"
     path.write_text(yaml.safe_dump(pipe))
@@ -51,8 +83,9 @@ def _tiny_configs(tmp: Path, pruning: bool = True) -> Path:
 
 
 def _run(cfg, extra=(), **kw):
-    return subprocess.run([sys.executable, "pipeline.py", "--config", str(cfg), *extra], cwd=ROOT, capture_output=True,
-                          text=True, **kw)
+    return subprocess.run(
+        [sys.executable, "pipeline.py", "--config", str(cfg), *extra], cwd=ROOT, capture_output=True, text=True, **kw
+    )
 
 
 @pytest.fixture(scope="session")  # not "module": xdist may interleave other modules' tests on this worker
@@ -67,16 +100,29 @@ def reference(tmp_path_factory) -> Path:
 def test_tiny_pipeline_end_to_end_then_skip(reference):
     tmp_path, cfg = reference, reference / "pipeline.yaml"
     report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
-    assert [r["run"] for r in report] == ["ann_test", "snn_test", "hydra90_ann_test", "hydra90_snn_test",
-                                          "hydra90_T3_snn_test", "hydra90_snn_converted_test"]
+    assert [r["run"] for r in report] == [
+        "ann_test",
+        "snn_test",
+        "hydra90_ann_test",
+        "hydra90_snn_test",
+        "hydra90_T3_snn_test",
+        "hydra90_snn_converted_test",
+    ]
     sparse = [r for r in report if r["run"].startswith("hydra")]
     assert all(abs(r["sparsity"] - 0.9) < 0.01 for r in sparse)
     assert report[3]["E_dense/E_sparse"] is not None and report[3]["synops"] < report[1]["synops"]
-    assert [r["T"] for r in report if r["kind"] == "snn"] == [2, 2, 3, 2] and [r["method"] for r in report[:4]] == \
-        ["dense", "dense", "HYDRA", "HYDRA"]
+    assert [r["T"] for r in report if r["kind"] == "snn"] == [2, 2, 3, 2] and [r["method"] for r in report[:4]] == [
+        "dense",
+        "dense",
+        "HYDRA",
+        "HYDRA",
+    ]
     # every SNN's converted-only validation (its fit's sanity check) beside the fine-tuned one
-    assert all(r["converted_val_acc"] is not None and r["fit_val_acc"] is not None and r["fit_epochs"] == 2
-               for r in report if r["kind"] == "snn" and not r["converted_only"])
+    assert all(
+        r["converted_val_acc"] is not None and r["fit_val_acc"] is not None and r["fit_epochs"] == 2
+        for r in report
+        if r["kind"] == "snn" and not r["converted_only"]
+    )
     assert report[5]["converted_only"] and report[5]["sparsity"] == report[3]["sparsity"]  # the same masks
     md = (tmp_path / "run" / "report" / "report.md").read_text()
     assert "## The paper's claims, measured" in md and "## Time steps: hydra90 SNN at T = 2, 3" in md
@@ -85,9 +131,12 @@ def test_tiny_pipeline_end_to_end_then_skip(reference):
         assert (tmp_path / "run" / "report" / f"{fig}.png").exists(), fig
     # published to the pipeline's results folder: the report and every model's own evaluation
     assert (tmp_path / "results" / "report.md").read_text() == md
-    assert sorted(p.stem for p in (tmp_path / "results" / "evaluation").glob("*.md")) == sorted(r["run"] for r in report)
-    assert sorted(p.name.split(".")[0] for p in (tmp_path / "results" / "evaluation").glob("*.per_sample.json")) == \
-        sorted(r["run"] for r in report)
+    assert sorted(p.stem for p in (tmp_path / "results" / "evaluation").glob("*.md")) == sorted(
+        r["run"] for r in report
+    )
+    assert sorted(
+        p.name.split(".")[0] for p in (tmp_path / "results" / "evaluation").glob("*.per_sample.json")
+    ) == sorted(r["run"] for r in report)
     # wall time and peak memory of every stage
     rows = [r.split("|") for r in (tmp_path / "run" / "report" / "timings.md").read_text().splitlines()[2:-1]]
     assert [r[1].strip() for r in rows][:2] == ["ann", "ann_test"] and len(rows) == 11
@@ -99,8 +148,18 @@ def test_tiny_pipeline_end_to_end_then_skip(reference):
     import shutil
 
     shutil.copytree(tmp_path / "run" / "hydra90_T3_snn_test", tmp_path / "renamed" / "my model")
-    out = subprocess.run([sys.executable, "report.py", str(tmp_path / "renamed" / "my model"), "--out",
-                          str(tmp_path / "renamed" / "report")], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "report.py",
+            str(tmp_path / "renamed" / "my model"),
+            "--out",
+            str(tmp_path / "renamed" / "report"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     row = json.loads((tmp_path / "renamed" / "report" / "report.json").read_text())[0]
     assert (row["method"], row["family"], row["converted_only"]) == ("HYDRA", "hydra90", False)
@@ -112,8 +171,13 @@ def _copy(reference: Path, dest: Path, stages=None) -> Path:
     """The reference run (or some of its stages) and its configs under ``dest``: identities do not depend on paths."""
     import shutil
 
-    shutil.copytree(reference, dest, ignore=None if stages is None else
-                    lambda d, names: [n for n in names if Path(d) == reference / "run" and n not in stages])
+    shutil.copytree(
+        reference,
+        dest,
+        ignore=None
+        if stages is None
+        else lambda d, names: [n for n in names if Path(d) == reference / "run" and n not in stages],
+    )
     for f in dest.glob("*.yaml"):
         f.write_text(f.read_text().replace(str(reference), str(dest)))
     return dest
@@ -133,8 +197,15 @@ def test_a_changed_config_or_code_makes_its_stages_and_those_downstream_stale(re
     lines = [l for l in out.stdout.splitlines() if l.startswith("== stage")]
     assert out.returncode == 0 and len(lines) == 11, out.stdout + out.stderr
     stale = [l.split(":")[1].split()[0] for l in lines if "stale (its config file changed" in l]
-    assert stale == ["snn", "snn_test", "hydra90_snn", "hydra90_snn_test", "hydra90_T3_snn", "hydra90_T3_snn_test",
-                     "hydra90_snn_converted_test"], lines
+    assert stale == [
+        "snn",
+        "snn_test",
+        "hydra90_snn",
+        "hydra90_snn_test",
+        "hydra90_T3_snn",
+        "hydra90_T3_snn_test",
+        "hydra90_snn_converted_test",
+    ], lines
     assert sum("complete, skipped" in l for l in lines) == 4
     # the configs that include ann.yaml (`config: ann.yaml`) change with it: every stage is stale
     ann_yaml = Path(cfg["ann"])
@@ -151,7 +222,9 @@ def test_a_changed_config_or_code_makes_its_stages_and_those_downstream_stale(re
     edited.write_text(yaml.safe_dump(cfg))
     out = _run(edited)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert out.stdout.count("stale (its command changed): re-running") == 2 and out.stdout.count("complete, skipped") == 9
+    assert (
+        out.stdout.count("stale (its command changed): re-running") == 2 and out.stdout.count("complete, skipped") == 9
+    )
     assert (reference / "run" / "ann_test.stale-1" / "DONE").exists()
     src = tmp_path / "src"  # the code version is a hash of the sources: an edited file changes it
     for entry in pipeline.CODE:
@@ -166,13 +239,19 @@ def test_killed_pipeline_resumes_to_the_same_result(reference, tmp_path):
     # the dense branch (the resume logic is the same), its completed ANN stages copied from the reference run
     _copy(reference, tmp_path / "k", stages={"ann", "ann_test"})
     cfg = _tiny_configs(tmp_path / "k", pruning=False)
-    proc = subprocess.Popen([sys.executable, "pipeline.py", "--config", str(cfg)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "pipeline.py", "--config", str(cfg)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     snn_dir = tmp_path / "k" / "run" / "snn"
     deadline = time.time() + 600
     while time.time() < deadline and not list(snn_dir.rglob("last.ckpt")) and proc.poll() is None:
         time.sleep(0.05)
     import os
+
     os.killpg(proc.pid, signal.SIGKILL)  # the pipeline and its running stage, mid-way through the SNN stage
     proc.wait()
     out = _run(cfg)
@@ -200,7 +279,9 @@ def test_one_pipeline_per_run_folder_and_a_stale_lock_is_taken_over(reference, t
         owner.kill()
         owner.wait()
     out = _run(cfg)  # its owner is gone: a stale lock
-    assert out.returncode == 0 and "removing the stale lock" in out.stdout and out.stdout.count("complete, skipped") == 11
+    assert (
+        out.returncode == 0 and "removing the stale lock" in out.stdout and out.stdout.count("complete, skipped") == 11
+    )
     assert not lock.exists()  # released at the end
 
 

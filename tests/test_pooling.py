@@ -36,11 +36,13 @@ def test_module_takes_the_fast_path_only_where_it_is_exact(monkeypatch):
     others = [
         (AvgPool2d(2), x.contiguous(memory_format=torch.channels_last)),  # NHWC: PyTorch's kernel is fast there
         (AvgPool2d(2), torch.randn(4, 3, 7, 8)),  # odd size
-        (AvgPool2d(3), x), (AvgPool2d(2, stride=1), x), (AvgPool2d(2, padding=1), x),
-        (AvgPool2d(2, divisor_override=3), x), (AvgPool2d(2), x.to(torch.bfloat16)),
+        (AvgPool2d(3), x),
+        (AvgPool2d(2, stride=1), x),
+        (AvgPool2d(2, padding=1), x),
+        (AvgPool2d(2, divisor_override=3), x),
+        (AvgPool2d(2), x.to(torch.bfloat16)),
     ]
     for pool, inp in others:
         ref = torch.nn.AvgPool2d(pool.kernel_size, pool.stride, pool.padding, divisor_override=pool.divisor_override)
         assert torch.equal(pool(inp), ref(inp))
     assert calls == [(4, 3, 8, 8)]
-

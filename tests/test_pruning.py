@@ -5,18 +5,19 @@ from hypothesis import strategies as st
 from torch import nn
 
 from callbacks.pruning import HarpPruning, HydraPruning, MagnitudePruning, prune_by_magnitude
-from conftest import ckpt, run_cli, run_main, tiny_overrides
+from conftest import ckpt, run_main, tiny_overrides
 from srsnn.ann.architectures import VGG, SmallCNN
-from srsnn.export.compact import decode_gaps, encode_gaps, export_compact, load_compact
 from srsnn.errors import UserError
+from srsnn.export.compact import decode_gaps, encode_gaps, export_compact, load_compact
 from srsnn.pruning.masks import ensure_masks, get_weight_mask, mask_of, prunable_layers, sparsity_report
 
 
 def _scored(net, sparsity, cb):
     ensure_masks(net)
     for _, m in prunable_layers(net):
-        get_weight_mask(m).add_scores(m.parametrizations.weight.original, 1 - sparsity, learn_rate=cb.learn_rate,
-                                      rate_min=cb.rate_min)
+        get_weight_mask(m).add_scores(
+            m.parametrizations.weight.original, 1 - sparsity, learn_rate=cb.learn_rate, rate_min=cb.rate_min
+        )
 
 
 @pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.99])
@@ -46,6 +47,7 @@ def test_harp_global_sparsity_within_half_a_percent_and_non_uniform(sparsity):
     layer = [v for k, v in report.items() if k != "global"]
     assert max(layer) - min(layer) > (1 - sparsity) / 2  # a non-uniform allocation
     from srsnn.pruning.masks import strip_scores
+
     strip_scores(net)  # what conversion and export do: the projected masks must survive
     assert sparsity_report(net) == report
 
@@ -115,8 +117,13 @@ def test_compact_export_round_trip_and_size_at_99_percent(tmp_path):
     net.eval()
     ensure_masks(net)
     prune_by_magnitude(net, 0.99)
-    spec = {"kind": "ann", "net": {"class_path": "srsnn.ann.architectures.VGG",
-                                    "init_args": {"variant": "vgg11", "input_size": 32, "width": 0.5}}}
+    spec = {
+        "kind": "ann",
+        "net": {
+            "class_path": "srsnn.ann.architectures.VGG",
+            "init_args": {"variant": "vgg11", "input_size": 32, "width": 0.5},
+        },
+    }
     r = export_compact(net, str(tmp_path / "m.safetensors"), spec)
     assert r["dense_fp32_bytes"] / r["compact_bytes"] >= 50, r
     back = load_compact(str(tmp_path / "m.safetensors"))
@@ -129,15 +136,29 @@ def test_compact_export_round_trip_and_size_at_99_percent(tmp_path):
 def test_pruning_callbacks_through_the_cli(dense_ann_ckpt, tmp_path, recwarn):
     for method in ("magnitude", "hydra", "harp", "channels"):
         root = tmp_path / method
-        extra = ["--trainer.max_epochs", "2"] + (["--trainer.callbacks.init_args.score_epochs", "1"]
-                                                 if method in ("hydra", "harp") else [])
-        out = run_main("fit", "--config", f"conf/digits/prune_{method}.yaml",  # in-process: no interpreter start
-                       "--model.init_args.init_from", dense_ann_ckpt, *tiny_overrides(root), *extra)
+        extra = ["--trainer.max_epochs", "2"] + (
+            ["--trainer.callbacks.init_args.score_epochs", "1"] if method in ("hydra", "harp") else []
+        )
+        out = run_main(
+            "fit",
+            "--config",
+            f"conf/digits/prune_{method}.yaml",  # in-process: no interpreter start
+            "--model.init_args.init_from",
+            dense_ann_ckpt,
+            *tiny_overrides(root),
+            *extra,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         assert "Pruning]" in out.stderr + out.stdout
         # the pruned checkpoint restores into a fresh model for testing (masks / shrunk channels included)
-        out = run_main("test", "--config", f"conf/digits/prune_{method}.yaml", "--ckpt_path", ckpt(root),
-                       *tiny_overrides(tmp_path / f"{method}_test"))
+        out = run_main(
+            "test",
+            "--config",
+            f"conf/digits/prune_{method}.yaml",
+            "--ckpt_path",
+            ckpt(root),
+            *tiny_overrides(tmp_path / f"{method}_test"),
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         assert "test/acc" in out.stdout
     for method in ("hydra", "harp"):
@@ -151,15 +172,26 @@ def test_pruning_callbacks_through_the_cli(dense_ann_ckpt, tmp_path, recwarn):
 
 
 @settings(max_examples=6, deadline=None)
-@given(width=st.integers(1, 6), size=st.sampled_from([4, 8, 12]), sparsity=st.floats(0.0, 0.999), seed=st.integers(0, 99))
+@given(
+    width=st.integers(1, 6), size=st.sampled_from([4, 8, 12]), sparsity=st.floats(0.0, 0.999), seed=st.integers(0, 99)
+)
 def test_compact_export_round_trip_random_shapes_and_sparsities(width, size, sparsity, seed, tmp_path_factory):
     torch.manual_seed(seed)
     net = SmallCNN(input_size=size, width=width).eval()
     ensure_masks(net)
     prune_by_magnitude(net, sparsity)
     path = str(tmp_path_factory.mktemp("c") / "m.safetensors")
-    export_compact(net, path, {"kind": "ann", "net": {"class_path": "srsnn.ann.architectures.SmallCNN",
-                                                      "init_args": {"input_size": size, "width": width}}})
+    export_compact(
+        net,
+        path,
+        {
+            "kind": "ann",
+            "net": {
+                "class_path": "srsnn.ann.architectures.SmallCNN",
+                "init_args": {"input_size": size, "width": width},
+            },
+        },
+    )
     back = load_compact(path)
     x = torch.rand(3, 1, size, size)
     with torch.no_grad():

@@ -1,5 +1,7 @@
-"""The GPU recipes: every pipeline resolves, every stage config builds, and the settings are the paper's (docs/method.md);
+"""The GPU recipes: every pipeline resolves, every stage config builds, and the settings are the paper's
+(docs/method.md);
 every config of conf/ resolves to the values it had before the configs were composed from shared parts."""
+
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -24,17 +26,32 @@ def _from_recipe(field: str):
         from srsnn.snn.conversion import recipe_from
 
         return new is None and getattr(recipe_from(cfg["model.init_args.recipe"]), field) == old
+
     return same
 
 
-HARMLESS = {"trainer.precision": lambda old, new, cfg: old is None and new == "32-true",
-            "model.init_args.attack_steps": lambda old, new, cfg: cfg.get("model.init_args.inner_attack") == "rfgsm",
-            **{f"model.init_args.{k}": _from_recipe(f) for k, f in (
-                ("reset", "reset"), ("min_threshold", "min_threshold"), ("v_init", "v_init"), ("bn", "bn"),
-                ("amplitude", "amplitude"), ("calib_steps", "calib_steps"), ("percentile", "percentile"),
-                ("scale", "scale"), ("calib_order", "order"))}}
+HARMLESS = {
+    "trainer.precision": lambda old, new, cfg: old is None and new == "32-true",
+    "model.init_args.attack_steps": lambda old, new, cfg: cfg.get("model.init_args.inner_attack") == "rfgsm",
+    **{
+        f"model.init_args.{k}": _from_recipe(f)
+        for k, f in (
+            ("reset", "reset"),
+            ("min_threshold", "min_threshold"),
+            ("v_init", "v_init"),
+            ("bn", "bn"),
+            ("amplitude", "amplitude"),
+            ("calib_steps", "calib_steps"),
+            ("percentile", "percentile"),
+            ("scale", "scale"),
+            ("calib_order", "order"),
+        )
+    },
+}
 ADDED = {"model.init_args.recipe"}  # the name of the conversion settings an SNN config's values come from
-ADDED |= {f"evaluation.{k}" for k in ("num_samples", "batch_size", "epsilons", "adaptive", "output_dir")}  # CLI shortcuts
+ADDED |= {
+    f"evaluation.{k}" for k in ("num_samples", "batch_size", "epsilons", "adaptive", "output_dir")
+}  # CLI shortcuts
 ADDED |= {"data.init_args.classes"}  # Digits(classes=10): the digits kept
 
 
@@ -45,7 +62,9 @@ def test_every_config_resolves_to_the_values_it_had_before_composition():
     assert sorted(before) == stage_configs()
     for path, old in before.items():
         new = resolve(path)
-        assert {k for k in set(old) ^ set(new) if not k.startswith("trainer.")} <= ADDED, path  # Lightning's own keys may vary
+        assert {k for k in set(old) ^ set(new) if not k.startswith("trainer.")} <= ADDED, (
+            path
+        )  # Lightning's own keys may vary
         changed = {k: (old[k], new[k]) for k in set(old) & set(new) if old[k] != new[k]}
         assert {k: v for k, v in changed.items() if not (k in HARMLESS and HARMLESS[k](*v, new))} == {}, path
 
@@ -75,8 +94,15 @@ def test_a_t_sweep_names_its_stages_after_the_run_and_rejects_an_unknown_run():
 
     pipe = _cfg("conf/mnist5k/pipeline.yaml") | {"t_sweep": {"of": "hydra90", "num_steps": [2, 16]}}
     sweep = [s for s in plan(pipe) if "_T" in s.name]
-    assert [s.name for s in sweep] == ["hydra90_T2_snn", "hydra90_T2_snn_test", "hydra90_T16_snn", "hydra90_T16_snn_test"]
-    assert sweep[0].args[-2:] == ["--model.init_args.num_steps", "2"] and sweep[1].needs == {"--ckpt_path": "hydra90_T2_snn"}
+    assert [s.name for s in sweep] == [
+        "hydra90_T2_snn",
+        "hydra90_T2_snn_test",
+        "hydra90_T16_snn",
+        "hydra90_T16_snn_test",
+    ]
+    assert sweep[0].args[-2:] == ["--model.init_args.num_steps", "2"] and sweep[1].needs == {
+        "--ckpt_path": "hydra90_T2_snn"
+    }
     assert sweep[0].needs == {"--model.init_args.ann_checkpoint": "hydra90_ann"}
     with pytest.raises(PipelineError, match="hydra42"):
         plan(pipe | {"t_sweep": {"of": "hydra42", "num_steps": [2]}})
@@ -88,7 +114,9 @@ def test_an_including_pipeline_adds_its_stages_to_the_included_ones_and_refuses_
     base = plan(load_config("conf/mnist5k/pipeline.yaml"))
     sweep = plan(load_config("conf/mnist5k/t_sweep.yaml"))
     assert [s.name for s in sweep if not s.name.startswith("hydra90_T")] == [s.name for s in base]  # reused as they are
-    assert {s.name for s in sweep} - {s.name for s in base} == {f"hydra90_T{t}_snn{x}" for t in (2, 4, 16) for x in ("", "_test")}
+    assert {s.name for s in sweep} - {s.name for s in base} == {
+        f"hydra90_T{t}_snn{x}" for t in (2, 4, 16) for x in ("", "_test")
+    }
     assert load_config("conf/mnist5k/t_sweep.yaml")["run_dir"] == load_config("conf/mnist5k/pipeline.yaml")["run_dir"]
     (tmp_path / "a.yaml").write_text(f"include: {tmp_path / 'b.yaml'}\n")
     (tmp_path / "b.yaml").write_text(f"include: {tmp_path / 'a.yaml'}\n")
@@ -131,7 +159,9 @@ def test_recipe_settings_are_the_papers(dataset):
     # evaluation at 2, 4, 8/255: the paper's protocol (FGSM, PGD-10, APGD through the ensemble), then the adaptive
     # tier (APGD-CE + APGD-T over 9 targets, >= 50 steps, >= 3 strongest paths, Square 5000, convergence rounds)
     for cfg in (ann, snn):
-        ev = next(c["init_args"] for c in cfg["trainer"]["callbacks"] if c["class_path"] == "callbacks.AttackEvaluation")
+        ev = next(
+            c["init_args"] for c in cfg["trainer"]["callbacks"] if c["class_path"] == "callbacks.AttackEvaluation"
+        )
         assert [eps(e) for e in ev["epsilons"]] == [2 / 255, 4 / 255, 8 / 255]
         assert {x["name"] for x in ev["attacks"]} >= {"fgsm", "pgd", "apgd_ce"}
         from callbacks import AttackEvaluation

@@ -1,4 +1,5 @@
 """Resume, safe loading, determinism, clear errors: the paths researchers hit on shared machines."""
+
 import os
 import signal
 import subprocess
@@ -9,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, ckpt, run_cli, run_main, tiny_overrides
-from srsnn.io.checkpoints import read_checkpoint
+from conftest import ROOT, ckpt, run_main, tiny_overrides
 from srsnn.errors import UserError
+from srsnn.io.checkpoints import read_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -21,20 +22,46 @@ def _state(path):
 
 
 def _fit_cmd(root: Path, config="conf/digits/ann.yaml", epochs=3, extra=()):
-    return [sys.executable, "train.py", "fit", "--config", config, *tiny_overrides(root, epochs=epochs, batches=8),
-            "--trainer.limit_val_batches", "1", *extra]
+    return [
+        sys.executable,
+        "train.py",
+        "fit",
+        "--config",
+        config,
+        *tiny_overrides(root, epochs=epochs, batches=8),
+        "--trainer.limit_val_batches",
+        "1",
+        *extra,
+    ]
 
 
-SNN = ["--model.init_args.num_steps", "2", "--model.init_args.calib_steps", "4", "--model.init_args.calib_batches", "2",
-       "--model.init_args.eval_steps", "2"]
+SNN = [
+    "--model.init_args.num_steps",
+    "2",
+    "--model.init_args.calib_steps",
+    "4",
+    "--model.init_args.calib_batches",
+    "2",
+    "--model.init_args.eval_steps",
+    "2",
+]
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("sig, stage", [(signal.SIGTERM, "ann"), (signal.SIGKILL, "snn"),
-                                        (signal.SIGKILL, "prune_hydra")])
+@pytest.mark.parametrize(
+    "sig, stage", [(signal.SIGTERM, "ann"), (signal.SIGKILL, "snn"), (signal.SIGKILL, "prune_hydra")]
+)
 def test_killed_fit_resumes_to_the_same_weights(tmp_path, sig, stage, dense_ann_ckpt):
-    extra = {"ann": [], "snn": SNN + ["--model.init_args.ann_checkpoint", dense_ann_ckpt],
-             "prune_hydra": ["--model.init_args.init_from", dense_ann_ckpt, "--trainer.callbacks.init_args.score_epochs", "1"]}[stage]
+    extra = {
+        "ann": [],
+        "snn": SNN + ["--model.init_args.ann_checkpoint", dense_ann_ckpt],
+        "prune_hydra": [
+            "--model.init_args.init_from",
+            dense_ann_ckpt,
+            "--trainer.callbacks.init_args.score_epochs",
+            "1",
+        ],
+    }[stage]
     cmd = lambda root: _fit_cmd(root, f"conf/digits/{stage}.yaml", extra=extra)
     ref = tmp_path / "ref"
     subprocess.run(cmd(ref), cwd=ROOT, check=True, capture_output=True)
@@ -79,16 +106,27 @@ def test_pickle_payload_is_refused_and_never_runs(tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(1)}, "x": Payload(str(marker))}, evil)
     with pytest.raises(UserError, match="refused to load"):
         read_checkpoint(str(evil))
-    out = run_main("fit", "--config", "conf/digits/ann.yaml", *tiny_overrides(tmp_path / "r"),
-                   "--model.init_args.init_from", str(evil))
+    out = run_main(
+        "fit",
+        "--config",
+        "conf/digits/ann.yaml",
+        *tiny_overrides(tmp_path / "r"),
+        "--model.init_args.init_from",
+        str(evil),
+    )
     assert out.returncode == 2 and "refused to load" in out.stderr and "Traceback" not in out.stderr
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content, message", [(b"", "not a PyTorch checkpoint .it holds an empty file"),
-                                              (b"seed_everything: 0\nmodel: {}\n", "not a PyTorch checkpoint .it holds text"),
-                                              (bytes(range(7, 250, 3)), "not a PyTorch checkpoint .it holds some other"),
-                                              (b"PK\x03\x04 a truncated zip", "not a readable PyTorch checkpoint")])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "not a PyTorch checkpoint .it holds an empty file"),
+        (b"seed_everything: 0\nmodel: {}\n", "not a PyTorch checkpoint .it holds text"),
+        (bytes(range(7, 250, 3)), "not a PyTorch checkpoint .it holds some other"),
+        (b"PK\x03\x04 a truncated zip", "not a readable PyTorch checkpoint"),
+    ],
+)
 def test_empty_or_corrupt_checkpoint_is_a_clear_error(tmp_path, content, message):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(content)
@@ -96,39 +134,68 @@ def test_empty_or_corrupt_checkpoint_is_a_clear_error(tmp_path, content, message
         read_checkpoint(str(bad))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model.init_args.epsilon", "-0.1"], "epsilon must be in"),
-    (["--model.init_args.epsilon", "2/0"], "cannot read"),
-    (["--data.init_args.batch_size", "0"], "batch_size must be >= 1"),
-    (["--trainer.callbacks+=callbacks.HydraPruning", "--trainer.callbacks.init_args.sparsity", "1.0"], "sparsity must be in"),
-    (["--model.init_args.optimizer.init_args.lr", "1e12"], "No checkpoint was saved before this point"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model.init_args.epsilon", "-0.1"], "epsilon must be in"),
+        (["--model.init_args.epsilon", "2/0"], "cannot read"),
+        (["--data.init_args.batch_size", "0"], "batch_size must be >= 1"),
+        (
+            ["--trainer.callbacks+=callbacks.HydraPruning", "--trainer.callbacks.init_args.sparsity", "1.0"],
+            "sparsity must be in",
+        ),
+        (["--model.init_args.optimizer.init_args.lr", "1e12"], "No checkpoint was saved before this point"),
+    ],
+)
 def test_bad_values_are_one_clear_error(args, message, tmp_path):
     out = run_main("fit", "--config", "conf/digits/ann.yaml", *tiny_overrides(tmp_path), *args)
     assert out.returncode == 2, out.stderr[-2000:]
     assert message in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model.init_args.num_steps", "0"], "num_steps (T) must be >= 1"),
-    (["--model.init_args.percentile", "0"], "percentile must be in (0, 100]"),
-    (["--model.init_args.percentile", "101"], "percentile must be in (0, 100]"),
-    (["--model.init_args.schedule", "depth"], "schedule must be one of"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model.init_args.num_steps", "0"], "num_steps (T) must be >= 1"),
+        (["--model.init_args.percentile", "0"], "percentile must be in (0, 100]"),
+        (["--model.init_args.percentile", "101"], "percentile must be in (0, 100]"),
+        (["--model.init_args.schedule", "depth"], "schedule must be one of"),
+    ],
+)
 def test_bad_snn_values_are_one_clear_error(args, message, tmp_path):
     out = run_main("validate", "--config", "conf/digits/snn.yaml", *tiny_overrides(tmp_path), *args)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
 
 
 def test_ann_checkpoint_of_another_architecture_names_what_differs(dense_ann_ckpt, tmp_path):
-    out = run_main("validate", "--config", "conf/digits/snn.yaml", *tiny_overrides(tmp_path),
-                   "--model.init_args.ann_checkpoint", dense_ann_ckpt, "--model.init_args.net.init_args.width", "8")
+    out = run_main(
+        "validate",
+        "--config",
+        "conf/digits/snn.yaml",
+        *tiny_overrides(tmp_path),
+        "--model.init_args.ann_checkpoint",
+        dense_ann_ckpt,
+        "--model.init_args.net.init_args.width",
+        "8",
+    )
     assert out.returncode == 2 and "does not fit model.net" in out.stderr and "shape mismatches" in out.stderr
 
 
 def test_existing_run_folder_is_never_overwritten(tmp_path):
-    args = ["--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1",
-            "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"]
+    args = [
+        "--trainer.logger",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "1",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     assert run_main("fit", "--config", "conf/digits/ann.yaml", *args).returncode == 0
     before = (tmp_path / "config.yaml").read_text()
     out = run_main("fit", "--config", "conf/digits/ann.yaml", *args, "--model.init_args.beta", "3")
@@ -137,15 +204,17 @@ def test_existing_run_folder_is_never_overwritten(tmp_path):
 
 
 def test_a_file_that_is_not_a_checkpoint_says_so_through_the_cli(tmp_path):
-    out = run_main("test", "--config", "conf/digits/ann.yaml", "--ckpt_path", "conf/digits/ann.yaml",
-                   *tiny_overrides(tmp_path))
+    out = run_main(
+        "test", "--config", "conf/digits/ann.yaml", "--ckpt_path", "conf/digits/ann.yaml", *tiny_overrides(tmp_path)
+    )
     assert out.returncode == 2 and "is not a PyTorch checkpoint (it holds text" in out.stderr
     assert "Traceback" not in out.stderr and "could run code" not in out.stderr
 
 
 def test_a_config_error_names_the_key_first(tmp_path):
-    out = run_main("fit", "--config", "conf/digits/ann.yaml", "--model.init_args.no_such_key", "1",
-                   *tiny_overrides(tmp_path))
+    out = run_main(
+        "fit", "--config", "conf/digits/ann.yaml", "--model.init_args.no_such_key", "1", *tiny_overrides(tmp_path)
+    )
     assert out.returncode == 2 and out.stderr.startswith("error: invalid configuration:")
     assert "no_such_key" in out.stderr.splitlines()[0] and len(out.stderr.splitlines()) <= 3
 
@@ -157,8 +226,16 @@ def test_a_checkpoint_of_the_other_kind_or_network_is_one_error_at_ckpt_path(den
     assert "is an ANN checkpoint (lightning_modules.RobustANN), but the config builds an SNN model" in out.stderr
     assert not list(tmp_path.rglob("attacks.json"))  # nothing evaluated under the wrong kind
     # the same kind, another network: one line naming both sides and what differs
-    out = run_main("test", "--config", "conf/digits/ann.yaml", "--ckpt_path", dense_ann_ckpt,
-                   "--model.init_args.net.init_args.width", "8", *tiny_overrides(tmp_path))
+    out = run_main(
+        "test",
+        "--config",
+        "conf/digits/ann.yaml",
+        "--ckpt_path",
+        dense_ann_ckpt,
+        "--model.init_args.net.init_args.width",
+        "8",
+        *tiny_overrides(tmp_path),
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
     line = next(x for x in out.stderr.splitlines() if x.startswith("error:"))
     assert "the checkpoint's network (SmallCNN) does not fit the network the config builds (SmallCNN)" in line
@@ -169,13 +246,18 @@ def test_a_run_exports_from_its_own_saved_config(dense_ann_ckpt, tmp_path):
     import export
 
     run = Path(dense_ann_ckpt).parents[1]  # lightning_logs/version_0: config.yaml and checkpoints/
-    assert export.main(["--config", str(run / "config.yaml"), "--ckpt_path", str(run), "--out",
-                        str(tmp_path / "m.safetensors")]) == 0
+    assert (
+        export.main(
+            ["--config", str(run / "config.yaml"), "--ckpt_path", str(run), "--out", str(tmp_path / "m.safetensors")]
+        )
+        == 0
+    )
     assert (tmp_path / "m.safetensors").stat().st_size > 0
     bad = tmp_path / "list.yaml"
     bad.write_text("- a\n- b\n")
     with pytest.raises(UserError, match="is not a YAML mapping of options"):
         from lightning_modules.loading import build_from_config
+
         build_from_config(str(bad))
     out = run_main("fit", "--config", str(bad), *tiny_overrides(tmp_path))
     assert out.returncode == 2 and "Traceback" not in out.stderr and "mapping" in out.stderr, out.stderr[-2000:]

@@ -1,4 +1,5 @@
 """Synop counts on hand-computed cases and against a brute-force Jacobian count."""
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -6,10 +7,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from srsnn.ann.architectures import PreActResNet, SmallCNN
-from srsnn.snn.conversion import spiking_structure
 from srsnn.pruning.masks import add_mask, ensure_masks, prunable_layers
-from srsnn.snn.neurons import IFNeuron
+from srsnn.snn.conversion import spiking_structure
 from srsnn.snn.network import SpikingNetwork
+from srsnn.snn.neurons import IFNeuron
 from srsnn.snn.spike_readers import spike_readers
 from srsnn.snn.synops import SynopCounter, ann_macs, fanout, layer_labels
 
@@ -30,7 +31,7 @@ def test_conv_stride_two_with_padding_hand_count():
 
 def test_masked_linear_hand_count():
     lin = nn.Linear(3, 4, bias=False)
-    mask = torch.tensor([[1, 0, 1], [0, 0, 1], [1, 0, 0], [1, 0, 1.]])
+    mask = torch.tensor([[1, 0, 1], [0, 0, 1], [1, 0, 0], [1, 0, 1.0]])
     add_mask(lin, mask)
     assert fanout([[lin]], (3,)).tolist() == [3, 0, 3]
     assert fanout([[lin]], (3,), dense=True).tolist() == [4, 4, 4]
@@ -46,6 +47,7 @@ def test_avgpool_between_layers_hand_count():
 def _brute_force_fanout(path, shape):
     """Count non-zero Jacobian entries of the connectivity map through the real layers with |mask| weights."""
     from srsnn.snn.synops import _apply_connectivity
+
     f = lambda s: _apply_connectivity(s.unsqueeze(0), path, dense=False).flatten()
     J = torch.autograd.functional.jacobian(f, torch.zeros(shape))
     return (J != 0).sum(0).float()
@@ -67,7 +69,7 @@ def test_counter_totals_equal_brute_force_on_random_sparse_snn(seed, keep):
         snn(x)
         c.samples += 5
     # brute force: record spikes, multiply by Jacobian-counted fan-outs
-    expected, dense_expected = 0.0, 0.0
+    expected = 0.0
     paths = spike_readers(net)
     for n in paths:
         n.record = True

@@ -11,6 +11,7 @@ The arguments that follow from the data (``num_classes``, ``in_channels``, ``inp
 to ``None``: under ``train.py`` that means "the datamodule's" (``lightning_modules.loading.link_data_arguments``);
 in plain torch the architecture's usual values (``DATA_DEFAULTS``) and no normalisation.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -59,8 +60,9 @@ def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
 DATA_DEFAULTS = {"SmallCNN": (10, 1, 8), "VGG": (10, 3, 32), "PreActResNet": (10, 3, 32), "WRN28_4": (100, 3, 32)}
 
 
-def _data_args(arch: str, num_classes: Optional[int], in_channels: Optional[int],
-               input_size: Optional[int]) -> tuple[int, int, int]:
+def _data_args(
+    arch: str, num_classes: Optional[int], in_channels: Optional[int], input_size: Optional[int]
+) -> tuple[int, int, int]:
     """The given values, ``DATA_DEFAULTS[arch]`` where None; each a positive integer."""
     values = tuple(d if v is None else v for v, d in zip((num_classes, in_channels, input_size), DATA_DEFAULTS[arch]))
     for name, value in zip(("num_classes", "in_channels", "input_size"), values):
@@ -195,11 +197,13 @@ class PreActResNet(_Net):
         super().__init__(*layers)
 
 
-def ResNet20(num_classes: Optional[int] = None, in_channels: Optional[int] = None, input_size: Optional[int] = None,
-             **kw) -> PreActResNet:
+def ResNet20(
+    num_classes: Optional[int] = None, in_channels: Optional[int] = None, input_size: Optional[int] = None, **kw
+) -> PreActResNet:
     return PreActResNet(3, 1, num_classes, in_channels, input_size, **kw)
 
 
-def WRN28_4(num_classes: Optional[int] = None, in_channels: Optional[int] = None, input_size: Optional[int] = None,
-            **kw) -> PreActResNet:
+def WRN28_4(
+    num_classes: Optional[int] = None, in_channels: Optional[int] = None, input_size: Optional[int] = None, **kw
+) -> PreActResNet:
     return PreActResNet(4, 4, *_data_args("WRN28_4", num_classes, in_channels, input_size), **kw)

@@ -8,6 +8,7 @@ path gives the same numbers as ``F.avg_pool2d``: it sums each window in the kern
 divides by 4, and its gradient is ``dL/dy / 4`` copied to the four inputs of the window. Anything else goes to
 ``F.avg_pool2d``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -46,6 +47,13 @@ class AvgPool2d(nn.AvgPool2d):
     def _fast_path_is_exact(self, x: torch.Tensor) -> bool:
         window = _pair(self.kernel_size) == _pair(self.stride) == (2, 2) and _pair(self.padding) == (0, 0)
         # float32/64 only: the kernel accumulates 16-bit inputs in float32, four 16-bit adds would round differently
-        return (window and self.divisor_override is None and x.dim() == 4 and x.device.type == "cpu"
-                and x.dtype in (torch.float32, torch.float64) and x.is_contiguous()
-                and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0)
+        return (
+            window
+            and self.divisor_override is None
+            and x.dim() == 4
+            and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64)
+            and x.is_contiguous()
+            and x.shape[-2] % 2 == 0
+            and x.shape[-1] % 2 == 0
+        )

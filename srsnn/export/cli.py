@@ -8,6 +8,7 @@ The config is the one the checkpoint was trained with (it defines the architectu
 with ``weights_only=True``. ``compact`` writes values + uint8 relative indices (``srsnn.export.compact``); load it
 back with ``srsnn.export.compact.load_compact(path)``, no Lightning needed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,22 +28,26 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     try:
         import os
+
         if os.path.exists(a.out) and not a.force:
             raise UserError(f"{a.out} already exists; choose another --out or pass --force")
         from lightning_modules.loading import load_trained
-
         from srsnn.io.checkpoints import resolve_checkpoint
 
         model, dm, spec = load_trained(a.config, resolve_checkpoint(a.ckpt_path, "--ckpt_path"))
         if a.format == "compact":
             from srsnn.export.compact import export_compact
+
             r = export_compact(model.model, a.out, spec)
             ratio = r["dense_fp32_bytes"] / r["compact_bytes"]
-            print(f"wrote {a.out}: {r['compact_bytes']:,} bytes vs {r['dense_fp32_bytes']:,} dense fp32 "
-                  f"({f'{ratio:.1f}x smaller' if ratio >= 1 else f'{1 / ratio:.2f}x larger: too few zeros to pay for their indices'}); "
-                  f"{r['nonzero_weights']:,} non-zero weights, {r['stored_weights']:,} stored entries")
+            print(
+                f"wrote {a.out}: {r['compact_bytes']:,} bytes vs {r['dense_fp32_bytes']:,} dense fp32 "
+                f"({f'{ratio:.1f}x smaller' if ratio >= 1 else f'{1 / ratio:.2f}x larger: too few zeros to pay for their indices'}); "  # noqa: E501
+                f"{r['nonzero_weights']:,} non-zero weights, {r['stored_weights']:,} stored entries"
+            )
         else:
             from srsnn.export.nir import export_nir
+
             r = export_nir(model.model, a.out, input_shape=tuple(dm.input_shape))
             print(f"wrote {a.out}: {r['bytes']:,} bytes, {r['nodes']} NIR nodes")
     except (UserError, DataError) as err:

@@ -6,6 +6,7 @@ At density d the cost is about (4 + 1) * (1 + e^{-256 d}) bytes per kept weight,
 ~75x less than dense fp32, where a bitmask alone caps at 32x. Everything else (biases, BN, thresholds) is
 stored densely. The file also holds the architecture spec, so ``load_compact`` rebuilds the exact model.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -17,10 +18,17 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from srsnn.pruning.channels import adopt_shapes
 from srsnn.errors import UserError
-from srsnn.pruning.masks import (get_weight_mask, load_masked_state_dict, mask_of, masks_from_nonzero, prunable_layers,
-                    raw_weight, strip_scores)
+from srsnn.pruning.channels import adopt_shapes
+from srsnn.pruning.masks import (
+    get_weight_mask,
+    load_masked_state_dict,
+    mask_of,
+    masks_from_nonzero,
+    prunable_layers,
+    raw_weight,
+    strip_scores,
+)
 
 FORMAT = "sparse-robust-snn/compact-1"
 
@@ -68,8 +76,9 @@ def export_compact(net: nn.Module, path: str, spec: dict[str, Any]) -> dict[str,
             continue
         values.append(v), gaps.append(g)
         layers.append([name, list(w.shape), int(v.numel())])
-    skip = {f"{n}.parametrizations.weight.{s}" for n in masked for s in ("original", "0.mask")} | \
-           {f"{n}.weight" for n, _ in prunable_layers(net)}
+    skip = {f"{n}.parametrizations.weight.{s}" for n in masked for s in ("original", "0.mask")} | {
+        f"{n}.weight" for n, _ in prunable_layers(net)
+    }
     for key, t in state.items():
         if key in skip:
             continue
@@ -77,21 +86,32 @@ def export_compact(net: nn.Module, path: str, spec: dict[str, Any]) -> dict[str,
             dense.append(t.detach().cpu().float().flatten()), dense_meta.append([key, list(t.shape)])
         else:
             ints.append(t.detach().cpu().long().flatten()), ints_meta.append([key, list(t.shape)])
-    tensors = {"values": torch.cat(values) if values else torch.zeros(0),
-               "gaps": torch.cat(gaps) if gaps else torch.zeros(0, dtype=torch.uint8),
-               "dense": torch.cat(dense) if dense else torch.zeros(0),
-               "ints": torch.cat(ints) if ints else torch.zeros(0, dtype=torch.long)}
-    meta = {"format": FORMAT, "spec": _spec_json(spec), "layers": json.dumps(layers),
-            "dense": json.dumps(dense_meta), "ints": json.dumps(ints_meta)}
+    tensors = {
+        "values": torch.cat(values) if values else torch.zeros(0),
+        "gaps": torch.cat(gaps) if gaps else torch.zeros(0, dtype=torch.uint8),
+        "dense": torch.cat(dense) if dense else torch.zeros(0),
+        "ints": torch.cat(ints) if ints else torch.zeros(0, dtype=torch.long),
+    }
+    meta = {
+        "format": FORMAT,
+        "spec": _spec_json(spec),
+        "layers": json.dumps(layers),
+        "dense": json.dumps(dense_meta),
+        "ints": json.dumps(ints_meta),
+    }
     save_file(tensors, path, metadata=meta)
     dense_bytes = sum(t.numel() * 4 for k, t in _dense_state(net).items())
-    return {"compact_bytes": os.path.getsize(path), "dense_fp32_bytes": dense_bytes,
-            "stored_weights": int(sum(l[2] if l[2] >= 0 else int(torch.tensor(l[1]).prod()) for l in layers)),
-            "nonzero_weights": int(sum(int((mask_of(m) != 0).sum()) for _, m in prunable_layers(net)))}
+    return {
+        "compact_bytes": os.path.getsize(path),
+        "dense_fp32_bytes": dense_bytes,
+        "stored_weights": int(sum(l[2] if l[2] >= 0 else int(torch.tensor(l[1]).prod()) for l in layers)),
+        "nonzero_weights": int(sum(int((mask_of(m) != 0).sum()) for _, m in prunable_layers(net))),
+    }
 
 
 def _plain(net: nn.Module) -> nn.Module:
     import copy
+
     net = copy.deepcopy(net)
     strip_scores(net)
     return net
@@ -113,13 +133,16 @@ def _build(spec: dict[str, Any]) -> nn.Module:
     try:
         factory = getattr(importlib.import_module(module), cls)
     except (ImportError, AttributeError) as err:
-        raise UserError(f"the model's network is {net_spec['class_path']}, which cannot be imported here ({err}); "
-                        f"make its module importable (run from the folder that holds {module.split('.')[0]}.py or "
-                        f"its package, or add that folder to PYTHONPATH)") from None
+        raise UserError(
+            f"the model's network is {net_spec['class_path']}, which cannot be imported here ({err}); "
+            f"make its module importable (run from the folder that holds {module.split('.')[0]}.py or "
+            f"its package, or add that folder to PYTHONPATH)"
+        ) from None
     net = factory(**net_spec.get("init_args", {}))
     if spec.get("kind") == "snn":
         from srsnn.snn.conversion import spiking_structure
         from srsnn.snn.network import SpikingNetwork
+
         s = spec["snn"]
         net = SpikingNetwork(spiking_structure(net, **s["neuron"]), s["num_steps"], s["encoding"])
     return net
@@ -131,6 +154,7 @@ def load_compact(path: str) -> nn.Module:
         raise UserError(f"compact model {path!r} does not exist")
     try:
         from safetensors import safe_open
+
         with safe_open(path, "pt") as f:
             meta = f.metadata() or {}
         tensors = load_file(path)
@@ -146,13 +170,15 @@ def load_compact(path: str) -> nn.Module:
         if n < 0:
             continue  # stored densely, below
         numel = int(torch.tensor(shape).prod())
-        sd[f"{name}.weight"] = decode_gaps(tensors["values"][vo:vo + n], tensors["gaps"][vo:vo + n], numel).view(shape)
+        sd[f"{name}.weight"] = decode_gaps(tensors["values"][vo : vo + n], tensors["gaps"][vo : vo + n], numel).view(
+            shape
+        )
         vo += n
     for part, dtype in (("dense", torch.float32), ("ints", torch.long)):
         o = 0
         for key, shape in json.loads(meta[part]):
             numel = int(torch.tensor(shape).prod()) if shape else 1
-            sd[key] = tensors[part][o:o + numel].view(shape).to(dtype)
+            sd[key] = tensors[part][o : o + numel].view(shape).to(dtype)
             o += numel
     adopt_shapes(net, sd)
     load_masked_state_dict(net, sd)

@@ -27,6 +27,7 @@ readout is the output averaged over T steps — what ``NIRRunner`` does when it 
 snnTorch 1.0's own exporter is not imported by its package and fails on ``nir`` 1.0.8 graphs, so this module
 writes the nodes itself with the ``nir`` API.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,12 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srsnn.ann.architectures import Merge, Normalize, PreActBlock
-from srsnn.snn.conversion import fused_weights
+from srsnn.ann.architectures import Normalize, PreActBlock
 from srsnn.devices import device_of
 from srsnn.errors import UserError
-from srsnn.pruning.masks import mask_of, raw_weight
 from srsnn.modes import module_mode
+from srsnn.pruning.masks import mask_of, raw_weight
+from srsnn.snn.conversion import fused_weights
 from srsnn.snn.neurons import IFNeuron
 
 
@@ -62,6 +63,7 @@ def _bn_affine(bn) -> tuple[torch.Tensor, torch.Tensor]:
 class _Builder:
     def __init__(self):
         import nir
+
         self.nir = nir
         self.nodes: dict[str, Any] = {}
         self.edges: list[tuple[str, str]] = []
@@ -77,24 +79,49 @@ class _Builder:
     def channel_affine(self, scale: torch.Tensor, bias: torch.Tensor, shape, inputs) -> str:
         # a diagonal 1x1 conv (not a depthwise one: NIR's shape inference ignores groups)
         weight = torch.diag(scale.flatten())[:, :, None, None]
-        return self.add("affine", self.nir.Conv2d(input_shape=tuple(shape[-2:]), weight=_np(weight),
-                                                  stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, bias=_np(bias)), inputs)
+        return self.add(
+            "affine",
+            self.nir.Conv2d(
+                input_shape=tuple(shape[-2:]),
+                weight=_np(weight),
+                stride=(1, 1),
+                padding=(0, 0),
+                dilation=(1, 1),
+                groups=1,
+                bias=_np(bias),
+            ),
+            inputs,
+        )
 
     def conv(self, m: nn.Conv2d, shape, inputs, bn=None) -> str:
         w, b = fused_weights(m, bn) if bn is not None else (raw_weight(m).detach(), m.bias)
         w = w * mask_of(m)
         b = b.detach() if b is not None else torch.zeros(w.shape[0], device=w.device)
-        return self.add("conv", self.nir.Conv2d(input_shape=tuple(shape[-2:]), weight=_np(w), stride=m.stride,
-                                                padding=m.padding, dilation=m.dilation, groups=m.groups, bias=_np(b)),
-                        inputs)
+        return self.add(
+            "conv",
+            self.nir.Conv2d(
+                input_shape=tuple(shape[-2:]),
+                weight=_np(w),
+                stride=m.stride,
+                padding=m.padding,
+                dilation=m.dilation,
+                groups=m.groups,
+                bias=_np(b),
+            ),
+            inputs,
+        )
 
     def neuron(self, m: IFNeuron, shape, inputs) -> str:
         if m.reset_mode != "zero":
-            raise UserError("NIR's IF neuron resets to v_reset; reset by subtraction cannot be expressed "
-                            "(convert with reset: zero to export)")
+            raise UserError(
+                "NIR's IF neuron resets to v_reset; reset by subtraction cannot be expressed "
+                "(convert with reset: zero to export)"
+            )
         if m.v_init:
-            raise UserError("NIR's IF starts from v = 0; a neuron with v_init != 0 cannot be expressed "
-                            "(convert with v_init: 0 to export)")
+            raise UserError(
+                "NIR's IF starts from v = 0; a neuron with v_init != 0 cannot be expressed "
+                "(convert with v_init: 0 to export)"
+            )
         # NIR fires at v > theta', this repo at v >= theta: theta' = the largest float32 below theta makes the two
         # identical for every float32 membrane
         theta = np.nextafter(np.float32(m.effective_threshold()), np.float32(-np.inf), dtype=np.float32)
@@ -133,8 +160,9 @@ def to_nir(snn: nn.Module, input_shape: tuple):
                 n.num_steps = t
 
 
-def _layer_nodes(b: _Builder, i: int, m: nn.Module, nxt: Optional[nn.Module], x: torch.Tensor,
-                 cur: list[str]) -> tuple[list[str], bool]:
+def _layer_nodes(
+    b: _Builder, i: int, m: nn.Module, nxt: Optional[nn.Module], x: torch.Tensor, cur: list[str]
+) -> tuple[list[str], bool]:
     """The NIR node(s) of layer ``i`` (``m``, input ``x``) after the nodes ``cur``: the new current nodes, and
     whether ``nxt`` (a BatchNorm after a conv) was folded into them."""
     import nir
@@ -142,7 +170,9 @@ def _layer_nodes(b: _Builder, i: int, m: nn.Module, nxt: Optional[nn.Module], x:
     shape = tuple(x.shape[1:])
     if isinstance(m, Normalize):
         C = shape[0]
-        return [b.channel_affine((1 / m.std).flatten().expand(C), (-m.mean / m.std).flatten().expand(C), x.shape, cur)], False
+        return [
+            b.channel_affine((1 / m.std).flatten().expand(C), (-m.mean / m.std).flatten().expand(C), x.shape, cur)
+        ], False
     if isinstance(m, nn.Conv2d):
         fold = nxt if isinstance(nxt, nn.modules.batchnorm._BatchNorm) else None
         return [b.conv(m, x.shape, cur, fold)], fold is not None
@@ -152,15 +182,24 @@ def _layer_nodes(b: _Builder, i: int, m: nn.Module, nxt: Optional[nn.Module], x:
         return [b.neuron(m, shape, cur)], False
     if isinstance(m, nn.AvgPool2d):
         k, s, p = (v if isinstance(v, tuple) else (v,) * 2 for v in (m.kernel_size, m.stride, m.padding))
-        return [b.add("avgpool", nir.AvgPool2d(kernel_size=np.array(k), stride=np.array(s), padding=np.array(p)), cur)], False
+        return [
+            b.add("avgpool", nir.AvgPool2d(kernel_size=np.array(k), stride=np.array(s), padding=np.array(p)), cur)
+        ], False
     if isinstance(m, nn.AdaptiveAvgPool2d):
         if tuple(m(x).shape[-2:]) != (1, 1):
             raise UserError("NIR export supports AdaptiveAvgPool2d only as global pooling (output 1x1)")
-        return [b.add("avgpool", nir.AvgPool2d(kernel_size=np.array(shape[1:]), stride=np.array(shape[1:]),
-                                               padding=np.array([0, 0])), cur)], False
+        return [
+            b.add(
+                "avgpool",
+                nir.AvgPool2d(kernel_size=np.array(shape[1:]), stride=np.array(shape[1:]), padding=np.array([0, 0])),
+                cur,
+            )
+        ], False
     if isinstance(m, nn.Flatten):
         # NIR counts dims without the batch dimension (its type inference checks this)
-        return [b.add("flatten", nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1), cur)], False
+        return [
+            b.add("flatten", nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1), cur)
+        ], False
     if isinstance(m, nn.Linear):
         w = _weight(m)
         node = nir.Affine(weight=_np(w), bias=_np(m.bias)) if m.bias is not None else nir.Linear(weight=_np(w))
@@ -169,8 +208,10 @@ def _layer_nodes(b: _Builder, i: int, m: nn.Module, nxt: Optional[nn.Module], x:
         return _block(b, m, x, cur), False
     if isinstance(m, (nn.Identity, nn.Dropout)):
         return cur, False
-    raise UserError(f"NIR cannot express layer {i} ({type(m).__name__}); supported: Conv2d, Linear, "
-                    "BatchNorm, AvgPool2d, global AdaptiveAvgPool2d, Flatten, IFNeuron, PreActBlock")
+    raise UserError(
+        f"NIR cannot express layer {i} ({type(m).__name__}); supported: Conv2d, Linear, "
+        "BatchNorm, AvgPool2d, global AdaptiveAvgPool2d, Flatten, IFNeuron, PreActBlock"
+    )
 
 
 def _block(b: _Builder, m: PreActBlock, x: torch.Tensor, cur: list[str]) -> list[str]:
@@ -209,6 +250,7 @@ class NIRRunner(nn.Module):
     def __init__(self, graph, num_steps: int = 8):
         super().__init__()
         import nir
+
         self.graph = nir.read(graph) if isinstance(graph, (str, os.PathLike)) else graph
         self.T = num_steps
         self.order = self._topological()
@@ -234,6 +276,7 @@ class NIRRunner(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         import nir
+
         t = lambda a: torch.as_tensor(np.asarray(a), dtype=x.dtype, device=x.device)
         state: dict[str, torch.Tensor] = {}
         self.spike_counts = {n: 0.0 for n, v in self.graph.nodes.items() if isinstance(v, nir.IF)}
@@ -245,8 +288,15 @@ class NIRRunner(nn.Module):
                 ins = [val[i] for i in self.inputs[name]]
                 h = x if isinstance(node, nir.Input) else sum(ins[1:], ins[0])
                 if isinstance(node, nir.Conv2d):
-                    h = F.conv2d(h, t(node.weight), t(node.bias), _pair(node.stride),
-                                 _pair(node.padding), _pair(node.dilation), int(node.groups))
+                    h = F.conv2d(
+                        h,
+                        t(node.weight),
+                        t(node.bias),
+                        _pair(node.stride),
+                        _pair(node.padding),
+                        _pair(node.dilation),
+                        int(node.groups),
+                    )
                 elif isinstance(node, nir.Affine):
                     h = F.linear(h, t(node.weight), t(node.bias))
                 elif isinstance(node, nir.Linear):

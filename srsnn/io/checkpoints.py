@@ -1,4 +1,5 @@
 """Safe checkpoint reading: ``torch.load(weights_only=True)`` only, with one clear error per bad file."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,10 @@ def resolve_checkpoint(path: Optional[str], what: str = "checkpoint") -> Optiona
         return path
     found = files_under(base, leaf)
     if not found:
-        raise UserError(f"{what} {path!r}: no {leaf} under the folder {base!r}; pass a .ckpt file or a run folder "
-                        "written by train.py fit")
+        raise UserError(
+            f"{what} {path!r}: no {leaf} under the folder {base!r}; pass a .ckpt file or a run folder "
+            "written by train.py fit"
+        )
     return found[-1]
 
 
@@ -39,20 +42,31 @@ def read_checkpoint(path: str, what: str = "checkpoint") -> dict[str, Any]:
         head = f.read(4)
     # torch.save writes a zip archive (PK..); the legacy format starts with a pickle protocol byte (0x80)
     if head[:2] != b"PK" and head[:1] != b"\x80":
-        kind = "an empty file" if not head else "text (YAML/JSON/CSV?)" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) \
+        kind = (
+            "an empty file"
+            if not head
+            else "text (YAML/JSON/CSV?)"
+            if all(32 <= b < 127 or b in (9, 10, 13) for b in head)
             else "some other binary format"
-        raise UserError(f"{what} {path!r} is not a PyTorch checkpoint (it holds {kind}); pass a .ckpt written by "
-                        "train.py fit, or its run folder")
+        )
+        raise UserError(
+            f"{what} {path!r} is not a PyTorch checkpoint (it holds {kind}); pass a .ckpt written by "
+            "train.py fit, or its run folder"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).splitlines()[0][:200]
-        raise UserError(f"refused to load {what} {path!r}: it holds Python objects beyond tensors and plain "
-                        f"containers, which could run code ({first}). Only files written by this repo are "
-                        "accepted; re-save the state dict with torch.save(model.state_dict(), path).") from None
+        raise UserError(
+            f"refused to load {what} {path!r}: it holds Python objects beyond tensors and plain "
+            f"containers, which could run code ({first}). Only files written by this repo are "
+            "accepted; re-save the state dict with torch.save(model.state_dict(), path)."
+        ) from None
     except Exception as err:
-        raise UserError(f"{what} {path!r} is not a readable PyTorch checkpoint "
-                        f"({type(err).__name__}: {(str(err).splitlines() or ['empty file'])[0][:160]})") from None
+        raise UserError(
+            f"{what} {path!r} is not a readable PyTorch checkpoint "
+            f"({type(err).__name__}: {(str(err).splitlines() or ['empty file'])[0][:160]})"
+        ) from None
     if not isinstance(obj, dict):
         raise UserError(f"{what} {path!r} holds a {type(obj).__name__}, not a checkpoint dictionary")
     return obj
@@ -67,7 +81,7 @@ def network_state_dict(ckpt: dict[str, Any], path: str, prefix: str, kind: Optio
     if not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise UserError(f"{path!r} has no state_dict of tensors; is it a checkpoint written by train.py?")
     if any(k.startswith(prefix) for k in sd):
-        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        sd = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
     return sd
 
 

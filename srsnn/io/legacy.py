@@ -1,6 +1,7 @@
 """Old class paths keep working: runs, checkpoints and exports written before the stage layout name their network
 as ``nets.<module>.<Class>`` (in a saved ``config.yaml``, a checkpoint's hyperparameters or a compact file's spec).
 Importing such a name gives the module that holds the class now; nothing named ``nets`` is installed."""
+
 from __future__ import annotations
 
 import importlib
@@ -9,14 +10,29 @@ import importlib.util
 import sys
 import types
 
-MOVED = {"architectures": "srsnn.ann.architectures", "pooling": "srsnn.ann.pooling", "errors": "srsnn.errors",
-         "devices": "srsnn.devices", "modes": "srsnn.modes", "neurons": "srsnn.snn.neurons",
-         "surrogates": "srsnn.snn.surrogates", "conversion": "srsnn.snn.conversion", "snn": "srsnn.snn.network",
-         "spike_readers": "srsnn.snn.spike_readers", "synops": "srsnn.snn.synops", "masks": "srsnn.pruning.masks",
-         "channels": "srsnn.pruning.channels", "compact": "srsnn.export.compact", "nir_export": "srsnn.export.nir",
-         "attacks": "srsnn.robustness.attacks", "objectives": "srsnn.robustness.objectives",
-         "reporting": "srsnn.robustness.reporting", "robustness": "srsnn.robustness.runner",
-         "checkpoints": "srsnn.io.checkpoints", "runs": "srsnn.io.runs"}
+MOVED = {
+    "architectures": "srsnn.ann.architectures",
+    "pooling": "srsnn.ann.pooling",
+    "errors": "srsnn.errors",
+    "devices": "srsnn.devices",
+    "modes": "srsnn.modes",
+    "neurons": "srsnn.snn.neurons",
+    "surrogates": "srsnn.snn.surrogates",
+    "conversion": "srsnn.snn.conversion",
+    "snn": "srsnn.snn.network",
+    "spike_readers": "srsnn.snn.spike_readers",
+    "synops": "srsnn.snn.synops",
+    "masks": "srsnn.pruning.masks",
+    "channels": "srsnn.pruning.channels",
+    "compact": "srsnn.export.compact",
+    "nir_export": "srsnn.export.nir",
+    "attacks": "srsnn.robustness.attacks",
+    "objectives": "srsnn.robustness.objectives",
+    "reporting": "srsnn.robustness.reporting",
+    "robustness": "srsnn.robustness.runner",
+    "checkpoints": "srsnn.io.checkpoints",
+    "runs": "srsnn.io.runs",
+}
 
 
 class _OldPaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):

@@ -1,5 +1,6 @@
 """What a run folder holds: the files ``train.py`` wrote under it, found by name at any depth, oldest first (the
 one lookup behind checkpoints given as run folders, the pipeline's stages and the report). No torch import."""
+
 from __future__ import annotations
 
 import glob

@@ -1,4 +1,5 @@
 """Adopt the layer widths of a channel-pruned state dict (torch-pruning shrinks layers in place)."""
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -23,8 +24,16 @@ def adopt_shapes(net: nn.Module, state_dict: Mapping[str, torch.Tensor], prefix:
         if shape is None or not isinstance(mod, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)):
             continue
         if isinstance(mod, nn.Conv2d) and shape != tuple(mod.weight.shape):
-            new = nn.Conv2d(shape[1] * mod.groups, shape[0], mod.kernel_size, mod.stride, mod.padding,
-                            mod.dilation, mod.groups, bias=mod.bias is not None)
+            new = nn.Conv2d(
+                shape[1] * mod.groups,
+                shape[0],
+                mod.kernel_size,
+                mod.stride,
+                mod.padding,
+                mod.dilation,
+                mod.groups,
+                bias=mod.bias is not None,
+            )
         elif isinstance(mod, nn.Linear) and shape != tuple(mod.weight.shape):
             new = nn.Linear(shape[1], shape[0], bias=mod.bias is not None)
         elif isinstance(mod, nn.modules.batchnorm._BatchNorm) and shape[0] != mod.num_features:

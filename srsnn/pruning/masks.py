@@ -12,6 +12,7 @@ State-dict keys of a masked layer ``L``: ``L.parametrizations.weight.original`` 
 ``L.parametrizations.weight.0.mask`` (+ ``.0.scores`` / ``.0.rate_logit`` while scores are trained).
 ``load_masked_state_dict`` loads dense or masked state dicts into dense or masked networks.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,7 +36,8 @@ class WeightMask(nn.Module):
     ``m = top-k(|s|)`` over the layer's scores ``s`` with ``k = keep * n`` and a straight-through gradient
     ``dL/ds = dL/dm``. Rate mode (HARP, Zhao & Wressnegger 2023) additionally learns the layer's keep ratio
     ``r = r_min + (1 - r_min) sigmoid(rate_logit)`` (``r_min``: the per-layer minimum) with HARP's
-    straight-through rule ``dL/dr = sum_i dL/dm_i``. ``freeze()`` turns the current top-k into the fixed mask; the scores
+    straight-through rule ``dL/dr = sum_i dL/dm_i``. ``freeze()`` turns the current top-k into the fixed mask; the
+    scores
     stay (frozen) so the parameter list, and hence optimizer checkpoints, do not change mid-run."""
 
     def __init__(self, mask: torch.Tensor):
@@ -196,7 +198,7 @@ def sparsity_report(net: nn.Module) -> dict[str, float]:
 
 def clean_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
     """Strip a prefix such as ``net.`` (Lightning) from keys."""
-    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 def prepare_masks(net: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
@@ -248,8 +250,11 @@ def state_dict_mismatch(own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.
     and unexpected keys), at most five of each; empty when it fits."""
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
-    shapes = sorted(f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-                    for k in set(sd) & set(own) if sd[k].shape != own[k].shape)
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(sd) & set(own)
+        if sd[k].shape != own[k].shape
+    )
     few = lambda items: ", ".join(items[:5]) + (" ..." if len(items) > 5 else "")
     parts = [f"shape mismatches: {few(shapes)}"] if shapes else []
     if strict and missing:

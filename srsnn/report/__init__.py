@@ -18,11 +18,25 @@ layer's analog MACs are excluded and reported apart, with a labelled pJ estimate
 Modules: ``runs`` (reading run folders), ``per_sample`` (per-sample records: the union of two attacks, McNemar),
 ``tables``, ``claims`` (the paper's claims; thresholds and reference numbers as data), ``figures``, ``cli``.
 """
+
 from .claims import answers_claims, claims
 from .cli import main
 from .per_sample import compare, mcnemar
 from .runs import last_validation, load_run, stage_info
 from .tables import build_table, converted_pairs, eps_columns, main_rows, t_sweeps
 
-__all__ = ["answers_claims", "build_table", "claims", "compare", "converted_pairs", "eps_columns", "last_validation",
-           "load_run", "main", "main_rows", "mcnemar", "stage_info", "t_sweeps"]
+__all__ = [
+    "answers_claims",
+    "build_table",
+    "claims",
+    "compare",
+    "converted_pairs",
+    "eps_columns",
+    "last_validation",
+    "load_run",
+    "main",
+    "main_rows",
+    "mcnemar",
+    "stage_info",
+    "t_sweeps",
+]

@@ -1,6 +1,7 @@
 """The paper's claims (Schmolli et al., CPAL 2025), each answered yes / partly / no from the runs of a report, with
 the numbers and, where both models have per-sample records, an exact McNemar p-value. Worst case at the smallest
 evaluated ε unless said otherwise. Thresholds and the paper's reference numbers are data, below."""
+
 from __future__ import annotations
 
 import math
@@ -41,6 +42,7 @@ def _verdict(oks: list[bool], partly: Optional[list[bool]] = None) -> str:
 class Evidence:
     """The rows a claim reads: the models that answer claims (main table, and all with the converted-only ones), the
     finished baseline rows, and the worst case at ``eps``."""
+
     eps: str
     eps_cols: list[str]
     rows: list[Row]
@@ -61,9 +63,11 @@ def sparse_close_to_dense(ev: Evidence) -> Optional[str]:
     if not (dense and sparse):
         return None
     drops = [(f"{m} {p} %", 100 * (ev.w(dense) - ev.w(r)), mcnemar(dense, r, ev.eps)) for (m, p), r in sparse]
-    return (f"- **Sparse SNN robustness stays close to the dense SNN up to {CLOSE_UP_TO} % sparsity** (within "
-            f"{CLOSE_POINTS} points): **{_verdict([d <= CLOSE_POINTS for _, d, _ in drops])}**. Dense SNN "
-            f"{pct(ev.w(dense))} %; drop in points: " + ", ".join(f"{n} {d:+.1f}{p_text(pv)}" for n, d, pv in drops) + ".")
+    return (
+        f"- **Sparse SNN robustness stays close to the dense SNN up to {CLOSE_UP_TO} % sparsity** (within "
+        f"{CLOSE_POINTS} points): **{_verdict([d <= CLOSE_POINTS for _, d, _ in drops])}**. Dense SNN "
+        f"{pct(ev.w(dense))} %; drop in points: " + ", ".join(f"{n} {d:+.1f}{p_text(pv)}" for n, d, pv in drops) + "."
+    )
 
 
 def hydra_harp_beat_lwm(ev: Evidence) -> Optional[str]:
@@ -71,13 +75,18 @@ def hydra_harp_beat_lwm(ev: Evidence) -> Optional[str]:
     low["LWM"] = next((r for r in ev.baseline_rows if r["kind"] == "snn" and _key(r) == ("LWM", FAR_AT)), None)
     if not all(low.values()):
         return None
-    gaps = [g for m in ("HYDRA", "HARP") for g in (100 * (ev.w(low[m]) - ev.w(low["LWM"])),
-                                                     100 * (low[m]["clean"] - low["LWM"]["clean"]))]
+    gaps = [
+        g
+        for m in ("HYDRA", "HARP")
+        for g in (100 * (ev.w(low[m]) - ev.w(low["LWM"])), 100 * (low[m]["clean"] - low["LWM"]["clean"]))
+    ]
     line = lambda m: f"{m} {pct(low[m]['clean'])} / {pct(ev.w(low[m]))}"
-    return (f"- **At {FAR_AT} % sparsity HYDRA and HARP are far better than magnitude pruning (LWM)** (≥ {FAR_POINTS} "
-            f"points, clean and robust): **{_verdict([g >= FAR_POINTS for g in gaps], [g > 0 for g in gaps])}**. SNN "
-            f"clean / worst case: {line('LWM')}, {line('HYDRA')}{p_text(mcnemar(low['HYDRA'], low['LWM'], ev.eps))}, "
-            f"{line('HARP')}{p_text(mcnemar(low['HARP'], low['LWM'], ev.eps))} %.")
+    return (
+        f"- **At {FAR_AT} % sparsity HYDRA and HARP are far better than magnitude pruning (LWM)** (≥ {FAR_POINTS} "
+        f"points, clean and robust): **{_verdict([g >= FAR_POINTS for g in gaps], [g > 0 for g in gaps])}**. SNN "
+        f"clean / worst case: {line('LWM')}, {line('HYDRA')}{p_text(mcnemar(low['HYDRA'], low['LWM'], ev.eps))}, "
+        f"{line('HARP')}{p_text(mcnemar(low['HARP'], low['LWM'], ev.eps))} %."
+    )
 
 
 def energy_ratio_grows(ev: Evidence) -> Optional[str]:
@@ -89,9 +98,12 @@ def energy_ratio_grows(ev: Evidence) -> Optional[str]:
         return None
     # each method's curve starts at the dense SNN (0 %, 1×): one sparsity level is already a trend
     grows = [all(b > a for a, b in zip([1.0] + [x for _, x in v], [x for _, x in v])) for v in ratios.values()]
-    return (f"- **The energy ratio E_dense/E_sparse grows with sparsity** (paper: {PAPER_ENERGY_RATIO}): "
-            f"**{_verdict(grows)}**. " + "; ".join(f"{m}: " + ", ".join(f"{p} % {x:.2f}×" for p, x in v)
-                                                   for m, v in ratios.items()) + ".")
+    return (
+        f"- **The energy ratio E_dense/E_sparse grows with sparsity** (paper: {PAPER_ENERGY_RATIO}): "
+        f"**{_verdict(grows)}**. "
+        + "; ".join(f"{m}: " + ", ".join(f"{p} % {x:.2f}×" for p, x in v) for m, v in ratios.items())
+        + "."
+    )
 
 
 def snn_at_least_as_robust_as_ann(ev: Evidence) -> Optional[str]:
@@ -101,12 +113,17 @@ def snn_at_least_as_robust_as_ann(ev: Evidence) -> Optional[str]:
     diffs = {e: [100 * (ev.w(s_, e) - ev.w(a_, e)) for _, s_, a_ in pairs] for e in ev.eps_cols}
     at_least = [d >= 0 for d in diffs[ev.eps]]
     name = lambda m, p: "dense" if m == "dense" else f"{m} {p} %"
-    return (f"- **The SNN is at least as robust as its ANN** (worst case of each model's full evaluation: the same "
-            f"attacks and budgets, the SNN's also through its surrogate gradient paths; paper, {PAPER_SNN_VS_ANN}): "
-            f"**{_verdict(at_least)}** at ε = {ev.eps} ({sum(at_least)} of {len(pairs)} pairs). SNN − ANN worst case "
-            "in points: " + "; ".join(f"{name(m, p)} " + " / ".join(f"{diffs[e][i]:+.1f}" for e in ev.eps_cols)
-                                      + p_text(mcnemar(s_, a_, ev.eps)) for i, ((m, p), s_, a_) in enumerate(pairs))
-            + f" (ε = {' / '.join(ev.eps_cols)}).")
+    return (
+        f"- **The SNN is at least as robust as its ANN** (worst case of each model's full evaluation: the same "
+        f"attacks and budgets, the SNN's also through its surrogate gradient paths; paper, {PAPER_SNN_VS_ANN}): "
+        f"**{_verdict(at_least)}** at ε = {ev.eps} ({sum(at_least)} of {len(pairs)} pairs). SNN − ANN worst case "
+        "in points: "
+        + "; ".join(
+            f"{name(m, p)} " + " / ".join(f"{diffs[e][i]:+.1f}" for e in ev.eps_cols) + p_text(mcnemar(s_, a_, ev.eps))
+            for i, ((m, p), s_, a_) in enumerate(pairs)
+        )
+        + f" (ε = {' / '.join(ev.eps_cols)})."
+    )
 
 
 def finetuning_beats_conversion(ev: Evidence) -> Optional[str]:
@@ -120,18 +137,33 @@ def finetuning_beats_conversion(ev: Evidence) -> Optional[str]:
     split = ""
     if all(x is not None for x in lost):
         lossy = [b for b, x in zip(better, lost) if x >= LOSSY_CONVERSION_POINTS]
-        split = (f" Where conversion lost ≥ {LOSSY_CONVERSION_POINTS} points of the ANN's clean accuracy, fine-tuning "
-                 f"raised the worst case in {sum(lossy)} of {len(lossy)}; where conversion was near-lossless, in "
-                 f"{sum(better) - sum(lossy)} of {len(pairs) - len(lossy)}.")
-    return (f"- **Adversarial fine-tuning of the SNN beats conversion alone** (test split, worst case): "
-            f"**{_verdict(better)}** ({sum(better)} of {len(pairs)} SNNs). Fine-tuned − converted, worst case / clean "
-            "in points (and the clean points conversion lost vs the ANN): " + "; ".join(
-                f"{t['run']} {g:+.1f} / {cl:+.1f}" + (f" ({x:.1f})" if x is not None else "") + p_text(mcnemar(t, c, ev.eps))
-                for (c, t), (g, cl), x in zip(pairs, gains, lost)) + "." + split)
+        split = (
+            f" Where conversion lost ≥ {LOSSY_CONVERSION_POINTS} points of the ANN's clean accuracy, fine-tuning "
+            f"raised the worst case in {sum(lossy)} of {len(lossy)}; where conversion was near-lossless, in "
+            f"{sum(better) - sum(lossy)} of {len(pairs) - len(lossy)}."
+        )
+    return (
+        f"- **Adversarial fine-tuning of the SNN beats conversion alone** (test split, worst case): "
+        f"**{_verdict(better)}** ({sum(better)} of {len(pairs)} SNNs). Fine-tuned − converted, worst case / clean "
+        "in points (and the clean points conversion lost vs the ANN): "
+        + "; ".join(
+            f"{t['run']} {g:+.1f} / {cl:+.1f}"
+            + (f" ({x:.1f})" if x is not None else "")
+            + p_text(mcnemar(t, c, ev.eps))
+            for (c, t), (g, cl), x in zip(pairs, gains, lost)
+        )
+        + "."
+        + split
+    )
 
 
-CLAIMS: list[Callable[[Evidence], Optional[str]]] = [sparse_close_to_dense, hydra_harp_beat_lwm, energy_ratio_grows,
-                                                     snn_at_least_as_robust_as_ann, finetuning_beats_conversion]
+CLAIMS: list[Callable[[Evidence], Optional[str]]] = [
+    sparse_close_to_dense,
+    hydra_harp_beat_lwm,
+    energy_ratio_grows,
+    snn_at_least_as_robust_as_ann,
+    finetuning_beats_conversion,
+]
 
 
 def claims(rows: list[Row], eps_cols: list[str]) -> str:
@@ -141,17 +173,30 @@ def claims(rows: list[Row], eps_cols: list[str]) -> str:
         return ""
     left_out = [r["run"] for r in rows if not answers_claims(r)]
     answering = [r for r in rows if answers_claims(r)]
-    ev = Evidence(eps_cols[0], eps_cols, main_rows(answering), answering,
-                  main_rows([r for r in rows if not r.get("interrupted")]))
+    ev = Evidence(
+        eps_cols[0], eps_cols, main_rows(answering), answering, main_rows([r for r in rows if not r.get("interrupted")])
+    )
     answers = [line for claim in CLAIMS if (line := claim(ev))]
     if not answers:
         return ""
     n = min((r["samples"] for r in ev.rows if r.get("samples")), default=None)
-    noise = (f" With {n} samples one sample is {100 / n:.1f} points and a 95 % interval at 80 % accuracy is about "
-             f"±{196 * math.sqrt(0.16 / n):.0f} points: read smaller differences as ties. p: exact two-sided McNemar "
-             "test of the two models' per-sample worst-case outcomes (where both have per-sample records); "
-             "p ≥ 0.05 means the difference could be chance." if n else "")
-    head = (f"Worst-case robust accuracy at ε = {ev.eps} on the evaluated test samples; thresholds stated with each "
-            "answer." + noise + (f" Left out (evaluation interrupted, or clean accuracy at most {CHANCE_FACTOR:g}× "
-                                 f"chance): {', '.join(left_out)}." if left_out else ""))
+    noise = (
+        f" With {n} samples one sample is {100 / n:.1f} points and a 95 % interval at 80 % accuracy is about "
+        f"±{196 * math.sqrt(0.16 / n):.0f} points: read smaller differences as ties. p: exact two-sided McNemar "
+        "test of the two models' per-sample worst-case outcomes (where both have per-sample records); "
+        "p ≥ 0.05 means the difference could be chance."
+        if n
+        else ""
+    )
+    head = (
+        f"Worst-case robust accuracy at ε = {ev.eps} on the evaluated test samples; thresholds stated with each "
+        "answer."
+        + noise
+        + (
+            f" Left out (evaluation interrupted, or clean accuracy at most {CHANCE_FACTOR:g}× "
+            f"chance): {', '.join(left_out)}."
+            if left_out
+            else ""
+        )
+    )
     return "\n".join(["## The paper's claims, measured", "", head, "", *answers]) + "\n"

@@ -1,4 +1,5 @@
 """``python report.py <runs> --out <folder>`` and ``python report.py compare ours.json theirs.json``."""
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,18 @@ def main(argv=None) -> int:
     os.makedirs(a.out, exist_ok=True)
     table, rows = build_table(runs)
     eps = eps_columns(rows)
-    text = "\n".join(x for x in (f"# {a.title}\n", table, confidence_section(runs), claims(rows, eps),
-                                  finetune_table(rows, eps), t_sweep_table(rows, eps)) if x)
+    text = "\n".join(
+        x
+        for x in (
+            f"# {a.title}\n",
+            table,
+            confidence_section(runs),
+            claims(rows, eps),
+            finetune_table(rows, eps),
+            t_sweep_table(rows, eps),
+        )
+        if x
+    )
     with open(os.path.join(a.out, "report.md"), "w") as f:
         f.write(text)
     with open(os.path.join(a.out, "report.json"), "w") as f:

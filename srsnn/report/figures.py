@@ -1,4 +1,5 @@
 """The report's figures, one function each; each returns the path it wrote (or None when the runs lack its data)."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,10 @@ def _color(method: Optional[str]) -> str:
 
 def _plt():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -35,8 +38,12 @@ def plots(runs: list[dict[str, Any]], rows: list[Row], out: str) -> list[str]:
     first = os.path.join(out, "robust_accuracy_vs_eps.png")
     plot_robust_accuracy({r["name"]: r["attacks"] for r in runs}, first)
     eps, main = eps_columns(rows), main_rows(rows)
-    made = [robust_vs_sparsity(main, eps, out), robust_vs_energy(main, eps, out), layers(runs, main, out),
-            t_sweep(rows, eps, out)]
+    made = [
+        robust_vs_sparsity(main, eps, out),
+        robust_vs_energy(main, eps, out),
+        layers(runs, main, out),
+        t_sweep(rows, eps, out),
+    ]
     return [first] + [p for p in made if p]
 
 
@@ -54,17 +61,27 @@ def robust_vs_sparsity(main: list[Row], eps: list[str], out: str) -> Optional[st
         for kind, ls, mk in (("snn", "-", "o"), ("ann", "--", "s")):
             dense = next((r for r in main if r["kind"] == kind and r["method"] == "dense"), None)
             for m in methods:
-                pts = sorted((round(100 * (r["sparsity"] or 0)), r[key]) for r in main if r["kind"] == kind and r["method"] == m)
+                pts = sorted(
+                    (round(100 * (r["sparsity"] or 0)), r[key]) for r in main if r["kind"] == kind and r["method"] == m
+                )
                 pts = ([(0, dense[key])] if dense else []) + pts
-                ax.plot([xpos[p] for p, _ in pts], [100 * v for _, v in pts], ls=ls, marker=mk, color=_color(m),
-                        label=f"{m} {kind.upper()}", alpha=1 if kind == "snn" else 0.55)
+                ax.plot(
+                    [xpos[p] for p, _ in pts],
+                    [100 * v for _, v in pts],
+                    ls=ls,
+                    marker=mk,
+                    color=_color(m),
+                    label=f"{m} {kind.upper()}",
+                    alpha=1 if kind == "snn" else 0.55,
+                )
         ax.set_xticks(list(xpos.values()), ["dense" if p == 0 else f"{p} %" for p in xpos])
         ax.set_title("clean" if key == "clean" else f"worst case, ε = {key.split('@')[1]}", fontsize=9)
         ax.set_xlabel("sparsity (fraction of weights pruned)", fontsize=8)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy %")
-    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), title="solid SNN, dashed ANN",
-                    title_fontsize=7)
+    axes[-1].legend(
+        fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), title="solid SNN, dashed ANN", title_fontsize=7
+    )
     return _save(fig, os.path.join(out, "robust_vs_sparsity.png"))
 
 
@@ -88,11 +105,22 @@ def robust_vs_energy(main: list[Row], eps: list[str], out: str) -> Optional[str]
         for r in snns:
             x, y = r["E_dense/E_sparse"], 100 * r[f"worst@{e}"]
             ax.scatter([x], [y], color=_color(r["method"]), s=30, zorder=3)
-            ax.annotate(f"{round(100 * (r['sparsity'] or 0))} %" if r["method"] != "dense" else "dense", (x, y),
-                        textcoords="offset points", xytext=(4, 3), fontsize=7)
+            ax.annotate(
+                f"{round(100 * (r['sparsity'] or 0))} %" if r["method"] != "dense" else "dense",
+                (x, y),
+                textcoords="offset points",
+                xytext=(4, 3),
+                fontsize=7,
+            )
         front = _frontier(snns, e)
-        ax.plot([r["E_dense/E_sparse"] for r in front], [100 * r[f"worst@{e}"] for r in front], color="gray",
-                ls=":", zorder=1, label="frontier")
+        ax.plot(
+            [r["E_dense/E_sparse"] for r in front],
+            [100 * r[f"worst@{e}"] for r in front],
+            color="gray",
+            ls=":",
+            zorder=1,
+            label="frontier",
+        )
         ax.set_xscale("log")
         ax.set_xlabel("E_dense / E_sparse (synops ratio, log)", fontsize=8)
         ax.set_title(f"worst case, ε = {e}", fontsize=9)
@@ -121,8 +149,14 @@ def layers(runs: list[dict[str, Any]], main: list[Row], out: str) -> str:
         sp = {k: v for k, v in en.get("sparsity", {}).items() if k != "global"}
         if row["kind"] == "ann" and sp:
             lab = en.get("labels", {})
-            axes[2].plot([lab.get(n, n) for n in sp], [100 * v for v in sp.values()], color=_color(row["method"]),
-                         marker="o", ms=3, label=row["run"])
+            axes[2].plot(
+                [lab.get(n, n) for n in sp],
+                [100 * v for v in sp.values()],
+                color=_color(row["method"]),
+                marker="o",
+                ms=3,
+                label=row["run"],
+            )
     for ax, title in zip(axes, ("spikes / sample (SNN)", "synops / sample (SNN)", "weights pruned % (per layer)")):
         ax.set_title(title, fontsize=9)
         ax.tick_params(axis="x", labelsize=7, rotation=45)
@@ -149,8 +183,9 @@ def t_sweep(rows: list[Row], eps: list[str], out: str) -> Optional[str]:
             ys = [100 * r[f"worst@{e}"] for r in rs]
             ax.plot(xs, ys, marker="o", color=plt.cm.viridis(j / max(len(eps), 2)), label=f"{base}: worst case ε = {e}")
         for r in rs:
-            ax.annotate(f"T={r['T']}", (r["synops"], 100 * r["clean"]), textcoords="offset points", xytext=(3, 4),
-                        fontsize=7)
+            ax.annotate(
+                f"T={r['T']}", (r["synops"], 100 * r["clean"]), textcoords="offset points", xytext=(3, 4), fontsize=7
+            )
     ax.set_xscale("log")
     ax.set_xlabel("synops / sample (log)")
     ax.set_ylabel("accuracy %")

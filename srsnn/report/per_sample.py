@@ -1,5 +1,6 @@
 """Per-sample records (``per_sample.json``): the per-sample union of two evaluations of one model, and the exact
 McNemar test of two models' worst-case outcomes on the same samples."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,10 @@ def read(path: str) -> tuple[dict[int, bool], dict[str, set[int]]]:
                 else:
                     broken.setdefault(f"{float(eps):.6g}", set())
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise SystemExit(f"error: {path}: not a per_sample.json ({type(err).__name__}: {err}); see `report.py compare "
-                         "--help` for the format") from None
+        raise SystemExit(
+            f"error: {path}: not a per_sample.json ({type(err).__name__}: {err}); see `report.py compare "
+            "--help` for the format"
+        ) from None
     return clean, broken
 
 
@@ -40,27 +43,41 @@ def compare(ours: str, theirs: str) -> str:
     epsilon only one of them evaluated is named, not compared (the other's "nothing broke it" would be a guess)."""
     (ca, ba), (cb, bb) = read(ours), read(theirs)
     if set(ca) != set(cb):
-        raise SystemExit(f"error: the two files cover different samples ({len(ca)} vs {len(cb)}, "
-                         f"{len(set(ca) ^ set(cb))} indices in one only); evaluate the same test subset")
+        raise SystemExit(
+            f"error: the two files cover different samples ({len(ca)} vs {len(cb)}, "
+            f"{len(set(ca) ^ set(cb))} indices in one only); evaluate the same test subset"
+        )
     if ca != cb:
-        raise SystemExit("error: the two files disagree on which samples are classified correctly without attack: "
-                         "not the same model (or not the same samples)")
+        raise SystemExit(
+            "error: the two files disagree on which samples are classified correctly without attack: "
+            "not the same model (or not the same samples)"
+        )
     n, lines = len(ca), []
-    lines += ["| ε | robust (ours) % | robust (theirs) % | robust (union) % | broken by ours only | by theirs only |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "| ε | robust (ours) % | robust (theirs) % | robust (union) % | broken by ours only | by theirs only |",
+        "|---|---|---|---|---|---|",
+    ]
     clean = {i for i, c in ca.items() if c}
     common = sorted(set(ba) & set(bb), key=float)
     listed = lambda epsilons: ", ".join(sorted(epsilons, key=float)) or "none"
     if not common:
-        raise SystemExit(f"error: no epsilon in both files (ours: {listed(ba)}; theirs: {listed(bb)}); attack the other "
-                         "at the same epsilons")
+        raise SystemExit(
+            f"error: no epsilon in both files (ours: {listed(ba)}; theirs: {listed(bb)}); attack the other "
+            "at the same epsilons"
+        )
     for eps in common:
         a, b = ba[eps], bb[eps]
         acc = lambda broken: 100 * len(clean - broken) / n
-        only = lambda x, y: f"{len(x - y)}" + (f" ({', '.join(map(str, sorted(x - y)[:10]))}{' ...' if len(x - y) > 10 else ''})"
-                                                 if x - y else "")
+        only = lambda x, y: (
+            f"{len(x - y)}"
+            + (f" ({', '.join(map(str, sorted(x - y)[:10]))}{' ...' if len(x - y) > 10 else ''})" if x - y else "")
+        )
         lines.append(f"| {eps} | {acc(a):.1f} | {acc(b):.1f} | **{acc(a | b):.1f}** | {only(a, b)} | {only(b, a)} |")
-    alone = [f"{who} only: {listed(set(x) - set(y))}" for who, x, y in (("ours", ba, bb), ("theirs", bb, ba)) if set(x) - set(y)]
+    alone = [
+        f"{who} only: {listed(set(x) - set(y))}"
+        for who, x, y in (("ours", ba, bb), ("theirs", bb, ba))
+        if set(x) - set(y)
+    ]
     if alone:
         lines += ["", f"Not compared (evaluated by one file only): {'; '.join(alone)}."]
     return "\n".join([f"{n} samples, {len(clean)} clean-correct; sample indices in brackets", "", *lines]) + "\n"

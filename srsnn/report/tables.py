@@ -1,4 +1,5 @@
 """The report's tables: one row per evaluated run, the main table, conversion vs fine-tuning, the T sweep."""
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -11,8 +12,10 @@ METHODS = {"lwm": "LWM", "hydra": "HYDRA", "harp": "HARP", "channels": "channels
 
 def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     """The main table (markdown, with its notes) and one row per run (what ``report.json`` holds)."""
-    dense_snn = next((r for r in runs if r["attacks"]["kind"] == "snn"
-                      and r["energy"].get("sparsity", {}).get("global", 1) < 1e-3), None)
+    dense_snn = next(
+        (r for r in runs if r["attacks"]["kind"] == "snn" and r["energy"].get("sparsity", {}).get("global", 1) < 1e-3),
+        None,
+    )
     eps_cols = []
     for r in runs:
         eps_cols += [e for e in r["attacks"]["eps"] if e not in eps_cols]
@@ -23,10 +26,18 @@ def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
 def row_of(r: dict[str, Any], eps_cols: list[str], dense_snn: Optional[dict[str, Any]]) -> dict[str, Any]:
     """One run's row: what it is, its accuracies per epsilon, storage, synops, energy and audit."""
     a, e, m = r["attacks"], r["energy"], r.get("stage")
-    row = {"run": r.get("label", r["name"]), "kind": a["kind"], "sparsity": e.get("sparsity", {}).get("global"),
-           "method": METHODS.get(m["method"], m["method"]) if m else None, "T": e.get("num_steps"),
-           "converted_only": bool(m and m["converted_only"]), "samples": a.get("num_samples"), "clean": a["clean_acc"],
-           "num_classes": a.get("num_classes"), "interrupted": a.get("interrupted")}
+    row = {
+        "run": r.get("label", r["name"]),
+        "kind": a["kind"],
+        "sparsity": e.get("sparsity", {}).get("global"),
+        "method": METHODS.get(m["method"], m["method"]) if m else None,
+        "T": e.get("num_steps"),
+        "converted_only": bool(m and m["converted_only"]),
+        "samples": a.get("num_samples"),
+        "clean": a["clean_acc"],
+        "num_classes": a.get("num_classes"),
+        "interrupted": a.get("interrupted"),
+    }
     row["family"] = (f"{m['method']}{round(100 * m['sparsity'])}" if m["method"] else "dense") if m else None
     if m and m["method"] is None and (row["sparsity"] or 0) > 1e-3:
         row["method"] = None  # an unnamed sparse run: not "dense"
@@ -38,7 +49,11 @@ def row_of(r: dict[str, Any], eps_cols: list[str], dense_snn: Optional[dict[str,
         v = a["eps"].get(eps, {})
         row[f"worst@{eps}"], row[f"paper@{eps}"] = v.get("worst"), v.get("paper_all")
     st = e.get("storage", {})
-    row["weights"], row["bytes"], row["dense_bytes"] = st.get("nonzero_weights"), st.get("compact_bytes"), st.get("dense_fp32_bytes")
+    row["weights"], row["bytes"], row["dense_bytes"] = (
+        st.get("nonzero_weights"),
+        st.get("compact_bytes"),
+        st.get("dense_fp32_bytes"),
+    )
     row["synops"] = e.get("total", {}).get("synops") if a["kind"] == "snn" else None
     row["spikes"] = e.get("total", {}).get("spikes") if a["kind"] == "snn" else None
     row["macs"] = e.get("macs") if a["kind"] != "snn" else e.get("first_layer_macs")
@@ -62,9 +77,12 @@ def audit_text(audit: list[dict[str, Any]]) -> str:
             groups[v].setdefault(c.get("kind", c["check"]), []).append(c.get("eps", ""))
     if not audit:
         return "-"
-    parts = [f"{label}: " + "; ".join(k + (f" (ε={', '.join(e for e in eps if e)})" if any(eps) else "")
-                                      for k, eps in groups[v].items())
-             for v, label in (("FAIL", "FAIL"), ("FINDING", "finding")) if groups[v]]
+    parts = [
+        f"{label}: "
+        + "; ".join(k + (f" (ε={', '.join(e for e in eps if e)})" if any(eps) else "") for k, eps in groups[v].items())
+        for v, label in (("FAIL", "FAIL"), ("FINDING", "finding"))
+        if groups[v]
+    ]
     return " · ".join(parts) if parts else "pass"
 
 
@@ -79,10 +97,21 @@ def _fmt(v, as_pct: bool = False) -> str:
 
 
 def main_table(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
-    head = ["run", "kind", "sparsity %", "clean %"] + [f"**worst case** ε={e} %" for e in eps_cols] + \
-           [f"paper protocol ε={e} %" for e in eps_cols] + \
-           ["stored weights", "stored bytes (×dense)", "synops/sample", "E_dense/E_sparse (synops)",
-            "first-layer or ANN MACs", "energy estimate µJ/sample", "eval s/sample", "audit"]
+    head = (
+        ["run", "kind", "sparsity %", "clean %"]
+        + [f"**worst case** ε={e} %" for e in eps_cols]
+        + [f"paper protocol ε={e} %" for e in eps_cols]
+        + [
+            "stored weights",
+            "stored bytes (×dense)",
+            "synops/sample",
+            "E_dense/E_sparse (synops)",
+            "first-layer or ANN MACs",
+            "energy estimate µJ/sample",
+            "eval s/sample",
+            "audit",
+        ]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         run = row["run"] + (f" ⚠ partial ({row['interrupted']})" if row.get("interrupted") else "")
@@ -91,36 +120,68 @@ def main_table(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
         cells += [_fmt(row[f"paper@{e}"], as_pct=True) for e in eps_cols]
         r_ = row["dense_bytes"] / row["bytes"] if row["bytes"] else None
         ratio = "" if r_ is None else f" ({r_:.1f}× smaller)" if r_ >= 1 else f" ({1 / r_:.2f}× larger)"
-        cells += [_fmt(row["weights"]), (_fmt(row["bytes"]) + ratio) if row["bytes"] else "–", _fmt(row["synops"]),
-                  _fmt(row.get("E_dense/E_sparse")), _fmt(row["macs"]),
-                  f"{row['energy_uj']:.3f}" if row["energy_uj"] is not None else "–",
-                  f"{row['eval_s_per_sample']:.2f}" if row["eval_s_per_sample"] is not None else "–", row["audit"]]
+        cells += [
+            _fmt(row["weights"]),
+            (_fmt(row["bytes"]) + ratio) if row["bytes"] else "–",
+            _fmt(row["synops"]),
+            _fmt(row.get("E_dense/E_sparse")),
+            _fmt(row["macs"]),
+            f"{row['energy_uj']:.3f}" if row["energy_uj"] is not None else "–",
+            f"{row['eval_s_per_sample']:.2f}" if row["eval_s_per_sample"] is not None else "–",
+            row["audit"],
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def table_notes(runs: list[dict[str, Any]]) -> str:
     """What the columns mean, and each kind's attack budgets."""
-    budgets = sorted({(r["attacks"]["kind"], r["attacks"]["budget"]["paper"], r["attacks"]["budget"]["adaptive"] or "not run")
-                      for r in runs})
-    note = ["", "**Worst case**: per sample, broken by anything the evaluation ran (the paper's protocol, the adaptive "
-            "tier, Square, convergence rounds): the number to trust. **Paper protocol**: robust to every paper attack "
-            "through the ensemble of gradient paths (SNN) or the network (ANN), to compare with the paper's tables; "
-            "it overestimates robustness. E_dense/E_sparse: synops of the dense SNN of this report / synops of the "
-            "row (first layer excluded, as the paper; the energy per accumulate cancels). Energy estimate: synops × "
-            "E_AC + first-layer MACs × E_MAC (SNN) or MACs × E_MAC (ANN), E_AC 0.9 pJ, E_MAC 4.6 pJ (45 nm, "
-            "Horowitz 2014): an estimate, not a measurement.", "", "Attack budgets:", ""]
+    budgets = sorted(
+        {
+            (r["attacks"]["kind"], r["attacks"]["budget"]["paper"], r["attacks"]["budget"]["adaptive"] or "not run")
+            for r in runs
+        }
+    )
+    note = [
+        "",
+        "**Worst case**: per sample, broken by anything the evaluation ran (the paper's protocol, the adaptive "
+        "tier, Square, convergence rounds): the number to trust. **Paper protocol**: robust to every paper attack "
+        "through the ensemble of gradient paths (SNN) or the network (ANN), to compare with the paper's tables; "
+        "it overestimates robustness. E_dense/E_sparse: synops of the dense SNN of this report / synops of the "
+        "row (first layer excluded, as the paper; the energy per accumulate cancels). Energy estimate: synops × "
+        "E_AC + first-layer MACs × E_MAC (SNN) or MACs × E_MAC (ANN), E_AC 0.9 pJ, E_MAC 4.6 pJ (45 nm, "
+        "Horowitz 2014): an estimate, not a measurement.",
+        "",
+        "Attack budgets:",
+        "",
+    ]
     note += [f"- {k.upper()}: paper protocol {p}; adaptive tier {ad}" for k, p, ad in budgets]
     return "\n".join(note)
 
 
 def confidence_section(runs: list[dict[str, Any]]) -> str:
     """Per model and epsilon: did the worst case converge, and what would another round likely still break."""
-    lines = [f"- {r.get('label', r['name'])}: " + "; ".join(r["attacks"]["confidence"]) for r in runs
-             if r["attacks"].get("confidence")]
-    return "\n".join(["## Confidence of the worst case", "", "Two consecutive check rounds (2x steps, new seed) that "
-                      "break nothing = converged; otherwise another round would likely break up to as many samples as "
-                      "the most productive check round did.", ""] + lines) + "\n" if lines else ""
+    lines = [
+        f"- {r.get('label', r['name'])}: " + "; ".join(r["attacks"]["confidence"])
+        for r in runs
+        if r["attacks"].get("confidence")
+    ]
+    return (
+        "\n".join(
+            [
+                "## Confidence of the worst case",
+                "",
+                "Two consecutive check rounds (2x steps, new seed) that "
+                "break nothing = converged; otherwise another round would likely break up to as many samples as "
+                "the most productive check round did.",
+                "",
+            ]
+            + lines
+        )
+        + "\n"
+        if lines
+        else ""
+    )
 
 
 def eps_columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -138,8 +199,12 @@ def main_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def converted_pairs(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(converted-only, fine-tuned) SNN rows of the same ANN and T, both evaluated on the test split."""
-    tuned = {(r["method"], r["sparsity"], r["T"]): r for r in rows if r["kind"] == "snn" and not r.get("converted_only")}
-    return [(r, tuned[k]) for r in rows if r.get("converted_only") and (k := (r["method"], r["sparsity"], r["T"])) in tuned]
+    tuned = {
+        (r["method"], r["sparsity"], r["T"]): r for r in rows if r["kind"] == "snn" and not r.get("converted_only")
+    }
+    return [
+        (r, tuned[k]) for r in rows if r.get("converted_only") and (k := (r["method"], r["sparsity"], r["T"])) in tuned
+    ]
 
 
 def finetune_table(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
@@ -152,34 +217,54 @@ def finetune_table(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
 def _finetune_test_split(pairs: list[tuple[dict[str, Any], dict[str, Any]]], eps_cols: list[str]) -> list[str]:
     if not pairs:
         return []
-    out = ["## Conversion alone vs adversarial fine-tuning", "",
-           "Test split, the same evaluation (worst case over everything run) for the converted-only SNN and the "
-           "fine-tuned one.", "",
-           "| run | T | converted clean % | fine-tuned clean % | " + " | ".join(
-               f"converted worst ε={e} % | fine-tuned worst ε={e} %" for e in eps_cols) + " |",
-           "|---" * (4 + 2 * len(eps_cols)) + "|"]
+    out = [
+        "## Conversion alone vs adversarial fine-tuning",
+        "",
+        "Test split, the same evaluation (worst case over everything run) for the converted-only SNN and the "
+        "fine-tuned one.",
+        "",
+        "| run | T | converted clean % | fine-tuned clean % | "
+        + " | ".join(f"converted worst ε={e} % | fine-tuned worst ε={e} %" for e in eps_cols)
+        + " |",
+        "|---" * (4 + 2 * len(eps_cols)) + "|",
+    ]
     for c, t in pairs:
-        out.append(f"| {t['run']} | {t['T']} | {pct(c['clean'])} | {pct(t['clean'])} | " + " | ".join(
-            f"{pct(c[f'worst@{e}'])} | **{pct(t[f'worst@{e}'])}**" for e in eps_cols) + " |")
+        out.append(
+            f"| {t['run']} | {t['T']} | {pct(c['clean'])} | {pct(t['clean'])} | "
+            + " | ".join(f"{pct(c[f'worst@{e}'])} | **{pct(t[f'worst@{e}'])}**" for e in eps_cols)
+            + " |"
+        )
     return out + [""]
 
 
 def _finetune_validation(rows: list[dict[str, Any]], have_test_pairs: bool) -> list[str]:
-    snns = [r for r in rows if r["kind"] == "snn" and r["converted_val_acc"] is not None and r["fit_val_acc"] is not None]
+    snns = [
+        r for r in rows if r["kind"] == "snn" and r["converted_val_acc"] is not None and r["fit_val_acc"] is not None
+    ]
     if not snns:
         return []
-    out = ["## Conversion alone vs fine-tuning on the validation split (every SNN)" if have_test_pairs else
-           "## Conversion alone vs adversarial fine-tuning (validation split)", "",
-           "Clean and single-path PGD accuracy (the training ε, the surrogate gradient) right after conversion "
-           "(the fit's sanity check) and after the last fine-tuning epoch. Single-path PGD is a weak attack on "
-           "a converted SNN (its surrogate gradient is poor), so its converted numbers are upper bounds; "
-           + ("the test-split comparison above is the one to trust." if have_test_pairs else
-              "the pipeline's `converted_test` runs give the full comparison on the test split."), "",
-           "| run | T | epochs | converted clean % | fine-tuned clean % | converted PGD % | fine-tuned PGD % |",
-           "|---|---|---|---|---|---|---|"]
+    out = [
+        "## Conversion alone vs fine-tuning on the validation split (every SNN)"
+        if have_test_pairs
+        else "## Conversion alone vs adversarial fine-tuning (validation split)",
+        "",
+        "Clean and single-path PGD accuracy (the training ε, the surrogate gradient) right after conversion "
+        "(the fit's sanity check) and after the last fine-tuning epoch. Single-path PGD is a weak attack on "
+        "a converted SNN (its surrogate gradient is poor), so its converted numbers are upper bounds; "
+        + (
+            "the test-split comparison above is the one to trust."
+            if have_test_pairs
+            else "the pipeline's `converted_test` runs give the full comparison on the test split."
+        ),
+        "",
+        "| run | T | epochs | converted clean % | fine-tuned clean % | converted PGD % | fine-tuned PGD % |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in snns:
-        out.append(f"| {r['run']} | {r['T']} | {r['fit_epochs']} | {pct(r['converted_val_acc'])} | "
-                   f"{pct(r['fit_val_acc'])} | {pct(r['converted_val_pgd'])} | {pct(r['fit_val_pgd'])} |")
+        out.append(
+            f"| {r['run']} | {r['T']} | {r['fit_epochs']} | {pct(r['converted_val_acc'])} | "
+            f"{pct(r['fit_val_acc'])} | {pct(r['converted_val_pgd'])} | {pct(r['fit_val_pgd'])} |"
+        )
     return out + [""]
 
 
@@ -195,12 +280,20 @@ def t_sweeps(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 def t_sweep_table(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
     out = []
     for base, rs in t_sweeps(rows).items():
-        out += [f"## Time steps: {base} SNN at T = {', '.join(str(r['T']) for r in rs)}", "",
-                "Each T converted from the same sparse ANN and fine-tuned alike; synops and spikes per test sample.", "",
-                "| T | clean % | " + " | ".join(f"**worst case** ε={e} %" for e in eps_cols) + " | spikes/sample | "
-                "synops/sample | first-layer MACs |", "|---" * (5 + len(eps_cols)) + "|"]
+        out += [
+            f"## Time steps: {base} SNN at T = {', '.join(str(r['T']) for r in rs)}",
+            "",
+            "Each T converted from the same sparse ANN and fine-tuned alike; synops and spikes per test sample.",
+            "",
+            "| T | clean % | " + " | ".join(f"**worst case** ε={e} %" for e in eps_cols) + " | spikes/sample | "
+            "synops/sample | first-layer MACs |",
+            "|---" * (5 + len(eps_cols)) + "|",
+        ]
         for r in rs:
-            out.append(f"| {r['T']} | {pct(r['clean'])} | " + " | ".join(f"**{pct(r[f'worst@{e}'])}**" for e in eps_cols)
-                       + f" | {r['spikes']:,.0f} | {r['synops']:,.0f} | {r['macs']:,.0f} |")
+            out.append(
+                f"| {r['T']} | {pct(r['clean'])} | "
+                + " | ".join(f"**{pct(r[f'worst@{e}'])}**" for e in eps_cols)
+                + f" | {r['spikes']:,.0f} | {r['synops']:,.0f} | {r['macs']:,.0f} |"
+            )
         out.append("")
     return "\n".join(out)

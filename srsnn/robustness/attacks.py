@@ -2,6 +2,7 @@
 
 Every model call goes through torchattacks' ``get_logits`` hook; images and epsilon live in [0, 1] pixel space.
 """
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -10,8 +11,8 @@ from typing import Union
 import torch
 import torch.nn.functional as F
 import torchattacks
-from torchattacks.attack import Attack
 from torch import nn
+from torchattacks.attack import Attack
 
 from srsnn.errors import UserError
 
@@ -23,7 +24,7 @@ def parse_eps(value: Eps, name: str = "epsilon") -> float:
     try:
         eps = float(Fraction(value)) if isinstance(value, str) else float(value)
     except (ValueError, ZeroDivisionError):
-        raise UserError(f"{name}: cannot read {value!r} as a number (write e.g. 0.0078 or \"2/255\")") from None
+        raise UserError(f'{name}: cannot read {value!r} as a number (write e.g. 0.0078 or "2/255")') from None
     if not 0.0 <= eps <= 1.0:
         raise UserError(f"{name} must be in [0, 1] (pixel space), got {value!r}")
     return eps
@@ -36,10 +37,12 @@ def check_pixel_range(x: torch.Tensor, where: str) -> None:
         return
     lo, hi = float(x.min()), float(x.max())
     if lo < -1e-6 or hi > 1 + 1e-6:
-        raise UserError(f"data: the images of {where} lie in [{lo:.3g}, {hi:.3g}], not [0, 1]; epsilon and the attacks "
-                        "work in [0, 1] pixel space, so adversarial training and evaluation would be silently wrong. "
-                        "Return unnormalised images in [0, 1] and let the network normalise: give the datamodule "
-                        "`mean`/`std` attributes (or set model.init_args.net.init_args.mean / std)")
+        raise UserError(
+            f"data: the images of {where} lie in [{lo:.3g}, {hi:.3g}], not [0, 1]; epsilon and the attacks "
+            "work in [0, 1] pixel space, so adversarial training and evaluation would be silently wrong. "
+            "Return unnormalised images in [0, 1] and let the network normalise: give the datamodule "
+            "`mean`/`std` attributes (or set model.init_args.net.init_args.mean / std)"
+        )
 
 
 class RFGSMKL(Attack):
@@ -75,8 +78,9 @@ class TargetedPGD(Attack):
     The ``n_targets`` most likely wrong classes (by the clean logits) are tried in order, ``n_restarts`` random starts
     each; a sample leaves at its first success, as in APGD-T."""
 
-    def __init__(self, model: nn.Module, eps: float, steps: int = 50, n_targets: int = 1, n_restarts: int = 1,
-                 seed: int = 0):
+    def __init__(
+        self, model: nn.Module, eps: float, steps: int = 50, n_targets: int = 1, n_restarts: int = 1, seed: int = 0
+    ):
         super().__init__("TargetedPGD", model)
         self.eps, self.steps, self.n_targets, self.n_restarts, self.seed = eps, steps, n_targets, n_restarts, seed
         self.supported_mode = ["default"]
@@ -95,8 +99,9 @@ class TargetedPGD(Attack):
                     idx = alive.nonzero().flatten()
                     if not len(idx):
                         return adv
-                    pgd = torchattacks.PGD(self.model, eps=self.eps, alpha=2.5 * self.eps / self.steps,
-                                           steps=self.steps, random_start=True)
+                    pgd = torchattacks.PGD(
+                        self.model, eps=self.eps, alpha=2.5 * self.eps / self.steps, steps=self.steps, random_start=True
+                    )
                     pgd.set_mode_targeted_by_function(lambda x, y, t=wrong[idx, k]: t)
                     cand = pgd(images[idx], labels[idx])
                     with torch.no_grad():
@@ -116,9 +121,18 @@ def targeted_attack(num_classes: int) -> str | None:
     return "apgdt" if num_classes >= 4 else "pgdt" if num_classes == 3 else None
 
 
-def make_attack(name: str, model: nn.Module, eps: float, steps: int = 10, alpha: float | None = None,
-                random_start: bool = True, n_queries: int = 1000, seed: int = 0, n_restarts: int = 1,
-                n_classes: int = 10) -> Attack:
+def make_attack(
+    name: str,
+    model: nn.Module,
+    eps: float,
+    steps: int = 10,
+    alpha: float | None = None,
+    random_start: bool = True,
+    n_queries: int = 1000,
+    seed: int = 0,
+    n_restarts: int = 1,
+    n_classes: int = 10,
+) -> Attack:
     """A torchattacks attack by name. PGD step size defaults to 2.5 * eps / steps (Madry et al.).
     ``apgdt`` is targeted APGD-DLR over the ``n_classes - 1`` most likely wrong classes (Croce & Hein, 2020), ``pgdt``
     targeted PGD-CE over as many (``TargetedPGD``)."""
@@ -151,8 +165,11 @@ def paper_ensemble() -> list[dict]:
     """The 19 gradient paths of Schmolli et al. (CPAL 2025) / Özdenizci & Legenstein (TMLR 2024):
     triangular x5, exponential x6, rectangular x5, straight-through, BPTR, and the ReLU network."""
     members = [{"mode": "spike", "surrogate": {"name": "triangular", "gamma": g}} for g in (0.25, 0.5, 1, 2, 3)]
-    members += [{"mode": "spike", "surrogate": {"name": "exponential", "gamma_d": d, "gamma_s": s}}
-                for d in (0.3, 1.0) for s in (0.5, 1.0, 2.0)]
+    members += [
+        {"mode": "spike", "surrogate": {"name": "exponential", "gamma_d": d, "gamma_s": s}}
+        for d in (0.3, 1.0)
+        for s in (0.5, 1.0, 2.0)
+    ]
     members += [{"mode": "spike", "surrogate": {"name": "rectangular", "gamma": g}} for g in (0.25, 0.5, 1, 2, 4)]
     members += [{"mode": "spike", "surrogate": {"name": "straight_through"}}, {"mode": "bptr"}, {"mode": "relu"}]
     for m in members:

@@ -1,4 +1,5 @@
 """What a worst case is worth: convergence of the check rounds, per-epsilon accuracies and the audit's checks."""
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -12,8 +13,13 @@ def confidence(tier: int, rounds: list[int]) -> dict[str, Any]:
     counts = [tier] + rounds
     last = max((r for r, c in enumerate(counts) if c), default=0)
     converged = len(rounds) >= 2 and rounds[-2:] == [0, 0]
-    return {"converged": converged, "rounds_run": len(rounds), "last_productive_round": last,
-            "last_productive_breaks": counts[last], "bound": 0 if converged else max(rounds) if rounds else tier}
+    return {
+        "converged": converged,
+        "rounds_run": len(rounds),
+        "last_productive_round": last,
+        "last_productive_breaks": counts[last],
+        "bound": 0 if converged else max(rounds) if rounds else tier,
+    }
 
 
 def confidence_statement(eps: str, worst: float, conf: Optional[dict], total: int) -> str:
@@ -24,15 +30,21 @@ def confidence_statement(eps: str, worst: float, conf: Optional[dict], total: in
     k, r = conf["last_productive_breaks"], conf["last_productive_round"]
     where = "the adaptive tier" if r == 0 else f"check round {r}"
     if conf["converged"]:
-        return (f"{head}; converged: the last productive round ({where}) broke {k} sample(s), the two rounds after it "
-                "none, so another round would likely find nothing more")
+        return (
+            f"{head}; converged: the last productive round ({where}) broke {k} sample(s), the two rounds after it "
+            "none, so another round would likely find nothing more"
+        )
     bound = conf["bound"]
     if bound == 0:  # every round ran broke nothing, but fewer than the two that show convergence
-        return (f"{head}; NOT shown converged: the {conf['rounds_run']} check round(s) broke nothing (the last "
-                f"productive: {where}, {k} sample(s)), and two consecutive empty rounds are needed to show it")
-    return (f"{head}; NOT converged after {conf['rounds_run']} check round(s) (the last productive: {where}, {k} "
-            f"sample(s)); another round would likely break up to as many as the most productive check round, {bound} "
-            f"(up to {100 * bound / max(total, 1):.1f} points lower)")
+        return (
+            f"{head}; NOT shown converged: the {conf['rounds_run']} check round(s) broke nothing (the last "
+            f"productive: {where}, {k} sample(s)), and two consecutive empty rounds are needed to show it"
+        )
+    return (
+        f"{head}; NOT converged after {conf['rounds_run']} check round(s) (the last productive: {where}, {k} "
+        f"sample(s)); another round would likely break up to as many as the most productive check round, {bound} "
+        f"(up to {100 * bound / max(total, 1):.1f} points lower)"
+    )
 
 
 def summarize(local: dict[str, Any], total: int, clean: int) -> dict[str, Any]:
@@ -40,53 +52,94 @@ def summarize(local: dict[str, Any], total: int, clean: int) -> dict[str, Any]:
     per_eps = {}
     for eps, r in local["eps"].items():
         worst, paper_all = r["robust_worst"] / total, r["robust_paper_all"] / total
-        per_eps[eps] = {"worst": worst, "paper_all": paper_all,
-                        "paper": {k: v / total for k, v in r["robust_paper"].items()},
-                        "overestimate_points": 100 * (paper_all - worst), "broken_by_stage": r["broken_by_stage"],
-                        "top_k": r["top_k"], "check_rounds": r["check_rounds"], "confidence": r.get("confidence")}
+        per_eps[eps] = {
+            "worst": worst,
+            "paper_all": paper_all,
+            "paper": {k: v / total for k, v in r["robust_paper"].items()},
+            "overestimate_points": 100 * (paper_all - worst),
+            "broken_by_stage": r["broken_by_stage"],
+            "top_k": r["top_k"],
+            "check_rounds": r["check_rounds"],
+            "confidence": r.get("confidence"),
+        }
     return per_eps
 
 
-def audit(per_eps: dict[str, Any], total: int, zero_grads: int, big: Optional[tuple[float, float]], num_classes: int,
-          margin_points: float = 2.0) -> list[dict[str, Any]]:
+def audit(
+    per_eps: dict[str, Any],
+    total: int,
+    zero_grads: int,
+    big: Optional[tuple[float, float]],
+    num_classes: int,
+    margin_points: float = 2.0,
+) -> list[dict[str, Any]]:
     """Checks whose failure casts doubt on the numbers: masked gradients, non-monotone accuracy, no collapse at a
     huge epsilon, the paper's protocol overestimating the worst case by more than ``margin_points``, an adaptive
     tier that had not converged (2x budget still breaks samples), Square or transfer beating the white-box attacks.
-    ``zero_grads``: samples whose input gradient is zero under every gradient path (see ``dead_paths`` for each path)."""
+    ``zero_grads``: samples whose input gradient is zero under every gradient path (see ``dead_paths`` for each
+    path)."""
     tol = 1  # samples: a random start may flip one borderline sample
     checks: list[dict[str, Any]] = []
 
     def check(name: str, passed: bool, detail: str, kind: str = "", eps: str = "") -> None:
-        checks.append({"check": name, "passed": bool(passed), "detail": detail, "kind": kind or name, "eps": eps,
-                       "finding": (kind or name) in FINDINGS})
+        checks.append(
+            {
+                "check": name,
+                "passed": bool(passed),
+                "detail": detail,
+                "kind": kind or name,
+                "eps": eps,
+                "finding": (kind or name) in FINDINGS,
+            }
+        )
 
-    check("non-zero input gradients under the ensemble", zero_grads == 0,
-          f"{zero_grads} of {total} samples have an all-zero input gradient under every gradient path")
+    check(
+        "non-zero input gradients under the ensemble",
+        zero_grads == 0,
+        f"{zero_grads} of {total} samples have an all-zero input gradient under every gradient path",
+    )
     labels = list(next(iter(per_eps.values()))["paper"]) if per_eps else []
     for label in labels:
         accs = [v["paper"][label] for v in per_eps.values()]
-        check(f"{label}: accuracy non-increasing in epsilon", all(b <= a + tol / total for a, b in zip(accs, accs[1:])),
-              " >= ".join(f"{a:.3f}" for a in accs))
+        check(
+            f"{label}: accuracy non-increasing in epsilon",
+            all(b <= a + tol / total for a, b in zip(accs, accs[1:])),
+            " >= ".join(f"{a:.3f}" for a in accs),
+        )
     if big is not None:
         limit = max(0.1, 1.5 / max(1, num_classes))
-        check(f"white-box accuracy near 0 at eps={big[0]:g}", big[1] <= limit, f"PGD-20: {big[1]:.3f} (limit {limit:.3f})")
+        check(
+            f"white-box accuracy near 0 at eps={big[0]:g}", big[1] <= limit, f"PGD-20: {big[1]:.3f} (limit {limit:.3f})"
+        )
     for eps, v in per_eps.items():
         over = v["overestimate_points"]
-        check(f"eps={eps}: the paper's protocol is within {margin_points:g} points of the worst case",
-              over <= margin_points + 1e-9, f"paper protocol {100 * v['paper_all']:.1f} % vs worst case "
-              f"{100 * v['worst']:.1f} %: the protocol overestimates robustness by {over:.1f} points",
-              "paper protocol overestimates", eps)
+        check(
+            f"eps={eps}: the paper's protocol is within {margin_points:g} points of the worst case",
+            over <= margin_points + 1e-9,
+            f"paper protocol {100 * v['paper_all']:.1f} % vs worst case "
+            f"{100 * v['worst']:.1f} %: the protocol overestimates robustness by {over:.1f} points",
+            "paper protocol overestimates",
+            eps,
+        )
         stages = v["broken_by_stage"]
         if v.get("check_rounds"):
             r = v["check_rounds"]
-            check(f"eps={eps}: adaptive attack converged (two consecutive 2x-steps rounds broke nothing more)",
-                  v["confidence"]["converged"], "samples broken by each 2x-steps round: " + ", ".join(map(str, r)),
-                  "attack not converged", eps)
+            check(
+                f"eps={eps}: adaptive attack converged (two consecutive 2x-steps rounds broke nothing more)",
+                v["confidence"]["converged"],
+                "samples broken by each 2x-steps round: " + ", ".join(map(str, r)),
+                "attack not converged",
+                eps,
+            )
         for key, what in (("square", "Square (black-box)"), ("transfer", "transfer")):
             if key in stages:
-                check(f"eps={eps}: {what} never beats the white-box attacks", stages[key] <= tol,
-                      f"{what} broke {stages[key]} sample(s) that every white-box attack left robust",
-                      f"{key} beat white-box", eps)
+                check(
+                    f"eps={eps}: {what} never beats the white-box attacks",
+                    stages[key] <= tol,
+                    f"{what} broke {stages[key]} sample(s) that every white-box attack left robust",
+                    f"{key} beat white-box",
+                    eps,
+                )
     return checks
 
 
@@ -104,5 +157,8 @@ def verdict(check: dict[str, Any]) -> str:
 def dead_paths(zero_by_path: dict[str, int], total: int) -> list[str]:
     """Notes on gradient paths with an all-zero input gradient on most samples: dead weight in the ensemble (they
     break nothing and hide nothing; the ensemble's verdict rests on the other paths)."""
-    return [f"gradient path {name} gives an all-zero input gradient on {z} of {total} samples: dead weight in the "
-            "ensemble" for name, z in zero_by_path.items() if 2 * z > total]
+    return [
+        f"gradient path {name} gives an all-zero input gradient on {z} of {total} samples: dead weight in the ensemble"
+        for name, z in zero_by_path.items()
+        if 2 * z > total
+    ]

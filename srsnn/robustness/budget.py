@@ -1,4 +1,5 @@
 """The adaptive tier's budget: what runs beyond the paper's protocol, per epsilon, on the survivors."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,10 +33,14 @@ class AdaptiveBudget:
     ce_restarts: Optional[int] = None
 
     def __post_init__(self):
-        if min(self.top_k, self.steps, self.restarts, self.max_targets, self.other_targets, self.apgd_ce_restarts) < 1 or \
-                min(self.square_queries, self.check_rounds) < 0:
-            raise UserError(f"adaptive budget: top_k, steps, restarts, ce_restarts, max_targets, other_targets must be >= 1 and "
-                            f"square_queries, check_rounds >= 0, got {self}")
+        if (
+            min(self.top_k, self.steps, self.restarts, self.max_targets, self.other_targets, self.apgd_ce_restarts) < 1
+            or min(self.square_queries, self.check_rounds) < 0
+        ):
+            raise UserError(
+                f"adaptive budget: top_k, steps, restarts, ce_restarts, max_targets, other_targets must be >= 1 and "
+                f"square_queries, check_rounds >= 0, got {self}"
+            )
 
     @property
     def apgd_ce_restarts(self) -> int:
@@ -48,13 +53,23 @@ class AdaptiveBudget:
         k = min(self.top_k, members)
         others = f", {self.targets(1, num_classes)} through the next {k - 1}" if k > 1 else ""
         targets = f"{self.targets(0, num_classes)} target classes through the strongest path{others}"
-        targeted = (f" + APGD-T (DLR; {targets})" if num_classes >= 4 else
-                    f" + targeted PGD-CE ({targets}; APGD-T's targeted DLR needs 4 classes, the data has 3)"
-                    if num_classes == 3 else " (no targeted attack: with 2 classes the one wrong class is its aim)")
-        return (f"APGD-CE{targeted}, {self.steps} steps, {self.restarts} restart(s)"
-                + (f" (APGD-CE: {self.apgd_ce_restarts})" if self.apgd_ce_restarts != self.restarts else "")
-                + f", through the {k} strongest of {members} "
-                f"gradient path(s); Square {self.square_queries} queries"
-                + (f"; convergence check: up to {self.check_rounds} round(s) of both again through the same paths "
-                   "and targets with 2x steps and a new seed, Square with 2x queries, until two consecutive rounds "
-                   "break nothing" if self.check_rounds else ""))
+        targeted = (
+            f" + APGD-T (DLR; {targets})"
+            if num_classes >= 4
+            else f" + targeted PGD-CE ({targets}; APGD-T's targeted DLR needs 4 classes, the data has 3)"
+            if num_classes == 3
+            else " (no targeted attack: with 2 classes the one wrong class is its aim)"
+        )
+        return (
+            f"APGD-CE{targeted}, {self.steps} steps, {self.restarts} restart(s)"
+            + (f" (APGD-CE: {self.apgd_ce_restarts})" if self.apgd_ce_restarts != self.restarts else "")
+            + f", through the {k} strongest of {members} "
+            f"gradient path(s); Square {self.square_queries} queries"
+            + (
+                f"; convergence check: up to {self.check_rounds} round(s) of both again through the same paths "
+                "and targets with 2x steps and a new seed, Square with 2x queries, until two consecutive rounds "
+                "break nothing"
+                if self.check_rounds
+                else ""
+            )
+        )

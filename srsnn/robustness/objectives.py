@@ -3,10 +3,12 @@ p~ = softmax(z~). The inner maximisation (x~) is the caller's.
 
 * PGD-AT (Madry et al., ICLR 2018): ``CE(z~, y)``.
 * TRADES (Zhang et al., ICML 2019): ``CE(z, y) + beta * KL(p || p~)`` (batch mean); paper: beta = 2.
-* MART (Wang et al., ICLR 2020): ``CE(z~, y) - log(1 - max_{k != y} p~_k) + beta * mean_i KL(p_i || p~_i) (1 - p_i[y_i])``
+* MART (Wang et al., ICLR 2020): ``CE(z~, y) - log(1 - max_{k != y} p~_k) + beta * mean_i KL(p_i || p~_i) (1 -
+p_i[y_i])``
   — boosted CE on the adversarial example plus a KL weighted towards misclassified samples; beta = 4 in the
   reference code (IGITUGraz/RobustSNNConversion), 6 in MART's paper.
 """
+
 from __future__ import annotations
 
 import torch

@@ -2,6 +2,7 @@
 
 Used by ``callbacks.AttackEvaluation`` (one model) and ``report.py`` (a comparison of many runs).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,36 +20,57 @@ def pct(v) -> str:
 
 def budget_lines(r: dict[str, Any]) -> list[str]:
     b = r["budget"]
-    return [f"- paper protocol: {b['paper']}", f"- adaptive tier: {b['adaptive'] or 'not run'}",
-            f"- transfer: {b['transfer'] or 'not run'}"]
+    return [
+        f"- paper protocol: {b['paper']}",
+        f"- adaptive tier: {b['adaptive'] or 'not run'}",
+        f"- transfer: {b['transfer'] or 'not run'}",
+    ]
 
 
 def attacks_markdown(r: dict[str, Any]) -> str:
     """The evaluation of one model: worst case first, the paper's protocol beside it, the budget, the audit."""
     eps = list(r["eps"])
     paper_labels = list(next(iter(r["eps"].values()))["paper"]) if eps else []
-    lines = [f"Robust accuracy (%) on {r['num_samples']} test samples, {r['kind'].upper()}; clean accuracy "
-             f"{pct(r['clean_acc'])} %. **Worst case** = per sample, broken by anything run (the number to trust); "
-             "**paper protocol** = the paper's attacks through the ensemble of gradient paths (to compare with the paper).",
-             ""]
+    lines = [
+        f"Robust accuracy (%) on {r['num_samples']} test samples, {r['kind'].upper()}; clean accuracy "
+        f"{pct(r['clean_acc'])} %. **Worst case** = per sample, broken by anything run (the number to trust); "
+        "**paper protocol** = the paper's attacks through the ensemble of gradient paths (to compare with the paper).",
+        "",
+    ]
     if r.get("interrupted"):
         lines += [f"**Incomplete: {r['interrupted']}.**", ""]
-    lines += ["| eps | **worst case** | paper protocol (all attacks) | " + " | ".join(f"paper {l}" for l in paper_labels)
-              + " | protocol overestimate (points) |", "|---" * (4 + len(paper_labels)) + "|"]
+    lines += [
+        "| eps | **worst case** | paper protocol (all attacks) | "
+        + " | ".join(f"paper {l}" for l in paper_labels)
+        + " | protocol overestimate (points) |",
+        "|---" * (4 + len(paper_labels)) + "|",
+    ]
     for e in eps:
         v = r["eps"][e]
-        lines.append(f"| {e} | **{pct(v['worst'])}** | {pct(v['paper_all'])} | "
-                     + " | ".join(pct(v["paper"][l]) for l in paper_labels) + f" | {v['overestimate_points']:.1f} |")
+        lines.append(
+            f"| {e} | **{pct(v['worst'])}** | {pct(v['paper_all'])} | "
+            + " | ".join(pct(v["paper"][l]) for l in paper_labels)
+            + f" | {v['overestimate_points']:.1f} |"
+        )
     lines += ["", "Attack budget:", ""] + budget_lines(r)
     lines += ["", "Samples broken by each stage beyond the paper's protocol (on its survivors):", ""]
     for e in eps:
         st, rounds = r["eps"][e]["broken_by_stage"], r["eps"][e].get("check_rounds")
-        lines.append(f"- eps={e}: " + (", ".join(f"{k} {v}" for k, v in st.items()) or "none run")
-                     + (f" (check rounds: {', '.join(map(str, rounds))})" if rounds else ""))
+        lines.append(
+            f"- eps={e}: "
+            + (", ".join(f"{k} {v}" for k, v in st.items()) or "none run")
+            + (f" (check rounds: {', '.join(map(str, rounds))})" if rounds else "")
+        )
     alone = r.get("members_alone")
     if alone:
-        lines += ["", f"Each gradient path alone ({alone['attack']} at eps={alone['eps']}, no ensemble; * = attacked by "
-                  "the adaptive tier, strongest first):", "", "| member | robust accuracy % |", "|---|---|"]
+        lines += [
+            "",
+            f"Each gradient path alone ({alone['attack']} at eps={alone['eps']}, no ensemble; * = attacked by "
+            "the adaptive tier, strongest first):",
+            "",
+            "| member | robust accuracy % |",
+            "|---|---|",
+        ]
         for m, acc in sorted(alone["accuracy"].items(), key=lambda kv: kv[1]):
             lines.append(f"| {m}{' *' if m in alone['top_k'] else ''} | {pct(acc)} |")
     if r.get("confidence"):
@@ -57,17 +79,24 @@ def attacks_markdown(r: dict[str, Any]) -> str:
         lines += ["", "Audit (FAIL: the evaluation is in doubt; FINDING: a result about the paper's protocol):", ""]
         lines += [f"- {_bold(verdict(c))}: {c['check']} — {c['detail']}" for c in r["audit"]]
     if r.get("zero_gradient_samples_by_path"):
-        lines += ["", "Samples with an all-zero input gradient, per gradient path: " + ", ".join(
-            f"{k} {v}" for k, v in r["zero_gradient_samples_by_path"].items())]
+        lines += [
+            "",
+            "Samples with an all-zero input gradient, per gradient path: "
+            + ", ".join(f"{k} {v}" for k, v in r["zero_gradient_samples_by_path"].items()),
+        ]
     lines += [f"- NOTE: {n}" for n in r.get("notes", [])]
     if r.get("seconds") is not None:
-        lines += ["", f"Evaluation time: {r['seconds']:.0f} s ({r['seconds'] / max(r['num_samples'], 1):.2f} s per sample)."]
+        lines += [
+            "",
+            f"Evaluation time: {r['seconds']:.0f} s ({r['seconds'] / max(r['num_samples'], 1):.2f} s per sample).",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def plot_robust_accuracy(runs: dict[str, dict[str, Any]], path: str) -> None:
     """Robust accuracy vs epsilon: worst case (solid) and the paper's protocol (dashed), one colour per run."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -75,10 +104,17 @@ def plot_robust_accuracy(runs: dict[str, dict[str, Any]], path: str) -> None:
     for k, (name, r) in enumerate(runs.items()):
         xs = [0.0] + [float(e) for e in r["eps"]]
         color = plt.cm.tab20(k % 20)
-        ax.plot(xs, [r["clean_acc"]] + [v["worst"] for v in r["eps"].values()], marker="o", color=color,
-                label=f"{name}")
-        ax.plot(xs, [r["clean_acc"]] + [v["paper_all"] for v in r["eps"].values()], ls="--", marker=".", color=color,
-                alpha=0.6)
+        ax.plot(
+            xs, [r["clean_acc"]] + [v["worst"] for v in r["eps"].values()], marker="o", color=color, label=f"{name}"
+        )
+        ax.plot(
+            xs,
+            [r["clean_acc"]] + [v["paper_all"] for v in r["eps"].values()],
+            ls="--",
+            marker=".",
+            color=color,
+            alpha=0.6,
+        )
     ax.plot([], [], "k-", label="worst case (solid)")
     ax.plot([], [], "k--", label="paper protocol (dashed)")
     ax.set_xlabel("epsilon (pixel space)")

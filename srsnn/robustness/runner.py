@@ -95,25 +95,39 @@ def _kwargs(spec: dict) -> dict:
 
 
 def _path(model: nn.Module, member: dict):
-    return gradient_path(model, member["mode"], member.get("surrogate")) if member.get("mode") else contextlib.nullcontext()
+    return (
+        gradient_path(model, member["mode"], member.get("surrogate"))
+        if member.get("mode")
+        else contextlib.nullcontext()
+    )
 
 
 class Evaluator:
     """Args:
-        model: the deployed network (inputs in [0, 1]); eval mode is the caller's business.
-        members: gradient paths (``srsnn.robustness.attacks.paper_ensemble()``) or None for the model itself (ANNs).
-        epsilons: budgets in pixel space. paper_attacks: ``[{name: fgsm}, {name: pgd, steps: 10}, ...]``.
-        num_classes: for APGD-T's targets. adaptive: the tier beyond the paper (None = the paper's protocol only).
-        rank_attack: the attack that ranks members (default PGD-10). transfer: ``(name, source model)`` or None.
-        reduce: sums a tensor over DDP ranks (identity on one process). progress: a tqdm-like factory or None.
-        batch_size: attack batch size.
+    model: the deployed network (inputs in [0, 1]); eval mode is the caller's business.
+    members: gradient paths (``srsnn.robustness.attacks.paper_ensemble()``) or None for the model itself (ANNs).
+    epsilons: budgets in pixel space. paper_attacks: ``[{name: fgsm}, {name: pgd, steps: 10}, ...]``.
+    num_classes: for APGD-T's targets. adaptive: the tier beyond the paper (None = the paper's protocol only).
+    rank_attack: the attack that ranks members (default PGD-10). transfer: ``(name, source model)`` or None.
+    reduce: sums a tensor over DDP ranks (identity on one process). progress: a tqdm-like factory or None.
+    batch_size: attack batch size.
     """
 
-    def __init__(self, model: nn.Module, members: Optional[list[dict]], epsilons: list[float],
-                 paper_attacks: list[dict], num_classes: int, adaptive: Optional[AdaptiveBudget] = None,
-                 rank_attack: Optional[dict] = None, transfer: Optional[tuple[str, nn.Module]] = None,
-                 reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t, progress=None, batch_size: int = 100,
-                 stop: Optional[Callable[[], bool]] = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        members: Optional[list[dict]],
+        epsilons: list[float],
+        paper_attacks: list[dict],
+        num_classes: int,
+        adaptive: Optional[AdaptiveBudget] = None,
+        rank_attack: Optional[dict] = None,
+        transfer: Optional[tuple[str, nn.Module]] = None,
+        reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+        progress=None,
+        batch_size: int = 100,
+        stop: Optional[Callable[[], bool]] = None,
+    ):
         self.model, self.members = model, members or [MODEL]
         self.epsilons, self.paper_attacks = sorted(epsilons), [dict(a) for a in paper_attacks]
         self.num_classes, self.adaptive, self.transfer = num_classes, adaptive, transfer
@@ -122,8 +136,10 @@ class Evaluator:
             raise UserError(f"the evaluation needs at least 2 classes, the data has {num_classes}")
         for spec in [*self.paper_attacks, self.rank_attack]:
             if num_classes < MIN_CLASSES.get(spec["name"], 2):
-                raise UserError(f"attack {spec['name']} needs at least {MIN_CLASSES[spec['name']]} classes (its DLR "
-                                f"loss reads the 3rd/4th largest logit); this data has {num_classes}: use apgd_ce or pgd")
+                raise UserError(
+                    f"attack {spec['name']} needs at least {MIN_CLASSES[spec['name']]} classes (its DLR "
+                    f"loss reads the 3rd/4th largest logit); this data has {num_classes}: use apgd_ce or pgd"
+                )
         self.reduce, self.progress, self.batch_size, self.stop = reduce, progress, batch_size, stop
         self._stopping = False  # this rank was asked to stop: it skips its remaining batches
         self.seconds: dict[str, float] = {}  # wall time per stage:attack (this rank)
@@ -147,12 +163,21 @@ class Evaluator:
         # APGD-CE through every path first: it is one run per path where APGD-T is one per target, so the samples it
         # breaks cheaply never reach the expensive targeted runs
         top = ranked[: b.top_k]
-        units = [_Unit("adaptive", "apgd_ce", m, dict(steps=b.steps, n_restarts=b.apgd_ce_restarts), "apgd_ce")
-                 for m in top]
+        units = [
+            _Unit("adaptive", "apgd_ce", m, dict(steps=b.steps, n_restarts=b.apgd_ce_restarts), "apgd_ce") for m in top
+        ]
         targeted = targeted_attack(self.num_classes)  # APGD-T needs 4 classes; 3: targeted PGD-CE; 2: none
-        units += [_Unit("adaptive", targeted, m, dict(steps=b.steps, n_restarts=b.restarts,
-                                                      n_classes=b.targets(rank, self.num_classes) + 1), targeted)
-                  for rank, m in enumerate(top) if targeted]
+        units += [
+            _Unit(
+                "adaptive",
+                targeted,
+                m,
+                dict(steps=b.steps, n_restarts=b.restarts, n_classes=b.targets(rank, self.num_classes) + 1),
+                targeted,
+            )
+            for rank, m in enumerate(top)
+            if targeted
+        ]
         if b.square_queries:
             units.append(_Unit("square", "square", MODEL, dict(n_queries=b.square_queries), "square"))
         return units
@@ -166,16 +191,27 @@ class Evaluator:
         b = self.adaptive
         if b is None or not b.check_rounds:
             return []
-        units = [_Unit("check", u.attack, u.member, {**u.kwargs, "steps": 2 * u.kwargs["steps"], "seed": round_ + 1},
-                       u.label) for u in self._adaptive_units(ranked) if u.stage == "adaptive"]
+        units = [
+            _Unit(
+                "check", u.attack, u.member, {**u.kwargs, "steps": 2 * u.kwargs["steps"], "seed": round_ + 1}, u.label
+            )
+            for u in self._adaptive_units(ranked)
+            if u.stage == "adaptive"
+        ]
         if b.square_queries:
-            units.append(_Unit("check", "square", MODEL, dict(n_queries=2 * b.square_queries, seed=round_ + 1), "square"))
+            units.append(
+                _Unit("check", "square", MODEL, dict(n_queries=2 * b.square_queries, seed=round_ + 1), "square")
+            )
         return units
 
     def units_per_eps(self) -> int:
         n = len(self._paper_units())
         rounds = self.adaptive.check_rounds if self.adaptive else 0
-        n += len(self._adaptive_units(self.members)) + rounds * len(self._check_units(self.members, 0)) + bool(self.transfer)
+        n += (
+            len(self._adaptive_units(self.members))
+            + rounds * len(self._check_units(self.members, 0))
+            + bool(self.transfer)
+        )
         return n
 
     def _ranks(self) -> bool:
@@ -203,7 +239,7 @@ class Evaluator:
             self._stopping = self._stopping or bool(self.stop and self.stop())
             if self._stopping:
                 break
-            j = idx[i:i + self.batch_size]
+            j = idx[i : i + self.batch_size]
             broke[j] = ~self.correct_after(unit, x[j], y[j], eps)
         key = f"{unit.stage}:{unit.attack}"
         self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t0
@@ -227,8 +263,14 @@ class Evaluator:
         n = len(y)
         check_pixel_range(x, "the evaluation's test images")  # a data problem, not an attack's
         clean = self.clean_correct(x, y)
-        out: dict[str, Any] = {"n": n, "clean": clean.tolist(), "eps": {}, "interrupted": None, "units_done": 0,
-                               "ranking": {}}
+        out: dict[str, Any] = {
+            "n": n,
+            "clean": clean.tolist(),
+            "eps": {},
+            "interrupted": None,
+            "units_done": 0,
+            "ranking": {},
+        }
         worst_alive = clean.clone()
         total = self.units_per_eps() * len(self.epsilons) + (len(self.members) if self._ranks() else 0)
         bar = self.progress(total=total) if self.progress else None
@@ -239,8 +281,9 @@ class Evaluator:
                 out["eps"][f"{eps:.6g}"] = res
         except KeyboardInterrupt:
             done = list(out["eps"])
-            out["interrupted"] = (f"interrupted after {len(done)} of {len(self.epsilons)} epsilon(s)"
-                                  + (f" (finished: {', '.join(done)})" if done else ""))
+            out["interrupted"] = f"interrupted after {len(done)} of {len(self.epsilons)} epsilon(s)" + (
+                f" (finished: {', '.join(done)})" if done else ""
+            )
         finally:
             if bar is not None:
                 bar.close()
@@ -265,11 +308,15 @@ class Evaluator:
             self._step(bar, out, f"ranking at eps={eps:g}: {unit.tag}")
         totals = self._sum(broke_by, x.device)
         order = sorted(range(len(self.members)), key=lambda k: -totals[k])
-        return [self.members[k] for k in order], {"eps": f"{eps:.6g}", "attack": self.label(self.rank_attack),
-                                                  "broken": {m["name"]: int(t) for m, t in zip(self.members, totals)}}
+        return [self.members[k] for k in order], {
+            "eps": f"{eps:.6g}",
+            "attack": self.label(self.rank_attack),
+            "broken": {m["name"]: int(t) for m, t in zip(self.members, totals)},
+        }
 
     def _sum(self, values: list, device: torch.device) -> list[float]:
-        """Counts summed over DDP ranks. The tensor is made on the data's device: NCCL takes accelerator tensors only."""
+        """Counts summed over DDP ranks. The tensor is made on the data's device: NCCL takes accelerator tensors
+        only."""
         return self.reduce(torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)).tolist()
 
     def _step(self, bar, out, desc: str) -> None:
@@ -309,15 +356,20 @@ class Evaluator:
         n = len(y)
         breaker = self._breakers(clean, worst_alive, out)
         paper, paper_alive_all = self._paper_protocol(x, y, eps, clean, bar, out)
-        counts = dict(zip(paper, map(int, self._sum([sum(r is None for r in rec) for rec in paper.values()], x.device))))
+        counts = dict(
+            zip(paper, map(int, self._sum([sum(r is None for r in rec) for rec in paper.values()], x.device)))
+        )
         worst_alive = worst_alive & paper_alive_all
         for i in range(n):
             if breaker[i] is None and not worst_alive[i]:
                 breaker[i] = "paper:" + next(f"{lab}/{rec[i]}" for lab, rec in paper.items() if rec[i] is not None)
         stages: dict[str, int] = {}
-        if self._ranks() and eps == self.epsilons[-1]:  # the ranking's examples were made at this epsilon: they count too
-            kept = worst_alive & torch.tensor([b is not None for b in self.rank_breaks], dtype=torch.bool,
-                                              device=x.device)
+        if (
+            self._ranks() and eps == self.epsilons[-1]
+        ):  # the ranking's examples were made at this epsilon: they count too
+            kept = worst_alive & torch.tensor(
+                [b is not None for b in self.rank_breaks], dtype=torch.bool, device=x.device
+            )
             for i in torch.nonzero(kept).flatten().tolist():
                 breaker[i] = self.rank_breaks[i]
             stages["rank"], worst_alive = int(kept.sum()), worst_alive & ~kept
@@ -352,18 +404,28 @@ class Evaluator:
                     self._step(bar, out, f"eps={eps:g} converged")
                 break
         g = self._sum([float(worst_alive.sum()), float(paper_alive_all.sum())] + list(stages.values()), x.device)
-        res = {"robust_worst": int(g[0]), "robust_paper_all": int(g[1]), "robust_paper": counts,
-               "broken_by_stage": dict(zip(stages, (int(v) for v in g[2:]))), "check_rounds": rounds,
-               "confidence": confidence(tier, rounds),
-               "top_k": [m["name"] for m in ranked[: self.adaptive.top_k]] if self.adaptive else [],
-               "per_sample": {"worst": breaker, "paper": paper}}
+        res = {
+            "robust_worst": int(g[0]),
+            "robust_paper_all": int(g[1]),
+            "robust_paper": counts,
+            "broken_by_stage": dict(zip(stages, (int(v) for v in g[2:]))),
+            "check_rounds": rounds,
+            "confidence": confidence(tier, rounds),
+            "top_k": [m["name"] for m in ranked[: self.adaptive.top_k]] if self.adaptive else [],
+            "per_sample": {"worst": breaker, "paper": paper},
+        }
         return res, worst_alive
 
     @torch.no_grad()
     def clean_correct(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per sample: the deployed model classifies the unperturbed image correctly."""
-        return torch.cat([self.model(x[i:i + self.batch_size]).argmax(1) == y[i:i + self.batch_size]
-                          for i in range(0, len(y), self.batch_size)] + [torch.zeros(0, dtype=torch.bool, device=y.device)])
+        return torch.cat(
+            [
+                self.model(x[i : i + self.batch_size]).argmax(1) == y[i : i + self.batch_size]
+                for i in range(0, len(y), self.batch_size)
+            ]
+            + [torch.zeros(0, dtype=torch.bool, device=y.device)]
+        )
 
     # -- audit probes ------------------------------------------------------------------------------------------
     def zero_gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, int]]:
@@ -375,11 +437,13 @@ class Evaluator:
         for member in self.members:
             zero = torch.zeros(len(x), dtype=torch.bool, device=x.device)
             for i in range(0, len(x), self.batch_size):
-                xi = x[i:i + self.batch_size].clone().requires_grad_(True)
+                xi = x[i : i + self.batch_size].clone().requires_grad_(True)
                 with _path(self.model, member), torch.enable_grad():
-                    loss = torch.nn.functional.cross_entropy(self.model(xi), y[i:i + self.batch_size], reduction="sum")
+                    loss = torch.nn.functional.cross_entropy(
+                        self.model(xi), y[i : i + self.batch_size], reduction="sum"
+                    )
                     (g,) = torch.autograd.grad(loss, xi)
-                zero[i:i + len(xi)] = g.flatten(1).abs().sum(1) == 0
+                zero[i : i + len(xi)] = g.flatten(1).abs().sum(1) == 0
             zero_all &= zero
             per_member[member["name"]] = int(zero.sum())
         return zero_all, per_member

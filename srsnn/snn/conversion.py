@@ -15,23 +15,24 @@ Steps (Schmolli et al., CPAL 2025, Stage 2):
 
 A failing step raises ``ConversionError`` naming the step. Train/eval mode is restored in ``finally``.
 """
+
 from __future__ import annotations
 
 import contextlib
 import copy
 import dataclasses
 import importlib
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Iterable, Mapping, Union
 
 import torch
 from torch import nn
 
 from srsnn.devices import device_of
 from srsnn.errors import UserError
-from srsnn.pruning.masks import ensure_masks, masks_from_nonzero, prunable_layers, raw_weight, strip_scores
 from srsnn.modes import module_mode
-from srsnn.snn.neurons import IFNeuron
+from srsnn.pruning.masks import ensure_masks, masks_from_nonzero, prunable_layers, raw_weight, strip_scores
 from srsnn.snn.network import SpikingNetwork, neurons_of
+from srsnn.snn.neurons import IFNeuron
 from srsnn.snn.spike_readers import spike_readers
 from srsnn.snn.surrogates import Surrogate
 
@@ -51,26 +52,35 @@ def _check_ann(ann: nn.Module) -> None:
         raise ConversionError("step 'check': the ANN must be an nn.Sequential (use srsnn.ann.architectures)")
     if any(isinstance(m, IFNeuron) for m in ann.modules()):
         raise ConversionError("step 'check': the network already holds IF neurons: it is converted")
-    leaves = [(n, m) for n, m in ann.named_modules() if n and "parametrizations" not in n
-              and (isinstance(m, (nn.Conv2d, nn.Linear)) or not list(m.children()))]  # masked layers have children
+    leaves = [
+        (n, m)
+        for n, m in ann.named_modules()
+        if n and "parametrizations" not in n and (isinstance(m, (nn.Conv2d, nn.Linear)) or not list(m.children()))
+    ]  # masked layers have children
     for name, m in leaves:
         kind = type(m).__name__
         if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool2d)):
-            raise ConversionError(f"step 'check': layer {name} ({kind}): the max of spike trains is not the max of "
-                                  "rates; use nn.AvgPool2d (or AdaptiveAvgPool2d) and retrain the ANN")
+            raise ConversionError(
+                f"step 'check': layer {name} ({kind}): the max of spike trains is not the max of "
+                "rates; use nn.AvgPool2d (or AdaptiveAvgPool2d) and retrain the ANN"
+            )
         if type(m).__module__ == nn.ReLU.__module__ and not isinstance(m, nn.ReLU):
-            raise ConversionError(f"step 'check': layer {name} ({kind}): only nn.ReLU slots become IF neurons; "
-                                  f"replace it by nn.ReLU and retrain the ANN (a final Softmax: remove it, the "
-                                  "readout averages the logits)")
+            raise ConversionError(
+                f"step 'check': layer {name} ({kind}): only nn.ReLU slots become IF neurons; "
+                f"replace it by nn.ReLU and retrain the ANN (a final Softmax: remove it, the "
+                "readout averages the logits)"
+            )
     relus = [k for k, (_, m) in enumerate(leaves) if isinstance(m, nn.ReLU)]
     if not relus:
         raise ConversionError("step 'check': the ANN has no nn.ReLU slot to hold a spiking neuron")
     if not prunable_layers(ann):
         raise ConversionError("step 'check': the ANN has no Conv2d/Linear layer")
-    if not any(isinstance(m, (nn.Conv2d, nn.Linear)) for _, m in leaves[relus[-1] + 1:]):
-        raise ConversionError(f"step 'check': nothing reads the spikes of the last ReLU ({leaves[relus[-1]][0]}); "
-                              "the network must end with a Linear (or conv) readout, e.g. append "
-                              "nn.Linear(features, num_classes)")
+    if not any(isinstance(m, (nn.Conv2d, nn.Linear)) for _, m in leaves[relus[-1] + 1 :]):
+        raise ConversionError(
+            f"step 'check': nothing reads the spikes of the last ReLU ({leaves[relus[-1]][0]}); "
+            "the network must end with a Linear (or conv) readout, e.g. append "
+            "nn.Linear(features, num_classes)"
+        )
 
 
 def _replace(module: nn.Module, neuron_kwargs: Mapping[str, Any], device: torch.device) -> None:
@@ -83,7 +93,8 @@ def _replace(module: nn.Module, neuron_kwargs: Mapping[str, Any], device: torch.
 
 def fused_weights(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
     """``W' = W * gamma / sqrt(var + eps)``, ``b' = (b - mu) * gamma / sqrt(var + eps) + beta`` for a BatchNorm
-    (running statistics) after ``layer`` (``torch.nn.utils.fusion``). ``W`` is the stored weight: pruned zeros stay 0."""
+    (running statistics) after ``layer`` (``torch.nn.utils.fusion``). ``W`` is the stored weight: pruned zeros stay
+    0."""
     from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 
     fuse = fuse_conv_bn_weights if isinstance(layer, nn.Conv2d) else fuse_linear_bn_weights
@@ -105,8 +116,10 @@ def fold_batchnorm(net: nn.Sequential, strict: bool = True) -> nn.Sequential:
             a.bias = nn.Parameter(bias.clone())
             setattr(net, bn_name, nn.Identity())
     if strict and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
-        raise ConversionError("step 'batchnorm': bn='fold' needs every BatchNorm right after a conv/linear "
-                              "(pre-activation ResNets put BN first); use bn='keep'")
+        raise ConversionError(
+            "step 'batchnorm': bn='fold' needs every BatchNorm right after a conv/linear "
+            "(pre-activation ResNets put BN first); use bn='keep'"
+        )
     return net
 
 
@@ -129,8 +142,13 @@ def spiking_structure(
         strip_scores(snn)  # HYDRA/HARP scores are training state of the ANN, not part of the SNN
         if bn != "keep":
             fold_batchnorm(snn, strict=bn == "fold")
-        _replace(snn, dict(reset=reset, surrogate=surrogate, min_threshold=min_threshold, detach_reset=detach_reset,
-                           v_init=v_init), device_of(snn))
+        _replace(
+            snn,
+            dict(
+                reset=reset, surrogate=surrogate, min_threshold=min_threshold, detach_reset=detach_reset, v_init=v_init
+            ),
+            device_of(snn),
+        )
         ensure_masks(snn)
     except ConversionError:
         raise
@@ -177,12 +195,15 @@ def _consumers(net: nn.Sequential) -> dict[IFNeuron, list[nn.Module]]:
         for path in paths:
             bad = next((m for m in path[:-1] if not isinstance(m, _SPIKE_PASS)), None)
             if bad is not None:
-                raise ConversionError(f"step 'calibrate': amplitude='threshold' needs every neuron's spikes read by a "
-                                      f"conv/linear (after pooling/flatten); {type(bad).__name__} follows a neuron: "
-                                      "use amplitude='one'")
+                raise ConversionError(
+                    f"step 'calibrate': amplitude='threshold' needs every neuron's spikes read by a "
+                    f"conv/linear (after pooling/flatten); {type(bad).__name__} follows a neuron: "
+                    "use amplitude='one'"
+                )
         if not paths:
-            raise ConversionError("step 'calibrate': amplitude='threshold' needs a conv/linear after every neuron; "
-                                  "use amplitude='one'")
+            raise ConversionError(
+                "step 'calibrate': amplitude='threshold' needs a conv/linear after every neuron; use amplitude='one'"
+            )
         found[neuron] = [path[-1] for path in paths]
     return found
 
@@ -198,8 +219,9 @@ def _check_calibration(calib_steps: int, percentile: float, scale: float, order:
         raise ConversionError(f"step 'calibrate': amplitude must be one of {AMPLITUDES}, got {amplitude!r}")
 
 
-def _input_percentile(snn: SpikingNetwork, neuron: IFNeuron, batches: list[torch.Tensor], calib_steps: int,
-                      percentile: float) -> float:
+def _input_percentile(
+    snn: SpikingNetwork, neuron: IFNeuron, batches: list[torch.Tensor], calib_steps: int, percentile: float
+) -> float:
     """max over batches of the ``percentile`` of ``neuron``'s input over ``calib_steps`` steps, the earlier layers
     spiking at their current thresholds (the forward stops at ``neuron``: later layers cost nothing)."""
     captured: list[float] = []
@@ -291,9 +313,11 @@ def calibrate_thresholds(
             for neuron in neurons_of(snn):
                 peak = _input_percentile(snn, neuron, batches, calib_steps, percentile)
                 if not peak > 0:
-                    raise ConversionError(f"step 'calibrate': layer {len(thresholds) + 1} ({type(neuron).__name__} after "
-                                          f"{_layer_before(snn.net, neuron)}) receives no positive input on the calibration "
-                                          "data, so it can never spike; check the ANN (a dead layer?) and the calibration data")
+                    raise ConversionError(
+                        f"step 'calibrate': layer {len(thresholds) + 1} ({type(neuron).__name__} after "
+                        f"{_layer_before(snn.net, neuron)}) receives no positive input on the calibration "
+                        "data, so it can never spike; check the ANN (a dead layer?) and the calibration data"
+                    )
                 theta = max(peak * (scale if order == "sequential" else 1.0), neuron.min_threshold)
                 set_threshold(neuron, theta)
                 thresholds.append(theta)
@@ -345,8 +369,10 @@ class Recipe:
             raise ConversionError(f"bn must be 'keep' or 'fold', got {self.bn!r}")
         _check_calibration(self.calib_steps, self.percentile, self.scale, self.order, self.amplitude)
         if self.amplitude == "threshold" and self.bn != "fold":
-            raise ConversionError("amplitude='threshold' folds the ANN's BatchNorms (keeping their statistics where "
-                                  "they cannot be folded): set bn='fold'")
+            raise ConversionError(
+                "amplitude='threshold' folds the ANN's BatchNorms (keeping their statistics where "
+                "they cannot be folded): set bn='fold'"
+            )
 
 
 RECIPES = {
@@ -368,8 +394,10 @@ def recipe_from(recipe: Union[str, Recipe] = "paper", **overrides: Any) -> Recip
         except (ImportError, AttributeError):
             found = None
         if not isinstance(found, Recipe):
-            raise ConversionError(f"unknown conversion recipe {recipe!r}: use one of {sorted(RECIPES)} or the dotted "
-                                  "path of a srsnn.snn.conversion.Recipe (e.g. mypkg.conversion.MY_RECIPE)")
+            raise ConversionError(
+                f"unknown conversion recipe {recipe!r}: use one of {sorted(RECIPES)} or the dotted "
+                "path of a srsnn.snn.conversion.Recipe (e.g. mypkg.conversion.MY_RECIPE)"
+            )
         recipe = found
     fields = {f.name for f in dataclasses.fields(Recipe)}
     unknown = sorted(set(overrides) - fields)
@@ -396,9 +424,15 @@ def convert(
     with the ANN's statistics elsewhere (pre-activation blocks): the SNN then computes the ANN's function in the
     rate limit."""
     r = recipe_from(recipe, **settings)
-    net = spiking_structure(ann, reset=r.reset, surrogate=surrogate, min_threshold=r.min_threshold,
-                            bn="fold_where_possible" if r.amplitude == "threshold" else "keep",
-                            detach_reset=detach_reset, v_init=r.v_init)
+    net = spiking_structure(
+        ann,
+        reset=r.reset,
+        surrogate=surrogate,
+        min_threshold=r.min_threshold,
+        bn="fold_where_possible" if r.amplitude == "threshold" else "keep",
+        detach_reset=detach_reset,
+        v_init=r.v_init,
+    )
     try:
         masks_from_nonzero(net)
     except Exception as err:

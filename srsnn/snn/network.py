@@ -11,6 +11,7 @@ per neuron call: the working set of a step stays in the CPU's cache, which makes
 normalises each step with that step's batch statistics (as snnTorch's loop does). Readout: the last linear
 layer's output averaged over T, ``y = (1/T) sum_t W s^L_t``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,7 +22,6 @@ from torch import nn
 
 from srsnn.snn.neurons import MODES, IFNeuron
 from srsnn.snn.surrogates import make_surrogate
-
 
 SCHEDULES = ("auto", "layer", "time")
 
@@ -63,8 +63,14 @@ class SpikingNetwork(nn.Module):
             ``"auto"`` (``time`` on CPU for all but tiny inputs, ``layer`` elsewhere; ``resolve_schedule``).
     """
 
-    def __init__(self, net: nn.Sequential, num_steps: int = 8, encoding: str = "direct", fold: Optional[int] = None,
-                 schedule: str = "layer"):
+    def __init__(
+        self,
+        net: nn.Sequential,
+        num_steps: int = 8,
+        encoding: str = "direct",
+        fold: Optional[int] = None,
+        schedule: str = "layer",
+    ):
         super().__init__()
         if not isinstance(net, nn.Sequential):
             raise TypeError("SpikingNetwork expects an nn.Sequential network (all nets in srsnn.ann.architectures are)")
@@ -100,7 +106,7 @@ class SpikingNetwork(nn.Module):
             h = x
             for m in list(self.net)[: self._prefix_len]:
                 h = m(h)  # the analog input is the same every step: compute once
-            rest = list(self.net)[self._prefix_len:]
+            rest = list(self.net)[self._prefix_len :]
             steps = [h] * T
         else:
             xs = x.unsqueeze(0).expand(T, *x.shape)

@@ -27,6 +27,7 @@ membrane in ``state`` that the network resets at the start of its forward and cl
 state survives a forward, so no ``snntorch.utils.reset`` (which resets every neuron in the process) is ever
 needed, and ``deepcopy`` works.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Union
@@ -49,8 +50,15 @@ class _IFMultiStep(torch.autograd.Function):
     and the final membrane v_T (the state for a later call, when the network steps through time)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, v0, theta: torch.Tensor, surrogate: Surrogate, reset_zero: bool,
-                detach_reset: bool = False):
+    def forward(
+        ctx,
+        x: torch.Tensor,
+        v0,
+        theta: torch.Tensor,
+        surrogate: Surrogate,
+        reset_zero: bool,
+        detach_reset: bool = False,
+    ):
         ctx.set_materialize_grads(False)
         u_all = torch.empty_like(x)
         spikes = torch.empty_like(x)
@@ -119,8 +127,12 @@ class IFNeuron(snntorch.Leaky):
             raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
         sg = make_surrogate(surrogate)
         super().__init__(
-            beta=1.0, threshold=float(threshold), spike_grad=sg, learn_threshold=True,
-            reset_mechanism=reset, reset_delay=False,
+            beta=1.0,
+            threshold=float(threshold),
+            spike_grad=sg,
+            learn_threshold=True,
+            reset_mechanism=reset,
+            reset_delay=False,
         )
         # snnTorch keeps a process-wide list of neurons for utils.reset; we never use it, and leaving
         # ourselves there would keep every network ever built alive.
@@ -172,8 +184,7 @@ class IFNeuron(snntorch.Leaky):
         if v0 is None and self.v_init:
             v0 = (theta * self.v_init).expand_as(xt[0])
         if self.mode == "spike":
-            spikes, v = _IFMultiStep.apply(xt, v0, theta, self.spike_grad, self.reset_mode == "zero",
-                                           self.detach_reset)
+            spikes, v = _IFMultiStep.apply(xt, v0, theta, self.spike_grad, self.reset_mode == "zero", self.detach_reset)
             if self.stepping:
                 self.state = v
         elif self.mode == "bptr":
@@ -188,6 +199,8 @@ class IFNeuron(snntorch.Leaky):
         return spikes.reshape_as(x).to(dtype)
 
     def extra_repr(self) -> str:
-        return (f"reset={self.reset_mode}{' (detached)' if self.detach_reset else ''}"
-                f"{f', v_init={self.v_init}' if self.v_init else ''}, surrogate={self.spike_grad!r}, "
-                f"mode={self.mode}, T={self.num_steps}")
+        return (
+            f"reset={self.reset_mode}{' (detached)' if self.detach_reset else ''}"
+            f"{f', v_init={self.v_init}' if self.v_init else ''}, surrogate={self.spike_grad!r}, "
+            f"mode={self.mode}, T={self.num_steps}"
+        )

@@ -5,6 +5,7 @@ In a converted ``nn.Sequential`` a neuron's spikes reach the next weight layer t
 ``conv1`` and the projected shortcut (when there is one; the identity skip carries the block's *input*, not
 spikes), and ``act2`` feeds ``conv2``. A network built from other blocks needs its block added here.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -24,7 +25,7 @@ def spike_readers(net: nn.Sequential) -> dict[IFNeuron, list[list[nn.Module]]]:
     for i, m in enumerate(layers):
         if isinstance(m, IFNeuron):
             path: list[nn.Module] = []
-            for nxt in layers[i + 1:]:
+            for nxt in layers[i + 1 :]:
                 path.append(nxt)
                 if isinstance(nxt, WEIGHT_LAYERS):
                     break
@@ -36,6 +37,8 @@ def spike_readers(net: nn.Sequential) -> dict[IFNeuron, list[list[nn.Module]]]:
             out[m.act2] = [[m.conv2]]
     missing = [n for n in net.modules() if isinstance(n, IFNeuron) and n not in out]
     if missing:
-        raise UserError(f"{len(missing)} neuron(s) sit inside a block whose spike readers are unknown; give such "
-                        "blocks the structure of srsnn.ann.architectures.PreActBlock or add them to srsnn/snn/spike_readers.py")
+        raise UserError(
+            f"{len(missing)} neuron(s) sit inside a block whose spike readers are unknown; give such "
+            "blocks the structure of srsnn.ann.architectures.PreActBlock or add them to srsnn/snn/spike_readers.py"
+        )
     return out

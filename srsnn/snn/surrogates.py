@@ -13,6 +13,7 @@ Backward, ``dS/dx`` is replaced by a smooth pseudo-derivative ``g(x)``:
 Each surrogate is callable like snnTorch's ``spike_grad`` (so it can be handed to ``snntorch.Leaky``) and
 exposes ``derivative(x)`` so the fused multi-step IF kernel can apply it without building a graph per step.
 """
+
 from __future__ import annotations
 
 import math

@@ -10,9 +10,10 @@ and padding are the layer's own. ``fanout`` is computed once per layer as the ve
 1^T C^l (every coefficient of C^l is 0 or 1 for non-overlapping pooling), so it is exact. The first layer's
 analog input is not a spike: its cost is reported apart as MACs (non-zero weights x output positions).
 """
+
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -20,10 +21,10 @@ from torch import nn
 
 from srsnn.devices import device_of
 from srsnn.errors import UserError
-from srsnn.pruning.masks import mask_of
 from srsnn.modes import module_mode
-from srsnn.snn.neurons import IFNeuron
+from srsnn.pruning.masks import mask_of
 from srsnn.snn.network import record_spikes, stateless_prefix
+from srsnn.snn.neurons import IFNeuron
 from srsnn.snn.spike_readers import WEIGHT_LAYERS, spike_readers
 
 _PASS = (nn.Flatten, nn.Identity, nn.Dropout)
@@ -56,8 +57,9 @@ def _apply_connectivity(x: torch.Tensor, path: list[nn.Module], dense: bool) -> 
     return x
 
 
-def fanout(path_list: list[list[nn.Module]], spike_shape: tuple, dense: bool = False,
-           device: Optional[torch.device] = None) -> torch.Tensor:
+def fanout(
+    path_list: list[list[nn.Module]], spike_shape: tuple, dense: bool = False, device: Optional[torch.device] = None
+) -> torch.Tensor:
     """Number of non-zero outgoing synapses of every neuron of one layer (shape ``spike_shape``)."""
     total = torch.zeros(spike_shape, device=device)
     for path in path_list:
@@ -95,7 +97,8 @@ def ann_macs(net: nn.Module, input_shape: tuple, dense: bool = False) -> float:
 
 def layer_labels(net: nn.Module) -> dict[str, str]:
     """Readable names by module path: weight layers numbered in forward order (``conv1``, ``conv2``, ``fc1``) and
-    each neuron layer after the weight layer feeding it (``conv1 IF``; a second neuron layer after the same weight layer,
+    each neuron layer after the weight layer feeding it (``conv1 IF``; a second neuron layer after the same weight
+    layer,
     as in residual blocks, keeps its module path). Works for the ANN (ReLU slots are not neurons) and the SNN."""
     labels, counts, last, taken = {}, {"conv": 0, "fc": 0}, "input", set()
     for name, m in net.named_modules():
@@ -127,15 +130,19 @@ class SynopCounter:
 
     def reset(self) -> None:
         self.samples = 0
-        self.stats = {n: {"spikes": 0.0, "synops": 0.0, "dense_synops": 0.0, "neurons": 0, "steps": 0}
-                      for n in self.names.values()}
+        self.stats = {
+            n: {"spikes": 0.0, "synops": 0.0, "dense_synops": 0.0, "neurons": 0, "steps": 0}
+            for n in self.names.values()
+        }
 
     def _fanouts(self, neuron: IFNeuron, shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         key = (self.names[neuron], shape)
         if key not in self._fanout:
             dev = device_of(self.snn)
-            self._fanout[key] = (fanout(self.paths[neuron], shape, False, dev),
-                                 fanout(self.paths[neuron], shape, True, dev))
+            self._fanout[key] = (
+                fanout(self.paths[neuron], shape, False, dev),
+                fanout(self.paths[neuron], shape, True, dev),
+            )
         return self._fanout[key]
 
     def add(self, neuron: IFNeuron, spikes: torch.Tensor) -> None:
@@ -164,7 +171,12 @@ class SynopCounter:
         layers = {}
         for name, st in self.stats.items():
             rate = st["spikes"] / max(n * st["neurons"] * max(st["steps"], 1), 1)
-            layers[name] = {"spikes": st["spikes"] / n, "firing_rate": rate, "synops": st["synops"] / n,
-                            "dense_synops": st["dense_synops"] / n, "neurons": st["neurons"]}
+            layers[name] = {
+                "spikes": st["spikes"] / n,
+                "firing_rate": rate,
+                "synops": st["synops"] / n,
+                "dense_synops": st["dense_synops"] / n,
+                "neurons": st["neurons"],
+            }
         total = {k: sum(v[k] for v in layers.values()) for k in ("spikes", "synops", "dense_synops", "neurons")}
         return {"layers": layers, "total": total}
