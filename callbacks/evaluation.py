@@ -26,15 +26,17 @@ from tqdm import tqdm
 
 from srsnn.errors import UserError
 from srsnn.modes import frozen_parameters, module_mode
-from srsnn.robustness.attacks import Eps, paper_ensemble, parse_eps
+from srsnn.robustness.attacks import Eps, paper_ensemble, parse_eps, snn_attack_paths
 from srsnn.robustness.audit import audit, confidence_statement, dead_paths, summarize, verdict
 from srsnn.robustness.budget import AdaptiveBudget
 from srsnn.robustness.reporting import attacks_markdown, plot_robust_accuracy
 from srsnn.robustness.runner import Evaluator
+from srsnn.robustness.tuning import tune_snn_paths
 
 from .interrupt import sigterm_as_interrupt
 
 WHITE_BOX = ("fgsm", "pgd", "apgd_ce", "apgd_dlr")
+TUNE_SAMPLES = 100  # validation images that choose ASSG's A and HART's gamma
 PAPER_ATTACKS = ({"name": "fgsm"}, {"name": "pgd", "steps": 10})  # the paper's main-table protocol
 
 
@@ -70,32 +72,32 @@ def write_results(trainer, output_dir: Optional[str], stem: str, results: dict, 
     rank_zero_info(f"wrote {out}/{stem}.json, {stem}.md, " + ", ".join(plots))
 
 
-def test_subset(trainer, num_samples: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """The first ``num_samples`` samples of the datamodule's ``test_dataloader()`` (0 = all), in its order, and this
-    rank's exact, non-overlapping shard of them: ``(x, y, global indices)``. Works with any LightningDataModule."""
-    dm = trainer.datamodule
-    if dm is None or not callable(getattr(dm, "test_dataloader", None)):
+def test_subset(trainer, num_samples: int, split: str = "test") -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """The first ``num_samples`` samples of the datamodule's ``test_dataloader()`` (0 = all; ``split="val"``: of
+    ``val_dataloader()``), in its order, and this rank's exact, non-overlapping shard of them:
+    ``(x, y, global indices)``. Works with any LightningDataModule."""
+    dm, name = trainer.datamodule, f"{split}_dataloader"
+    if dm is None or not callable(getattr(dm, name, None)):
         raise UserError(
-            "the evaluation callbacks need a LightningDataModule with a test_dataloader() "
+            f"the evaluation callbacks need a LightningDataModule with a {name}() "
             "(pass --data ...; a bare dataloader has no fixed test set to evaluate)"
         )
-    loader = dm.test_dataloader()
+    loader = getattr(dm, name)()
     if isinstance(getattr(loader, "sampler", None), torch.utils.data.RandomSampler):
         raise UserError(
-            f"{type(dm).__name__}.test_dataloader() shuffles; the evaluation needs a fixed order "
-            "(use shuffle=False for the test set)"
+            f"{type(dm).__name__}.{name}() shuffles; the evaluation needs a fixed order (use shuffle=False for it)"
         )
     xs, ys, n = [], [], 0
     for batch in loader:
         if not isinstance(batch, (list, tuple)) or len(batch) < 2:
-            raise UserError(f"{type(dm).__name__}.test_dataloader() must yield (images, labels) batches")
+            raise UserError(f"{type(dm).__name__}.{name}() must yield (images, labels) batches")
         xs.append(batch[0])
         ys.append(torch.as_tensor(batch[1]))
         n += len(batch[1])
         if num_samples and n >= num_samples:
             break
     if not xs:
-        raise UserError(f"{type(dm).__name__}.test_dataloader() is empty")
+        raise UserError(f"{type(dm).__name__}.{name}() is empty")
     x, y = torch.cat(xs), torch.cat(ys).long()
     n = min(num_samples, len(y)) if num_samples else len(y)
     idx = list(range(n))[trainer.global_rank :: trainer.world_size]
@@ -116,7 +118,16 @@ DEFAULT_ADAPTIVE = dataclasses.asdict(AdaptiveBudget())
 # checks and smoke runs: its numbers are upper bounds, and the audit says so); ``paper`` = the protocol alone
 PRESETS = {
     "strong": {},
-    "quick": dict(top_k=1, steps=5, max_targets=2, other_targets=1, square_queries=50, check_rounds=1),
+    "quick": dict(
+        top_k=1,
+        steps=5,
+        max_targets=2,
+        other_targets=1,
+        square_queries=50,
+        check_rounds=1,
+        snn_steps=20,
+        snn_restarts=1,
+    ),
 }
 
 
@@ -226,6 +237,9 @@ class AttackEvaluation(Callback):
                 num_classes = int(model(x[:1]).shape[1])
         members = self.members(pl_module)
         reduce = sum_over_ranks  # counts are made on the data's device (NCCL takes accelerator tensors only)
+        tuning = (
+            self._tune(trainer, model, device) if members and self.adaptive and self.adaptive.snn_restarts else None
+        )
         show = trainer.is_global_zero and trainer.progress_bar_callback is not None
         progress = (
             (lambda total: tqdm(total=total, desc="robustness", file=sys.stderr, dynamic_ncols=True, smoothing=0.1))
@@ -244,6 +258,7 @@ class AttackEvaluation(Callback):
             progress=progress,
             batch_size=self.batch_size,
             stop=self._stop.is_set if getattr(self, "_stop", None) else None,
+            snn_paths=snn_attack_paths(tuning["assg"], tuning["hart"]) if tuning else None,
         )
         total = int(reduce(torch.tensor(float(len(y)), device=device)).item())
         names = [m["name"] for m in ev.members]
@@ -274,7 +289,15 @@ class AttackEvaluation(Callback):
                 "rank_attack": Evaluator.label(ev.rank_attack),
                 "adaptive": self.adaptive.describe(len(names), num_classes) if self.adaptive else None,
                 "transfer": f"PGD-10 from {self.transfer_from['ckpt_path']}" if self.transfer_from else None,
+                "snn_paths": (
+                    f"SA-PGD ({self.adaptive.snn_steps} steps, {self.adaptive.snn_restarts} start(s)) through "
+                    + " and ".join(m["name"] for m in ev.snn_paths)
+                    + f" (A and gamma: {tuning['how']})"
+                    if tuning
+                    else None
+                ),
             },
+            "tuning": tuning,
             "eps": per_eps,
             "audit": checks,
             "confidence": confidence,
@@ -296,6 +319,21 @@ class AttackEvaluation(Callback):
         }
         _log_summary(res)
         return res, _per_sample_records(idx, local)
+
+    def _tune(self, trainer, model, device) -> dict:
+        """ASSG's A and HART's gamma chosen on the first ``TUNE_SAMPLES`` validation images (``tune_snn_paths``);
+        without a fixed validation split, the published defaults."""
+        eps = self.epsilons[0]
+        try:
+            xv, yv, _ = test_subset(trainer, TUNE_SAMPLES, split="val")
+        except UserError as err:
+            return {"assg": 0.425, "hart": 1.0, "how": f"the published defaults ({err})"}
+        steps = min(50, self.adaptive.snn_steps)
+        with frozen_parameters(model):  # attacks need dL/dx only
+            out = tune_snn_paths(model, xv.to(device), yv.to(device), eps, sum_over_ranks, steps, self.batch_size)
+        n = int(sum_over_ranks(torch.tensor(float(len(yv)), device=device)).item())
+        out["how"] = f"the most broken of {n} validation images by SA-PGD-{steps} at eps={eps:g}"
+        return out
 
     def _transfer_source(self, device) -> Optional[tuple[str, torch.nn.Module]]:
         """(name, model) of ``transfer_from``'s source model, on ``device``; None without one."""

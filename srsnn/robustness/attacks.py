@@ -111,7 +111,74 @@ class TargetedPGD(Attack):
         return adv
 
 
-ATTACKS = ("fgsm", "pgd", "tpgd", "rfgsm", "rfgsm_kl", "apgd_ce", "apgd_dlr", "apgdt", "pgdt", "square")
+class SAPGD(Attack):
+    """SA-PGD (Wang et al., "Towards Reliable Evaluation of Adversarial Robustness for SNNs", arXiv 2512.22522):
+    L-inf PGD whose step is normalised momentum over an Adam-like second moment, clipped per coordinate.
+
+    g1 = g / mean|g|, g2 = g^2 / mean(g^2) (per sample);  m <- 0.5 m + g1;  v <- 0.8 v + g2;
+    x <- Proj_{B(x0, eps) cap [0, 1]}(x + clip(eta m / sqrt(v), -eta, eta)),
+    eta = eps at first, halved after fixed fractions of the run (periods 0.22 N, then 0.03 N shorter each, at least
+    0.06 N). A random start in the ball; ``n_restarts`` starts, a sample leaving at its first misclassified iterate,
+    which is what is returned for it (else the last iterate of its last start)."""
+
+    def __init__(self, model: nn.Module, eps: float, steps: int = 100, n_restarts: int = 1, seed: int = 0):
+        super().__init__("SAPGD", model)
+        self.eps, self.steps, self.n_restarts, self.seed = eps, steps, n_restarts, seed
+        self.supported_mode = ["default"]
+
+    def halvings(self) -> set[int]:
+        """The iterations after which eta halves (N = 100: 22, 41, 57, 70, 80, 87, 93, 99)."""
+        out, at, k = set(), 0, 0
+        while True:
+            at += max(round((0.22 - 0.03 * k) * self.steps), round(0.06 * self.steps), 1)
+            if at > self.steps:
+                return out
+            out.add(at)
+            k += 1
+
+    def forward(self, images, labels):
+        x0, y = images.clone().detach().to(self.device), labels.clone().detach().to(self.device)
+        adv, alive = x0.clone(), torch.ones_like(y, dtype=torch.bool)
+        with torch.random.fork_rng(devices=[x0.device] if x0.device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            for _ in range(self.n_restarts):
+                idx = alive.nonzero().flatten()
+                if not len(idx):
+                    break
+                found, last = self._run(x0[idx], y[idx])
+                adv[idx] = last
+                alive[idx[found]] = False
+        return adv
+
+    def _run(self, x0: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dims = tuple(range(1, x0.dim()))
+        r = 2 * torch.rand_like(x0) - 1
+        x = (x0 + self.eps * r / r.abs().amax(dims, keepdim=True).clamp_min(1e-12)).clamp(0, 1)
+        found = torch.zeros(len(y), dtype=torch.bool, device=x0.device)
+        best = x.clone()
+        eta, halve, m, v = self.eps, self.halvings(), None, None
+        for i in range(self.steps + 1):
+            x.requires_grad_(True)
+            logits = self.get_logits(x)
+            with torch.no_grad():
+                new = (logits.argmax(1) != y) & ~found
+                best[new], found = x.detach()[new], found | new
+            if i == self.steps or bool(found.all()):
+                break
+            (g,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x)
+            with torch.no_grad():
+                g1 = g / g.abs().mean(dims, keepdim=True).clamp_min(1e-12)
+                g2 = g * g / (g * g).mean(dims, keepdim=True).clamp_min(1e-12)
+                m = g1 if m is None else 0.5 * m + g1
+                v = g2 if v is None else 0.8 * v + g2
+                step = (eta * m / (v.sqrt() + 1e-12)).clamp(-eta, eta)
+                x = torch.min(torch.max(x.detach() + step, x0 - self.eps), x0 + self.eps).clamp(0, 1)
+            if i + 1 in halve:
+                eta /= 2
+        return found, torch.where(found.view(-1, *[1] * len(dims)), best, x.detach())
+
+
+ATTACKS = ("fgsm", "pgd", "tpgd", "rfgsm", "rfgsm_kl", "apgd_ce", "apgd_dlr", "apgdt", "pgdt", "sapgd", "square")
 MIN_CLASSES = {"apgd_dlr": 3, "apgdt": 4}  # DLR divides by z_pi1 - z_pi3; the targeted DLR by z_pi1 - (z_pi3 + z_pi4)/2
 
 
@@ -155,6 +222,8 @@ def make_attack(
         return torchattacks.APGDT(model, eps=eps, steps=steps, seed=seed, n_restarts=n_restarts, n_classes=n_classes)
     if name == "pgdt":
         return TargetedPGD(model, eps=eps, steps=steps, n_targets=n_classes - 1, n_restarts=n_restarts, seed=seed)
+    if name == "sapgd":
+        return SAPGD(model, eps=eps, steps=steps, n_restarts=n_restarts, seed=seed)
     if name == "square":
         return torchattacks.Square(model, eps=eps, n_queries=n_queries, seed=seed, n_restarts=n_restarts)
     raise UserError(f"unknown attack {name!r}; choose one of {ATTACKS}")
@@ -177,3 +246,12 @@ def paper_ensemble() -> list[dict]:
         args = ",".join(f"{v:g}" for k, v in (sg or {}).items() if k != "name")
         m["name"] = m["mode"] if sg is None else sg["name"] + (f"({args})" if args else "")
     return members
+
+
+def snn_attack_paths(assg_a: float = 0.425, hart_gamma: float = 1.0) -> list[dict]:
+    """The published SNN-specific gradient paths beyond the paper's ensemble (``srsnn.snn.neurons.IFNeuron``):
+    ASSG (Wang et al., arXiv 2512.22522; A) and HART (Hao et al., ICLR 2024; gamma relative to the threshold)."""
+    return [
+        {"mode": "assg", "param": float(assg_a), "name": f"assg({assg_a:g})"},
+        {"mode": "hart", "param": float(hart_gamma), "name": f"hart({hart_gamma:g})"},
+    ]

@@ -21,7 +21,9 @@ class AdaptiveBudget:
     budget (0 = skip);
     check_rounds: at most this many convergence rounds: the tier's APGD-CE and APGD-T again through the same paths
     with the same targets, 2x steps, a new seed each, and Square with 2x queries and a new seed; they stop after
-    two consecutive rounds that break nothing (converged; fewer than 2 rounds can never show convergence; 0 = off)."""
+    two consecutive rounds that break nothing (converged; fewer than 2 rounds can never show convergence; 0 = off);
+    snn_steps, snn_restarts: SA-PGD (Wang et al., arXiv 2512.22522) through the published SNN-specific gradient
+    paths, ASSG and HART (SNNs only; their A and gamma chosen on the validation split; snn_restarts 0 = off)."""
 
     top_k: int = 3
     steps: int = 50
@@ -31,15 +33,18 @@ class AdaptiveBudget:
     square_queries: int = 1000
     check_rounds: int = 2
     ce_restarts: Optional[int] = None
+    snn_steps: int = 100
+    snn_restarts: int = 3
 
     def __post_init__(self):
         if (
             min(self.top_k, self.steps, self.restarts, self.max_targets, self.other_targets, self.apgd_ce_restarts) < 1
-            or min(self.square_queries, self.check_rounds) < 0
+            or min(self.square_queries, self.check_rounds, self.snn_restarts) < 0
+            or self.snn_steps < 1
         ):
             raise UserError(
                 f"adaptive budget: top_k, steps, restarts, ce_restarts, max_targets, other_targets must be >= 1 and "
-                f"square_queries, check_rounds >= 0, got {self}"
+                f"square_queries, check_rounds, snn_restarts >= 0 and snn_steps >= 1, got {self}"
             )
 
     @property

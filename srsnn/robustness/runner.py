@@ -96,7 +96,7 @@ def _kwargs(spec: dict) -> dict:
 
 def _path(model: nn.Module, member: dict):
     return (
-        gradient_path(model, member["mode"], member.get("surrogate"))
+        gradient_path(model, member["mode"], member.get("surrogate"), member.get("param"))
         if member.get("mode")
         else contextlib.nullcontext()
     )
@@ -110,7 +110,9 @@ class Evaluator:
     num_classes: for APGD-T's targets. adaptive: the tier beyond the paper (None = the paper's protocol only).
     rank_attack: the attack that ranks members (default PGD-10). transfer: ``(name, source model)`` or None.
     reduce: sums a tensor over DDP ranks (identity on one process). progress: a tqdm-like factory or None.
-    batch_size: attack batch size.
+    batch_size: attack batch size. stop: polled between batches (DDP: a deferred signal; ``_agree_on_stop``).
+    snn_paths: the SNN-specific gradient paths (``srsnn.robustness.attacks.snn_attack_paths``) the tier attacks with
+    SA-PGD; empty for ANNs.
     """
 
     def __init__(
@@ -127,6 +129,7 @@ class Evaluator:
         progress=None,
         batch_size: int = 100,
         stop: Optional[Callable[[], bool]] = None,
+        snn_paths: Optional[list[dict]] = None,
     ):
         self.model, self.members = model, members or [MODEL]
         self.epsilons, self.paper_attacks = sorted(epsilons), [dict(a) for a in paper_attacks]
@@ -142,6 +145,7 @@ class Evaluator:
                 )
         self.reduce, self.progress, self.batch_size, self.stop = reduce, progress, batch_size, stop
         self._stopping = False  # this rank was asked to stop: it skips its remaining batches
+        self.snn_paths = list(snn_paths or [])  # ASSG, HART: attacked with SA-PGD in the adaptive tier
         self.seconds: dict[str, float] = {}  # wall time per stage:attack (this rank)
         self.ranked: list[dict] = list(self.members)
 
@@ -166,6 +170,12 @@ class Evaluator:
         units = [
             _Unit("adaptive", "apgd_ce", m, dict(steps=b.steps, n_restarts=b.apgd_ce_restarts), "apgd_ce") for m in top
         ]
+        # the SNN-specific paths next: one SA-PGD run each, cheaper than APGD-T's targets
+        if b.snn_restarts:
+            units += [
+                _Unit("adaptive", "sapgd", m, dict(steps=b.snn_steps, n_restarts=b.snn_restarts), "sapgd")
+                for m in self.snn_paths
+            ]
         targeted = targeted_attack(self.num_classes)  # APGD-T needs 4 classes; 3: targeted PGD-CE; 2: none
         units += [
             _Unit(

@@ -166,19 +166,20 @@ def record_spikes(net: nn.Module, sink) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def gradient_path(net: nn.Module, mode: str = "spike", surrogate=None) -> Iterator[None]:
-    """Temporarily switch every neuron of ``net`` to a gradient path (a view of the same weights)."""
+def gradient_path(net: nn.Module, mode: str = "spike", surrogate=None, param: Optional[float] = None) -> Iterator[None]:
+    """Temporarily switch every neuron of ``net`` to a gradient path (a view of the same weights); ``param``: the
+    path's hyperparameter (A of ``assg``, gamma of ``hart``). ASSG's running means start afresh in every block."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     neurons = neurons_of(net)
-    saved = [(n.mode, n.spike_grad) for n in neurons]
+    saved = [(n.mode, n.spike_grad, n.path_param) for n in neurons]
     sg = make_surrogate(surrogate) if surrogate is not None else None
     try:
         for n in neurons:
-            n.mode = mode
+            n.mode, n.path_param, n.assg_stats = mode, param, None
             if sg is not None:
                 n.spike_grad = sg
         yield
     finally:
-        for n, (m, g) in zip(neurons, saved):
-            n.mode, n.spike_grad = m, g
+        for n, (m, g, p) in zip(neurons, saved):
+            n.mode, n.spike_grad, n.path_param, n.assg_stats = m, g, p, None

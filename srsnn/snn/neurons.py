@@ -18,7 +18,15 @@ Gradient paths (``mode``), all over the *same* weights, as the evaluation ensemb
 * ``"bptr"``: backprop through rates (the reference's ``RateBp``): forward = the IF spikes over T,
   backward dL/dx_t = dL/ds_t * 1[mean_t(s_t) > 0] (the gradient passes wherever the neuron fired at least once);
 * ``"relu"``: the reference's ``Act`` path, the same network with T = 0: every neuron a plain ReLU
-  (thresholds play no part).
+  (thresholds play no part);
+* ``"assg"``: the adaptive-sharpness surrogate of Wang et al. (arXiv 2512.22522), an attack path: per neuron
+  element and step, running means kept across one attack's iterations, M_t <- 0.9 M_t + 0.1 |u_t - theta| and
+  D_t <- 0.9 D_t + 0.1 ||u_t - theta| - M_t|, give g_t(v) = (a_t / 2) / (1 + (pi a_t v / 2)^2) with
+  a_t = omega / (M_t + 1.5 D_t), omega = 2 tan(pi A) / pi (``path_param`` = A); the reset is detached, the membrane
+  chain kept. M starts at theta, so the path is scale-adaptive to each layer's threshold;
+* ``"hart"``: HART (Hao et al., ICLR 2024), an attack path: a detached membrane history u_t = sg(v_{t-1}) + x_t,
+  the triangle g(v) = max(0, w - |v|) / w^2 with w = gamma * theta (``path_param`` = gamma, relative to the
+  threshold), and every step's input gradient replaced by the mean over T of dL/ds_t g(u_t - theta).
 
 The layer receives all T steps at once as a ``[T*B, ...]`` tensor (stateless layers run once on the folded
 batch) and runs the recurrence over T inside one autograd function, so BPTT adds one graph node per layer
@@ -30,6 +38,7 @@ needed, and ``deepcopy`` works.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Union
 
 import snntorch
@@ -38,7 +47,7 @@ from snntorch._neurons.neurons import SpikingNeuron
 
 from srsnn.snn.surrogates import Surrogate, make_surrogate
 
-MODES = ("spike", "bptr", "relu")
+MODES = ("spike", "bptr", "relu", "assg", "hart")
 RESETS = ("zero", "subtract")
 
 
@@ -101,6 +110,70 @@ class _IFMultiStep(torch.autograd.Function):
         return grad_x, grad_v if ctx.has_v0 else None, grad_theta, None, None, None
 
 
+def _if_forward(x: torch.Tensor, v0, theta: torch.Tensor, reset_zero: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The IF recurrence without a graph: the pre-reset membranes u_t and the spikes s_t, each [T, B, ...]."""
+    u_all, spikes, v = torch.empty_like(x), torch.empty_like(x), v0
+    for t in range(x.shape[0]):
+        u = u_all[t].copy_(x[t]) if v is None else torch.add(v, x[t], out=u_all[t])
+        s = torch.ge(u, theta, out=spikes[t])
+        v = torch.addcmul(u, u, s, value=-1.0) if reset_zero else torch.addcmul(u, s, theta, value=-1.0)
+    return u_all, spikes
+
+
+class _IFAdaptiveAtan(torch.autograd.Function):
+    """ASSG's backward (see ``IFNeuron``): per-step atan sharpness ``alphas`` [T, B, ...]; detached reset, full
+    membrane chain (dv_t/du_t = 1 - s_t for the hard reset, 1 for subtraction). Attack path: no threshold gradient."""
+
+    @staticmethod
+    def forward(ctx, x, v0, theta, alphas, reset_zero: bool):
+        with torch.no_grad():
+            u_all, spikes = _if_forward(x, v0, theta, reset_zero)
+        ctx.save_for_backward(u_all, spikes, theta, alphas)
+        ctx.reset_zero, ctx.has_v0 = reset_zero, v0 is not None
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        u_all, spikes, theta, alphas = ctx.saved_tensors
+        grad_x, grad_v = torch.empty_like(u_all), None
+        for t in range(u_all.shape[0] - 1, -1, -1):
+            a = alphas[t]
+            g = (a / 2) / (1 + (math.pi / 2 * a * (u_all[t] - theta)) ** 2) * grad_spikes[t]
+            if grad_v is not None:
+                g = g + (grad_v * (1 - spikes[t]) if ctx.reset_zero else grad_v)
+            grad_x[t] = g
+            grad_v = g
+        return grad_x, grad_v if ctx.has_v0 else None, None, None, None
+
+
+class _IFHart(torch.autograd.Function):
+    """HART's backward (see ``IFNeuron``): with a detached history dL/du_t = dL/ds_t g(u_t - theta), and every
+    step's input gradient is their mean over T."""
+
+    @staticmethod
+    def forward(ctx, x, v0, theta, width: float, reset_zero: bool):
+        with torch.no_grad():
+            u_all, spikes = _if_forward(x, v0, theta, reset_zero)
+        ctx.save_for_backward(u_all, theta)
+        ctx.width, ctx.has_v0 = width, v0 is not None
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        u_all, theta = ctx.saved_tensors
+        w = ctx.width * theta
+        local = (w - (u_all - theta).abs()).clamp_min(0) / w**2 * grad_spikes
+        return local.mean(0, keepdim=True).expand_as(u_all).clone(), None, None, None, None
+
+
+ASSG_BETA, ASSG_RELAX = 0.9, 1.5  # the running means' decay and the dispersion weight (Wang et al.)
+
+
+def assg_omega(a: float) -> float:
+    """omega = 2 tan(pi A) / pi: at |v| = E|v| the surrogate's primitive covers a fraction 2A of its mass."""
+    return 2 * math.tan(math.pi * a) / math.pi
+
+
 class IFNeuron(snntorch.Leaky):
     """Non-leaky integrate-and-fire neuron (``snntorch.Leaky`` with beta = 1) run over all T steps at once.
 
@@ -146,6 +219,8 @@ class IFNeuron(snntorch.Leaky):
         self.v_init = float(v_init)
         self.num_steps = 1
         self.mode = "spike"
+        self.path_param: float | None = None  # A of "assg", gamma of "hart"
+        self.assg_stats: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # (M_t, D_t) per step, one attack
         self.record = False
         self.last_spikes: torch.Tensor | None = None
         # stepping through time (``SpikingNetwork(schedule="time")``): each call is one step from ``state``; the
@@ -192,11 +267,35 @@ class IFNeuron(snntorch.Leaky):
                 spikes, _ = _IFMultiStep.apply(xt, v0, theta, self.spike_grad, self.reset_mode == "zero")
             fired = (spikes.sum(0, keepdim=True) > 0).to(xt.dtype)  # RateBp: 1[mean_t s_t > 0]
             spikes = spikes + (xt - xt.detach()) * fired  # value: the spikes exactly; gradient: dL/ds_t * fired
+        elif self.mode == "assg":
+            spikes = _IFAdaptiveAtan.apply(xt, v0, theta, self._assg_alphas(xt, v0, theta), self.reset_mode == "zero")
+        elif self.mode == "hart":
+            gamma = 1.0 if self.path_param is None else float(self.path_param)
+            spikes = _IFHart.apply(xt, v0, theta, gamma, self.reset_mode == "zero")
         else:
             raise ValueError(f"IFNeuron.mode must be one of {MODES}, got {self.mode!r}")
         if self.record:
             self.last_spikes = spikes.detach()  # [T, B, ...]
         return spikes.reshape_as(x).to(dtype)
+
+    @torch.no_grad()
+    def _assg_alphas(self, xt: torch.Tensor, v0, theta: torch.Tensor) -> torch.Tensor:
+        """Update the running means with this forward's |u_t - theta| and return the sharpness a_t per step. A new
+        batch shape (another attack call) starts them afresh at M = theta, D = 0."""
+        u_all, _ = _if_forward(xt, v0, theta, self.reset_mode == "zero")
+        dist = (u_all - theta).abs()
+        stats = self.assg_stats
+        if stats is None or len(stats) != len(dist) or stats[0][0].shape != dist[0].shape:
+            stats = [(torch.full_like(d, float(theta)), torch.zeros_like(d)) for d in dist]
+        omega = assg_omega(0.425 if self.path_param is None else float(self.path_param))
+        alphas, new = torch.empty_like(dist), []
+        for t, (m, d) in enumerate(stats):
+            m = ASSG_BETA * m + (1 - ASSG_BETA) * dist[t]
+            d = ASSG_BETA * d + (1 - ASSG_BETA) * (dist[t] - m).abs()
+            alphas[t] = omega / (m + ASSG_RELAX * d + 1e-4 * theta)
+            new.append((m, d))
+        self.assg_stats = new
+        return alphas
 
     def extra_repr(self) -> str:
         return (

@@ -1,0 +1,49 @@
+"""The SNN-specific paths' hyperparameters, chosen on validation samples, never on the test samples.
+
+ASSG's A and HART's gamma each change which samples an attack through the path breaks. Their papers pick them by
+search on the test set (Wang et al. ternary-search A in [0.35, 0.49]; Hao et al. sweep gamma over 48 values); here
+each grid value runs SA-PGD on validation images at the evaluation's smallest epsilon, and the value that breaks the
+most is kept (ties: the published default).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from srsnn.robustness.attacks import SAPGD
+from srsnn.snn.network import gradient_path
+
+GRIDS = {"assg": ("A", (0.35, 0.4, 0.425, 0.45, 0.49), 0.425), "hart": ("gamma", (0.5, 1.0, 2.0), 1.0)}
+
+
+def tune_snn_paths(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+    steps: int = 50,
+    batch_size: int = 100,
+) -> dict:
+    """``{"assg": A, "hart": gamma, "broken": {"assg": {A: count}, ...}}`` from this rank's validation samples
+    ``x, y`` (``reduce`` sums the counts over DDP ranks, so every rank chooses the same)."""
+    out: dict = {"broken": {}}
+    for mode, (_, grid, default) in GRIDS.items():
+        counts = []
+        for value in grid:
+            broken = 0
+            for i in range(0, len(y), batch_size):
+                xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+                with gradient_path(model, mode, None, value), torch.enable_grad():
+                    adv = SAPGD(model, eps, steps=steps, seed=0)(xb, yb)
+                with torch.no_grad():
+                    broken += int((model(adv).argmax(1) != yb).sum())
+            counts.append(float(broken))
+        totals = reduce(torch.tensor(counts, dtype=torch.float64, device=x.device)).tolist()
+        best = max(range(len(grid)), key=lambda k: (totals[k], grid[k] == default))
+        out[mode] = grid[best]
+        out["broken"][mode] = {f"{v:g}": int(c) for v, c in zip(grid, totals)}
+    return out
