@@ -268,7 +268,7 @@ class AttackEvaluation(Callback):
             f"{ev.units_per_eps() * len(self.epsilons)} attack runs, each on the samples nothing broke yet"
         )
         with frozen_parameters(model, ev.transfer[1] if ev.transfer else None):  # attacks need dL/dx only
-            local = ev.run(x, y)
+            local = ev.run(x, y, idx)  # idx: global indices, the keys of each sample's random starts
             clean = int(reduce(torch.tensor(float(sum(local["clean"])), device=device)).item())
             per_eps = summarize(local, max(total, 1), clean)
             checks, zero_by_path = self._audit(ev, x, y, per_eps, total, num_classes, local) if self.audit else ([], {})
@@ -325,12 +325,12 @@ class AttackEvaluation(Callback):
         without a fixed validation split, the published defaults."""
         eps = self.epsilons[0]
         try:
-            xv, yv, _ = test_subset(trainer, TUNE_SAMPLES, split="val")
+            xv, yv, iv = test_subset(trainer, TUNE_SAMPLES, split="val")
         except UserError as err:
             return {"assg": 0.425, "hart": 1.0, "how": f"the published defaults ({err})"}
         steps = min(50, self.adaptive.snn_steps)
         with frozen_parameters(model):  # attacks need dL/dx only
-            out = tune_snn_paths(model, xv.to(device), yv.to(device), eps, sum_over_ranks, steps, self.batch_size)
+            out = tune_snn_paths(model, xv.to(device), yv.to(device), eps, sum_over_ranks, steps, self.batch_size, iv)
         n = int(sum_over_ranks(torch.tensor(float(len(yv)), device=device)).item())
         out["how"] = f"the most broken of {n} validation images by SA-PGD-{steps} at eps={eps:g}"
         return out

@@ -224,3 +224,92 @@ def test_sigterm_to_one_rank_stops_every_rank_cleanly_and_keeps_the_finished_eps
     assert res["interrupted"].startswith("interrupted") and len(res["eps"]) < 4
     per_sample = json.loads(Path(ckpt(tmp_path / "run", "per_sample.json")).read_text())["samples"]
     assert len(per_sample) == 120 and all(set(s["broken_by"]) == set(res["eps"]) for s in per_sample)
+
+
+# every random attack of the tier (PGD's random start, APGD-CE with restarts, APGD-T, SA-PGD through ASSG and HART,
+# Square, check rounds with new seeds) on an odd-sized subset
+RANDOM_EVAL = """
+trainer:
+  callbacks:
+    - class_path: callbacks.AttackEvaluation
+      init_args:
+        epsilons: [0.1, 0.2]
+        num_samples: 31
+        batch_size: {batch}
+        adaptive: {{top_k: 2, steps: 5, ce_restarts: 2, max_targets: 2, other_targets: 1, square_queries: 40,
+                    check_rounds: 2, snn_steps: 8, snn_restarts: 2}}
+        audit: false
+"""
+
+
+def _records(root: Path) -> list[dict]:
+    return json.loads(Path(ckpt(root, "per_sample.json")).read_text())["samples"]
+
+
+@pytest.mark.e2e
+def test_per_sample_records_are_the_same_on_1_and_2_processes_2_nodes_and_any_batch_size(dense_ann_ckpt, tmp_path):
+    """Every random start derives from (the attack run, the sample's index): the adaptive tier's per-sample records
+    are identical whatever the process count, the node count, the batch size or the subset's size."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    fit = [*SNN, "--model.init_args.ann_checkpoint", dense_ann_ckpt]
+    run_cli("train.py", "fit", *fit, *tiny_overrides(tmp_path / "fit", batches=4), "--trainer.accelerator", "cpu")
+    model = ckpt(tmp_path / "fit")
+    configs = {}
+    for batch in (8, 13):
+        configs[batch] = tmp_path / f"eval{batch}.yaml"
+        configs[batch].write_text(RANDOM_EVAL.format(batch=batch))
+    test = ["train.py", "test", *SNN, "--ckpt_path", model]
+    run_cli(*test, "--config", str(configs[8]), *tiny_overrides(tmp_path / "one"), "--trainer.accelerator", "cpu")
+    run_cli(*test, "--config", str(configs[13]), *tiny_overrides(tmp_path / "b13"), "--trainer.accelerator", "cpu")
+    run_cli(*test, "--config", str(configs[8]), *tiny_overrides(tmp_path / "two"), *DDP)
+    # two nodes of one process each, launched by torchrun on localhost (gloo)
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--nproc_per_node",
+                "1",
+                "--node_rank",
+                str(rank),
+                "--master_addr",
+                "127.0.0.1",
+                "--master_port",
+                "29533",
+                *test,
+                "--config",
+                str(configs[8]),
+                *tiny_overrides(tmp_path / "nodes"),
+                "--trainer.accelerator",
+                "cpu",
+                "--trainer.devices",
+                "1",
+                "--trainer.num_nodes",
+                "2",
+                "--trainer.strategy",
+                "ddp",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    logs = [p.communicate(timeout=600)[0] for p in nodes]
+    assert all(p.returncode == 0 for p in nodes), logs[0][-3000:] + logs[1][-3000:]
+    one = _records(tmp_path / "one")
+    assert len(one) == 31 and any(r["broken_by"]["0.1"] not in (None, "clean") for r in one)
+    assert any(str(r["broken_by"]["0.2"]).startswith(("adaptive", "square", "check")) for r in one)  # the tier ran
+    for other in ("two", "nodes", "b13"):
+        assert _records(tmp_path / other) == one, other

@@ -268,7 +268,7 @@ def test_the_audit_tells_findings_about_the_paper_protocol_from_doubts_about_the
 class _Scripted(Evaluator):
     """Attacks replaced by a script: only the ranking's PGD through the first member fools sample 0."""
 
-    def correct_after(self, unit, x, y, eps):
+    def correct_after(self, unit, x, y, eps, keys=None):
         ok = torch.ones(len(y), dtype=torch.bool)
         if unit.stage == "rank" and unit.member["name"] == self.members[0]["name"]:
             ok[(x[:, 0, 0, 0] == 0.5)] = False  # sample 0 is marked by a pixel of exactly 0.5

@@ -99,16 +99,18 @@ class TargetedPGD(Attack):
                     idx = alive.nonzero().flatten()
                     if not len(idx):
                         return adv
-                    pgd = torchattacks.PGD(
-                        self.model, eps=self.eps, alpha=2.5 * self.eps / self.steps, steps=self.steps, random_start=True
-                    )
-                    pgd.set_mode_targeted_by_function(lambda x, y, t=wrong[idx, k]: t)
-                    cand = pgd(images[idx], labels[idx])
+                    cand = self.attack_single_run(images[idx], labels[idx], wrong[idx, k])
                     with torch.no_grad():
                         fooled = self.get_logits(cand).argmax(1) != labels[idx]
                     adv[idx[fooled]] = cand[fooled]
                     alive[idx[fooled]] = False
         return adv
+
+    def attack_single_run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """One random start of PGD-CE towards ``target`` on ``x`` (the samples still robust)."""
+        pgd = torchattacks.PGD(self.model, eps=self.eps, alpha=2.5 * self.eps / self.steps, steps=self.steps)
+        pgd.set_mode_targeted_by_function(lambda images, labels: target)
+        return pgd(x, y)
 
 
 class SAPGD(Attack):
@@ -145,12 +147,13 @@ class SAPGD(Attack):
                 idx = alive.nonzero().flatten()
                 if not len(idx):
                     break
-                found, last = self._run(x0[idx], y[idx])
+                found, last = self.attack_single_run(x0[idx], y[idx])
                 adv[idx] = last
                 alive[idx[found]] = False
         return adv
 
-    def _run(self, x0: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def attack_single_run(self, x0: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One start on ``x0`` (the samples still robust): which it fooled, and their examples."""
         dims = tuple(range(1, x0.dim()))
         r = 2 * torch.rand_like(x0) - 1
         x = (x0 + self.eps * r / r.abs().amax(dims, keepdim=True).clamp_min(1e-12)).clamp(0, 1)

@@ -46,7 +46,8 @@ from srsnn.errors import UserError
 from srsnn.robustness.attacks import MIN_CLASSES, check_pixel_range, make_attack, targeted_attack
 from srsnn.robustness.audit import confidence
 from srsnn.robustness.budget import AdaptiveBudget
-from srsnn.snn.network import gradient_path
+from srsnn.robustness.keyed import keyed_random, mix
+from srsnn.snn.network import gradient_path, reset_path_state
 
 MODEL = {"name": "model", "mode": None}  # the deployed forward itself (ANNs; Square; transfer judging)
 
@@ -145,6 +146,7 @@ class Evaluator:
                 )
         self.reduce, self.progress, self.batch_size, self.stop = reduce, progress, batch_size, stop
         self._stopping = False  # this rank was asked to stop: it skips its remaining batches
+        self.keys: list[int] = []  # the global index of each sample of the shard ``run`` attacks
         self.snn_paths = list(snn_paths or [])  # ASSG, HART: attacked with SA-PGD in the adaptive tier
         self.seconds: dict[str, float] = {}  # wall time per stage:attack (this rank)
         self.ranked: list[dict] = list(self.members)
@@ -228,13 +230,18 @@ class Evaluator:
         return self.adaptive is not None and len(self.members) > 1
 
     # -- running ----------------------------------------------------------------------------------------------
-    def correct_after(self, unit: _Unit, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-        """Craft on ``unit.member`` (or the transfer source), judge on the deployed model: correct per sample."""
+    def correct_after(self, unit: _Unit, x: torch.Tensor, y: torch.Tensor, eps: float, keys=None) -> torch.Tensor:
+        """Craft on ``unit.member`` (or the transfer source), judge on the deployed model: correct per sample.
+        ``keys``: the samples' global indices; their random starts derive from (the run, the sample) alone."""
         source, member = (self.transfer[1] if unit.stage == "transfer" else self.model), unit.member
         if unit.stage in ("adaptive", "check") and changes_forward(member):
             source, member = DeployedJudge(self.model, member), MODEL
-        with _path(source, member), torch.enable_grad():
-            adv = make_attack(unit.attack, source, eps, **unit.kwargs)(x, y)
+        attack = make_attack(unit.attack, source, eps, **unit.kwargs)
+        seed = mix(unit.stage, unit.label or unit.attack, unit.member["name"], f"{eps:.6g}", unit.kwargs.get("seed", 0))
+        fresh = lambda: reset_path_state(source)  # noqa: E731 - every start begins ASSG's running means afresh
+        keyed = keyed_random(attack, x, keys, seed, fresh) if keys is not None else contextlib.nullcontext()
+        with _path(source, member), torch.enable_grad(), keyed:
+            adv = attack(x, y)
         if (adv - x).abs().max() > eps + 1e-5 or adv.min() < -1e-6 or adv.max() > 1 + 1e-6:
             raise RuntimeError(f"{unit.tag}: adversarial example outside the eps={eps:g} ball or [0, 1]")
         with torch.no_grad():
@@ -245,12 +252,13 @@ class Evaluator:
         t0 = time.perf_counter()
         broke = torch.zeros_like(alive)
         idx = torch.nonzero(alive).flatten()
+        keys = self.keys if len(self.keys) == len(x) else list(range(len(x)))
         for i in range(0, idx.numel(), self.batch_size):
             self._stopping = self._stopping or bool(self.stop and self.stop())
             if self._stopping:
                 break
             j = idx[i : i + self.batch_size]
-            broke[j] = ~self.correct_after(unit, x[j], y[j], eps)
+            broke[j] = ~self.correct_after(unit, x[j], y[j], eps, [keys[k] for k in j.tolist()])
         key = f"{unit.stage}:{unit.attack}"
         self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t0
         self._agree_on_stop(x.device)
@@ -267,10 +275,11 @@ class Evaluator:
         if float(flag[0]) > 0:
             raise KeyboardInterrupt
 
-    def run(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    def run(self, x: torch.Tensor, y: torch.Tensor, keys: Optional[list[int]] = None) -> dict[str, Any]:
         """Per-sample results on ``x, y`` (this rank's shard). An interrupt (Ctrl-C, SIGTERM raised as
         KeyboardInterrupt) keeps every finished epsilon and sets ``interrupted``."""
         n = len(y)
+        self.keys = list(range(n)) if keys is None else list(keys)  # global sample indices: the random starts' keys
         check_pixel_range(x, "the evaluation's test images")  # a data problem, not an attack's
         clean = self.clean_correct(x, y)
         out: dict[str, Any] = {

@@ -8,13 +8,14 @@ most is kept (ties: the published default).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
 from srsnn.robustness.attacks import SAPGD
-from srsnn.snn.network import gradient_path
+from srsnn.robustness.keyed import keyed_random, mix
+from srsnn.snn.network import gradient_path, reset_path_state
 
 GRIDS = {"assg": ("A", (0.35, 0.4, 0.425, 0.45, 0.49), 0.425), "hart": ("gamma", (0.5, 1.0, 2.0), 1.0)}
 
@@ -27,9 +28,12 @@ def tune_snn_paths(
     reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
     steps: int = 50,
     batch_size: int = 100,
+    keys: Optional[list[int]] = None,
 ) -> dict:
     """``{"assg": A, "hart": gamma, "broken": {"assg": {A: count}, ...}}`` from this rank's validation samples
-    ``x, y`` (``reduce`` sums the counts over DDP ranks, so every rank chooses the same)."""
+    ``x, y`` (``reduce`` sums the counts over DDP ranks, so every rank chooses the same; ``keys``: the samples'
+    global indices, which key their random starts, so the choice is the same on any number of processes)."""
+    keys = list(range(len(y))) if keys is None else list(keys)
     out: dict = {"broken": {}}
     for mode, (_, grid, default) in GRIDS.items():
         counts = []
@@ -37,8 +41,19 @@ def tune_snn_paths(
             broken = 0
             for i in range(0, len(y), batch_size):
                 xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-                with gradient_path(model, mode, None, value), torch.enable_grad():
-                    adv = SAPGD(model, eps, steps=steps, seed=0)(xb, yb)
+                attack = SAPGD(model, eps, steps=steps)
+                with (
+                    gradient_path(model, mode, None, value),
+                    torch.enable_grad(),
+                    keyed_random(
+                        attack,
+                        xb,
+                        keys[i : i + batch_size],
+                        mix("tuning", mode, value),
+                        lambda: reset_path_state(model),
+                    ),
+                ):
+                    adv = attack(xb, yb)
                 with torch.no_grad():
                     broken += int((model(adv).argmax(1) != yb).sum())
             counts.append(float(broken))

@@ -183,3 +183,9 @@ def gradient_path(net: nn.Module, mode: str = "spike", surrogate=None, param: Op
     finally:
         for n, (m, g, p) in zip(neurons, saved):
             n.mode, n.spike_grad, n.path_param, n.assg_stats = m, g, p, None
+
+
+def reset_path_state(net: nn.Module) -> None:
+    """Forget what a gradient path keeps between forwards (ASSG's running means): a new attack start begins afresh."""
+    for n in neurons_of(net):
+        n.assg_stats = None
