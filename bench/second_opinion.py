@@ -4,6 +4,7 @@
     python bench/second_opinion.py model.safetensors --out theirs.json                 # APGD-CE + APGD-DLR, 100 steps
     python bench/second_opinion.py model.safetensors --out theirs.json --strong \\
         --paths "exponential(1,2)" bptr relu "triangular(1)"                             # a reviewer's budget
+    python bench/second_opinion.py model.safetensors --out theirs.json --snn           # ASSG + SA-PGD, HART
     python report.py compare <test run>/evaluation/per_sample.json theirs.json
 
 The samples are the embedded dataset's test split in ``AttackEvaluation``'s order (its first ``--samples``); the
@@ -30,7 +31,7 @@ from safetensors import safe_open
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from datamodules import Digits, MNIST5k  # noqa: E402
 from srsnn.export.compact import load_compact  # noqa: E402
-from srsnn.robustness.attacks import paper_ensemble  # noqa: E402
+from srsnn.robustness.attacks import SAPGD, paper_ensemble, snn_attack_paths  # noqa: E402
 from srsnn.snn.network import gradient_path  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,6 +42,12 @@ p.add_argument("--samples", type=int, default=200)
 p.add_argument("--steps", type=int, default=100)
 p.add_argument("--strong", action="store_true", help="the reviewer's budget above, through --paths")
 p.add_argument("--paths", nargs="*", default=[], help="gradient paths (names as in attacks.json) for --strong")
+p.add_argument(
+    "--snn",
+    action="store_true",
+    help="the published SNN attacks: SA-PGD-100 x 3 starts and APGD-CE-100 through ASSG (A = 0.35, 0.425, 0.49) "
+    "and HART (gamma = 0.5, 1, 2), with this script's seed (the repo tunes A and gamma on the validation split)",
+)
 p.add_argument("--seed", type=int, default=1234)
 p.add_argument("--out", required=True)
 a = p.parse_args()
@@ -59,15 +66,25 @@ if unknown:
     sys.exit(f"unknown gradient path(s) {unknown}; choose from {list(members)}")
 
 
+members.update({m["name"]: m for a_, g_ in ((0.35, 0.5), (0.425, 1.0), (0.49, 2.0)) for m in snn_attack_paths(a_, g_)})
+
+
 def path(name):
     if not name:
         return contextlib.nullcontext()
-    return gradient_path(model, members[name]["mode"], members[name].get("surrogate"))
+    m = members[name]
+    return gradient_path(model, m["mode"], m.get("surrogate"), m.get("param"))
 
 
 def attacks(eps):
     """(name, gradient path or None, attack) in the order they run."""
     n_cls = int(model(x[:1]).shape[1])
+    if a.snn:
+        out = []
+        for name in [n for n in members if n.startswith(("assg", "hart"))]:
+            out += [(f"sapgd/{name}", name, SAPGD(model, eps, steps=100, n_restarts=3, seed=a.seed))]
+            out += [(f"apgd_ce/{name}", name, torchattacks.APGD(model, eps=eps, steps=100, loss="ce", seed=a.seed))]
+        return out
     if not a.strong:
         return [
             ("apgd_ce", None, torchattacks.APGD(model, eps=eps, steps=a.steps, loss="ce", seed=a.seed)),

@@ -36,7 +36,7 @@ from srsnn.robustness.tuning import tune_snn_paths
 from .interrupt import sigterm_as_interrupt
 
 WHITE_BOX = ("fgsm", "pgd", "apgd_ce", "apgd_dlr")
-TUNE_SAMPLES = 100  # validation images that choose ASSG's A and HART's gamma
+TUNE_SAMPLES = 100  # at most this many validation images (and no more than the test subset) choose A and gamma
 PAPER_ATTACKS = ({"name": "fgsm"}, {"name": "pgd", "steps": 10})  # the paper's main-table protocol
 
 
@@ -321,11 +321,13 @@ class AttackEvaluation(Callback):
         return res, _per_sample_records(idx, local)
 
     def _tune(self, trainer, model, device) -> dict:
-        """ASSG's A and HART's gamma chosen on the first ``TUNE_SAMPLES`` validation images (``tune_snn_paths``);
+        """ASSG's A and HART's gamma chosen on the first validation images (``tune_snn_paths``; as many as the test
+        subset, at most ``TUNE_SAMPLES``);
         without a fixed validation split, the published defaults."""
         eps = self.epsilons[0]
         try:
-            xv, yv, iv = test_subset(trainer, TUNE_SAMPLES, split="val")
+            n = min(TUNE_SAMPLES, self.num_samples) if self.num_samples else TUNE_SAMPLES
+            xv, yv, iv = test_subset(trainer, n, split="val")
         except UserError as err:
             return {"assg": 0.425, "hart": 1.0, "how": f"the published defaults ({err})"}
         steps = min(50, self.adaptive.snn_steps)

@@ -74,7 +74,7 @@ trainer:
         epsilons: [0.1]
         num_samples: 10
         batch_size: 10
-        adaptive: {top_k: 1, steps: 2, max_targets: 2, square_queries: 10, check_rounds: 1}
+        adaptive: {top_k: 1, steps: 2, max_targets: 2, square_queries: 10, check_rounds: 1, snn_steps: 4, snn_restarts: 1}
     - class_path: callbacks.SpikeEnergyMonitor
       init_args: {num_samples: 10}
 """

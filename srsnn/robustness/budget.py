@@ -19,9 +19,10 @@ class AdaptiveBudget:
     of APGD-T through the strongest path (the most likely wrong classes, at most num_classes - 1); other_targets:
     the same through the other top_k - 1 paths (APGD-T's cost grows with the targets); square_queries: Square's
     budget (0 = skip);
-    check_rounds: at most this many convergence rounds: the tier's APGD-CE and APGD-T again through the same paths
-    with the same targets, 2x steps, a new seed each, and Square with 2x queries and a new seed; they stop after
-    two consecutive rounds that break nothing (converged; fewer than 2 rounds can never show convergence; 0 = off);
+    check_rounds: at most this many convergence rounds: the tier's attacks again through the same paths with the
+    same targets, 2x steps, a new seed each (and 2x restarts for an attack that broke something through that path),
+    and Square with 2x queries and a new seed; they stop after two consecutive rounds that break nothing (converged;
+    fewer than 2 rounds can never show it; 0 = off), else at the cap (not converged: the audit says so);
     snn_steps, snn_restarts: SA-PGD (Wang et al., arXiv 2512.22522) through the published SNN-specific gradient
     paths, ASSG and HART (SNNs only; their A and gamma chosen on the validation split; snn_restarts 0 = off)."""
 
@@ -31,7 +32,7 @@ class AdaptiveBudget:
     max_targets: int = 9
     other_targets: int = 3
     square_queries: int = 1000
-    check_rounds: int = 2
+    check_rounds: int = 4
     ce_restarts: Optional[int] = None
     snn_steps: int = 100
     snn_restarts: int = 3
@@ -71,9 +72,9 @@ class AdaptiveBudget:
             + f", through the {k} strongest of {members} "
             f"gradient path(s); Square {self.square_queries} queries"
             + (
-                f"; convergence check: up to {self.check_rounds} round(s) of both again through the same paths "
-                "and targets with 2x steps and a new seed, Square with 2x queries, until two consecutive rounds "
-                "break nothing"
+                f"; convergence check: up to {self.check_rounds} round(s) of every attack again through the same "
+                "paths and targets with 2x steps and a new seed (2x restarts where it broke something), Square "
+                "with 2x queries, until two consecutive rounds break nothing"
                 if self.check_rounds
                 else ""
             )

@@ -194,26 +194,36 @@ class Evaluator:
             units.append(_Unit("square", "square", MODEL, dict(n_queries=b.square_queries), "square"))
         return units
 
-    def _check_units(self, ranked: list[dict], round_: int) -> list[_Unit]:
+    def _check_units(self, ranked: list[dict], round_: int, productive: frozenset = frozenset()) -> list[_Unit]:
         """Round ``round_``: the tier's white-box attacks again, same paths and targets, 2x steps, new seed; then
-        Square again with 2x queries and a new seed. Every round re-runs every attack family, so "converged" covers
-        Square too: whether Square breaks a borderline sample depends on its seed and batch, and a tier Square that
-        broke nothing is no sign that another run would not (on the mnist5k HYDRA 90 % SNN an independent
-        Square-2000 broke 2 samples after ours broke none); it costs a fraction of APGD-T through the paths."""
+        Square again with 2x queries and a new seed. The budget grows where it pays: an attack that broke something
+        through a path (in the tier or an earlier round; ``productive`` holds ``(attack, path)``) gets twice its
+        restarts. Every round re-runs every attack family, so "converged" covers Square too: whether Square breaks a
+        borderline sample depends on its seed, and a tier Square that broke nothing is no sign that another run
+        would not; it costs a fraction of APGD-T through the paths."""
         b = self.adaptive
         if b is None or not b.check_rounds:
             return []
+
+        def grown(u: _Unit) -> dict:
+            more = 2 if (u.attack, u.member["name"]) in productive else 1
+            return {"n_restarts": more * u.kwargs.get("n_restarts", 1)} if more > 1 else {}
+
         units = [
             _Unit(
-                "check", u.attack, u.member, {**u.kwargs, "steps": 2 * u.kwargs["steps"], "seed": round_ + 1}, u.label
+                "check",
+                u.attack,
+                u.member,
+                {**u.kwargs, "steps": 2 * u.kwargs["steps"], "seed": round_ + 1, **grown(u)},
+                u.label,
             )
             for u in self._adaptive_units(ranked)
             if u.stage == "adaptive"
         ]
         if b.square_queries:
-            units.append(
-                _Unit("check", "square", MODEL, dict(n_queries=2 * b.square_queries, seed=round_ + 1), "square")
-            )
+            sq = _Unit("check", "square", MODEL, dict(n_queries=2 * b.square_queries, seed=round_ + 1), "square")
+            sq.kwargs.update(grown(sq))
+            units.append(sq)
         return units
 
     def units_per_eps(self) -> int:
@@ -398,26 +408,33 @@ class Evaluator:
             units.append(_Unit("transfer", "pgd", MODEL, dict(steps=10), f"transfer:{self.transfer[0]}"))
         stages.update({u.stage: 0 for u in units})  # the same on every rank
 
-        def run_units(units: list[_Unit], stage_suffix: str = "") -> int:
+        def run_units(units: list[_Unit], stage_suffix: str = "") -> list[int]:
+            """Each unit on the survivors; what each broke (this rank)."""
             nonlocal worst_alive
-            broken = 0
+            broken = []
             for unit in units:
                 broke = self._run_unit(unit, x, y, worst_alive, eps)
                 for i in torch.nonzero(broke).flatten().tolist():
                     breaker[i] = f"{unit.stage}{stage_suffix}:{unit.tag}"
                 worst_alive &= ~broke
                 stages[unit.stage] += int(broke.sum())
-                broken += int(broke.sum())
+                broken.append(int(broke.sum()))
                 self._step(bar, out, f"eps={eps:g} {unit.stage}{stage_suffix} {unit.tag}")
             return broken
 
-        tier = int(self._sum([run_units(units) + stages.get("rank", 0)], x.device)[0])
+        def paid(units: list[_Unit], counts: list[float]) -> set:
+            return {(u.attack, u.member["name"]) for u, c in zip(units, counts) if c > 0}
+
+        made = self._sum(run_units(units) + [stages.get("rank", 0)], x.device)  # summed: every rank agrees
+        tier, productive = int(sum(made)), paid(units, made)
         rounds: list[int] = []
         total_rounds = self.adaptive.check_rounds if self.adaptive else 0
         for r in range(total_rounds):
-            check = self._check_units(ranked, r)
+            check = self._check_units(ranked, r, frozenset(productive))
             stages.setdefault("check", 0)
-            rounds.append(int(self._sum([run_units(check, f"{r + 1}")], x.device)[0]))
+            made = self._sum(run_units(check, f"{r + 1}"), x.device)
+            rounds.append(int(sum(made)))
+            productive |= paid(check, made)
             if rounds[-2:] == [0, 0]:  # two consecutive empty rounds: converged; skipped rounds still tick the bar
                 for _ in range((total_rounds - r - 1) * len(check)):
                     self._step(bar, out, f"eps={eps:g} converged")
