@@ -3,13 +3,13 @@ here), and a trained LightningModule built from its config + checkpoint outside 
 
 from __future__ import annotations
 
-import importlib
 import warnings
 
 from jsonargparse import Namespace
 
 from srsnn.errors import UserError
 from srsnn.io.checkpoints import read_checkpoint
+from srsnn.io.dotted import import_dotted
 
 # the network arguments that follow from the data, read from the datamodule where a config leaves them null
 _DATA_LINKS = {
@@ -32,10 +32,9 @@ def link_data_arguments(cfg: Namespace) -> None:
     data = cfg.get("data")
     if not missing or not isinstance(data, Namespace) or not data.get("class_path"):
         return
-    module, _, name = data.class_path.rpartition(".")
     try:
         init = data.get("init_args")
-        dm = getattr(importlib.import_module(module), name)(**(init.as_dict() if isinstance(init, Namespace) else {}))
+        dm = import_dotted(data.class_path)(**(init.as_dict() if isinstance(init, Namespace) else {}))
     except Exception:  # noqa: BLE001 - the datamodule's own instantiation reports its error right after
         return
     for key in missing:

@@ -28,6 +28,7 @@ from datamodules.errors import DataError
 from lightning_modules.loading import link_data_arguments
 from srsnn.errors import UserError
 from srsnn.io.checkpoints import read_checkpoint, resolve_checkpoint
+from srsnn.io.dotted import import_dotted
 
 warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
 
@@ -170,7 +171,7 @@ def _refuse_ambiguous_callback_options(cfg: Namespace, args: list[str]) -> None:
     """jsonargparse applies ``--trainer.callbacks.init_args.KEY`` to the *last* callback; when another callback of
     the config takes the same KEY too (``num_samples``: the evaluation and the energy monitor) the user likely meant
     that one, and it would silently stay unchanged."""
-    import importlib
+
     import inspect
 
     keys = _callback_options(args)
@@ -181,13 +182,12 @@ def _refuse_ambiguous_callback_options(cfg: Namespace, args: list[str]) -> None:
     for key in sorted(keys):
         takers = []
         for c in callbacks:
-            module, _, name = str(c.get("class_path", "")).rpartition(".")
             try:
-                params = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+                params = inspect.signature(import_dotted(c.get("class_path", ""))).parameters
             except (ImportError, AttributeError, ValueError, TypeError):
                 continue
             if key in params:
-                takers.append(name)
+                takers.append(str(c.get("class_path")).rpartition(".")[2])
         if len(takers) > 1:
             hint = f"--evaluation.{key}" if key in EvaluationOptions.__dataclass_fields__ else "a config file"
             raise UserError(
@@ -215,11 +215,8 @@ def _version_of(ckpt_path: str, root: str) -> int | None:
 
 def _kind_of(class_path) -> str | None:
     """``kind`` ("ann" / "snn") of a LightningModule class named by its class path (None if it does not say)."""
-    import importlib
-
-    module, _, name = str(class_path).rpartition(".")
     try:
-        return getattr(getattr(importlib.import_module(module), name), "kind", None)
+        return getattr(import_dotted(class_path), "kind", None)
     except (ImportError, AttributeError, ValueError):
         return None  # the model's own instantiation reports it
 

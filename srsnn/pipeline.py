@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import yaml
+from filelock import FileLock, Timeout
 
 from srsnn.io.runs import newest_under
 
@@ -263,59 +264,42 @@ def load_config(path: str, seen: tuple = ()) -> dict:
     return {**load_config(base, (*seen, os.path.abspath(path))), **cfg} if base else cfg
 
 
-LOCK = "pipeline.lock"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, another user's
-        return True
-    return True
+LOCK, OWNER = "pipeline.lock", "pipeline.owner.json"
 
 
 @contextlib.contextmanager
 def run_dir_lock(root: str):
-    """One pipeline per run folder: ``<run_dir>/pipeline.lock`` holds the owner's pid; a second pipeline on the
-    same folder is refused (its stages would share version folders, checkpoints and the report); a lock whose
-    process is gone is stale and taken over."""
-    path = os.path.join(root, LOCK)
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                with open(path) as f:
-                    owner = json.load(f)
-            except (OSError, ValueError):
-                owner = {}  # being written right now, or garbage: look again
-                time.sleep(0.2)
-                if os.path.exists(path) and time.time() - os.path.getmtime(path) < 5:
-                    continue
-            if owner.get("pid") and _alive(int(owner["pid"])):
-                raise PipelineError(
-                    f"another pipeline is running in {root} (pid {owner['pid']}, started "
-                    f"{owner.get('started', '?')}: {owner.get('command', '?')}); wait for it to "
-                    f"finish or use another run_dir"
-                ) from None
-            print(
-                f"note: removing the stale lock of a pipeline that is no longer running (pid {owner.get('pid')})",
-                flush=True,
-            )
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-    with os.fdopen(fd, "w") as f:
-        json.dump(
-            {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": shlex.join(sys.argv)}, f
-        )
+    """One pipeline per run folder: an OS file lock on ``<run_dir>/pipeline.lock`` (``filelock``; the system frees it
+    when its process dies, however it dies), and ``pipeline.owner.json`` beside it naming the owner for the message
+    that refuses a second pipeline (its stages would share version folders, checkpoints and the report)."""
+    lock, owner_path = FileLock(os.path.join(root, LOCK)), os.path.join(root, OWNER)
     try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            with open(owner_path) as f:
+                owner = json.load(f)
+        except (OSError, ValueError):
+            owner = {}
+        raise PipelineError(
+            f"another pipeline is running in {root} (pid {owner.get('pid', '?')}, started "
+            f"{owner.get('started', '?')}: {owner.get('command', '?')}); wait for it to finish or use another run_dir"
+        ) from None
+    try:
+        if os.path.exists(owner_path):
+            print("note: taking over the run folder of a pipeline that ended without releasing it", flush=True)
+        with open(owner_path, "w") as f:
+            json.dump(
+                {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": shlex.join(sys.argv)},
+                f,
+            )
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
+            os.remove(owner_path)
+        lock.release()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(lock.lock_file)
 
 
 def run(cfg_path: str, extra: list[str], dry_run: bool = False, publish_anyway: bool = False) -> int:

@@ -18,7 +18,7 @@ from torch import nn
 
 from callbacks.evaluation import sum_over_ranks
 from callbacks.pruning import HarpPruning, prune_by_magnitude
-from conftest import ckpt, run_main, tiny_eval, tiny_overrides
+from helpers import ckpt, run_main, tiny_eval, tiny_overrides
 from lightning_modules import ConvertedSNN
 from srsnn.ann.architectures import ResNet20, SmallCNN
 from srsnn.export.compact import export_compact

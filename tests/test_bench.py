@@ -4,7 +4,7 @@ import re
 import subprocess
 import sys
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def test_snn_step_bench_times_every_variant_and_finds_the_time_schedule_exact():

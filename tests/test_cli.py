@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, ckpt, run_cli, run_main, tiny_eval, tiny_overrides
+from helpers import ROOT, ckpt, run_cli, run_main, tiny_eval, tiny_overrides
 
 pytestmark = pytest.mark.slow
 

@@ -48,7 +48,7 @@ def test_readme_bring_your_own_data_example_runs(tmp_path):
     """The worked example of README "Bring your own data", through train.py."""
     import re
 
-    from conftest import ROOT, run_cli, tiny_overrides
+    from helpers import ROOT, run_cli, tiny_overrides
 
     readme = (ROOT / "README.md").read_text()
     code = re.search(r"```python\n# my_data.py\n(.*?)```", readme, re.S).group(1)
@@ -100,8 +100,8 @@ def _fake_tiny_imagenet(root, per_class: int = 1, val: int = 6):
 
 
 def test_tiny_imagenet_reads_its_released_layout_and_trains_through_the_cli(tmp_path):
-    from conftest import run_cli
     from datamodules import TinyImageNet
+    from helpers import run_cli
 
     wnids = _fake_tiny_imagenet(tmp_path / "tin")
     dm = TinyImageNet(data_dir=str(tmp_path / "tin"), batch_size=8, val_split=0.05)
@@ -156,7 +156,7 @@ def test_the_data_layer_knows_nothing_of_the_networks():
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     code = (
         "import sys, datamodules; print(sorted(m for m in sys.modules if m.startswith('srsnn.') and "

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ckpt, run_cli, tiny_overrides
+from helpers import ckpt, run_cli, tiny_overrides
 
 # a second --config: only the evaluation callbacks, deterministic attacks (no random start) on an odd-sized
 # subset, so the two ranks get unequal shards (16 / 15 samples, 2 batches each of different sizes)
@@ -179,7 +179,7 @@ def test_sigterm_to_one_rank_stops_every_rank_cleanly_and_keeps_the_finished_eps
     import sys
     import time
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     cfg = tmp_path / "eval.yaml"
     cfg.write_text(LONG_EVAL)
@@ -254,7 +254,7 @@ def test_per_sample_records_are_the_same_on_1_and_2_processes_2_nodes_and_any_ba
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     fit = [*SNN, "--model.init_args.ann_checkpoint", dense_ann_ckpt]
     run_cli("train.py", "fit", *fit, *tiny_overrides(tmp_path / "fit", batches=4), "--trainer.accelerator", "cpu")

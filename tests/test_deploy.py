@@ -183,7 +183,7 @@ def test_the_second_opinion_example_attacks_an_exported_model_in_the_compare_for
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from helpers import ROOT
     from srsnn import report
 
     ann = SmallCNN(input_size=8, width=4)

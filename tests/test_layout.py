@@ -5,7 +5,7 @@ import sys
 
 from setuptools import find_packages
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def test_no_generic_top_level_package_is_installed():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import ckpt, run_cli, run_main, tiny_overrides
+from helpers import ckpt, run_cli, run_main, tiny_overrides
 from srsnn.ann.architectures import SmallCNN
 from srsnn.errors import UserError
 from srsnn.robustness.attacks import make_attack, paper_ensemble

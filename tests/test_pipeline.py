@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from helpers import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # `make test-e2e`, a file per worker: the reference run is built once
 
@@ -264,12 +264,17 @@ def test_killed_pipeline_resumes_to_the_same_result(reference, tmp_path):
         assert {k: (v, rb.get(k)) for k, v in ra.items() if v != rb.get(k)} == {}, ra["run"]
 
 
-def test_one_pipeline_per_run_folder_and_a_stale_lock_is_taken_over(reference, tmp_path):
+def test_one_pipeline_per_run_folder_and_a_dead_owners_folder_is_taken_over(reference, tmp_path):
     dest = _copy(reference, tmp_path / "copy")
-    lock, cfg = dest / "run" / "pipeline.lock", dest / "pipeline.yaml"
-    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    lock, info, cfg = dest / "run" / "pipeline.lock", dest / "run" / "pipeline.owner.json", dest / "pipeline.yaml"
+    hold = (  # another pipeline: it holds the OS lock and names itself, then dies without cleaning up
+        f"import filelock, json, os, time; lock = filelock.FileLock({str(lock)!r}); lock.acquire(); "
+        f"open({str(info)!r}, 'w').write(json.dumps({{'pid': os.getpid(), 'started': 'then', 'command': 'x'}})); "
+        "print('locked', flush=True); time.sleep(60)"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
     try:
-        lock.write_text(json.dumps({"pid": owner.pid, "started": "then", "command": "pipeline.py --config x"}))
+        assert owner.stdout.readline().strip() == "locked"
         before = sorted(p.relative_to(dest) for p in dest.rglob("*"))
         out = _run(cfg)
         assert out.returncode != 0 and "Traceback" not in out.stderr
@@ -278,11 +283,10 @@ def test_one_pipeline_per_run_folder_and_a_stale_lock_is_taken_over(reference, t
     finally:
         owner.kill()
         owner.wait()
-    out = _run(cfg)  # its owner is gone: a stale lock
-    assert (
-        out.returncode == 0 and "removing the stale lock" in out.stdout and out.stdout.count("complete, skipped") == 11
-    )
-    assert not lock.exists()  # released at the end
+    out = _run(cfg)  # its owner is gone: the system released the lock
+    assert out.returncode == 0 and "taking over the run folder" in out.stdout
+    assert out.stdout.count("complete, skipped") == 11
+    assert not lock.exists() and not info.exists()  # released at the end
 
 
 def test_results_are_published_only_for_the_recipe_as_written():

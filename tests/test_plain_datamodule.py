@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import ckpt, run_cli, tiny_eval, tiny_overrides
+from helpers import ckpt, run_cli, tiny_eval, tiny_overrides
 
 NET = [
     "--model.init_args.net.init_args.num_classes",

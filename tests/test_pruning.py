@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from callbacks.pruning import HarpPruning, HydraPruning, MagnitudePruning, prune_by_magnitude
-from conftest import ckpt, run_main, tiny_overrides
+from helpers import ckpt, run_main, tiny_overrides
 from srsnn.ann.architectures import VGG, SmallCNN
 from srsnn.errors import UserError
 from srsnn.export.compact import decode_gaps, encode_gaps, export_compact, load_compact

@@ -11,7 +11,7 @@ import torch
 import yaml
 from resolved_configs import resolve_nested
 
-from conftest import ROOT, ckpt, run_main, tiny_eval
+from helpers import ROOT, ckpt, run_main, tiny_eval
 
 pytestmark = [pytest.mark.slow, pytest.mark.recipes]  # `make test-recipes` (run by .ci/run after `make test`)
 

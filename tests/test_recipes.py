@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from helpers import ROOT
 
 RECIPES = ["cifar10", "cifar100", "tinyimagenet", "svhn"]
 

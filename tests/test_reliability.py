@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, ckpt, run_main, tiny_overrides
+from helpers import ROOT, ckpt, run_main, tiny_overrides
 from srsnn.errors import UserError
 from srsnn.io.checkpoints import read_checkpoint
 

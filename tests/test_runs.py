@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from conftest import ROOT, run_cli, tiny_eval, tiny_overrides
+from helpers import ROOT, run_cli, tiny_eval, tiny_overrides
 
 
 def test_outputs_checkpoints_and_resume_follow_the_run_folder(tmp_path):

@@ -9,7 +9,6 @@ stored densely. The file also holds the architecture spec, so ``load_compact`` r
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from typing import Any
@@ -19,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from srsnn.errors import UserError
+from srsnn.io.dotted import import_dotted
 from srsnn.pruning.channels import adopt_shapes
 from srsnn.pruning.masks import (
     get_weight_mask,
@@ -129,10 +129,10 @@ def _dense_state(net: nn.Module) -> dict[str, torch.Tensor]:
 
 def _build(spec: dict[str, Any]) -> nn.Module:
     net_spec = spec["net"]
-    module, _, cls = net_spec["class_path"].rpartition(".")
+    module = net_spec["class_path"].rpartition(".")[0]
     try:
-        factory = getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError) as err:
+        factory = import_dotted(net_spec["class_path"])
+    except (ImportError, AttributeError, ValueError) as err:
         raise UserError(
             f"the model's network is {net_spec['class_path']}, which cannot be imported here ({err}); "
             f"make its module importable (run from the folder that holds {module.split('.')[0]}.py or "

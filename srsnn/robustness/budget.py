@@ -19,10 +19,11 @@ class AdaptiveBudget:
     of APGD-T through the strongest path (the most likely wrong classes, at most num_classes - 1); other_targets:
     the same through the other top_k - 1 paths (APGD-T's cost grows with the targets); square_queries: Square's
     budget (0 = skip);
-    check_rounds: at most this many convergence rounds: the tier's attacks again through the same paths with the
-    same targets, 2x steps, a new seed each (and 2x restarts for an attack that broke something through that path),
-    and Square with 2x queries and a new seed; they stop after two consecutive rounds that break nothing (converged;
-    fewer than 2 rounds can never show it; 0 = off), else at the cap (not converged: the audit says so);
+    check_rounds: at most this many convergence rounds: the first re-runs every attack of the tier through the same
+    paths with the same targets at 2x steps (Square at 2x queries), the later ones only the (attack, path) pairs that
+    broke something so far; each with a new seed, and 2x restarts for those that broke something; they stop after
+    two consecutive rounds that break nothing (converged; fewer than 2 rounds can never show it; 0 = off), else at
+    the cap (not converged: the audit says so);
     snn_steps, snn_restarts: SA-PGD (Wang et al., arXiv 2512.22522) through the published SNN-specific gradient
     paths, ASSG and HART (SNNs only; their A and gamma chosen on the validation split; snn_restarts 0 = off)."""
 
@@ -52,8 +53,9 @@ class AdaptiveBudget:
     def apgd_ce_restarts(self) -> int:
         return self.restarts if self.ce_restarts is None else self.ce_restarts
 
-    def targets(self, rank: int, num_classes: int) -> int:
-        return max(1, min(self.max_targets if rank == 0 else self.other_targets, num_classes - 1))
+    def targets(self, place: int, num_classes: int) -> int:
+        """Target classes of APGD-T through the path at ``place`` in the ranking (0 = the strongest)."""
+        return max(1, min(self.max_targets if place == 0 else self.other_targets, num_classes - 1))
 
     def describe(self, members: int, num_classes: int) -> str:
         k = min(self.top_k, members)
@@ -72,9 +74,10 @@ class AdaptiveBudget:
             + f", through the {k} strongest of {members} "
             f"gradient path(s); Square {self.square_queries} queries"
             + (
-                f"; convergence check: up to {self.check_rounds} round(s) of every attack again through the same "
-                "paths and targets with 2x steps and a new seed (2x restarts where it broke something), Square "
-                "with 2x queries, until two consecutive rounds break nothing"
+                f"; convergence check: up to {self.check_rounds} round(s), the first every attack again through the "
+                "same paths and targets at 2x steps (Square 2x queries), the later ones the attacks that broke "
+                "something, each with a new seed and 2x restarts where it broke something, until two consecutive "
+                "rounds break nothing"
                 if self.check_rounds
                 else ""
             )

@@ -184,10 +184,10 @@ class Evaluator:
                 "adaptive",
                 targeted,
                 m,
-                dict(steps=b.steps, n_restarts=b.restarts, n_classes=b.targets(rank, self.num_classes) + 1),
+                dict(steps=b.steps, n_restarts=b.restarts, n_classes=b.targets(place, self.num_classes) + 1),
                 targeted,
             )
-            for rank, m in enumerate(top)
+            for place, m in enumerate(top)
             if targeted
         ]
         if b.square_queries:
@@ -195,35 +195,26 @@ class Evaluator:
         return units
 
     def _check_units(self, ranked: list[dict], round_: int, productive: frozenset = frozenset()) -> list[_Unit]:
-        """Round ``round_``: the tier's white-box attacks again, same paths and targets, 2x steps, new seed; then
-        Square again with 2x queries and a new seed. The budget grows where it pays: an attack that broke something
-        through a path (in the tier or an earlier round; ``productive`` holds ``(attack, path)``) gets twice its
-        restarts. Every round re-runs every attack family, so "converged" covers Square too: whether Square breaks a
-        borderline sample depends on its seed, and a tier Square that broke nothing is no sign that another run
-        would not; it costs a fraction of APGD-T through the paths."""
+        """Round ``round_`` (0-based). The first re-runs every attack of the tier through the same paths with the
+        same targets at 2x steps and a new seed, and Square at 2x queries with a new seed: "converged" then covers
+        every family (whether Square or a white-box attack breaks a borderline sample depends on its seed). The
+        budget grows where it pays: an (attack, path) that broke something so far (``productive``) runs with 2x
+        restarts, and the later rounds run only those, at the tier's steps, each with a new seed."""
         b = self.adaptive
         if b is None or not b.check_rounds:
             return []
-
-        def grown(u: _Unit) -> dict:
-            more = 2 if (u.attack, u.member["name"]) in productive else 1
-            return {"n_restarts": more * u.kwargs.get("n_restarts", 1)} if more > 1 else {}
-
-        units = [
-            _Unit(
-                "check",
-                u.attack,
-                u.member,
-                {**u.kwargs, "steps": 2 * u.kwargs["steps"], "seed": round_ + 1, **grown(u)},
-                u.label,
-            )
-            for u in self._adaptive_units(ranked)
-            if u.stage == "adaptive"
-        ]
-        if b.square_queries:
-            sq = _Unit("check", "square", MODEL, dict(n_queries=2 * b.square_queries, seed=round_ + 1), "square")
-            sq.kwargs.update(grown(sq))
-            units.append(sq)
+        tier = [u for u in self._adaptive_units(ranked) if u.stage in ("adaptive", "square")]
+        units = []
+        for u in tier:
+            paid = (u.attack, u.member["name"]) in productive
+            if round_ and not paid:
+                continue
+            kw = {**u.kwargs, "seed": round_ + 1}
+            if paid:
+                kw["n_restarts"] = 2 * u.kwargs.get("n_restarts", 1)
+            if not round_:
+                kw.update({"n_queries": 2 * kw["n_queries"]} if u.attack == "square" else {"steps": 2 * kw["steps"]})
+            units.append(_Unit("check", u.attack, u.member, kw, u.label))
         return units
 
     def units_per_eps(self) -> int:
@@ -429,16 +420,17 @@ class Evaluator:
         tier, productive = int(sum(made)), paid(units, made)
         rounds: list[int] = []
         total_rounds = self.adaptive.check_rounds if self.adaptive else 0
+        ticks = out["units_done"] + total_rounds * len(self._check_units(ranked, 0))
         for r in range(total_rounds):
             check = self._check_units(ranked, r, frozenset(productive))
             stages.setdefault("check", 0)
             made = self._sum(run_units(check, f"{r + 1}"), x.device)
             rounds.append(int(sum(made)))
             productive |= paid(check, made)
-            if rounds[-2:] == [0, 0]:  # two consecutive empty rounds: converged; skipped rounds still tick the bar
-                for _ in range((total_rounds - r - 1) * len(check)):
-                    self._step(bar, out, f"eps={eps:g} converged")
+            if rounds[-2:] == [0, 0]:  # two consecutive empty rounds: converged
                 break
+        for _ in range(out["units_done"], ticks):  # the bar's total counts every round in full
+            self._step(bar, out, f"eps={eps:g} done")
         g = self._sum([float(worst_alive.sum()), float(paper_alive_all.sum())] + list(stages.values()), x.device)
         res = {
             "robust_worst": int(g[0]),

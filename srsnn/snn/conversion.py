@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import importlib
 from typing import Any, Iterable, Mapping, Union
 
 import torch
@@ -29,6 +28,7 @@ from torch import nn
 
 from srsnn.devices import device_of
 from srsnn.errors import UserError
+from srsnn.io.dotted import import_dotted
 from srsnn.modes import module_mode
 from srsnn.pruning.masks import ensure_masks, masks_from_nonzero, prunable_layers, raw_weight, strip_scores
 from srsnn.snn.network import SpikingNetwork, neurons_of
@@ -388,10 +388,9 @@ def recipe_from(recipe: Union[str, Recipe] = "paper", **overrides: Any) -> Recip
     if isinstance(recipe, str) and recipe in RECIPES:
         recipe = RECIPES[recipe]
     elif isinstance(recipe, str):
-        module, _, name = recipe.rpartition(".")
         try:
-            found = getattr(importlib.import_module(module), name) if module else None
-        except (ImportError, AttributeError):
+            found = import_dotted(recipe)
+        except (ImportError, AttributeError, ValueError):
             found = None
         if not isinstance(found, Recipe):
             raise ConversionError(
