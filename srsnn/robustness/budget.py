@@ -21,7 +21,7 @@ class AdaptiveBudget:
     budget (0 = skip);
     check_rounds: at most this many convergence rounds: the first re-runs every attack of the tier through the same
     paths with the same targets at 2x steps (Square at 2x queries), the later ones only the (attack, path) pairs that
-    broke something so far; each with a new seed, and 2x restarts for those that broke something; they stop after
+    broke something so far, at 2x restarts; each with a new seed; they stop after
     two consecutive rounds that break nothing (converged; fewer than 2 rounds can never show it; 0 = off), else at
     the cap (not converged: the audit says so);
     snn_steps, snn_restarts: SA-PGD (Wang et al., arXiv 2512.22522) through the published SNN-specific gradient
@@ -76,8 +76,7 @@ class AdaptiveBudget:
             + (
                 f"; convergence check: up to {self.check_rounds} round(s), the first every attack again through the "
                 "same paths and targets at 2x steps (Square 2x queries), the later ones the attacks that broke "
-                "something, each with a new seed and 2x restarts where it broke something, until two consecutive "
-                "rounds break nothing"
+                "something at 2x restarts, each with a new seed, until two consecutive rounds break nothing"
                 if self.check_rounds
                 else ""
             )

@@ -198,8 +198,8 @@ class Evaluator:
         """Round ``round_`` (0-based). The first re-runs every attack of the tier through the same paths with the
         same targets at 2x steps and a new seed, and Square at 2x queries with a new seed: "converged" then covers
         every family (whether Square or a white-box attack breaks a borderline sample depends on its seed). The
-        budget grows where it pays: an (attack, path) that broke something so far (``productive``) runs with 2x
-        restarts, and the later rounds run only those, at the tier's steps, each with a new seed."""
+        later rounds grow the budget where it pays: only the (attack, path) pairs that broke something so far
+        (``productive``), at the tier's steps with 2x restarts and a new seed each."""
         b = self.adaptive
         if b is None or not b.check_rounds:
             return []
@@ -210,10 +210,10 @@ class Evaluator:
             if round_ and not paid:
                 continue
             kw = {**u.kwargs, "seed": round_ + 1}
-            if paid:
-                kw["n_restarts"] = 2 * u.kwargs.get("n_restarts", 1)
             if not round_:
                 kw.update({"n_queries": 2 * kw["n_queries"]} if u.attack == "square" else {"steps": 2 * kw["steps"]})
+            else:
+                kw["n_restarts"] = 2 * u.kwargs.get("n_restarts", 1)
             units.append(_Unit("check", u.attack, u.member, kw, u.label))
         return units
 
