@@ -24,7 +24,7 @@ def budget_lines(r: dict[str, Any]) -> list[str]:
         f"- paper protocol: {b['paper']}",
         f"- adaptive tier: {b['adaptive'] or 'not run'}",
         f"- transfer: {b['transfer'] or 'not run'}",
-    ]
+    ] + ([f"- SNN-specific paths: {b['snn_paths']}"] if b.get("snn_paths") else [])
 
 
 def attacks_markdown(r: dict[str, Any]) -> str:
