@@ -63,6 +63,16 @@ def tiny_overrides(root: Path, epochs: int = 1, batches: int = 3) -> list[str]:
     ]
 
 
+# a converted SNN that builds in seconds: T = 2, thresholds from 2 calibration batches at T_c = 4
+TINY_SNN = [
+    "--model.init_args.num_steps",
+    "2",
+    "--model.init_args.calib_steps",
+    "4",
+    "--model.init_args.calib_batches",
+    "2",
+]
+
 # the evaluation callbacks on 10 test images with a minimal budget: for tests of the plumbing, not of robustness
 TINY_EVAL = """
 trainer:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ckpt, run_cli, tiny_overrides
+from helpers import TINY_SNN, ckpt, run_cli, tiny_overrides
 
 # a second --config: only the evaluation callbacks, deterministic attacks (no random start) on an odd-sized
 # subset, so the two ranks get unequal shards (16 / 15 samples, 2 batches each of different sizes)
@@ -27,12 +27,7 @@ trainer:
 SNN = [
     "--config",
     "conf/digits/snn.yaml",
-    "--model.init_args.num_steps",
-    "2",
-    "--model.init_args.calib_steps",
-    "4",
-    "--model.init_args.calib_batches",
-    "2",
+    *TINY_SNN,
     "--model.init_args.eval_steps",
     "2",
 ]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import ckpt, run_cli, run_main, tiny_overrides
+from helpers import TINY_SNN, ckpt, run_cli, run_main, tiny_overrides
 from srsnn.ann.architectures import SmallCNN
 from srsnn.errors import UserError
 from srsnn.robustness.attacks import make_attack, paper_ensemble
@@ -111,12 +111,7 @@ def test_few_classes_through_fit_conversion_and_the_strong_evaluation(tmp_path, 
         "--config",
         "conf/digits/snn.yaml",
         *data,
-        "--model.init_args.num_steps",
-        "2",
-        "--model.init_args.calib_steps",
-        "4",
-        "--model.init_args.calib_batches",
-        "2",
+        *TINY_SNN,
     ]
     run_cli("train.py", "fit", *snn, "--model.init_args.ann_checkpoint", ann, *tiny_overrides(tmp_path / "snn"))
     for kind, args, model in (

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import ROOT
+from helpers import ROOT, TINY_SNN
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # `make test-e2e`, a file per worker: the reference run is built once
 
@@ -50,16 +50,7 @@ def _tiny_configs(tmp: Path, pruning: bool = True) -> Path:
             cb.setdefault("init_args", {})["num_samples"] = 20
     out["ann"] = tmp / "ann.yaml"
     out["ann"].write_text(yaml.safe_dump(cfg))
-    snn_args = [
-        "--model.init_args.num_steps",
-        "2",
-        "--model.init_args.calib_steps",
-        "4",
-        "--model.init_args.calib_batches",
-        "2",
-        "--model.init_args.eval_steps",
-        "2",
-    ]
+    snn_args = [*TINY_SNN, "--model.init_args.eval_steps", "2"]
     pipe = {
         "title": "tiny",
         "run_dir": str(tmp / "run"),

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from helpers import ckpt, run_cli, tiny_eval, tiny_overrides
+from helpers import TINY_SNN, ckpt, run_cli, tiny_eval, tiny_overrides
 
 NET = [
     "--model.init_args.net.init_args.num_classes",
@@ -27,12 +27,7 @@ def test_a_plain_lightning_datamodule_runs_the_whole_pipeline(tmp_path):
         "conf/digits/snn.yaml",
         *data,
         *NET,
-        "--model.init_args.num_steps",
-        "2",
-        "--model.init_args.calib_steps",
-        "4",
-        "--model.init_args.calib_batches",
-        "2",
+        *TINY_SNN,
     ]
     run_cli("train.py", "fit", *snn_args, "--model.init_args.ann_checkpoint", ann, *tiny_overrides(tmp_path / "snn"))
     run_cli(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ROOT, ckpt, run_main, tiny_overrides
+from helpers import ROOT, TINY_SNN, ckpt, run_main, tiny_overrides
 from srsnn.errors import UserError
 from srsnn.io.checkpoints import read_checkpoint
 
@@ -35,16 +35,7 @@ def _fit_cmd(root: Path, config="conf/digits/ann.yaml", epochs=3, extra=()):
     ]
 
 
-SNN = [
-    "--model.init_args.num_steps",
-    "2",
-    "--model.init_args.calib_steps",
-    "4",
-    "--model.init_args.calib_batches",
-    "2",
-    "--model.init_args.eval_steps",
-    "2",
-]
+SNN = [*TINY_SNN, "--model.init_args.eval_steps", "2"]
 
 
 @pytest.mark.e2e
