@@ -11,7 +11,7 @@ The samples are the embedded dataset's test split in ``AttackEvaluation``'s orde
 model is rebuilt from the file alone (``srsnn.export.compact.load_compact``). Default: APGD-CE and APGD-DLR on the
 model's
 own forward (an SNN through its default surrogate gradient). ``--strong``: through each of ``--paths`` (names of
-``srsnn.robustness.attacks.paper_ensemble``), PGD-50 with 3 random restarts, APGD-CE-50 and targeted APGD-DLR-50
+``srsnn.robustness.paths.paper_ensemble``), PGD-50 with 3 random restarts, APGD-CE-50 and targeted APGD-DLR-50
 over every
 wrong class, then Square-2000 on the model; every example is judged on the deployed model, only samples nothing
 broke yet are attacked, and a sample broken at a smaller epsilon stays broken. Replace ``attacks`` with whatever
@@ -31,7 +31,8 @@ from safetensors import safe_open
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from datamodules import Digits, MNIST5k  # noqa: E402
 from srsnn.export.compact import load_compact  # noqa: E402
-from srsnn.robustness.attacks import SAPGD, paper_ensemble, snn_attack_paths  # noqa: E402
+from srsnn.robustness.attacks import SAPGD  # noqa: E402
+from srsnn.robustness.paths import paper_ensemble, snn_attack_paths  # noqa: E402
 from srsnn.snn.network import gradient_path  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

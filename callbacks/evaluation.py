@@ -3,7 +3,7 @@
 Runs at the end of ``trainer.test`` on the first ``num_samples`` samples of the datamodule's
 ``test_dataloader()``; each DDP rank attacks its own exact shard and the counts are summed. What runs, per
 epsilon: the paper's protocol (for an SNN, every attack through the 19 gradient paths of
-``srsnn.robustness.attacks.paper_ensemble``), then the adaptive tier (APGD-CE, targeted APGD-DLR through the strongest
+``srsnn.robustness.paths.paper_ensemble``), then the adaptive tier (APGD-CE, targeted APGD-DLR through the strongest
 paths, Square, optional transfer, convergence rounds with 2x steps) on the survivors; the headline is the
 per-sample worst case. Results go to ``<log_dir>/evaluation/`` (see ``AttackEvaluation``).
 """
@@ -26,9 +26,11 @@ from tqdm import tqdm
 
 from srsnn.errors import UserError
 from srsnn.modes import frozen_parameters, module_mode
-from srsnn.robustness.attacks import Eps, paper_ensemble, parse_eps, snn_attack_paths
+from srsnn.robustness.attacks import Eps, parse_eps
 from srsnn.robustness.audit import audit, confidence_statement, dead_paths, summarize, verdict
 from srsnn.robustness.budget import AdaptiveBudget
+from srsnn.robustness.paths import paper_ensemble, snn_attack_paths
+from srsnn.robustness.planner import label
 from srsnn.robustness.reporting import attacks_markdown, plot_robust_accuracy
 from srsnn.robustness.runner import Evaluator
 from srsnn.robustness.tuning import tune_snn_paths
@@ -217,8 +219,8 @@ class AttackEvaluation(Callback):
         self.write(trainer)
         for eps, v in self.results["eps"].items():
             pl_module.log(f"test/robust_worst/eps={eps}", v["worst"], sync_dist=False)
-            for label, acc in v["paper"].items():
-                pl_module.log(f"test/robust_paper_{label}/eps={eps}", acc, sync_dist=False)
+            for name, acc in v["paper"].items():
+                pl_module.log(f"test/robust_paper_{name}/eps={eps}", acc, sync_dist=False)
             if v.get("confidence"):  # what another round would likely still break (0 when converged)
                 pl_module.log(f"test/next_round_bound/eps={eps}", float(v["confidence"]["bound"]), sync_dist=False)
         if self.results.get("interrupted"):
@@ -265,7 +267,7 @@ class AttackEvaluation(Callback):
         rank_zero_info(
             f"[AttackEvaluation] {total} test samples, {len(self.epsilons)} epsilon(s), "
             f"{'ensemble of ' + str(len(names)) + ' gradient paths' if members else 'the network itself'}; "
-            f"{ev.units_per_eps() * len(self.epsilons)} attack runs, each on the samples nothing broke yet"
+            f"{ev.plan.units_per_eps() * len(self.epsilons)} attack runs, each on the samples nothing broke yet"
         )
         with frozen_parameters(model, ev.transfer[1] if ev.transfer else None):  # attacks need dL/dx only
             local = ev.run(x, y, idx)  # idx: global indices, the keys of each sample's random starts
@@ -284,9 +286,9 @@ class AttackEvaluation(Callback):
             "epsilons": [float(e) for e in per_eps],
             "ensemble": names,
             "budget": {
-                "paper": ", ".join(Evaluator.label(a) for a in self.attacks)
+                "paper": ", ".join(label(a) for a in self.attacks)
                 + (f" through {len(names)} gradient paths (ensemble)" if members else " on the network"),
-                "rank_attack": Evaluator.label(ev.rank_attack),
+                "rank_attack": label(ev.rank_attack),
                 "adaptive": self.adaptive.describe(len(names), num_classes) if self.adaptive else None,
                 "transfer": f"PGD-10 from {self.transfer_from['ckpt_path']}" if self.transfer_from else None,
                 "snn_paths": (

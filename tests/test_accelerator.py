@@ -24,8 +24,8 @@ from srsnn.ann.architectures import ResNet20, SmallCNN
 from srsnn.export.compact import export_compact
 from srsnn.export.nir import to_nir
 from srsnn.pruning.masks import add_mask, mask_of, prunable_layers, raw_weight
-from srsnn.robustness.attacks import paper_ensemble
 from srsnn.robustness.budget import AdaptiveBudget
+from srsnn.robustness.paths import paper_ensemble
 from srsnn.robustness.runner import Evaluator
 from srsnn.snn.conversion import convert
 from srsnn.snn.network import gradient_path, neurons_of

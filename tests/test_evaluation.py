@@ -15,9 +15,9 @@ from callbacks.interrupt import sigterm_as_interrupt
 from datamodules import Digits
 from lightning_modules import RobustANN
 from srsnn.ann.architectures import SmallCNN
-from srsnn.robustness.attacks import paper_ensemble
 from srsnn.robustness.audit import summarize
 from srsnn.robustness.budget import AdaptiveBudget
+from srsnn.robustness.paths import paper_ensemble
 from srsnn.robustness.runner import Evaluator
 from srsnn.snn.conversion import convert
 
@@ -87,7 +87,7 @@ def test_interrupt_keeps_finished_epsilons():
             pass
 
     ev = Evaluator(snn, paper_ensemble(), [0.05, 0.1], [{"name": "fgsm"}], 10, SMALL, progress=Bar, batch_size=16)
-    per_eps_units = ev.units_per_eps()
+    per_eps_units = ev.plan.units_per_eps()
     out = ev.run(x, y)
     assert list(out["eps"]) == ["0.05"] and "interrupted after 1 of 2" in out["interrupted"]
 
@@ -184,7 +184,7 @@ def test_apgd_ce_takes_its_own_restarts_in_the_tier_and_every_check_round():
         top_k=2, steps=3, max_targets=1, other_targets=1, square_queries=0, check_rounds=1, ce_restarts=3
     )
     ev = Evaluator(nn.Identity(), paper_ensemble()[:2], [0.1], [], 10, budget)
-    units = ev._adaptive_units(ev.members) + ev._check_units(ev.members, 0)
+    units = ev.plan.adaptive_units(ev.members) + ev.plan.check_units(ev.members, 0)
     restarts = {(u.stage, u.attack, u.kwargs["n_restarts"]) for u in units}
     assert restarts == {(st, "apgd_ce", 3) for st in ("adaptive", "check")} | {
         (st, "apgdt", 1) for st in ("adaptive", "check")
@@ -307,7 +307,7 @@ def test_ranking_breaks_count_in_the_worst_case_at_the_largest_epsilon():
 
 
 def test_apgd_through_the_relu_path_sees_the_deployed_logits_with_the_relu_gradient():
-    from srsnn.robustness.runner import DeployedJudge, changes_forward
+    from srsnn.robustness.paths import DeployedJudge, changes_forward
     from srsnn.snn.network import gradient_path
 
     snn = _snn()

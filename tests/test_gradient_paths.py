@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from srsnn.ann.architectures import SmallCNN
-from srsnn.robustness.attacks import paper_ensemble
+from srsnn.robustness.paths import paper_ensemble
 from srsnn.snn.conversion import convert
 from srsnn.snn.network import gradient_path
 from srsnn.snn.neurons import IFNeuron

@@ -10,8 +10,9 @@ from torch import nn
 from helpers import TINY_SNN, ckpt, run_cli, run_main, tiny_overrides
 from srsnn.ann.architectures import SmallCNN
 from srsnn.errors import UserError
-from srsnn.robustness.attacks import make_attack, paper_ensemble
+from srsnn.robustness.attacks import make_attack
 from srsnn.robustness.budget import AdaptiveBudget
+from srsnn.robustness.paths import paper_ensemble
 from srsnn.robustness.runner import Evaluator
 from srsnn.snn.conversion import convert
 

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from srsnn.robustness.attacks import SAPGD, make_attack, snn_attack_paths
+from srsnn.robustness.attacks import SAPGD, make_attack
+from srsnn.robustness.paths import snn_attack_paths
 from srsnn.snn.network import gradient_path
 from srsnn.snn.neurons import IFNeuron, assg_omega
 
@@ -113,8 +114,8 @@ def _snn_and_data(n: int = 24):
 
 
 def test_the_tier_attacks_through_assg_and_hart_with_sapgd_and_rounds_rerun_them():
-    from srsnn.robustness.attacks import paper_ensemble
     from srsnn.robustness.budget import AdaptiveBudget
+    from srsnn.robustness.paths import paper_ensemble
     from srsnn.robustness.runner import Evaluator
 
     snn, x, y = _snn_and_data()
@@ -122,18 +123,18 @@ def test_the_tier_attacks_through_assg_and_hart_with_sapgd_and_rounds_rerun_them
         top_k=1, steps=3, max_targets=1, other_targets=1, square_queries=0, check_rounds=1, snn_steps=4, snn_restarts=1
     )
     ev = Evaluator(snn, paper_ensemble()[:2], [0.02], [{"name": "fgsm"}], 10, budget, snn_paths=snn_attack_paths())
-    units = ev._adaptive_units(ev.members)
+    units = ev.plan.adaptive_units(ev.members)
     assert [(u.attack, u.member["name"]) for u in units if u.attack == "sapgd"] == [
         ("sapgd", "assg(0.425)"),
         ("sapgd", "hart(1)"),
     ]
     assert all(u.kwargs == {"steps": 4, "n_restarts": 1} for u in units if u.attack == "sapgd")
-    check = ev._check_units(ev.members, 0)
+    check = ev.plan.check_units(ev.members, 0)
     assert [u.kwargs["steps"] for u in check if u.attack == "sapgd"] == [8, 8]
     out = ev.run(x, y)
     assert out["interrupted"] is None and "adaptive:sapgd" in ev.seconds
     no_snn = Evaluator(snn, paper_ensemble()[:2], [0.02], [{"name": "fgsm"}], 10, budget)
-    assert not [u for u in no_snn._adaptive_units(no_snn.members) if u.attack == "sapgd"]
+    assert not [u for u in no_snn.plan.adaptive_units(no_snn.members) if u.attack == "sapgd"]
 
 
 def test_tuning_picks_from_the_grid_on_the_samples_it_is_given_and_prefers_the_default_on_ties():

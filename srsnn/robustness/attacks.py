@@ -230,31 +230,3 @@ def make_attack(
     if name == "square":
         return torchattacks.Square(model, eps=eps, n_queries=n_queries, seed=seed, n_restarts=n_restarts)
     raise UserError(f"unknown attack {name!r}; choose one of {ATTACKS}")
-
-
-# ---- the ensemble of gradient paths ------------------------------------------------------------------
-def paper_ensemble() -> list[dict]:
-    """The 19 gradient paths of Schmolli et al. (CPAL 2025) / Özdenizci & Legenstein (TMLR 2024):
-    triangular x5, exponential x6, rectangular x5, straight-through, BPTR, and the ReLU network."""
-    members = [{"mode": "spike", "surrogate": {"name": "triangular", "gamma": g}} for g in (0.25, 0.5, 1, 2, 3)]
-    members += [
-        {"mode": "spike", "surrogate": {"name": "exponential", "gamma_d": d, "gamma_s": s}}
-        for d in (0.3, 1.0)
-        for s in (0.5, 1.0, 2.0)
-    ]
-    members += [{"mode": "spike", "surrogate": {"name": "rectangular", "gamma": g}} for g in (0.25, 0.5, 1, 2, 4)]
-    members += [{"mode": "spike", "surrogate": {"name": "straight_through"}}, {"mode": "bptr"}, {"mode": "relu"}]
-    for m in members:
-        sg = m.get("surrogate")
-        args = ",".join(f"{v:g}" for k, v in (sg or {}).items() if k != "name")
-        m["name"] = m["mode"] if sg is None else sg["name"] + (f"({args})" if args else "")
-    return members
-
-
-def snn_attack_paths(assg_a: float = 0.425, hart_gamma: float = 1.0) -> list[dict]:
-    """The published SNN-specific gradient paths beyond the paper's ensemble (``srsnn.snn.neurons.IFNeuron``):
-    ASSG (Wang et al., arXiv 2512.22522; A) and HART (Hao et al., ICLR 2024; gamma relative to the threshold)."""
-    return [
-        {"mode": "assg", "param": float(assg_a), "name": f"assg({assg_a:g})"},
-        {"mode": "hart", "param": float(hart_gamma), "name": f"hart({hart_gamma:g})"},
-    ]

@@ -36,71 +36,19 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
 
 from srsnn.errors import UserError
-from srsnn.robustness.attacks import MIN_CLASSES, check_pixel_range, make_attack, targeted_attack
+from srsnn.robustness.attacks import MIN_CLASSES, check_pixel_range, make_attack
 from srsnn.robustness.audit import confidence
 from srsnn.robustness.budget import AdaptiveBudget
 from srsnn.robustness.keyed import keyed_random, mix
-from srsnn.snn.network import gradient_path, reset_path_state
-
-MODEL = {"name": "model", "mode": None}  # the deployed forward itself (ANNs; Square; transfer judging)
-
-
-@dataclass
-class _Unit:
-    """One attack through one member on the samples still alive for its stream."""
-
-    stage: str  # paper | rank | adaptive | square | transfer | check
-    attack: str
-    member: dict
-    kwargs: dict = field(default_factory=dict)
-    label: str = ""
-
-    @property
-    def tag(self) -> str:
-        return f"{self.label or self.attack}/{self.member['name']}"
-
-
-class DeployedJudge(nn.Module):
-    """The deployed logits with a gradient path's gradient (BPDA; Athalye et al., ICML 2018):
-    ``z = f(x) + g(x) - stopgrad(g(x))``, f the deployed forward, g the path's forward. An attack that keeps its best
-    iterate (APGD) then keeps the one that fools f, not the one that fools g."""
-
-    def __init__(self, model: nn.Module, member: dict):
-        super().__init__()
-        self.model, self.member = model, member
-        self.train(model.training)  # torchattacks restores the attacked module's mode, and with it the model's
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            z = self.model(x)
-        with _path(self.model, self.member):
-            g = self.model(x)
-        return z + (g - g.detach())
-
-
-def changes_forward(member: dict) -> bool:
-    """Does this gradient path compute another forward than the deployed model (the ReLU network does)?"""
-    return member.get("mode") == "relu"
-
-
-def _kwargs(spec: dict) -> dict:
-    """An attack spec (``{name: pgd, steps: 10}``) without its name: the keyword arguments of ``make_attack``."""
-    return {k: v for k, v in spec.items() if k != "name"}
-
-
-def _path(model: nn.Module, member: dict):
-    return (
-        gradient_path(model, member["mode"], member.get("surrogate"), member.get("param"))
-        if member.get("mode")
-        else contextlib.nullcontext()
-    )
+from srsnn.robustness.paths import MODEL, DeployedJudge, changes_forward, use_path
+from srsnn.robustness.planner import Planner, Unit, attack_kwargs, label
+from srsnn.snn.network import reset_path_state
 
 
 class Evaluator:
@@ -148,90 +96,15 @@ class Evaluator:
         self._stopping = False  # this rank was asked to stop: it skips its remaining batches
         self.keys: list[int] = []  # the global index of each sample of the shard ``run`` attacks
         self.snn_paths = list(snn_paths or [])  # ASSG, HART: attacked with SA-PGD in the adaptive tier
+        self.plan = Planner(self.members, self.paper_attacks, num_classes, adaptive, self.snn_paths, bool(transfer))
         self.seconds: dict[str, float] = {}  # wall time per stage:attack (this rank)
         self.ranked: list[dict] = list(self.members)
-
-    # -- attack plan ----------------------------------------------------------------------------------------
-    @staticmethod
-    def label(spec: dict) -> str:
-        return spec["name"] if spec["name"] != "pgd" else f"pgd{spec.get('steps', 10)}"
-
-    def _paper_units(self) -> list[_Unit]:
-        units = []
-        for spec in self.paper_attacks:
-            units += [_Unit("paper", spec["name"], m, _kwargs(spec), self.label(spec)) for m in self.members]
-        return units
-
-    def _adaptive_units(self, ranked: list[dict]) -> list[_Unit]:
-        b = self.adaptive
-        if b is None:
-            return []
-        # APGD-CE through every path first: it is one run per path where APGD-T is one per target, so the samples it
-        # breaks cheaply never reach the expensive targeted runs
-        top = ranked[: b.top_k]
-        units = [
-            _Unit("adaptive", "apgd_ce", m, dict(steps=b.steps, n_restarts=b.apgd_ce_restarts), "apgd_ce") for m in top
-        ]
-        # the SNN-specific paths next: one SA-PGD run each, cheaper than APGD-T's targets
-        if b.snn_restarts:
-            units += [
-                _Unit("adaptive", "sapgd", m, dict(steps=b.snn_steps, n_restarts=b.snn_restarts), "sapgd")
-                for m in self.snn_paths
-            ]
-        targeted = targeted_attack(self.num_classes)  # APGD-T needs 4 classes; 3: targeted PGD-CE; 2: none
-        units += [
-            _Unit(
-                "adaptive",
-                targeted,
-                m,
-                dict(steps=b.steps, n_restarts=b.restarts, n_classes=b.targets(place, self.num_classes) + 1),
-                targeted,
-            )
-            for place, m in enumerate(top)
-            if targeted
-        ]
-        if b.square_queries:
-            units.append(_Unit("square", "square", MODEL, dict(n_queries=b.square_queries), "square"))
-        return units
-
-    def _check_units(self, ranked: list[dict], round_: int, productive: frozenset = frozenset()) -> list[_Unit]:
-        """Round ``round_`` (0-based). The first re-runs every attack of the tier through the same paths with the
-        same targets at 2x steps and a new seed, and Square at 2x queries with a new seed: "converged" then covers
-        every family (whether Square or a white-box attack breaks a borderline sample depends on its seed). The
-        later rounds grow the budget where it pays: only the (attack, path) pairs that broke something so far
-        (``productive``), at the tier's steps with 2x restarts and a new seed each."""
-        b = self.adaptive
-        if b is None or not b.check_rounds:
-            return []
-        tier = [u for u in self._adaptive_units(ranked) if u.stage in ("adaptive", "square")]
-        units = []
-        for u in tier:
-            paid = (u.attack, u.member["name"]) in productive
-            if round_ and not paid:
-                continue
-            kw = {**u.kwargs, "seed": round_ + 1}
-            if not round_:
-                kw.update({"n_queries": 2 * kw["n_queries"]} if u.attack == "square" else {"steps": 2 * kw["steps"]})
-            else:
-                kw["n_restarts"] = 2 * u.kwargs.get("n_restarts", 1)
-            units.append(_Unit("check", u.attack, u.member, kw, u.label))
-        return units
-
-    def units_per_eps(self) -> int:
-        n = len(self._paper_units())
-        rounds = self.adaptive.check_rounds if self.adaptive else 0
-        n += (
-            len(self._adaptive_units(self.members))
-            + rounds * len(self._check_units(self.members, 0))
-            + bool(self.transfer)
-        )
-        return n
 
     def _ranks(self) -> bool:
         return self.adaptive is not None and len(self.members) > 1
 
     # -- running ----------------------------------------------------------------------------------------------
-    def correct_after(self, unit: _Unit, x: torch.Tensor, y: torch.Tensor, eps: float, keys=None) -> torch.Tensor:
+    def correct_after(self, unit: Unit, x: torch.Tensor, y: torch.Tensor, eps: float, keys=None) -> torch.Tensor:
         """Craft on ``unit.member`` (or the transfer source), judge on the deployed model: correct per sample.
         ``keys``: the samples' global indices; their random starts derive from (the run, the sample) alone."""
         source, member = (self.transfer[1] if unit.stage == "transfer" else self.model), unit.member
@@ -241,14 +114,14 @@ class Evaluator:
         seed = mix(unit.stage, unit.label or unit.attack, unit.member["name"], f"{eps:.6g}", unit.kwargs.get("seed", 0))
         fresh = lambda: reset_path_state(source)  # noqa: E731 - every start begins ASSG's running means afresh
         keyed = keyed_random(attack, x, keys, seed, fresh) if keys is not None else contextlib.nullcontext()
-        with _path(source, member), torch.enable_grad(), keyed:
+        with use_path(source, member), torch.enable_grad(), keyed:
             adv = attack(x, y)
         if (adv - x).abs().max() > eps + 1e-5 or adv.min() < -1e-6 or adv.max() > 1 + 1e-6:
             raise RuntimeError(f"{unit.tag}: adversarial example outside the eps={eps:g} ball or [0, 1]")
         with torch.no_grad():
             return self.model(adv).argmax(1) == y
 
-    def _run_unit(self, unit: _Unit, x, y, alive: torch.Tensor, eps: float) -> torch.Tensor:
+    def _run_unit(self, unit: Unit, x, y, alive: torch.Tensor, eps: float) -> torch.Tensor:
         """Attack the alive samples in batches; returns the boolean mask of samples this unit broke."""
         t0 = time.perf_counter()
         broke = torch.zeros_like(alive)
@@ -292,7 +165,7 @@ class Evaluator:
             "ranking": {},
         }
         worst_alive = clean.clone()
-        total = self.units_per_eps() * len(self.epsilons) + (len(self.members) if self._ranks() else 0)
+        total = self.plan.units_per_eps() * len(self.epsilons) + (len(self.members) if self._ranks() else 0)
         bar = self.progress(total=total) if self.progress else None
         try:
             self.ranked, out["ranking"] = self._rank(x, y, clean, bar, out)
@@ -320,7 +193,7 @@ class Evaluator:
         eps = self.epsilons[-1]
         broke_by = []
         for m in self.members:
-            unit = _Unit("rank", self.rank_attack["name"], m, _kwargs(self.rank_attack), self.label(self.rank_attack))
+            unit = Unit("rank", self.rank_attack["name"], m, attack_kwargs(self.rank_attack), label(self.rank_attack))
             broke = self._run_unit(unit, x, y, clean, eps)
             for i in torch.nonzero(broke).flatten().tolist():
                 self.rank_breaks[i] = self.rank_breaks[i] or f"rank:{unit.tag}"
@@ -330,7 +203,7 @@ class Evaluator:
         order = sorted(range(len(self.members)), key=lambda k: -totals[k])
         return [self.members[k] for k in order], {
             "eps": f"{eps:.6g}",
-            "attack": self.label(self.rank_attack),
+            "attack": label(self.rank_attack),
             "broken": {m["name"]: int(t) for m, t in zip(self.members, totals)},
         }
 
@@ -362,7 +235,7 @@ class Evaluator:
         samples every attack left."""
         paper: dict[str, list[Optional[str]]] = {}
         paper_alive_all = clean.clone()
-        for unit in self._paper_units():
+        for unit in self.plan.paper_units():
             rec = paper.setdefault(unit.label, [None if c else "clean" for c in clean.tolist()])
             alive = torch.tensor([r is None for r in rec], dtype=torch.bool, device=x.device)  # early exit
             broke = self._run_unit(unit, x, y, alive, eps)
@@ -394,12 +267,12 @@ class Evaluator:
                 breaker[i] = self.rank_breaks[i]
             stages["rank"], worst_alive = int(kept.sum()), worst_alive & ~kept
         ranked = self.ranked
-        units = self._adaptive_units(ranked)
+        units = self.plan.adaptive_units(ranked)
         if self.transfer:
-            units.append(_Unit("transfer", "pgd", MODEL, dict(steps=10), f"transfer:{self.transfer[0]}"))
+            units.append(Unit("transfer", "pgd", MODEL, dict(steps=10), f"transfer:{self.transfer[0]}"))
         stages.update({u.stage: 0 for u in units})  # the same on every rank
 
-        def run_units(units: list[_Unit], stage_suffix: str = "") -> list[int]:
+        def run_units(units: list[Unit], stage_suffix: str = "") -> list[int]:
             """Each unit on the survivors; what each broke (this rank)."""
             nonlocal worst_alive
             broken = []
@@ -413,16 +286,16 @@ class Evaluator:
                 self._step(bar, out, f"eps={eps:g} {unit.stage}{stage_suffix} {unit.tag}")
             return broken
 
-        def paid(units: list[_Unit], counts: list[float]) -> set:
+        def paid(units: list[Unit], counts: list[float]) -> set:
             return {(u.attack, u.member["name"]) for u, c in zip(units, counts) if c > 0}
 
         made = self._sum(run_units(units) + [stages.get("rank", 0)], x.device)  # summed: every rank agrees
         tier, productive = int(sum(made)), paid(units, made)
         rounds: list[int] = []
         total_rounds = self.adaptive.check_rounds if self.adaptive else 0
-        ticks = out["units_done"] + total_rounds * len(self._check_units(ranked, 0))
+        ticks = out["units_done"] + total_rounds * len(self.plan.check_units(ranked, 0))
         for r in range(total_rounds):
-            check = self._check_units(ranked, r, frozenset(productive))
+            check = self.plan.check_units(ranked, r, frozenset(productive))
             stages.setdefault("check", 0)
             made = self._sum(run_units(check, f"{r + 1}"), x.device)
             rounds.append(int(sum(made)))
@@ -466,7 +339,7 @@ class Evaluator:
             zero = torch.zeros(len(x), dtype=torch.bool, device=x.device)
             for i in range(0, len(x), self.batch_size):
                 xi = x[i : i + self.batch_size].clone().requires_grad_(True)
-                with _path(self.model, member), torch.enable_grad():
+                with use_path(self.model, member), torch.enable_grad():
                     loss = torch.nn.functional.cross_entropy(
                         self.model(xi), y[i : i + self.batch_size], reduction="sum"
                     )
@@ -480,5 +353,5 @@ class Evaluator:
         """Samples robust to ``attack`` through every member (early exit), summed over ranks."""
         alive = self.clean_correct(x, y)
         for m in self.members:
-            alive &= ~self._run_unit(_Unit("audit", attack["name"], m, _kwargs(attack)), x, y, alive, eps)
+            alive &= ~self._run_unit(Unit("audit", attack["name"], m, attack_kwargs(attack)), x, y, alive, eps)
         return int(self._sum([float(alive.sum())], x.device)[0])

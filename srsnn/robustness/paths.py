@@ -1,0 +1,76 @@
+"""Gradient paths: the views of one SNN's weights an attack can take its gradient through.
+
+The paper's ensemble (Schmolli et al., CPAL 2025; Özdenizci & Legenstein, TMLR 2024), the published SNN-specific
+paths (ASSG, HART), the deployed forward itself (``MODEL``), and the BPDA judge that lets an attack through a path
+with another forward (the ReLU network) keep what fools the deployed network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from srsnn.snn.network import gradient_path
+
+MODEL = {"name": "model", "mode": None}  # the deployed forward itself (ANNs; Square; transfer judging)
+
+
+def paper_ensemble() -> list[dict]:
+    """The 19 gradient paths of Schmolli et al. (CPAL 2025) / Özdenizci & Legenstein (TMLR 2024):
+    triangular x5, exponential x6, rectangular x5, straight-through, BPTR, and the ReLU network."""
+    members = [{"mode": "spike", "surrogate": {"name": "triangular", "gamma": g}} for g in (0.25, 0.5, 1, 2, 3)]
+    members += [
+        {"mode": "spike", "surrogate": {"name": "exponential", "gamma_d": d, "gamma_s": s}}
+        for d in (0.3, 1.0)
+        for s in (0.5, 1.0, 2.0)
+    ]
+    members += [{"mode": "spike", "surrogate": {"name": "rectangular", "gamma": g}} for g in (0.25, 0.5, 1, 2, 4)]
+    members += [{"mode": "spike", "surrogate": {"name": "straight_through"}}, {"mode": "bptr"}, {"mode": "relu"}]
+    for m in members:
+        sg = m.get("surrogate")
+        args = ",".join(f"{v:g}" for k, v in (sg or {}).items() if k != "name")
+        m["name"] = m["mode"] if sg is None else sg["name"] + (f"({args})" if args else "")
+    return members
+
+
+def snn_attack_paths(assg_a: float = 0.425, hart_gamma: float = 1.0) -> list[dict]:
+    """The published SNN-specific gradient paths beyond the paper's ensemble (``srsnn.snn.neurons.IFNeuron``):
+    ASSG (Wang et al., arXiv 2512.22522; A) and HART (Hao et al., ICLR 2024; gamma relative to the threshold)."""
+    return [
+        {"mode": "assg", "param": float(assg_a), "name": f"assg({assg_a:g})"},
+        {"mode": "hart", "param": float(hart_gamma), "name": f"hart({hart_gamma:g})"},
+    ]
+
+
+class DeployedJudge(nn.Module):
+    """The deployed logits with a gradient path's gradient (BPDA; Athalye et al., ICML 2018):
+    ``z = f(x) + g(x) - stopgrad(g(x))``, f the deployed forward, g the path's forward. An attack that keeps its best
+    iterate (APGD) then keeps the one that fools f, not the one that fools g."""
+
+    def __init__(self, model: nn.Module, member: dict):
+        super().__init__()
+        self.model, self.member = model, member
+        self.train(model.training)  # torchattacks restores the attacked module's mode, and with it the model's
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            z = self.model(x)
+        with use_path(self.model, self.member):
+            g = self.model(x)
+        return z + (g - g.detach())
+
+
+def changes_forward(member: dict) -> bool:
+    """Does this gradient path compute another forward than the deployed model (the ReLU network does)?"""
+    return member.get("mode") == "relu"
+
+
+def use_path(model: nn.Module, member: dict):
+    """The block runs ``model`` through ``member``'s gradient path (the deployed forward for ``MODEL``)."""
+    return (
+        gradient_path(model, member["mode"], member.get("surrogate"), member.get("param"))
+        if member.get("mode")
+        else contextlib.nullcontext()
+    )
