@@ -273,7 +273,13 @@ class CLI(LightningCLI):
         if cfg.get("ckpt_path"):
             cfg.ckpt_path = resolve_checkpoint(cfg.ckpt_path, "--ckpt_path")
             if os.path.isfile(cfg.ckpt_path):
-                read_checkpoint(cfg.ckpt_path, "--ckpt_path")
+                ckpt = read_checkpoint(cfg.ckpt_path, "--ckpt_path")
+                if "state_dict" not in ckpt or "pytorch-lightning_version" not in ckpt:
+                    raise UserError(
+                        f"--ckpt_path {cfg.ckpt_path} holds weights only (a state dict), not a checkpoint written by "
+                        "train.py fit; to start an ANN from these weights pass --model.init_args.init_from "
+                        f"{cfg.ckpt_path} (without --ckpt_path)"
+                    )
 
     def _check_checkpoint_kind(self, cfg: Namespace) -> None:
         """Lightning takes the checkpoint's own module class from its hyperparameters: an ANN checkpoint under an

@@ -202,6 +202,23 @@ def test_a_file_that_is_not_a_checkpoint_says_so_through_the_cli(tmp_path):
     assert "Traceback" not in out.stderr and "could run code" not in out.stderr
 
 
+def test_a_bare_state_dict_at_ckpt_path_is_one_error_naming_init_from(dense_ann_ckpt, tmp_path):
+    """A user's own weights (torch.save(model.state_dict())) given where a train.py checkpoint belongs."""
+    sd = {k[len("net.") :]: v for k, v in torch.load(dense_ann_ckpt, weights_only=True)["state_dict"].items()}
+    torch.save(sd, tmp_path / "weights.pt")
+    out = run_main(
+        "test",
+        "--config",
+        "conf/digits/ann.yaml",
+        "--ckpt_path",
+        str(tmp_path / "weights.pt"),
+        *tiny_overrides(tmp_path / "run"),
+    )
+    assert out.returncode == 2 and "holds weights only (a state dict)" in out.stderr
+    assert "--model.init_args.init_from" in out.stderr and "Traceback" not in out.stderr
+    assert "pytorch-lightning_version" not in out.stderr
+
+
 def test_a_config_error_names_the_key_first(tmp_path):
     out = run_main(
         "fit", "--config", "conf/digits/ann.yaml", "--model.init_args.no_such_key", "1", *tiny_overrides(tmp_path)
