@@ -204,6 +204,7 @@ class AttackEvaluation(Callback):
         self.large_eps, self.output_dir = parse_eps(large_eps, "AttackEvaluation.large_eps"), output_dir
         self.results: dict[str, Any] = {}
         self.per_sample: dict[str, Any] = {}
+        self._stop: Optional[threading.Event] = None  # set per evaluation under DDP (signals are deferred)
 
     def members(self, pl_module) -> Optional[list[dict]]:
         if self.ensemble == "none" or (self.ensemble == "auto" and getattr(pl_module, "kind", "ann") != "snn"):
@@ -259,7 +260,7 @@ class AttackEvaluation(Callback):
             reduce=reduce,
             progress=progress,
             batch_size=self.batch_size,
-            stop=self._stop.is_set if getattr(self, "_stop", None) else None,
+            stop=self._stop.is_set if self._stop else None,
             snn_paths=snn_attack_paths(tuning["assg"], tuning["hart"]) if tuning else None,
         )
         total = int(reduce(torch.tensor(float(len(y)), device=device)).item())

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import ROOT, ckpt, run_cli, run_main, tiny_eval, tiny_overrides
+from helpers import ROOT, TINY_SNN, ckpt, run_cli, run_main, tiny_eval, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -185,18 +185,7 @@ def test_cifar_code_path_runs_on_fake_files(tmp_path, monkeypatch):
 
 
 def test_snn_validate_fit_test_through_the_cli(dense_ann_ckpt, tmp_path):
-    snn = [
-        "--config",
-        "conf/digits/snn.yaml",
-        "--model.init_args.num_steps",
-        "2",
-        "--model.init_args.calib_steps",
-        "4",
-        "--model.init_args.calib_batches",
-        "2",
-        "--model.init_args.eval_steps",
-        "2",
-    ]
+    snn = ["--config", "conf/digits/snn.yaml", *TINY_SNN, "--model.init_args.eval_steps", "2"]
     ok = lambda out: out if out.returncode == 0 else pytest.fail(out.stderr[-3000:])
     out = ok(
         run_main("validate", *snn, "--model.init_args.ann_checkpoint", dense_ann_ckpt, *tiny_overrides(tmp_path / "v"))

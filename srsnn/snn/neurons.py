@@ -51,6 +51,18 @@ MODES = ("spike", "bptr", "relu", "assg", "hart")
 RESETS = ("zero", "subtract")
 
 
+def _if_forward(x: torch.Tensor, v0, theta: torch.Tensor, reset_zero: bool):
+    """The IF recurrence without a graph, one time step's slice per pass (see ``_IFMultiStep``): the pre-reset
+    membranes u_t and the spikes s_t, each [T, B, ...], and the final membrane v_T."""
+    u_all, spikes, v = torch.empty_like(x), torch.empty_like(x), v0
+    for t in range(x.shape[0]):
+        u = u_all[t].copy_(x[t]) if v is None else torch.add(v, x[t], out=u_all[t])
+        s = torch.ge(u, theta, out=spikes[t])
+        # arithmetic, not torch.where/masked_fill: those measured ~6x slower on NHWC tensors on CPU
+        v = torch.addcmul(u, u, s, value=-1.0) if reset_zero else torch.addcmul(u, s, theta, value=-1.0)
+    return u_all, spikes, v
+
+
 class _IFMultiStep(torch.autograd.Function):
     """Fused IF recurrence over T steps from an initial membrane ``v0`` (None = 0): one autograd node per call
     instead of T. Every pass works on one time step's slice, so the few elementwise ops of a step run on data
@@ -69,14 +81,7 @@ class _IFMultiStep(torch.autograd.Function):
         detach_reset: bool = False,
     ):
         ctx.set_materialize_grads(False)
-        u_all = torch.empty_like(x)
-        spikes = torch.empty_like(x)
-        v = v0
-        for t in range(x.shape[0]):
-            u = u_all[t].copy_(x[t]) if v is None else torch.add(v, x[t], out=u_all[t])
-            s = torch.ge(u, theta, out=spikes[t])
-            # arithmetic, not torch.where/masked_fill: those measured ~6x slower on NHWC tensors on CPU
-            v = torch.addcmul(u, u, s, value=-1.0) if reset_zero else torch.addcmul(u, s, theta, value=-1.0)
+        u_all, spikes, v = _if_forward(x, v0, theta, reset_zero)
         ctx.save_for_backward(u_all, spikes, theta)  # the spikes are saved by the next layer anyway
         ctx.surrogate, ctx.reset_zero, ctx.has_v0 = surrogate, reset_zero, v0 is not None
         ctx.detach_reset = detach_reset
@@ -110,24 +115,15 @@ class _IFMultiStep(torch.autograd.Function):
         return grad_x, grad_v if ctx.has_v0 else None, grad_theta, None, None, None
 
 
-def _if_forward(x: torch.Tensor, v0, theta: torch.Tensor, reset_zero: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The IF recurrence without a graph: the pre-reset membranes u_t and the spikes s_t, each [T, B, ...]."""
-    u_all, spikes, v = torch.empty_like(x), torch.empty_like(x), v0
-    for t in range(x.shape[0]):
-        u = u_all[t].copy_(x[t]) if v is None else torch.add(v, x[t], out=u_all[t])
-        s = torch.ge(u, theta, out=spikes[t])
-        v = torch.addcmul(u, u, s, value=-1.0) if reset_zero else torch.addcmul(u, s, theta, value=-1.0)
-    return u_all, spikes
-
-
 class _IFAdaptiveAtan(torch.autograd.Function):
-    """ASSG's backward (see ``IFNeuron``): per-step atan sharpness ``alphas`` [T, B, ...]; detached reset, full
-    membrane chain (dv_t/du_t = 1 - s_t for the hard reset, 1 for subtraction). Attack path: no threshold gradient."""
+    """ASSG's backward (see ``IFNeuron``): per-step atan sharpness ``sharpness(u_all, theta)`` [T, B, ...]; detached
+    reset, full membrane chain (dv_t/du_t = 1 - s_t for the hard reset, 1 for subtraction). Attack path: no
+    threshold gradient."""
 
     @staticmethod
-    def forward(ctx, x, v0, theta, alphas, reset_zero: bool):
-        with torch.no_grad():
-            u_all, spikes = _if_forward(x, v0, theta, reset_zero)
+    def forward(ctx, x, v0, theta, sharpness, reset_zero: bool):
+        u_all, spikes, _ = _if_forward(x, v0, theta, reset_zero)
+        alphas = sharpness(u_all, theta)  # from this forward's membranes: one IF pass serves both
         ctx.save_for_backward(u_all, spikes, theta, alphas)
         ctx.reset_zero, ctx.has_v0 = reset_zero, v0 is not None
         return spikes
@@ -152,8 +148,7 @@ class _IFHart(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, v0, theta, width: float, reset_zero: bool):
-        with torch.no_grad():
-            u_all, spikes = _if_forward(x, v0, theta, reset_zero)
+        u_all, spikes, _ = _if_forward(x, v0, theta, reset_zero)
         ctx.save_for_backward(u_all, theta)
         ctx.width, ctx.has_v0 = width, v0 is not None
         return spikes
@@ -268,7 +263,7 @@ class IFNeuron(snntorch.Leaky):
             fired = (spikes.sum(0, keepdim=True) > 0).to(xt.dtype)  # RateBp: 1[mean_t s_t > 0]
             spikes = spikes + (xt - xt.detach()) * fired  # value: the spikes exactly; gradient: dL/ds_t * fired
         elif self.mode == "assg":
-            spikes = _IFAdaptiveAtan.apply(xt, v0, theta, self._assg_alphas(xt, v0, theta), self.reset_mode == "zero")
+            spikes = _IFAdaptiveAtan.apply(xt, v0, theta, self._assg_alphas, self.reset_mode == "zero")
         elif self.mode == "hart":
             gamma = 1.0 if self.path_param is None else float(self.path_param)
             spikes = _IFHart.apply(xt, v0, theta, gamma, self.reset_mode == "zero")
@@ -279,10 +274,9 @@ class IFNeuron(snntorch.Leaky):
         return spikes.reshape_as(x).to(dtype)
 
     @torch.no_grad()
-    def _assg_alphas(self, xt: torch.Tensor, v0, theta: torch.Tensor) -> torch.Tensor:
+    def _assg_alphas(self, u_all: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """Update the running means with this forward's |u_t - theta| and return the sharpness a_t per step. A new
         batch shape (another attack call) starts them afresh at M = theta, D = 0."""
-        u_all, _ = _if_forward(xt, v0, theta, self.reset_mode == "zero")
         dist = (u_all - theta).abs()
         stats = self.assg_stats
         if stats is None or len(stats) != len(dist) or stats[0][0].shape != dist[0].shape:
