@@ -33,6 +33,7 @@ from datamodules import Digits, MNIST5k  # noqa: E402
 from srsnn.export.compact import load_compact  # noqa: E402
 from srsnn.robustness.attacks import SAPGD  # noqa: E402
 from srsnn.robustness.paths import paper_ensemble, snn_attack_paths  # noqa: E402
+from srsnn.robustness.results import PerSample, SampleRecord  # noqa: E402
 from srsnn.snn.network import gradient_path  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,7 +110,7 @@ def attacks(eps):
 
 
 torch.manual_seed(a.seed)
-samples = [{"index": i, "clean_correct": bool(c), "broken_by": {}} for i, c in enumerate(clean.tolist())]
+samples = [SampleRecord(index=i, clean_correct=bool(c), broken_by={}) for i, c in enumerate(clean.tolist())]
 alive = clean.clone()
 for eps in sorted(a.eps):
     for name, pth, attack in attacks(eps):
@@ -122,13 +123,15 @@ for eps in sorted(a.eps):
         with torch.no_grad():
             fooled = model(adv).argmax(1) != y[idx]  # judged on the deployed model, whatever path crafted it
         for i in idx[fooled].tolist():
-            samples[i]["broken_by"][f"{eps:g}"] = name
+            samples[i].broken_by[f"{eps:g}"] = name
         alive[idx[fooled]] = False
     for s in samples:
-        s["broken_by"].setdefault(
+        s.broken_by.setdefault(
             f"{eps:g}",
-            None if s["clean_correct"] and alive[s["index"]] else "clean" if not s["clean_correct"] else "smaller eps",
+            None if s.clean_correct and alive[s.index] else "clean" if not s.clean_correct else "smaller eps",
         )
     print(f"eps={eps:g}: {int(alive.sum())} robust", flush=True)
-json.dump({"samples": samples}, open(a.out, "w"))
+PerSample(samples=samples, note="broken_by: the second opinion's attack that broke the sample (null = robust)").write(
+    a.out
+)
 print(f"wrote {a.out}")

@@ -23,7 +23,7 @@ from srsnn.modes import module_mode
 from srsnn.pruning.masks import sparsity_report
 from srsnn.snn.synops import SynopCounter, ann_macs, first_layer_macs, layer_labels
 
-from .evaluation import sum_over_ranks, test_subset, write_results
+from .shards import sum_over_ranks, test_subset, write_results
 
 
 class SpikeEnergyMonitor(Callback):

@@ -11,7 +11,6 @@ per-sample worst case. Results go to ``<log_dir>/evaluation/`` (see ``AttackEval
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import threading
@@ -21,7 +20,6 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info
-from torchmetrics.utilities.distributed import gather_all_tensors
 from tqdm import tqdm
 
 from srsnn.errors import UserError
@@ -32,87 +30,16 @@ from srsnn.robustness.budget import AdaptiveBudget
 from srsnn.robustness.paths import paper_ensemble, snn_attack_paths
 from srsnn.robustness.planner import label
 from srsnn.robustness.reporting import attacks_markdown, plot_robust_accuracy
+from srsnn.robustness.results import Budget, Evaluation, MembersAlone, PerSample, SampleRecord
 from srsnn.robustness.runner import Evaluator
 from srsnn.robustness.tuning import tune_snn_paths
 
 from .interrupt import sigterm_as_interrupt
+from .shards import gather_objects, sum_over_ranks, test_subset, write_results
 
 WHITE_BOX = ("fgsm", "pgd", "apgd_ce", "apgd_dlr")
 TUNE_SAMPLES = 100  # at most this many validation images (and no more than the test subset) choose A and gamma
 PAPER_ATTACKS = ({"name": "fgsm"}, {"name": "pgd", "steps": 10})  # the paper's main-table protocol
-
-
-def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
-    """Element-wise sum of a tensor of counts over DDP ranks (torchmetrics' gather; identity on one process). The
-    tensor must be on the ranks' device: NCCL (multi-GPU) accepts accelerator tensors only."""
-    values = values.double()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.stack(gather_all_tensors(values)).sum(0)
-    return values
-
-
-def results_dir(trainer, output_dir: Optional[str]) -> str:
-    path = output_dir or os.path.join(trainer.log_dir or trainer.default_root_dir, "evaluation")
-    if trainer.is_global_zero:
-        os.makedirs(path, exist_ok=True)
-    return path
-
-
-def write_results(trainer, output_dir: Optional[str], stem: str, results: dict, markdown: str, plots: dict) -> None:
-    """``<stem>.json``, ``<stem>.md`` and the plots (``{filename: fn(path)}``) into the results folder.
-
-    Call on every rank: ``trainer.log_dir`` is a broadcast under DDP (a rank-0-only call deadlocks); rank 0 writes."""
-    out = results_dir(trainer, output_dir)
-    if not trainer.is_global_zero:
-        return
-    with open(os.path.join(out, f"{stem}.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    with open(os.path.join(out, f"{stem}.md"), "w") as f:
-        f.write(markdown)
-    for name, fn in plots.items():
-        fn(os.path.join(out, name))
-    rank_zero_info(f"wrote {out}/{stem}.json, {stem}.md, " + ", ".join(plots))
-
-
-def test_subset(trainer, num_samples: int, split: str = "test") -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """The first ``num_samples`` samples of the datamodule's ``test_dataloader()`` (0 = all; ``split="val"``: of
-    ``val_dataloader()``), in its order, and this rank's exact, non-overlapping shard of them:
-    ``(x, y, global indices)``. Works with any LightningDataModule."""
-    dm, name = trainer.datamodule, f"{split}_dataloader"
-    if dm is None or not callable(getattr(dm, name, None)):
-        raise UserError(
-            f"the evaluation callbacks need a LightningDataModule with a {name}() "
-            "(pass --data ...; a bare dataloader has no fixed test set to evaluate)"
-        )
-    loader = getattr(dm, name)()
-    if isinstance(getattr(loader, "sampler", None), torch.utils.data.RandomSampler):
-        raise UserError(
-            f"{type(dm).__name__}.{name}() shuffles; the evaluation needs a fixed order (use shuffle=False for it)"
-        )
-    xs, ys, n = [], [], 0
-    for batch in loader:
-        if not isinstance(batch, (list, tuple)) or len(batch) < 2:
-            raise UserError(f"{type(dm).__name__}.{name}() must yield (images, labels) batches")
-        xs.append(batch[0])
-        ys.append(torch.as_tensor(batch[1]))
-        n += len(batch[1])
-        if num_samples and n >= num_samples:
-            break
-    if not xs:
-        raise UserError(f"{type(dm).__name__}.{name}() is empty")
-    x, y = torch.cat(xs), torch.cat(ys).long()
-    n = min(num_samples, len(y)) if num_samples else len(y)
-    idx = list(range(n))[trainer.global_rank :: trainer.world_size]
-    return x[idx], y[idx], idx
-
-
-def gather_objects(obj: Any) -> list[Any]:
-    """``[obj of rank 0, obj of rank 1, ...]`` (``[obj]`` on one process)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        out = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(out, obj)
-        return out
-    return [obj]
 
 
 DEFAULT_ADAPTIVE = dataclasses.asdict(AdaptiveBudget())
@@ -202,8 +129,8 @@ class AttackEvaluation(Callback):
         self.num_samples, self.batch_size, self.ensemble = num_samples, batch_size, ensemble
         self.transfer_from, self.audit, self.margin_points = transfer_from, audit, margin_points
         self.large_eps, self.output_dir = parse_eps(large_eps, "AttackEvaluation.large_eps"), output_dir
-        self.results: dict[str, Any] = {}
-        self.per_sample: dict[str, Any] = {}
+        self.results: Optional[Evaluation] = None
+        self.per_sample: Optional[PerSample] = None
         self._stop: Optional[threading.Event] = None  # set per evaluation under DDP (signals are deferred)
 
     def members(self, pl_module) -> Optional[list[dict]]:
@@ -218,17 +145,17 @@ class AttackEvaluation(Callback):
         with module_mode(model), sigterm_as_interrupt(self._stop):
             self.results, self.per_sample = self.evaluate(trainer, pl_module, model)
         self.write(trainer)
-        for eps, v in self.results["eps"].items():
-            pl_module.log(f"test/robust_worst/eps={eps}", v["worst"], sync_dist=False)
-            for name, acc in v["paper"].items():
+        for eps, v in self.results.eps.items():
+            pl_module.log(f"test/robust_worst/eps={eps}", v.worst, sync_dist=False)
+            for name, acc in v.paper.items():
                 pl_module.log(f"test/robust_paper_{name}/eps={eps}", acc, sync_dist=False)
-            if v.get("confidence"):  # what another round would likely still break (0 when converged)
-                pl_module.log(f"test/next_round_bound/eps={eps}", float(v["confidence"]["bound"]), sync_dist=False)
-        if self.results.get("interrupted"):
-            rank_zero_info(f"[AttackEvaluation] {self.results['interrupted']}; the finished part is written above")
+            if v.confidence:  # what another round would likely still break (0 when converged)
+                pl_module.log(f"test/next_round_bound/eps={eps}", float(v.confidence["bound"]), sync_dist=False)
+        if self.results.interrupted:
+            rank_zero_info(f"[AttackEvaluation] {self.results.interrupted}; the finished part is written above")
             raise KeyboardInterrupt
 
-    def evaluate(self, trainer, pl_module, model) -> tuple[dict[str, Any], dict[str, Any]]:
+    def evaluate(self, trainer, pl_module, model) -> tuple[Evaluation, PerSample]:
         t0 = time.time()
         device = pl_module.device
         x, y, idx = test_subset(trainer, self.num_samples)
@@ -276,50 +203,49 @@ class AttackEvaluation(Callback):
             per_eps = summarize(local, max(total, 1), clean)
             checks, zero_by_path = self._audit(ev, x, y, per_eps, total, num_classes, local) if self.audit else ([], {})
         confidence = [
-            confidence_statement(e, v["worst"], v.get("confidence") if self.adaptive else None, total)
-            for e, v in per_eps.items()
+            confidence_statement(e, v.worst, v.confidence if self.adaptive else None, total) for e, v in per_eps.items()
         ]
-        res = {
-            "kind": getattr(pl_module, "kind", "ann"),
-            "num_samples": total,
-            "clean_acc": clean / max(total, 1),
-            "num_classes": num_classes,
-            "epsilons": [float(e) for e in per_eps],
-            "ensemble": names,
-            "budget": {
-                "paper": ", ".join(label(a) for a in self.attacks)
+        res = Evaluation(
+            kind=getattr(pl_module, "kind", "ann"),
+            num_samples=total,
+            clean_acc=clean / max(total, 1),
+            num_classes=num_classes,
+            epsilons=[float(e) for e in per_eps],
+            ensemble=names,
+            budget=Budget(
+                paper=", ".join(label(a) for a in self.attacks)
                 + (f" through {len(names)} gradient paths (ensemble)" if members else " on the network"),
-                "rank_attack": label(ev.rank_attack),
-                "adaptive": self.adaptive.describe(len(names), num_classes) if self.adaptive else None,
-                "transfer": f"PGD-10 from {self.transfer_from['ckpt_path']}" if self.transfer_from else None,
-                "snn_paths": (
+                rank_attack=label(ev.rank_attack),
+                adaptive=self.adaptive.describe(len(names), num_classes) if self.adaptive else None,
+                transfer=f"PGD-10 from {self.transfer_from['ckpt_path']}" if self.transfer_from else None,
+                snn_paths=(
                     f"SA-PGD ({self.adaptive.snn_steps} steps, {self.adaptive.snn_restarts} start(s)) through "
                     + " and ".join(m["name"] for m in ev.snn_paths)
                     + f" (A and gamma: {tuning['how']})"
                     if tuning
                     else None
                 ),
-            },
-            "tuning": tuning,
-            "eps": per_eps,
-            "audit": checks,
-            "confidence": confidence,
-            "interrupted": local["interrupted"],
-            "zero_gradient_samples_by_path": zero_by_path,
-            "notes": dead_paths(zero_by_path, total),
-            "members_alone": (
-                {
-                    "eps": local["ranking"]["eps"],
-                    "attack": local["ranking"]["attack"],
-                    "accuracy": {k: (clean - v) / max(total, 1) for k, v in local["ranking"]["broken"].items()},
-                    "top_k": [m["name"] for m in ev.ranked[: self.adaptive.top_k]],
-                }
+            ),
+            tuning=tuning,
+            eps=per_eps,
+            audit=checks,
+            confidence=confidence,
+            interrupted=local["interrupted"],
+            zero_gradient_samples_by_path=zero_by_path,
+            notes=dead_paths(zero_by_path, total),
+            members_alone=(
+                MembersAlone(
+                    eps=local["ranking"]["eps"],
+                    attack=local["ranking"]["attack"],
+                    accuracy={k: (clean - v) / max(total, 1) for k, v in local["ranking"]["broken"].items()},
+                    top_k=[m["name"] for m in ev.ranked[: self.adaptive.top_k]],
+                )
                 if local["ranking"]
                 else None
             ),
-            "seconds": time.time() - t0,
-            "seconds_by_stage": {k: round(v, 1) for k, v in ev.seconds.items()},
-        }
+            seconds=time.time() - t0,
+            seconds_by_stage={k: round(v, 1) for k, v in ev.seconds.items()},
+        )
         _log_summary(res)
         return res, _per_sample_records(idx, local)
 
@@ -380,42 +306,35 @@ class AttackEvaluation(Callback):
             attacks_markdown(self.results),
             {
                 "robust_accuracy.png": lambda p: plot_robust_accuracy({"this model": self.results}, p),
-                "per_sample.json": lambda p: json.dump(self.per_sample, open(p, "w")),
+                "per_sample.json": self.per_sample.write,
             },
         )
 
 
-def _log_summary(res: dict) -> None:
-    for c in res["audit"]:
+def _log_summary(res: Evaluation) -> None:
+    for c in res.audit:
         v = verdict(c)
-        rank_zero_info(f"[audit] {v + '  <<< in doubt' if v == 'FAIL' else v}: {c['check']} — {c['detail']}")
-    for note in res["notes"]:
+        rank_zero_info(f"[audit] {v + '  <<< in doubt' if v == 'FAIL' else v}: {c.check} — {c.detail}")
+    for note in res.notes:
         rank_zero_info(f"[audit] NOTE: {note}")
-    for eps, v in res["eps"].items():
+    for eps, v in res.eps.items():
         rank_zero_info(
-            f"[AttackEvaluation] eps={eps}: worst case {v['worst']:.4f}, paper protocol {v['paper_all']:.4f}"
-            f" (overestimate {v['overestimate_points']:.1f} points)"
+            f"[AttackEvaluation] eps={eps}: worst case {v.worst:.4f}, paper protocol {v.paper_all:.4f}"
+            f" (overestimate {v.overestimate_points:.1f} points)"
         )
-    for line in res["confidence"]:
+    for line in res.confidence:
         rank_zero_info(f"[confidence] {line}")
 
 
-def _per_sample_records(idx: list, local: dict) -> dict:
+def _per_sample_records(idx: list, local: dict) -> PerSample:
     """``per_sample.json``: every rank's records, in the global order of the test subset."""
-    merged: dict[int, dict] = {}
+    merged: dict[int, SampleRecord] = {}
     for shard_idx, shard in gather_objects((idx, local)):
         for k, i in enumerate(shard_idx):
-            merged[i] = {
-                "index": i,
-                "clean_correct": shard["clean"][k],
-                "broken_by": {e: r["per_sample"]["worst"][k] for e, r in shard["eps"].items()},
-                "paper": {
-                    e: {a: rec[k] for a, rec in r["per_sample"]["paper"].items()} for e, r in shard["eps"].items()
-                },
-            }
-    return {
-        "note": "broken_by: the first attack/member that broke the sample at that epsilon (null = robust "
-        "to everything run; 'clean' = misclassified without attack; '@eps=E': broken at a smaller "
-        "epsilon E); paper: the member that broke it under each paper-protocol attack",
-        "samples": [merged[i] for i in sorted(merged)],
-    }
+            merged[i] = SampleRecord(
+                index=i,
+                clean_correct=shard["clean"][k],
+                broken_by={e: r["per_sample"]["worst"][k] for e, r in shard["eps"].items()},
+                paper={e: {a: rec[k] for a, rec in r["per_sample"]["paper"].items()} for e, r in shard["eps"].items()},
+            )
+    return PerSample(samples=[merged[i] for i in sorted(merged)])

@@ -16,8 +16,8 @@ import torch.distributed as dist
 from sim_device import SIM, SimTensor, simulated_accelerator
 from torch import nn
 
-from callbacks.evaluation import sum_over_ranks
 from callbacks.pruning import HarpPruning, prune_by_magnitude
+from callbacks.shards import sum_over_ranks
 from helpers import ckpt, run_main, tiny_eval, tiny_overrides
 from lightning_modules import ConvertedSNN
 from srsnn.ann.architectures import ResNet20, SmallCNN

@@ -54,16 +54,16 @@ def test_worst_case_is_below_every_component_and_per_sample_records_add_up():
     per_eps = summarize(out, len(y), sum(out["clean"]))
     prev = 1.0
     for eps, v in per_eps.items():
-        assert v["worst"] <= v["paper_all"] <= min(v["paper"].values())
-        assert v["worst"] <= prev  # broken at a smaller epsilon stays broken
-        prev = v["worst"]
+        assert v.worst <= v.paper_all <= min(v.paper.values())
+        assert v.worst <= prev  # broken at a smaller epsilon stays broken
+        prev = v.worst
         rec = out["eps"][eps]["per_sample"]
         assert sum(b is None for b in rec["worst"]) == out["eps"][eps]["robust_worst"]
         for label, by in rec["paper"].items():  # robust in the worst case => robust to every paper attack
             assert all(p is None for w, p in zip(rec["worst"], by) if w is None), label
     alone = {k: 1 - v / len(y) for k, v in out["ranking"]["broken"].items()}
-    assert per_eps["0.15"]["worst"] <= min(alone.values())  # the ensemble + tier beats every single member
-    assert per_eps["0.15"]["worst"] < per_eps["0.15"]["paper_all"] or per_eps["0.15"]["worst"] == 0
+    assert per_eps["0.15"].worst <= min(alone.values())  # the ensemble + tier beats every single member
+    assert per_eps["0.15"].worst < per_eps["0.15"].paper_all or per_eps["0.15"].worst == 0
 
 
 def test_interrupt_keeps_finished_epsilons():
@@ -131,7 +131,7 @@ def _run_eval(net, tmp_path):
         accelerator="cpu",
     )
     trainer.test(module, datamodule=Digits(batch_size=60))
-    return {c["check"]: c["passed"] for c in cb.results["audit"]}, cb, trainer
+    return {c.check: c.passed for c in cb.results.audit}, cb, trainer
 
 
 def test_audit_flags_a_gradient_masking_model(tmp_path, dense_ann_ckpt):
@@ -142,7 +142,7 @@ def test_audit_flags_a_gradient_masking_model(tmp_path, dense_ann_ckpt):
     masked = nn.Sequential(Rounding(), trained)
     verdict, cb, trainer = _run_eval(masked, tmp_path)
     assert verdict["non-zero input gradients under the ensemble"] is False
-    assert cb.results["zero_gradient_samples_by_path"] == {"model": 60} and "dead weight" in cb.results["notes"][0]
+    assert cb.results.zero_gradient_samples_by_path == {"model": 60} and "dead weight" in cb.results.notes[0]
     # white-box attacks see no gradient; the black-box Square breaks what they could not
     assert verdict["eps=0.3: Square (black-box) never beats the white-box attacks"] is False
     for name in ("attacks.json", "attacks.md", "per_sample.json", "robust_accuracy.png", "energy.json"):
@@ -150,7 +150,7 @@ def test_audit_flags_a_gradient_masking_model(tmp_path, dense_ann_ckpt):
     per_sample = json.loads((tmp_path / "per_sample.json").read_text())
     assert len(per_sample["samples"]) == 60
     robust = sum(s["broken_by"]["0.3"] is None for s in per_sample["samples"])
-    assert robust == round(cb.results["eps"]["0.3"]["worst"] * 60)
+    assert robust == round(cb.results.eps["0.3"].worst * 60)
     assert any((s["broken_by"]["0.3"] or "").startswith("square") for s in per_sample["samples"])
     logged = trainer.callback_metrics
     assert "test/robust_worst/eps=0.3" in logged and "test/robust_paper_pgd5/eps=0.3" in logged
@@ -252,26 +252,17 @@ def test_confidence_needs_two_empty_rounds_and_names_the_last_productive_one():
 def test_the_audit_tells_findings_about_the_paper_protocol_from_doubts_about_the_evaluation():
     from srsnn.report.tables import audit_text
     from srsnn.robustness.audit import audit, verdict
+    from srsnn.robustness.results import Check, EpsResult
 
-    per_eps = {
-        "0.1": {
-            "worst": 0.3,
-            "paper_all": 0.6,
-            "paper": {"pgd10": 0.6},
-            "overestimate_points": 30.0,
-            "broken_by_stage": {"square": 0},
-            "check_rounds": [0, 0],
-            "confidence": {"converged": True},
-        }
-    }
+    per_eps = {"0.1": EpsResult(0.3, 0.6, {"pgd10": 0.6}, 30.0, {"square": 0}, [], [0, 0], {"converged": True})}
     checks = audit(per_eps, 100, 0, (0.5, 0.0), 10)
-    assert [verdict(c) for c in checks if not c["passed"]] == ["FINDING"]
+    assert [verdict(c) for c in checks if not c.passed] == ["FINDING"]
     assert audit_text(checks) == "finding: paper protocol overestimates (ε=0.1)"
-    per_eps["0.1"]["check_rounds"], per_eps["0.1"]["confidence"] = [3, 1], {"converged": False}
+    per_eps["0.1"].check_rounds, per_eps["0.1"].confidence = [3, 1], {"converged": False}
     text = audit_text(audit(per_eps, 100, 0, (0.5, 0.0), 10))
     assert text.startswith("FAIL: attack not converged (ε=0.1)") and "finding: paper protocol overestimates" in text
-    old = {"check": "x", "passed": False, "kind": "paper protocol overestimates"}  # an attacks.json of before
-    assert verdict(old) == "FINDING" and verdict({**old, "kind": "attack not converged"}) == "FAIL"
+    old = Check("x", False, "", kind="paper protocol overestimates")  # an attacks.json without the finding field
+    assert verdict(old) == "FINDING" and verdict(Check("x", False, "", kind="attack not converged")) == "FAIL"
 
 
 class _Scripted(Evaluator):

@@ -7,6 +7,8 @@ import json
 import os
 import sys
 
+from srsnn.errors import UserError
+
 from . import __doc__ as DOC
 from .claims import claims
 from .figures import plots
@@ -33,7 +35,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="folder for report.md, report.json and the plots")
     p.add_argument("--title", default="Comparison")
     a = p.parse_args(argv)
-    runs = [load_run(r) for r in a.runs]
+    try:
+        runs = [load_run(r) for r in a.runs]
+    except UserError as err:
+        raise SystemExit(f"error: {err}") from None
     names = [r["name"] for r in runs]
     for r, folder in zip(runs, a.runs):  # two runs of one name (two pipelines): tell them apart by their folder
         if names.count(r["name"]) > 1:

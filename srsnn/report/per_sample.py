@@ -3,10 +3,11 @@ McNemar test of two models' worst-case outcomes on the same samples."""
 
 from __future__ import annotations
 
-import json
 from typing import Any, Optional
 
 from scipy.stats import binomtest
+
+from srsnn.robustness.results import PerSample
 
 
 def read(path: str) -> tuple[dict[int, bool], dict[str, set[int]]]:
@@ -14,16 +15,16 @@ def read(path: str) -> tuple[dict[int, bool], dict[str, set[int]]]:
     ``AttackEvaluation`` writes; another attack writes the same): ``{"samples": [{"index": i, "clean_correct":
     bool, "broken_by": {"<eps>": null | "<what broke it>"}}, ...]}``, null = robust to everything that attack ran."""
     try:
-        samples = json.load(open(path))["samples"]
-        clean = {int(x["index"]): bool(x["clean_correct"]) for x in samples}
+        samples = PerSample.read(path).samples
+        clean = {int(x.index): bool(x.clean_correct) for x in samples}
         broken: dict[str, set[int]] = {}
         for x in samples:
-            for eps, by in x["broken_by"].items():
-                if by is not None and x["clean_correct"]:
-                    broken.setdefault(f"{float(eps):.6g}", set()).add(int(x["index"]))
+            for eps, by in x.broken_by.items():
+                if by is not None and x.clean_correct:
+                    broken.setdefault(f"{float(eps):.6g}", set()).add(int(x.index))
                 else:
                     broken.setdefault(f"{float(eps):.6g}", set())
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise SystemExit(
             f"error: {path}: not a per_sample.json ({type(err).__name__}: {err}); see `report.py compare "
             "--help` for the format"

@@ -9,6 +9,7 @@ import re
 from typing import Any, Optional
 
 from srsnn.io.runs import files_under
+from srsnn.robustness.results import Evaluation
 
 from .per_sample import robust_samples
 
@@ -26,7 +27,7 @@ def load_run(folder: str) -> dict[str, Any]:
             "AttackEvaluation and SpikeEnergyMonitor callbacks first"
         )
     ev = os.path.dirname(found[-1])
-    run = {"name": os.path.basename(os.path.normpath(folder)), "attacks": json.load(open(found[-1]))}
+    run = {"name": os.path.basename(os.path.normpath(folder)), "attacks": Evaluation.read(found[-1])}
     run["stage"] = stage_info(folder, run["name"])
     energy = os.path.join(ev, "energy.json")
     run["energy"] = json.load(open(energy)) if os.path.exists(energy) else {}

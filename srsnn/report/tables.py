@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 from srsnn.robustness.audit import verdict
 from srsnn.robustness.reporting import pct
+from srsnn.robustness.results import Check
 
 METHODS = {"lwm": "LWM", "hydra": "HYDRA", "harp": "HARP", "channels": "channels", None: "dense"}
 
@@ -13,12 +14,12 @@ METHODS = {"lwm": "LWM", "hydra": "HYDRA", "harp": "HARP", "channels": "channels
 def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     """The main table (markdown, with its notes) and one row per run (what ``report.json`` holds)."""
     dense_snn = next(
-        (r for r in runs if r["attacks"]["kind"] == "snn" and r["energy"].get("sparsity", {}).get("global", 1) < 1e-3),
+        (r for r in runs if r["attacks"].kind == "snn" and r["energy"].get("sparsity", {}).get("global", 1) < 1e-3),
         None,
     )
     eps_cols = []
     for r in runs:
-        eps_cols += [e for e in r["attacks"]["eps"] if e not in eps_cols]
+        eps_cols += [e for e in r["attacks"].eps if e not in eps_cols]
     rows = [row_of(r, eps_cols, dense_snn) for r in runs]
     return main_table(rows, eps_cols) + "\n" + table_notes(runs) + "\n", rows
 
@@ -28,15 +29,15 @@ def row_of(r: dict[str, Any], eps_cols: list[str], dense_snn: Optional[dict[str,
     a, e, m = r["attacks"], r["energy"], r.get("stage")
     row = {
         "run": r.get("label", r["name"]),
-        "kind": a["kind"],
+        "kind": a.kind,
         "sparsity": e.get("sparsity", {}).get("global"),
         "method": METHODS.get(m["method"], m["method"]) if m else None,
         "T": e.get("num_steps"),
         "converted_only": bool(m and m["converted_only"]),
-        "samples": a.get("num_samples"),
-        "clean": a["clean_acc"],
-        "num_classes": a.get("num_classes"),
-        "interrupted": a.get("interrupted"),
+        "samples": a.num_samples,
+        "clean": a.clean_acc,
+        "num_classes": a.num_classes,
+        "interrupted": a.interrupted,
     }
     row["family"] = (f"{m['method']}{round(100 * m['sparsity'])}" if m["method"] else "dense") if m else None
     if m and m["method"] is None and (row["sparsity"] or 0) > 1e-3:
@@ -46,35 +47,35 @@ def row_of(r: dict[str, Any], eps_cols: list[str], dense_snn: Optional[dict[str,
         row[f"{key}_val_acc"], row[f"{key}_val_pgd"] = v.get("acc"), v.get("pgd")
     row["fit_epochs"] = (r.get("fit") or {}).get("epochs")
     for eps in eps_cols:
-        v = a["eps"].get(eps, {})
-        row[f"worst@{eps}"], row[f"paper@{eps}"] = v.get("worst"), v.get("paper_all")
+        v = a.eps.get(eps)
+        row[f"worst@{eps}"], row[f"paper@{eps}"] = (v.worst, v.paper_all) if v else (None, None)
     st = e.get("storage", {})
     row["weights"], row["bytes"], row["dense_bytes"] = (
         st.get("nonzero_weights"),
         st.get("compact_bytes"),
         st.get("dense_fp32_bytes"),
     )
-    row["synops"] = e.get("total", {}).get("synops") if a["kind"] == "snn" else None
-    row["spikes"] = e.get("total", {}).get("spikes") if a["kind"] == "snn" else None
-    row["macs"] = e.get("macs") if a["kind"] != "snn" else e.get("first_layer_macs")
+    row["synops"] = e.get("total", {}).get("synops") if a.kind == "snn" else None
+    row["spikes"] = e.get("total", {}).get("spikes") if a.kind == "snn" else None
+    row["macs"] = e.get("macs") if a.kind != "snn" else e.get("first_layer_macs")
     row["energy_uj"] = e.get("energy_uj")
-    if a["kind"] == "snn" and dense_snn is not None and row["synops"]:
+    if a.kind == "snn" and dense_snn is not None and row["synops"]:
         # the paper's ratio: synops of the dense SNN / synops of this SNN (first layer excluded, E_AC cancels)
         row["E_dense/E_sparse"] = dense_snn["energy"]["total"]["synops"] / max(row["synops"], 1e-12)
-    row["audit"] = audit_text(a.get("audit", []))
-    row["eval_s_per_sample"] = a["seconds"] / max(a["num_samples"], 1) if a.get("seconds") else None
+    row["audit"] = audit_text(a.audit)
+    row["eval_s_per_sample"] = a.seconds / max(a.num_samples, 1) if a.seconds else None
     row["robust_samples"] = r.get("robust_samples")  # for paired tests; not written to report.json
     return row
 
 
-def audit_text(audit: list[dict[str, Any]]) -> str:
+def audit_text(audit: list[Check]) -> str:
     """``pass``, ``-`` (no audit), or the failed checks (``FAIL``: the evaluation is in doubt) and the findings (the
     paper's protocol overestimating robustness: a result, not a doubt), each with its epsilons."""
     groups: dict[str, dict[str, list[str]]] = {"FAIL": {}, "FINDING": {}}
     for c in audit:
         v = verdict(c)
         if v != "PASS":
-            groups[v].setdefault(c.get("kind", c["check"]), []).append(c.get("eps", ""))
+            groups[v].setdefault(c.kind or c.check, []).append(c.eps)
     if not audit:
         return "-"
     parts = [
@@ -137,10 +138,7 @@ def main_table(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
 def table_notes(runs: list[dict[str, Any]]) -> str:
     """What the columns mean, and each kind's attack budgets."""
     budgets = sorted(
-        {
-            (r["attacks"]["kind"], r["attacks"]["budget"]["paper"], r["attacks"]["budget"]["adaptive"] or "not run")
-            for r in runs
-        }
+        {(r["attacks"].kind, r["attacks"].budget.paper, r["attacks"].budget.adaptive or "not run") for r in runs}
     )
     note = [
         "",
@@ -162,9 +160,7 @@ def table_notes(runs: list[dict[str, Any]]) -> str:
 def confidence_section(runs: list[dict[str, Any]]) -> str:
     """Per model and epsilon: did the worst case converge, and what would another round likely still break."""
     lines = [
-        f"- {r.get('label', r['name'])}: " + "; ".join(r["attacks"]["confidence"])
-        for r in runs
-        if r["attacks"].get("confidence")
+        f"- {r.get('label', r['name'])}: " + "; ".join(r["attacks"].confidence) for r in runs if r["attacks"].confidence
     ]
     return (
         "\n".join(

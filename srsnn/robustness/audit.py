@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from .results import Check, EpsResult
+
 
 def confidence(tier: int, rounds: list[int]) -> dict[str, Any]:
     """How settled a worst case is: converged when two consecutive check rounds broke nothing. Otherwise another
@@ -47,60 +49,51 @@ def confidence_statement(eps: str, worst: float, conf: Optional[dict], total: in
     )
 
 
-def summarize(local: dict[str, Any], total: int, clean: int) -> dict[str, Any]:
+def summarize(local: dict[str, Any], total: int, clean: int) -> dict[str, EpsResult]:
     """Accuracies per epsilon from an ``Evaluator.run`` result (counts already summed over ranks)."""
     per_eps = {}
     for eps, r in local["eps"].items():
         worst, paper_all = r["robust_worst"] / total, r["robust_paper_all"] / total
-        per_eps[eps] = {
-            "worst": worst,
-            "paper_all": paper_all,
-            "paper": {k: v / total for k, v in r["robust_paper"].items()},
-            "overestimate_points": 100 * (paper_all - worst),
-            "broken_by_stage": r["broken_by_stage"],
-            "top_k": r["top_k"],
-            "check_rounds": r["check_rounds"],
-            "confidence": r.get("confidence"),
-        }
+        per_eps[eps] = EpsResult(
+            worst=worst,
+            paper_all=paper_all,
+            paper={k: v / total for k, v in r["robust_paper"].items()},
+            overestimate_points=100 * (paper_all - worst),
+            broken_by_stage=r["broken_by_stage"],
+            top_k=r["top_k"],
+            check_rounds=r["check_rounds"],
+            confidence=r.get("confidence"),
+        )
     return per_eps
 
 
 def audit(
-    per_eps: dict[str, Any],
+    per_eps: dict[str, EpsResult],
     total: int,
     zero_grads: int,
     big: Optional[tuple[float, float]],
     num_classes: int,
     margin_points: float = 2.0,
-) -> list[dict[str, Any]]:
+) -> list[Check]:
     """Checks whose failure casts doubt on the numbers: masked gradients, non-monotone accuracy, no collapse at a
     huge epsilon, the paper's protocol overestimating the worst case by more than ``margin_points``, an adaptive
     tier that had not converged (2x budget still breaks samples), Square or transfer beating the white-box attacks.
     ``zero_grads``: samples whose input gradient is zero under every gradient path (see ``dead_paths`` for each
     path)."""
     tol = 1  # samples: a random start may flip one borderline sample
-    checks: list[dict[str, Any]] = []
+    checks: list[Check] = []
 
     def check(name: str, passed: bool, detail: str, kind: str = "", eps: str = "") -> None:
-        checks.append(
-            {
-                "check": name,
-                "passed": bool(passed),
-                "detail": detail,
-                "kind": kind or name,
-                "eps": eps,
-                "finding": (kind or name) in FINDINGS,
-            }
-        )
+        checks.append(Check(name, bool(passed), detail, kind or name, eps, (kind or name) in FINDINGS))
 
     check(
         "non-zero input gradients under the ensemble",
         zero_grads == 0,
         f"{zero_grads} of {total} samples have an all-zero input gradient under every gradient path",
     )
-    labels = list(next(iter(per_eps.values()))["paper"]) if per_eps else []
+    labels = list(next(iter(per_eps.values())).paper) if per_eps else []
     for label in labels:
-        accs = [v["paper"][label] for v in per_eps.values()]
+        accs = [v.paper[label] for v in per_eps.values()]
         check(
             f"{label}: accuracy non-increasing in epsilon",
             all(b <= a + tol / total for a, b in zip(accs, accs[1:])),
@@ -112,21 +105,21 @@ def audit(
             f"white-box accuracy near 0 at eps={big[0]:g}", big[1] <= limit, f"PGD-20: {big[1]:.3f} (limit {limit:.3f})"
         )
     for eps, v in per_eps.items():
-        over = v["overestimate_points"]
+        over = v.overestimate_points
         check(
             f"eps={eps}: the paper's protocol is within {margin_points:g} points of the worst case",
             over <= margin_points + 1e-9,
-            f"paper protocol {100 * v['paper_all']:.1f} % vs worst case "
-            f"{100 * v['worst']:.1f} %: the protocol overestimates robustness by {over:.1f} points",
+            f"paper protocol {100 * v.paper_all:.1f} % vs worst case "
+            f"{100 * v.worst:.1f} %: the protocol overestimates robustness by {over:.1f} points",
             "paper protocol overestimates",
             eps,
         )
-        stages = v["broken_by_stage"]
-        if v.get("check_rounds"):
-            r = v["check_rounds"]
+        stages = v.broken_by_stage
+        if v.check_rounds:
+            r = v.check_rounds
             check(
                 f"eps={eps}: adaptive attack converged (two consecutive 2x-steps rounds broke nothing more)",
-                v["confidence"]["converged"],
+                v.confidence["converged"],
                 "samples broken by each 2x-steps round: " + ", ".join(map(str, r)),
                 "attack not converged",
                 eps,
@@ -146,12 +139,12 @@ def audit(
 FINDINGS = ("paper protocol overestimates",)  # what the evaluation found about the paper's protocol, not a doubt
 
 
-def verdict(check: dict[str, Any]) -> str:
+def verdict(check: Check) -> str:
     """``PASS``, ``FINDING`` (a failed check that is a result, e.g. the paper's protocol overestimating robustness: the
     reason the worst case exists) or ``FAIL`` (the evaluation itself is in doubt)."""
-    if check["passed"]:
+    if check.passed:
         return "PASS"
-    return "FINDING" if check.get("finding", check.get("kind") in FINDINGS) else "FAIL"
+    return "FINDING" if check.finding or check.kind in FINDINGS else "FAIL"
 
 
 def dead_paths(zero_by_path: dict[str, int], total: int) -> list[str]:

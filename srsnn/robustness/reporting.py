@@ -5,9 +5,8 @@ Used by ``callbacks.AttackEvaluation`` (one model) and ``report.py`` (a comparis
 
 from __future__ import annotations
 
-from typing import Any
-
 from srsnn.robustness.audit import verdict
+from srsnn.robustness.results import Evaluation
 
 
 def _bold(v: str) -> str:
@@ -18,27 +17,27 @@ def pct(v) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
 
 
-def budget_lines(r: dict[str, Any]) -> list[str]:
-    b = r["budget"]
+def budget_lines(r: Evaluation) -> list[str]:
+    b = r.budget
     return [
-        f"- paper protocol: {b['paper']}",
-        f"- adaptive tier: {b['adaptive'] or 'not run'}",
-        f"- transfer: {b['transfer'] or 'not run'}",
-    ] + ([f"- SNN-specific paths: {b['snn_paths']}"] if b.get("snn_paths") else [])
+        f"- paper protocol: {b.paper}",
+        f"- adaptive tier: {b.adaptive or 'not run'}",
+        f"- transfer: {b.transfer or 'not run'}",
+    ] + ([f"- SNN-specific paths: {b.snn_paths}"] if b.snn_paths else [])
 
 
-def attacks_markdown(r: dict[str, Any]) -> str:
+def attacks_markdown(r: Evaluation) -> str:
     """The evaluation of one model: worst case first, the paper's protocol beside it, the budget, the audit."""
-    eps = list(r["eps"])
-    paper_labels = list(next(iter(r["eps"].values()))["paper"]) if eps else []
+    eps = list(r.eps)
+    paper_labels = list(next(iter(r.eps.values())).paper) if eps else []
     lines = [
-        f"Robust accuracy (%) on {r['num_samples']} test samples, {r['kind'].upper()}; clean accuracy "
-        f"{pct(r['clean_acc'])} %. **Worst case** = per sample, broken by anything run (the number to trust); "
+        f"Robust accuracy (%) on {r.num_samples} test samples, {r.kind.upper()}; clean accuracy "
+        f"{pct(r.clean_acc)} %. **Worst case** = per sample, broken by anything run (the number to trust); "
         "**paper protocol** = the paper's attacks through the ensemble of gradient paths (to compare with the paper).",
         "",
     ]
-    if r.get("interrupted"):
-        lines += [f"**Incomplete: {r['interrupted']}.**", ""]
+    if r.interrupted:
+        lines += [f"**Incomplete: {r.interrupted}.**", ""]
     lines += [
         "| eps | **worst case** | paper protocol (all attacks) | "
         + " | ".join(f"paper {l}" for l in paper_labels)
@@ -46,54 +45,54 @@ def attacks_markdown(r: dict[str, Any]) -> str:
         "|---" * (4 + len(paper_labels)) + "|",
     ]
     for e in eps:
-        v = r["eps"][e]
+        v = r.eps[e]
         lines.append(
-            f"| {e} | **{pct(v['worst'])}** | {pct(v['paper_all'])} | "
-            + " | ".join(pct(v["paper"][l]) for l in paper_labels)
-            + f" | {v['overestimate_points']:.1f} |"
+            f"| {e} | **{pct(v.worst)}** | {pct(v.paper_all)} | "
+            + " | ".join(pct(v.paper[l]) for l in paper_labels)
+            + f" | {v.overestimate_points:.1f} |"
         )
     lines += ["", "Attack budget:", ""] + budget_lines(r)
     lines += ["", "Samples broken by each stage beyond the paper's protocol (on its survivors):", ""]
     for e in eps:
-        st, rounds = r["eps"][e]["broken_by_stage"], r["eps"][e].get("check_rounds")
+        st, rounds = r.eps[e].broken_by_stage, r.eps[e].check_rounds
         lines.append(
             f"- eps={e}: "
             + (", ".join(f"{k} {v}" for k, v in st.items()) or "none run")
             + (f" (check rounds: {', '.join(map(str, rounds))})" if rounds else "")
         )
-    alone = r.get("members_alone")
+    alone = r.members_alone
     if alone:
         lines += [
             "",
-            f"Each gradient path alone ({alone['attack']} at eps={alone['eps']}, no ensemble; * = attacked by "
+            f"Each gradient path alone ({alone.attack} at eps={alone.eps}, no ensemble; * = attacked by "
             "the adaptive tier, strongest first):",
             "",
             "| member | robust accuracy % |",
             "|---|---|",
         ]
-        for m, acc in sorted(alone["accuracy"].items(), key=lambda kv: kv[1]):
-            lines.append(f"| {m}{' *' if m in alone['top_k'] else ''} | {pct(acc)} |")
-    if r.get("confidence"):
-        lines += ["", "Confidence:", ""] + [f"- {c}" for c in r["confidence"]]
-    if r.get("audit"):
+        for m, acc in sorted(alone.accuracy.items(), key=lambda kv: kv[1]):
+            lines.append(f"| {m}{' *' if m in alone.top_k else ''} | {pct(acc)} |")
+    if r.confidence:
+        lines += ["", "Confidence:", ""] + [f"- {c}" for c in r.confidence]
+    if r.audit:
         lines += ["", "Audit (FAIL: the evaluation is in doubt; FINDING: a result about the paper's protocol):", ""]
-        lines += [f"- {_bold(verdict(c))}: {c['check']} — {c['detail']}" for c in r["audit"]]
-    if r.get("zero_gradient_samples_by_path"):
+        lines += [f"- {_bold(verdict(c))}: {c.check} — {c.detail}" for c in r.audit]
+    if r.zero_gradient_samples_by_path:
         lines += [
             "",
             "Samples with an all-zero input gradient, per gradient path: "
-            + ", ".join(f"{k} {v}" for k, v in r["zero_gradient_samples_by_path"].items()),
+            + ", ".join(f"{k} {v}" for k, v in r.zero_gradient_samples_by_path.items()),
         ]
-    lines += [f"- NOTE: {n}" for n in r.get("notes", [])]
-    if r.get("seconds") is not None:
+    lines += [f"- NOTE: {n}" for n in r.notes]
+    if r.seconds is not None:
         lines += [
             "",
-            f"Evaluation time: {r['seconds']:.0f} s ({r['seconds'] / max(r['num_samples'], 1):.2f} s per sample).",
+            f"Evaluation time: {r.seconds:.0f} s ({r.seconds / max(r.num_samples, 1):.2f} s per sample).",
         ]
     return "\n".join(lines) + "\n"
 
 
-def plot_robust_accuracy(runs: dict[str, dict[str, Any]], path: str) -> None:
+def plot_robust_accuracy(runs: dict[str, Evaluation], path: str) -> None:
     """Robust accuracy vs epsilon: worst case (solid) and the paper's protocol (dashed), one colour per run."""
     import matplotlib
 
@@ -102,14 +101,12 @@ def plot_robust_accuracy(runs: dict[str, dict[str, Any]], path: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for k, (name, r) in enumerate(runs.items()):
-        xs = [0.0] + [float(e) for e in r["eps"]]
+        xs = [0.0] + [float(e) for e in r.eps]
         color = plt.cm.tab20(k % 20)
-        ax.plot(
-            xs, [r["clean_acc"]] + [v["worst"] for v in r["eps"].values()], marker="o", color=color, label=f"{name}"
-        )
+        ax.plot(xs, [r.clean_acc] + [v.worst for v in r.eps.values()], marker="o", color=color, label=f"{name}")
         ax.plot(
             xs,
-            [r["clean_acc"]] + [v["paper_all"] for v in r["eps"].values()],
+            [r.clean_acc] + [v.paper_all for v in r.eps.values()],
             ls="--",
             marker=".",
             color=color,

@@ -1,0 +1,193 @@
+"""What an evaluation writes to disk, typed: ``attacks.json`` (``Evaluation``) and ``per_sample.json`` (``PerSample``).
+
+One schema for the writer (``AttackEvaluation``), the readers (``report.py``, ``report.py compare``) and anyone's
+second opinion. Every file carries ``schema_version``; a file without one is the schema before versioning
+(version 0: the same keys), and a newer version than this code knows is refused with one clear error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from srsnn.errors import UserError
+
+SCHEMA_VERSION = 1
+
+
+def _check_version(data: dict, path: str) -> None:
+    v = data.get("schema_version", 0)
+    if not isinstance(v, int) or v > SCHEMA_VERSION:
+        raise UserError(
+            f"{path}: schema_version {v!r} is newer than this code's {SCHEMA_VERSION}; update sparse-robust-snn"
+        )
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: cannot read it as JSON ({type(err).__name__}: {err})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, found a {type(data).__name__}")
+    _check_version(data, path)
+    return data
+
+
+def _fields(cls, data: dict, path: str) -> dict:
+    names = {f.name for f in dataclasses.fields(cls)}
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]  # fmt: skip
+    if missing:
+        raise UserError(f"{path}: not a {cls.__name__} record (missing {', '.join(missing)})")
+    return {k: v for k, v in data.items() if k in names}
+
+
+class _Json:
+    """``to_json``: the dataclass as the JSON object written to disk, ``schema_version`` first."""
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        return {"schema_version": out.pop("schema_version"), **out}
+
+    def write(self, path: str, **dump: Any) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_json(), f, **dump)
+
+
+@dataclass
+class Check:
+    """One audit check: ``passed`` or not; a failed ``finding`` is a result about the paper's protocol, any other
+    failed check puts the evaluation in doubt (``srsnn.robustness.audit.verdict``)."""
+
+    check: str
+    passed: bool
+    detail: str
+    kind: str = ""
+    eps: str = ""
+    finding: bool = False
+
+
+@dataclass
+class EpsResult:
+    """Accuracies at one epsilon (fractions of the evaluated samples). ``worst``: per sample, broken by anything run;
+    ``paper``: per paper-protocol attack; ``paper_all``: robust to all of them; ``broken_by_stage``: samples each
+    stage beyond the protocol broke on its survivors; ``check_rounds``: samples broken by each check round."""
+
+    worst: float
+    paper_all: float
+    paper: dict[str, float]
+    overestimate_points: float
+    broken_by_stage: dict[str, int] = field(default_factory=dict)
+    top_k: list[str] = field(default_factory=list)
+    check_rounds: list[int] = field(default_factory=list)
+    confidence: Optional[dict[str, Any]] = None
+
+
+@dataclass
+class Budget:
+    """What ran, in words: the paper protocol, the attack that ranked the paths, the adaptive tier, transfer and the
+    SNN-specific paths (None = not run)."""
+
+    paper: str
+    rank_attack: Optional[str] = None
+    adaptive: Optional[str] = None
+    transfer: Optional[str] = None
+    snn_paths: Optional[str] = None
+
+
+@dataclass
+class MembersAlone:
+    """Each gradient path attacked alone (``attack`` at ``eps``): its robust accuracy; ``top_k`` the paths the
+    adaptive tier went on with, strongest first."""
+
+    eps: str
+    attack: str
+    accuracy: dict[str, float]
+    top_k: list[str]
+
+
+@dataclass
+class Evaluation(_Json):
+    """``attacks.json``: one model's evaluation."""
+
+    kind: str
+    num_samples: int
+    clean_acc: float
+    num_classes: Optional[int]
+    epsilons: list[float]
+    ensemble: list[str]
+    budget: Budget
+    eps: dict[str, EpsResult]
+    tuning: Optional[dict[str, Any]] = None
+    audit: list[Check] = field(default_factory=list)
+    confidence: list[str] = field(default_factory=list)
+    interrupted: Optional[str] = None
+    zero_gradient_samples_by_path: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    members_alone: Optional[MembersAlone] = None
+    seconds: Optional[float] = None
+    seconds_by_stage: dict[str, float] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_json(cls, data: dict, path: str = "attacks.json") -> "Evaluation":
+        _check_version(data, path)
+        kw = _fields(cls, data, path)
+        kw["budget"] = Budget(**_fields(Budget, kw["budget"], path))
+        kw["eps"] = {e: EpsResult(**_fields(EpsResult, v, path)) for e, v in kw["eps"].items()}
+        kw["audit"] = [Check(**_fields(Check, c, path)) for c in kw.get("audit") or []]
+        if kw.get("members_alone"):
+            kw["members_alone"] = MembersAlone(**_fields(MembersAlone, kw["members_alone"], path))
+        kw["schema_version"] = SCHEMA_VERSION  # read into this version's fields
+        return cls(**kw)
+
+    @classmethod
+    def read(cls, path: str) -> "Evaluation":
+        return cls.from_json(_read_json(path), path)
+
+
+PER_SAMPLE_NOTE = (
+    "broken_by: the first attack/member that broke the sample at that epsilon (null = robust "
+    "to everything run; 'clean' = misclassified without attack; '@eps=E': broken at a smaller "
+    "epsilon E); paper: the member that broke it under each paper-protocol attack"
+)
+
+
+@dataclass
+class SampleRecord:
+    """One test sample: its global index, clean correctness, and per epsilon what broke it (None = robust)."""
+
+    index: int
+    clean_correct: bool
+    broken_by: dict[str, Optional[str]]
+    paper: dict[str, dict[str, Optional[str]]] = field(default_factory=dict)
+
+
+@dataclass
+class PerSample(_Json):
+    """``per_sample.json``: a record per sample, in the order of the test subset. Another attack (a second opinion)
+    writes the same format with ``paper`` left empty."""
+
+    samples: list[SampleRecord]
+    note: str = PER_SAMPLE_NOTE
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        return {"schema_version": out["schema_version"], "note": out["note"], "samples": out["samples"]}
+
+    @classmethod
+    def from_json(cls, data: dict, path: str = "per_sample.json") -> "PerSample":
+        _check_version(data, path)
+        if not isinstance(data.get("samples"), list):
+            raise UserError(f"{path}: not a per_sample.json (no 'samples' list)")
+        samples = [SampleRecord(**_fields(SampleRecord, s, path)) for s in data["samples"]]
+        return cls(samples=samples, note=data.get("note", PER_SAMPLE_NOTE))
+
+    @classmethod
+    def read(cls, path: str) -> "PerSample":
+        return cls.from_json(_read_json(path), path)

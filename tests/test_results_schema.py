@@ -1,0 +1,61 @@
+"""The written evaluation files have one typed schema: round trip, a version in every file, old files still read,
+newer ones refused with one clear error."""
+
+import json
+
+import pytest
+
+from helpers import ROOT
+from srsnn.errors import UserError
+from srsnn.robustness.results import (
+    SCHEMA_VERSION,
+    Budget,
+    Check,
+    EpsResult,
+    Evaluation,
+    MembersAlone,
+    PerSample,
+    SampleRecord,
+)
+
+
+def _evaluation() -> Evaluation:
+    return Evaluation(
+        kind="snn",
+        num_samples=4,
+        clean_acc=0.75,
+        num_classes=3,
+        epsilons=[0.1],
+        ensemble=["model"],
+        budget=Budget(paper="FGSM, PGD-10 on the network", adaptive="APGD-CE"),
+        eps={"0.1": EpsResult(0.25, 0.5, {"pgd10": 0.5}, 25.0, {"square": 1}, ["model"], [1, 0, 0], None)},
+        audit=[Check("x", False, "d", "paper protocol overestimates", "0.1", True)],
+        members_alone=MembersAlone("0.1", "PGD-10", {"model": 0.5}, ["model"]),
+    )
+
+
+def test_round_trip_through_the_file_keeps_every_field(tmp_path):
+    ev, path = _evaluation(), tmp_path / "attacks.json"
+    ev.write(str(path))
+    data = json.loads(path.read_text())
+    assert next(iter(data)) == "schema_version" and data["schema_version"] == SCHEMA_VERSION
+    assert Evaluation.read(str(path)) == ev
+    ps = PerSample([SampleRecord(0, True, {"0.1": None}, {"0.1": {"pgd10": None}}), SampleRecord(1, False, {})])
+    ps.write(str(tmp_path / "per_sample.json"))
+    assert PerSample.read(str(tmp_path / "per_sample.json")) == ps
+
+
+def test_files_without_a_version_still_read_and_newer_ones_are_refused(tmp_path):
+    old = ROOT / "results" / "digits" / "evaluation" / "snn_test.per_sample.json"
+    records = PerSample.read(str(old)).samples
+    assert records and all(isinstance(r, SampleRecord) for r in records)
+    data = _evaluation().to_json()
+    data.pop("schema_version")
+    assert Evaluation.from_json(data).eps["0.1"].worst == 0.25
+    newer = tmp_path / "attacks.json"
+    newer.write_text(json.dumps({**data, "schema_version": SCHEMA_VERSION + 1}))
+    with pytest.raises(UserError, match="newer than this code"):
+        Evaluation.read(str(newer))
+    data.pop("eps")
+    with pytest.raises(UserError, match="missing eps"):
+        Evaluation.from_json(data)
