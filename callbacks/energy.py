@@ -17,11 +17,14 @@ from typing import Any, Optional
 import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info
+from snntorch._neurons.neurons import SpikingNeuron
 
+from srsnn.errors import UserError
 from srsnn.export.compact import export_compact
 from srsnn.modes import module_mode
 from srsnn.pruning.masks import sparsity_report
-from srsnn.snn.synops import SynopCounter, ann_macs, first_layer_macs, layer_labels
+from srsnn.snn.native import NativeNet
+from srsnn.snn.synops import NativeSynopCounter, SynopCounter, ann_macs, first_layer_macs, layer_labels
 
 from .shards import sum_over_ranks, test_subset, write_results
 
@@ -55,6 +58,14 @@ class SpikeEnergyMonitor(Callback):
     def measure(self, trainer, pl_module, model) -> dict[str, Any]:
         device = pl_module.device
         kind = getattr(pl_module, "kind", "ann")
+        if isinstance(model, NativeNet):
+            return self.measure_native(trainer, model, device)
+        spiking = next((n for n, m in model.named_modules() if isinstance(m, SpikingNeuron)), None)
+        if kind != "snn" and spiking is not None:  # counted as an ANN its energy would be silently wrong
+            raise UserError(
+                f"SpikeEnergyMonitor: {type(pl_module).__name__} calls itself an ANN but its network has spiking "
+                f"neurons ({spiking}); wrap an snnTorch network in lightning_modules.NativeSNN"
+            )
         shape = getattr(trainer.datamodule, "input_shape", None)
         xs = test_subset(trainer, self.num_samples)[0] if kind == "snn" or not shape else None
         shape = tuple(shape or xs.shape[1:])  # a plain LightningDataModule need not declare it: the images say it
@@ -123,6 +134,57 @@ class SpikeEnergyMonitor(Callback):
         )
         return res
 
+    def measure_native(self, trainer, model: NativeNet, device) -> dict[str, Any]:
+        """An snnTorch network: spikes per neuron layer, synops per weight layer fed spikes, the input layers' MACs
+        (``srsnn.snn.synops.NativeSynopCounter``), summed over ranks."""
+        xs = test_subset(trainer, self.num_samples)[0]
+        counter = NativeSynopCounter(model.net)
+        with counter:
+            for i in range(0, len(xs), self.batch_size):
+                model(xs[i : i + self.batch_size].to(device))
+        counter.samples = len(xs)
+        res: dict[str, Any] = {"kind": "snn", "native": True}
+        res["sparsity"] = sparsity_report(model.net)
+        with tempfile.TemporaryDirectory() as tmp:
+            res["storage"] = export_compact(model.net, os.path.join(tmp, "m.safetensors"), {"kind": "snn"})
+        local = [[st["spikes"], 0.0] for st in counter.spikes.values()]
+        local += [[st["synops"], st["dense_synops"]] for st in counter.synops.values()]
+        local += [[st["macs"], st["dense_macs"]] for st in counter.synops.values()] + [[float(len(xs)), 0.0]]
+        summed = sum_over_ranks(torch.tensor(local, device=device)).cpu().tolist()
+        k = 0
+        for st in counter.spikes.values():
+            st["spikes"] = summed[k][0]
+            k += 1
+        for st in counter.synops.values():
+            st["synops"], st["dense_synops"] = summed[k]
+            k += 1
+        for st in counter.synops.values():
+            st["macs"], st["dense_macs"] = summed[k]
+            k += 1
+        counter.samples = int(summed[-1][0])
+        res.update(counter.summary())
+        tot = res["total"]
+        res.update(
+            num_samples=counter.samples,
+            num_steps=max((v["steps_per_sample"] for v in res["layers"].values()), default=None),
+            first_layer_macs=res.pop("input_macs"),
+            dense_first_layer_macs=res.pop("dense_input_macs"),
+            synop_ratio_dense_over_sparse=tot["dense_synops"] / max(tot["synops"], 1e-12),
+        )
+        res.update(
+            energy_uj=(tot["synops"] * self.e_ac + res["first_layer_macs"] * self.e_mac) * 1e-6,
+            dense_energy_uj=(tot["dense_synops"] * self.e_ac + res["dense_first_layer_macs"] * self.e_mac) * 1e-6,
+            e_ac_pj=self.e_ac,
+            e_mac_pj=self.e_mac,
+        )
+        rank_zero_info(
+            f"[SpikeEnergyMonitor] snnTorch SNN, {counter.samples} samples: {tot['spikes']:,.0f} spikes / sample, "
+            f"{tot['synops']:,.0f} synops / sample (dense masks {tot['dense_synops']:,.0f}), input layers "
+            f"{', '.join(res['input_layers'])}: {res['first_layer_macs']:,.0f} MAC / sample; estimated "
+            f"{res['energy_uj']:.4f} uJ / sample"
+        )
+        return res
+
     def write(self, trainer) -> None:
         write_results(
             trainer,
@@ -148,6 +210,8 @@ def energy_markdown(r: dict[str, Any]) -> str:
             f"energy estimate {r['energy_uj']:.4f} uJ / sample (E_MAC = {4.6 if 'e_mac_pj' not in r else r['e_mac_pj']} pJ)"  # noqa: E501
         )
         return "\n".join(lines) + "\n"
+    if r.get("native"):
+        return "\n".join(lines + _native_lines(r)) + "\n"
     lines += [
         f"SNN, T = {r['num_steps']}, {r['num_samples']} test samples; per sample:",
         "",
@@ -170,6 +234,31 @@ def energy_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _native_lines(r: dict[str, Any]) -> list[str]:
+    """An snnTorch network: spikes per neuron layer, synops per weight layer fed spikes, the input layers' MACs."""
+    lines = [
+        f"snnTorch SNN, {r['num_samples']} test samples; per sample:",
+        "",
+        "| neuron layer | neurons | steps | spikes | firing rate (spikes/neuron/step) |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {v['neurons']:,} | {v['steps_per_sample']} | {v['spikes']:,.1f} | {v['firing_rate']:.4f} |"
+        for name, v in r["layers"].items()
+    ]
+    lines += ["", "| weight layer fed spikes | synops (AC) | dense-mask synops (AC) |", "|---|---|---|"]
+    lines += [f"| {n} | {v['synops']:,.0f} | {v['dense_synops']:,.0f} |" for n, v in r["synops_by_layer"].items()]
+    t = r["total"]
+    lines += [
+        f"| **total** | {t['synops']:,.0f} | {t['dense_synops']:,.0f} |",
+        "",
+        f"input layers ({', '.join(r['input_layers'])}; analog input, every step): {r['first_layer_macs']:,.0f} MAC",
+        f"energy estimate: {r['energy_uj']:.4f} uJ / sample (dense masks {r['dense_energy_uj']:.4f}); "
+        f"E_AC = {r['e_ac_pj']} pJ, E_MAC = {r['e_mac_pj']} pJ (45 nm, Horowitz 2014) — an estimate, not a measurement",
+    ]
+    return lines
+
+
 def plot_layers(r: dict[str, Any], path: str) -> None:
     import matplotlib
 
@@ -179,7 +268,13 @@ def plot_layers(r: dict[str, Any], path: str) -> None:
     label = lambda n: r.get("labels", {}).get(n, n)
     sp = {k: v for k, v in r["sparsity"].items() if k != "global"}
     panels = [("sparsity (fraction pruned)", [label(n) for n in sp], list(sp.values()))]
-    if r["kind"] == "snn":
+    if r["kind"] == "snn" and r.get("native"):
+        names, syn = list(r["layers"]), list(r["synops_by_layer"])
+        panels = [
+            ("spikes / sample", names, [r["layers"][n]["spikes"] for n in names]),
+            ("synops / sample", syn, [r["synops_by_layer"][n]["synops"] for n in syn]),
+        ] + panels
+    elif r["kind"] == "snn":
         names = list(r["layers"])
         panels = [
             ("spikes / sample", [label(n) for n in names], [r["layers"][n]["spikes"] for n in names]),

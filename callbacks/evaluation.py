@@ -136,7 +136,8 @@ class AttackEvaluation(Callback):
     def members(self, pl_module) -> Optional[list[dict]]:
         if self.ensemble == "none" or (self.ensemble == "auto" and getattr(pl_module, "kind", "ann") != "snn"):
             return None
-        return paper_ensemble()
+        own = getattr(pl_module, "gradient_paths", None)  # an SNN of another kind names its own (NativeSNN)
+        return own() if callable(own) else paper_ensemble()
 
     def on_test_epoch_end(self, trainer, pl_module):
         model = pl_module.model
@@ -167,8 +168,11 @@ class AttackEvaluation(Callback):
                 num_classes = int(model(x[:1]).shape[1])
         members = self.members(pl_module)
         reduce = sum_over_ranks  # counts are made on the data's device (NCCL takes accelerator tensors only)
+        modes = getattr(pl_module, "snn_path_modes", ("assg", "hart"))
         tuning = (
-            self._tune(trainer, model, device) if members and self.adaptive and self.adaptive.snn_restarts else None
+            self._tune(trainer, model, device, modes)
+            if members and modes and self.adaptive and self.adaptive.snn_restarts
+            else None
         )
         show = trainer.is_global_zero and trainer.progress_bar_callback is not None
         progress = (
@@ -188,7 +192,9 @@ class AttackEvaluation(Callback):
             progress=progress,
             batch_size=self.batch_size,
             stop=self._stop.is_set if self._stop else None,
-            snn_paths=snn_attack_paths(tuning["assg"], tuning["hart"]) if tuning else None,
+            snn_paths=[p for p in snn_attack_paths(tuning["assg"], tuning["hart"]) if p["mode"] in modes]
+            if tuning
+            else None,
         )
         total = int(reduce(torch.tensor(float(len(y)), device=device)).item())
         names = [m["name"] for m in ev.members]
@@ -249,7 +255,7 @@ class AttackEvaluation(Callback):
         _log_summary(res)
         return res, _per_sample_records(idx, local)
 
-    def _tune(self, trainer, model, device) -> dict:
+    def _tune(self, trainer, model, device, modes) -> dict:
         """ASSG's A and HART's gamma chosen on the first validation images (``tune_snn_paths``; as many as the test
         subset, at most ``TUNE_SAMPLES``);
         without a fixed validation split, the published defaults."""
@@ -261,7 +267,9 @@ class AttackEvaluation(Callback):
             return {"assg": 0.425, "hart": 1.0, "how": f"the published defaults ({err})"}
         steps = min(50, self.adaptive.snn_steps)
         with frozen_parameters(model):  # attacks need dL/dx only
-            out = tune_snn_paths(model, xv.to(device), yv.to(device), eps, sum_over_ranks, steps, self.batch_size, iv)
+            out = tune_snn_paths(
+                model, xv.to(device), yv.to(device), eps, sum_over_ranks, steps, self.batch_size, iv, modes
+            )
         n = int(sum_over_ranks(torch.tensor(float(len(yv)), device=device)).item())
         out["how"] = f"the most broken of {n} validation images by SA-PGD-{steps} at eps={eps:g}"
         return out

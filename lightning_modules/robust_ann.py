@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from snntorch._neurons.neurons import SpikingNeuron
 from torch import nn
 
 from srsnn.errors import UserError
@@ -25,6 +26,14 @@ class RobustANN(AdversarialClassifier):
     kind = "ann"
 
     def __init__(self, net: nn.Module, init_from: Optional[str] = None, **kwargs):
+        spiking = next(
+            (f"{n} ({type(m).__name__})" for n, m in net.named_modules() if isinstance(m, SpikingNeuron)), None
+        )
+        if spiking:  # an SNN run as an ANN would be attacked through one path and counted as MACs
+            raise UserError(
+                f"{type(net).__name__} has snnTorch spiking neurons ({spiking}): it is an SNN; evaluate or "
+                "fine-tune it with model.class_path lightning_modules.NativeSNN (conf/digits/native_snn.yaml)"
+            )
         self._classes = _count_classes(net)
         super().__init__(**kwargs)
         self.net = net

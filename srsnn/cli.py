@@ -145,9 +145,11 @@ class CLI(LightningCLI):
             if os.path.isfile(cfg.ckpt_path):
                 ckpt = read_checkpoint(cfg.ckpt_path, "--ckpt_path")
                 if "state_dict" not in ckpt or "pytorch-lightning_version" not in ckpt:
+                    native = str(cfg.get("model.class_path") or "").endswith("NativeSNN")
+                    what, key = ("your SNN", "weights") if native else ("an ANN", "init_from")
                     raise UserError(
                         f"--ckpt_path {cfg.ckpt_path} holds weights only (a state dict), not a checkpoint written by "
-                        "train.py fit; to start an ANN from these weights pass --model.init_args.init_from "
+                        f"train.py fit; to start {what} from these weights pass --model.init_args.{key} "
                         f"{cfg.ckpt_path} (without --ckpt_path)"
                     )
 

@@ -98,3 +98,39 @@ def load_network(net, path: str, what: str, kind: Optional[str] = "ann") -> None
         load_masked_state_dict(net, sd)
     except UserError as err:
         raise UserError(f"{what} {path!r} does not fit model.net: {err}") from None
+
+
+def load_weights(net, path: str, what: str = "model.weights") -> None:
+    """A network's own state dict (``torch.save(net.state_dict(), path)`` or a ``.safetensors`` file) into ``net``,
+    read weights-only; a Lightning checkpoint, a file of another network or an unreadable file is one clear error."""
+    if not os.path.isfile(path):
+        raise UserError(f"{what} {path!r} does not exist; save it with torch.save(net.state_dict(), path)")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        try:
+            sd = load_file(path)
+        except Exception as err:
+            raise UserError(f"{what} {path!r} is not a readable safetensors file ({err})") from None
+    else:
+        sd = read_checkpoint(path, what)
+    if "state_dict" in sd and "pytorch-lightning_version" in sd:
+        raise UserError(
+            f"{what} {path!r} is a Lightning checkpoint of a whole run, not a network's state dict; pass it as "
+            "--ckpt_path (with the config it was trained with), or save torch.save(net.state_dict(), path)"
+        )
+    if not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise UserError(f"{what} {path!r} is not a state dict of tensors; save it with torch.save(net.state_dict())")
+    own = net.state_dict()
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    wrong = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        parts = [f"missing {missing[:4]}" if missing else "", f"unexpected {unexpected[:4]}" if unexpected else ""]
+        parts += (
+            [f"{wrong[0]}: {tuple(sd[wrong[0]].shape)} in the file vs {tuple(own[wrong[0]].shape)}"] if wrong else []
+        )
+        raise UserError(
+            f"{what} {path!r} does not fit {type(net).__name__} ({'; '.join(p for p in parts if p)}); pass the "
+            "class and init_args the weights were saved from as model.init_args.net"
+        )
+    net.load_state_dict(sd)

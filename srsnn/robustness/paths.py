@@ -35,6 +35,13 @@ def paper_ensemble() -> list[dict]:
     return members
 
 
+def native_ensemble() -> list[dict]:
+    """The gradient paths of an SNN built with snnTorch (``srsnn.snn.native``): its own surrogate (``model``) and the
+    paper ensemble's 17 surrogate shapes, each scaled to the neuron's threshold (the ensemble's BPTR and ReLU paths
+    need the repo's IF neuron)."""
+    return [dict(MODEL)] + [m for m in paper_ensemble() if m["mode"] == "spike"]
+
+
 def snn_attack_paths(assg_a: float = 0.425, hart_gamma: float = 1.0) -> list[dict]:
     """The published SNN-specific gradient paths beyond the paper's ensemble (``srsnn.snn.neurons.IFNeuron``):
     ASSG (Wang et al., arXiv 2512.22522; A) and HART (Hao et al., ICLR 2024; gamma relative to the threshold)."""

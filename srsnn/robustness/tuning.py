@@ -29,13 +29,16 @@ def tune_snn_paths(
     steps: int = 50,
     batch_size: int = 100,
     keys: Optional[list[int]] = None,
+    modes: tuple = tuple(GRIDS),
 ) -> dict:
     """``{"assg": A, "hart": gamma, "broken": {"assg": {A: count}, ...}}`` from this rank's validation samples
     ``x, y`` (``reduce`` sums the counts over DDP ranks, so every rank chooses the same; ``keys``: the samples'
-    global indices, which key their random starts, so the choice is the same on any number of processes)."""
+    global indices, which key their random starts, so the choice is the same on any number of processes); ``modes``:
+    the paths to tune (those defined for the network)."""
     keys = list(range(len(y))) if keys is None else list(keys)
     out: dict = {"broken": {}}
-    for mode, (_, grid, default) in GRIDS.items():
+    out.update({m: GRIDS[m][2] for m in GRIDS})  # a path not tuned keeps its published default
+    for mode, (_, grid, default) in ((m, GRIDS[m]) for m in modes):
         counts = []
         for value in grid:
             broken = 0

@@ -20,6 +20,7 @@ from typing import Iterator, Optional
 import torch
 from torch import nn
 
+from srsnn.snn.native import has_native_neurons, native_gradient_path, reset_native_path_state
 from srsnn.snn.neurons import MODES, IFNeuron
 from srsnn.snn.surrogates import make_surrogate
 
@@ -168,7 +169,12 @@ def record_spikes(net: nn.Module, sink) -> Iterator[None]:
 @contextlib.contextmanager
 def gradient_path(net: nn.Module, mode: str = "spike", surrogate=None, param: Optional[float] = None) -> Iterator[None]:
     """Temporarily switch every neuron of ``net`` to a gradient path (a view of the same weights); ``param``: the
-    path's hyperparameter (A of ``assg``, gamma of ``hart``). ASSG's running means start afresh in every block."""
+    path's hyperparameter (A of ``assg``, gamma of ``hart``). ASSG's running means start afresh in every block.
+    A network of snnTorch neurons (no IF neuron of this repo) takes ``srsnn.snn.native``'s paths."""
+    if not neurons_of(net) and has_native_neurons(net):
+        with native_gradient_path(net, mode, surrogate, param):
+            yield
+        return
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     neurons = neurons_of(net)
@@ -189,3 +195,4 @@ def reset_path_state(net: nn.Module) -> None:
     """Forget what a gradient path keeps between forwards (ASSG's running means): a new attack start begins afresh."""
     for n in neurons_of(net):
         n.assg_stats = None
+    reset_native_path_state(net)

@@ -180,3 +180,119 @@ class SynopCounter:
             }
         total = {k: sum(v[k] for v in layers.values()) for k in ("spikes", "synops", "dense_synops", "neurons")}
         return {"layers": layers, "total": total}
+
+
+def _storage(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+class NativeSynopCounter:
+    """Spikes, synops and input MACs of an snnTorch network (``srsnn.snn.native``), from the spikes it emits.
+
+    Every call of a weight layer (Conv1d/2d, Linear) is classified by what it receives: the weight layers called
+    before the first neuron fires in a forward take the analog input (their MACs: non-zero weights x output positions,
+    every call, so every time step); any later weight layer must receive events (spikes, or max-pooled spikes: a
+    tensor whose non-zero entries share one value), each costing its non-zero outgoing synapses,
+    ``synops = sum_i 1[in_i != 0] fanout_i`` with ``fanout = 1^T |M|`` through the layer's own stride, padding and
+    dilation (exact at borders). A weight layer fed anything else (average-pooled spikes, a membrane) cannot be
+    counted as synops and is refused by name, never counted as MACs of an ANN.
+
+    Use: ``with NativeSynopCounter(net) as c: model(x); c.samples += len(x)``; ``c.summary()``."""
+
+    def __init__(self, net: nn.Module):
+        from srsnn.snn.native import spiking_neurons
+
+        self.net = net
+        self.neurons = {m: n for n, m in spiking_neurons(net)}
+        if not self.neurons:
+            raise UserError(f"{type(net).__name__} has no snnTorch spiking neuron to count spikes of")
+        self.layers = {m: n for n, m in net.named_modules() if isinstance(m, WEIGHT_LAYERS)}
+        inside = {id(c) for nm in self.neurons for c in nm.modules()}  # a recurrent neuron's own weights (RLeaky)
+        self.recurrent = {m for m in self.layers if id(m) in inside}
+        odd = [n for n, m in net.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv3d, nn.ConvTranspose2d))]
+        if odd:
+            raise UserError(f"synop counting supports Conv2d and Linear weight layers; {odd[0]} is not one")
+        self._fanout: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.samples, self.fired, self.calls = 0, False, {}
+        self.spikes = {n: {"spikes": 0.0, "neurons": 0, "steps": 0} for n in self.neurons.values()}
+        zero = dict.fromkeys(("synops", "dense_synops", "macs", "dense_macs"), 0.0)
+        self.synops = {n: dict(zero) for n in self.layers.values()}
+        self.input_layers: set[str] = set()
+
+    def _start_forward(self, *_):
+        """A new input: the layers called before its first spike take the analog input."""
+        self.fired, self.calls = False, {}
+
+    def _neuron_hook(self, m, _inp, out):
+        spk = out[0] if isinstance(out, (tuple, list)) else out
+        name = self.neurons[m]
+        st, self.calls[name] = self.spikes[name], self.calls.get(name, 0) + 1
+        st["spikes"] += float((spk != 0).sum(dtype=torch.float64))
+        st["neurons"], st["steps"] = int(spk[0].numel()), max(st["steps"], self.calls[name])
+        self.fired = True
+
+    def _fanouts(self, m: nn.Module, shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (self.layers[m], shape)
+        if key not in self._fanout:
+            self._fanout[key] = tuple(fanout([[m]], shape, dense, m.weight.device).double() for dense in (False, True))
+        return self._fanout[key]
+
+    def _layer_hook(self, m, inp, out):
+        name, x = self.layers[m], inp[0]
+        st = self.synops[name]
+        if m not in self.recurrent and (not self.fired or name in self.input_layers):
+            self.input_layers.add(name)
+            positions = out[0, 0].numel() if out.dim() > 2 else 1
+            st["macs"] += float((mask_of(m) != 0).sum()) * positions * len(x)
+            st["dense_macs"] += float(m.weight.numel()) * positions * len(x)
+            return
+        events = x != 0
+        values = x[events]
+        if values.numel() and not bool((values == values[0]).all()):
+            raise UserError(
+                f"synop counting: {name} ({type(m).__name__}) receives non-binary values after the first spiking "
+                "layer (average-pooled spikes or a membrane?): its cost is not spikes x synapses; feed it spikes "
+                "(max-pooling keeps them binary)"
+            )
+        sparse_fo, dense_fo = self._fanouts(m, tuple(x.shape[1:]))
+        per_element = events.sum(0, dtype=torch.float64)
+        st["synops"] += float((per_element * sparse_fo).sum())
+        st["dense_synops"] += float((per_element * dense_fo).sum())
+
+    def __enter__(self):
+        self._handles = [self.net.register_forward_pre_hook(self._start_forward)]
+        self._handles += [m.register_forward_hook(self._neuron_hook) for m in self.neurons]
+        self._handles += [m.register_forward_hook(self._layer_hook) for m in self.layers]
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        return False
+
+    def summary(self) -> dict:
+        """Per sample: spikes and firing rate per neuron layer; synops (and the dense-mask counterfactual) per weight
+        layer that receives spikes; MACs of the input layers."""
+        n = max(self.samples, 1)
+        layers = {
+            name: {
+                "spikes": st["spikes"] / n,
+                "firing_rate": st["spikes"] / max(n * st["neurons"] * max(st["steps"], 1), 1),
+                "neurons": st["neurons"],
+                "steps_per_sample": st["steps"],
+            }
+            for name, st in self.spikes.items()
+        }
+        synops = {
+            name: {k: v / n for k, v in st.items()} for name, st in self.synops.items() if name not in self.input_layers
+        }
+        total = {
+            "spikes": sum(v["spikes"] for v in layers.values()),
+            "neurons": sum(v["neurons"] for v in layers.values()),
+            "synops": sum(v["synops"] for v in synops.values()),
+            "dense_synops": sum(v["dense_synops"] for v in synops.values()),
+        }
+        macs = sum(self.synops[name]["macs"] for name in self.input_layers) / n
+        dense_macs = sum(self.synops[name]["dense_macs"] for name in self.input_layers) / n
+        return {"layers": layers, "synops_by_layer": synops, "total": total, "input_macs": macs,
+                "dense_input_macs": dense_macs, "input_layers": sorted(self.input_layers)}  # fmt: skip

@@ -1,0 +1,72 @@
+"""An SNN you built with snnTorch: evaluated through the spikes, counted and fine-tuned like the repo's own.
+
+``test``: the worst case over the paper protocol through the gradient paths of ``srsnn.robustness.paths.
+native_ensemble`` (the net's own surrogate and 17 threshold-scaled surrogate shapes), the adaptive tier and SA-PGD
+through ASSG, with ``callbacks.AttackEvaluation``; spikes, synops and energy from the spikes the net emits with
+``callbacks.SpikeEnergyMonitor``. ``fit``: TRADES with R+FGSM (the paper's SNN fine-tuning) through BPTT with the
+net's own surrogate; pruning masks stay frozen where the net has them.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import nn
+
+from srsnn.io.checkpoints import load_weights
+from srsnn.robustness.paths import native_ensemble
+from srsnn.snn.native import NativeNet, describe, spiking_neurons
+
+from .adversarial import AdversarialClassifier
+from .robust_ann import _count_classes
+
+
+class NativeSNN(AdversarialClassifier):
+    """Args:
+    net: your snnTorch network (``class_path`` + ``init_args``); its spiking neurons (Leaky, Synaptic, Alpha,
+        Lapicque, RLeaky, RSynaptic, or one declared with ``srsnn.snn.native.register_neuron``) are found wherever
+        they sit; it encodes the image itself (direct input: the image at every step).
+    weights: its state dict (``torch.save(net.state_dict(), path)`` or ``.safetensors``), read weights-only; null
+        keeps the net's own initialisation (to train it here).
+    readout: ``auto``, ``spike_count``, ``membrane_mean`` or ``logits`` (``srsnn.snn.native.NativeNet``);
+        time_dim: the records' time dimension where it cannot be told from the batch.
+    num_classes: the net's outputs (default: the last nn.Linear's ``out_features``).
+    **kwargs: objective and optimisation (``AdversarialClassifier``); the defaults are the paper's SNN fine-tuning.
+    """
+
+    kind = "snn"
+
+    def __init__(
+        self,
+        net: nn.Module,
+        weights: Optional[str] = None,
+        readout: str = "auto",
+        time_dim: Optional[int] = None,
+        num_classes: Optional[int] = None,
+        objective: str = "trades",
+        inner_attack: str = "rfgsm",
+        **kwargs,
+    ):
+        self._classes = num_classes or _count_classes(net)
+        super().__init__(objective=objective, inner_attack=inner_attack, **kwargs)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.snn_model = NativeNet(net, readout, time_dim)
+        if weights:
+            load_weights(net, weights)
+        self.neurons = {name: describe(m) for name, m in spiking_neurons(net)}
+
+    @property
+    def model(self) -> nn.Module:
+        return self.snn_model
+
+    def _num_classes(self) -> int:
+        return self._classes
+
+    def network_name(self) -> str:
+        return type(self.snn_model.net).__name__
+
+    def gradient_paths(self) -> list[dict]:
+        """The paths the evaluation attacks through (``AttackEvaluation`` asks)."""
+        return native_ensemble()
+
+    snn_path_modes = ("assg",)  # the SNN-specific paths defined for snnTorch neurons (HART needs the IF neuron)

@@ -1,0 +1,246 @@
+"""SNNs the user built with snnTorch: their spiking neurons found by type, their state reset, gradient paths over them.
+
+An snnTorch neuron fires through ``spike_grad(mem - threshold)`` (forward: the step ``1[x > 0]``; ``mem_reset``
+calls it too and detaches the result), so a gradient path is a swap of each neuron's ``spike_grad`` for the length
+of an attack, over the same weights and the same forward:
+
+* ``spike``: a surrogate of ``srsnn.snn.surrogates`` scaled to the neuron's threshold theta,
+  ``dS/dx = g(x / theta) / theta`` (the paper ensemble's shapes keep their meaning at any threshold);
+* ``assg``: the adaptive-sharpness arctan surrogate of Wang et al. (arXiv 2512.22522), per neuron element and call
+  (a call = one time step: ``fire``, or ``mem_reset`` whose result is detached), running means
+  M <- 0.9 M + 0.1 |x| and D <- 0.9 D + 0.1 ||x| - M| kept across one attack start's iterations (M starts at theta),
+  g(x) = (a / 2) / (1 + (pi a x / 2)^2), a = omega / (M + 1.5 D), omega = 2 tan(pi A) / pi.
+
+HART and BPTR change the membrane chain, not only dS/du, and are not defined here. ``reset_states`` zeroes the
+membranes of *this* network only (``snntorch.utils.reset`` would reset every network in the process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator, Optional
+
+import snntorch
+import torch
+from snntorch._neurons.neurons import SpikingNeuron
+from torch import nn
+
+from srsnn.errors import UserError
+from srsnn.snn.surrogates import Surrogate, make_surrogate
+
+SUPPORTED = (
+    snntorch.Leaky,
+    snntorch.Synaptic,
+    snntorch.Alpha,
+    snntorch.Lapicque,
+    snntorch.RLeaky,
+    snntorch.RSynaptic,
+)
+NATIVE_MODES = ("spike", "assg")
+_REGISTERED: list[type] = []
+ASSG_BETA, ASSG_RELAX = 0.9, 1.5
+
+
+def register_neuron(cls: type) -> type:
+    """Declare a neuron class the repo does not know as one that fires through ``self.spike_grad(mem -
+    self.threshold)`` and has ``reset_mem()`` (usable as a class decorator)."""
+    for attr in ("reset_mem",):
+        if not callable(getattr(cls, attr, None)):
+            raise UserError(f"register_neuron: {cls.__name__} has no {attr}() to zero its state between inputs")
+    if cls not in _REGISTERED:
+        _REGISTERED.append(cls)
+    return cls
+
+
+def spiking_neurons(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every spiking neuron of ``net`` wherever it sits in the module tree, as ``(path, module)``, in definition
+    order. An snnTorch neuron of another kind (an LSTM cell, a parallel or unrolled neuron) is refused by name."""
+    found = []
+    for name, m in net.named_modules():
+        if isinstance(m, SUPPORTED + tuple(_REGISTERED)):
+            found.append((name, m))
+        elif isinstance(m, SpikingNeuron):
+            raise UserError(
+                f"{name or 'the network'}: {type(m).__name__} is a spiking neuron this repo cannot attack or count "
+                f"(supported: {', '.join(c.__name__ for c in SUPPORTED)}); if it fires through "
+                "spike_grad(mem - threshold), declare it with srsnn.snn.native.register_neuron"
+            )
+    return found
+
+
+def describe(m: nn.Module) -> dict:
+    """What the evaluation reads from a neuron: its type, threshold, reset mechanism and leak."""
+    info = {"type": type(m).__name__, "threshold": float(torch.as_tensor(m.threshold).mean())}
+    info["reset"] = getattr(m, "reset_mechanism", None)
+    for key in ("beta", "alpha"):
+        v = getattr(m, key, None)
+        if isinstance(v, (torch.Tensor, float, int)):
+            info[key] = float(torch.as_tensor(v).float().mean())
+    return info
+
+
+def reset_states(net: nn.Module) -> None:
+    """Zero the hidden state of this network's neurons (a new input starts from rest) and restart the per-forward
+    call count of a stateful gradient path."""
+    for _, m in spiking_neurons(net):
+        with torch.no_grad():
+            m.reset_mem()
+        sg = m.spike_grad
+        if isinstance(sg, AdaptiveAtanSpike):
+            sg.calls = 0
+
+
+class _Step(torch.autograd.Function):
+    """Forward ``1[x > 0]`` (snnTorch's); backward ``grad * derivative(x)``."""
+
+    @staticmethod
+    def forward(ctx, x, derivative):
+        ctx.save_for_backward(x)
+        ctx.derivative = derivative
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * ctx.derivative(x), None
+
+
+def _theta(neuron: nn.Module) -> float:
+    return max(float(torch.as_tensor(neuron.threshold).detach().abs().mean()), 1e-6)
+
+
+class ScaledSurrogate:
+    """``spike_grad`` with ``surrogate`` scaled to the neuron's threshold: ``dS/dx = g(x / theta) / theta``."""
+
+    def __init__(self, surrogate: Surrogate, neuron: nn.Module):
+        self.surrogate, self.neuron = surrogate, neuron
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        theta = _theta(self.neuron)
+        return _Step.apply(x, lambda v: self.surrogate.derivative(v / theta) / theta)
+
+
+class AdaptiveAtanSpike:
+    """ASSG's ``spike_grad`` for one neuron (see the module docstring); ``stats`` per call of one forward."""
+
+    def __init__(self, a: float, neuron: nn.Module):
+        self.omega = 2 * math.tan(math.pi * a) / math.pi
+        self.neuron, self.stats, self.calls = neuron, [], 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        k, self.calls = self.calls, self.calls + 1
+        with torch.no_grad():
+            dist = x.detach().abs()
+            if k >= len(self.stats) or self.stats[k][0].shape != dist.shape:
+                del self.stats[k:]
+                self.stats.append((torch.full_like(dist, _theta(self.neuron)), torch.zeros_like(dist)))
+            m, d = self.stats[k]
+            m = ASSG_BETA * m + (1 - ASSG_BETA) * dist
+            d = ASSG_BETA * d + (1 - ASSG_BETA) * (dist - m).abs()
+            self.stats[k] = (m, d)
+            a = self.omega / (m + ASSG_RELAX * d + 1e-4 * _theta(self.neuron))
+        return _Step.apply(x, lambda v: (a / 2) / (1 + (math.pi / 2 * a * v) ** 2))
+
+
+def has_native_neurons(net: nn.Module) -> bool:
+    return any(isinstance(m, SUPPORTED + tuple(_REGISTERED)) for m in net.modules())
+
+
+@contextlib.contextmanager
+def native_gradient_path(
+    net: nn.Module, mode: str = "spike", surrogate=None, param: Optional[float] = None
+) -> Iterator[None]:
+    """Every snnTorch neuron of ``net`` fires through the path's ``spike_grad`` inside the block (restored after)."""
+    if mode not in NATIVE_MODES:
+        raise UserError(f"gradient path {mode!r} is not defined for snnTorch neurons (defined: {NATIVE_MODES})")
+    neurons = [m for _, m in spiking_neurons(net)]
+    saved = [m.spike_grad for m in neurons]
+    sg = make_surrogate(surrogate) if surrogate is not None else None
+    try:
+        for m in neurons:
+            if mode == "assg":
+                m.spike_grad = AdaptiveAtanSpike(0.425 if param is None else float(param), m)
+            elif sg is not None:
+                m.spike_grad = ScaledSurrogate(sg, m)
+        yield
+    finally:
+        for m, g in zip(neurons, saved):
+            m.spike_grad = g
+
+
+def reset_native_path_state(net: nn.Module) -> None:
+    """A new attack start: ASSG's running means begin afresh."""
+    for _, m in spiking_neurons(net):
+        if isinstance(m.spike_grad, AdaptiveAtanSpike):
+            m.spike_grad.stats, m.spike_grad.calls = [], 0
+
+
+READOUTS = ("auto", "spike_count", "membrane_mean", "logits")
+
+
+class NativeNet(nn.Module):
+    """``logits = readout(net(x))`` for an snnTorch network ``net``, its neurons reset before every input.
+
+    ``net(x)`` returns the records over time, ``(spikes [T, B, C], membranes [T, B, C])`` as snnTorch's tutorials
+    do, or one ``[T, B, C]`` tensor, or logits ``[B, C]``. Readouts: ``spike_count`` (sum over time of the spikes),
+    ``membrane_mean`` (mean over time of the membranes), ``logits`` (the output as it is), ``auto`` (logits for a
+    ``[B, C]`` output, else the spike count). The time dimension is the one that is not the batch (``time_dim``
+    states it where both have one size)."""
+
+    def __init__(self, net: nn.Module, readout: str = "auto", time_dim: Optional[int] = None):
+        super().__init__()
+        if readout not in READOUTS:
+            raise UserError(f"readout must be one of {READOUTS}, got {readout!r}")
+        if not spiking_neurons(net):
+            raise UserError(
+                f"{type(net).__name__} has no snnTorch spiking neuron (Leaky, Synaptic, ...); an ANN is trained and "
+                "evaluated with lightning_modules.RobustANN"
+            )
+        self.net, self.readout, self.time_dim = net, readout, time_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        reset_states(self.net)
+        return self.read(self.net(x), x.shape[0])
+
+    def read(self, out, batch: int) -> torch.Tensor:
+        records = isinstance(out, (tuple, list))
+        mode = self.readout
+        if mode == "auto":
+            mode = "logits" if not records and torch.is_tensor(out) and out.dim() == 2 else "spike_count"
+        if mode == "logits":
+            if records or out.dim() != 2:
+                raise UserError(
+                    f"readout 'logits': the net returns {_shape(out)}, not [batch, classes]; use readout "
+                    "spike_count or membrane_mean for records over time"
+                )
+            return out
+        rec = (out[0] if mode == "spike_count" else out[1] if len(out) > 1 else None) if records else out
+        if rec is None or (mode == "membrane_mean" and not records):
+            raise UserError("readout 'membrane_mean' needs the net to return (spikes, membranes) records")
+        if rec.dim() != 3:
+            raise UserError(
+                f"the net returns {_shape(out)}: no time dimension to read out over; return the records "
+                "[T, batch, classes] (torch.stack of each step's output), or set readout: logits if it returns logits"
+            )
+        t = self.time_dim if self.time_dim is not None else _time_dim(rec, batch)
+        return rec.sum(t) if mode == "spike_count" else rec.mean(t)
+
+
+def _shape(out) -> str:
+    if isinstance(out, (tuple, list)):
+        return "(" + ", ".join(_shape(o) for o in out) + ")"
+    return str(list(out.shape)) if torch.is_tensor(out) else type(out).__name__
+
+
+def _time_dim(rec: torch.Tensor, batch: int) -> int:
+    if rec.shape[1] == batch and rec.shape[0] != batch:
+        return 0
+    if rec.shape[0] == batch and rec.shape[1] != batch:
+        return 1
+    if rec.shape[1] == batch:
+        raise UserError(
+            f"the net's records {list(rec.shape)} have as many time steps as samples: set readout's time_dim "
+            "(--model.init_args.time_dim 0 for [T, B, C])"
+        )
+    raise UserError(f"the net's records {list(rec.shape)} have no batch dimension of size {batch}")
