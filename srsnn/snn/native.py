@@ -201,9 +201,24 @@ class NativeNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         reset_states(self.net)
-        return self.read(self.net(x), x.shape[0])
+        return self.read(self.net(x), x)
 
-    def read(self, out, batch: int) -> torch.Tensor:
+    def _time(self, rec: torch.Tensor, x: torch.Tensor) -> int:
+        """The records' time dimension: stated, or the one that is not the batch (told once, by a one-sample forward
+        where T equals the batch size)."""
+        if self.time_dim is None:
+            batch = x.shape[0]
+            if rec.shape[1] == batch and rec.shape[0] == batch:
+                with torch.no_grad():
+                    reset_states(self.net)
+                    one = self.net(x[:1])
+                probe = one[0] if isinstance(one, (tuple, list)) else one
+                self.time_dim = _time_dim(probe, 1)
+            else:
+                self.time_dim = _time_dim(rec, batch)
+        return self.time_dim
+
+    def read(self, out, x: torch.Tensor) -> torch.Tensor:
         records = isinstance(out, (tuple, list))
         mode = self.readout
         if mode == "auto":
@@ -223,7 +238,7 @@ class NativeNet(nn.Module):
                 f"the net returns {_shape(out)}: no time dimension to read out over; return the records "
                 "[T, batch, classes] (torch.stack of each step's output), or set readout: logits if it returns logits"
             )
-        t = self.time_dim if self.time_dim is not None else _time_dim(rec, batch)
+        t = self._time(rec, x)
         return rec.sum(t) if mode == "spike_count" else rec.mean(t)
 
 
@@ -234,13 +249,8 @@ def _shape(out) -> str:
 
 
 def _time_dim(rec: torch.Tensor, batch: int) -> int:
-    if rec.shape[1] == batch and rec.shape[0] != batch:
+    if rec.shape[1] == batch:  # [T, B, C] (snnTorch's), or T = B = 1
         return 0
-    if rec.shape[0] == batch and rec.shape[1] != batch:
+    if rec.shape[0] == batch:
         return 1
-    if rec.shape[1] == batch:
-        raise UserError(
-            f"the net's records {list(rec.shape)} have as many time steps as samples: set readout's time_dim "
-            "(--model.init_args.time_dim 0 for [T, B, C])"
-        )
     raise UserError(f"the net's records {list(rec.shape)} have no batch dimension of size {batch}")

@@ -30,8 +30,16 @@ from srsnn.snn.spike_readers import WEIGHT_LAYERS, spike_readers
 _PASS = (nn.Flatten, nn.Identity, nn.Dropout)
 
 
-def _apply_connectivity(x: torch.Tensor, path: list[nn.Module], dense: bool) -> torch.Tensor:
-    """Propagate through ``path`` with 0/1 coefficients: sum-pooling and binary masks (all-ones if dense)."""
+def _connections(m: nn.Module, dense: bool, nonzero: bool) -> torch.Tensor:
+    """The layer's synapses as 0/1: all (``dense``), the non-zero weights (``nonzero``), or its mask."""
+    if dense:
+        return torch.ones_like(m.weight)
+    return (m.weight != 0).to(m.weight.dtype) if nonzero else mask_of(m)
+
+
+def _apply_connectivity(x: torch.Tensor, path: list[nn.Module], dense: bool, nonzero: bool = False) -> torch.Tensor:
+    """Propagate through ``path`` with 0/1 coefficients: sum-pooling and binary masks (all-ones if dense; the non-zero
+    weights if ``nonzero``)."""
     for m in path:
         if isinstance(m, nn.AvgPool2d):
             k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size, m.kernel_size)
@@ -43,10 +51,10 @@ def _apply_connectivity(x: torch.Tensor, path: list[nn.Module], dense: bool) -> 
                 raise UserError("synop counting needs AdaptiveAvgPool2d sizes that divide the input")
             x = F.adaptive_avg_pool2d(x, out) * ((h // out[0]) * (w // out[1]))
         elif isinstance(m, nn.Conv2d):
-            w = torch.ones_like(m.weight) if dense else mask_of(m)
+            w = _connections(m, dense, nonzero)
             x = F.conv2d(x, (w != 0).to(x.dtype), None, m.stride, m.padding, m.dilation, m.groups)
         elif isinstance(m, nn.Linear):
-            w = torch.ones_like(m.weight) if dense else mask_of(m)
+            w = _connections(m, dense, nonzero)
             x = F.linear(x, (w != 0).to(x.dtype))
         elif isinstance(m, _PASS):
             x = m(x) if isinstance(m, nn.Flatten) else x
@@ -58,14 +66,18 @@ def _apply_connectivity(x: torch.Tensor, path: list[nn.Module], dense: bool) -> 
 
 
 def fanout(
-    path_list: list[list[nn.Module]], spike_shape: tuple, dense: bool = False, device: Optional[torch.device] = None
+    path_list: list[list[nn.Module]],
+    spike_shape: tuple,
+    dense: bool = False,
+    device: Optional[torch.device] = None,
+    nonzero: bool = False,
 ) -> torch.Tensor:
     """Number of non-zero outgoing synapses of every neuron of one layer (shape ``spike_shape``)."""
     total = torch.zeros(spike_shape, device=device)
     for path in path_list:
         s = torch.zeros((1, *spike_shape), device=device, requires_grad=True)
         with torch.enable_grad():
-            out = _apply_connectivity(s, path, dense)
+            out = _apply_connectivity(s, path, dense, nonzero)
             (g,) = torch.autograd.grad(out.sum(), s)
         total += g[0]
     return total.round()
@@ -193,9 +205,9 @@ class NativeSynopCounter:
     before the first neuron fires in a forward take the analog input (their MACs: non-zero weights x output positions,
     every call, so every time step); any later weight layer must receive events (spikes, or max-pooled spikes: a
     tensor whose non-zero entries share one value), each costing its non-zero outgoing synapses,
-    ``synops = sum_i 1[in_i != 0] fanout_i`` with ``fanout = 1^T |M|`` through the layer's own stride, padding and
-    dilation (exact at borders). A weight layer fed anything else (average-pooled spikes, a membrane) cannot be
-    counted as synops and is refused by name, never counted as MACs of an ANN.
+    ``synops = sum_i 1[in_i != 0] fanout_i`` with ``fanout = 1^T 1[W != 0]`` through the layer's own stride, padding
+    and dilation (exact at borders; weights pruned by any tool are zeros). A weight layer fed anything else
+    (average-pooled spikes, a membrane) cannot be counted as synops and is refused by name, never counted as MACs.
 
     Use: ``with NativeSynopCounter(net) as c: model(x); c.samples += len(x)``; ``c.summary()``."""
 
@@ -234,7 +246,8 @@ class NativeSynopCounter:
     def _fanouts(self, m: nn.Module, shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         key = (self.layers[m], shape)
         if key not in self._fanout:
-            self._fanout[key] = tuple(fanout([[m]], shape, dense, m.weight.device).double() for dense in (False, True))
+            dev = m.weight.device
+            self._fanout[key] = tuple(fanout([[m]], shape, dense, dev, nonzero=True).double() for dense in (0, 1))
         return self._fanout[key]
 
     def _layer_hook(self, m, inp, out):
@@ -243,7 +256,7 @@ class NativeSynopCounter:
         if m not in self.recurrent and (not self.fired or name in self.input_layers):
             self.input_layers.add(name)
             positions = out[0, 0].numel() if out.dim() > 2 else 1
-            st["macs"] += float((mask_of(m) != 0).sum()) * positions * len(x)
+            st["macs"] += float((m.weight != 0).sum()) * positions * len(x)
             st["dense_macs"] += float(m.weight.numel()) * positions * len(x)
             return
         events = x != 0

@@ -1,0 +1,209 @@
+"""Bring your own SNN: an snnTorch network evaluated, counted and fine-tuned through train.py (README's commands)."""
+
+import json
+
+import pytest
+import snntorch as snn
+import torch
+from snntorch import surrogate
+from torch import nn
+
+from helpers import ROOT, run_cli, run_main, tiny_overrides
+from srsnn.errors import UserError
+from srsnn.snn.native import NativeNet, describe, reset_states, spiking_neurons
+from srsnn.snn.network import gradient_path, reset_path_state
+from srsnn.snn.synops import NativeSynopCounter
+
+CONFIG = str(ROOT / "conf" / "digits" / "native_snn.yaml")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> str:
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from examples.tutorial_snn import train
+
+    path = str(tmp_path_factory.mktemp("native") / "mynet.pt")
+    torch.set_num_threads(1)
+    assert train(path, epochs=8) > 0.8  # plain BPTT: the README's example trains
+    return path
+
+
+def _evaluation(run_dir) -> tuple[dict, dict]:
+    ev = next(run_dir.rglob("evaluation"))
+    return json.loads((ev / "attacks.json").read_text()), json.loads((ev / "energy.json").read_text())
+
+
+def test_the_readme_commands_evaluate_count_and_fine_tune_the_tutorial_net(weights, tmp_path):
+    quick = ["--evaluation.num_samples", "12", "--evaluation.adaptive", "quick"]
+    run_cli("train.py", "test", "--config", CONFIG, "--model.init_args.weights", weights,
+            *tiny_overrides(tmp_path / "test"), *quick)  # fmt: skip
+    attacks, energy = _evaluation(tmp_path / "test")
+    assert attacks["kind"] == "snn" and attacks["ensemble"][0] == "model" and len(attacks["ensemble"]) == 18
+    assert "assg" in attacks["budget"]["snn_paths"] and "hart" not in attacks["budget"]["snn_paths"]
+    assert energy["native"] and energy["input_layers"] == ["fc1"] and energy["num_steps"] == 8
+    # brute force: every spike of lif1 reaches fc2's 10 outputs; fc1 sees the image at every one of the 8 steps
+    assert energy["synops_by_layer"]["fc2"]["synops"] == pytest.approx(10 * energy["layers"]["lif1"]["spikes"])
+    assert energy["first_layer_macs"] == 64 * 128 * 8
+    run_cli("train.py", "fit", "--config", CONFIG, "--model.init_args.weights", weights,
+            *tiny_overrides(tmp_path / "fit"), "--trainer.callbacks", "[]")  # fmt: skip
+    ckpt = next((tmp_path / "fit").rglob("last.ckpt"))
+    run_cli("train.py", "test", "--config", CONFIG, "--ckpt_path", str(ckpt), *tiny_overrides(tmp_path / "again"),
+            *quick)  # fmt: skip
+    assert _evaluation(tmp_path / "again")[0]["num_samples"] == 12
+
+
+def test_synops_equal_a_brute_force_count_at_borders_and_strides():
+    torch.manual_seed(0)
+
+    class ConvSNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+            self.lif1 = snn.Leaky(beta=0.8)
+            self.conv2 = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+            self.lif2 = snn.Leaky(beta=0.8)
+            self.fc = nn.Linear(6 * 4 * 4, 3)
+            self.lif3 = snn.Leaky(beta=0.8)
+
+        def forward(self, x):
+            m1, m2, m3, out = self.lif1.reset_mem(), self.lif2.reset_mem(), self.lif3.reset_mem(), []
+            for _ in range(3):
+                s1, m1 = self.lif1(self.conv1(x), m1)
+                s2, m2 = self.lif2(self.conv2(s1), m2)
+                s3, m3 = self.lif3(self.fc(s2.flatten(1)), m3)
+                out.append(s3)
+            return torch.stack(out)
+
+    net = ConvSNN()
+    with torch.no_grad():
+        net.conv2.weight[:, :, 0, 0] = 0  # pruned synapses cost nothing
+        net.conv1.weight.mul_(4)
+    spikes = {}
+
+    def keep(name):
+        return lambda m, i, o: spikes.setdefault(name, []).append(o[0].detach())
+
+    x = torch.rand(5, 1, 8, 8)
+    hooks = [getattr(net, n).register_forward_hook(keep(n)) for n in ("lif1", "lif2")]
+    with NativeSynopCounter(net) as c:
+        NativeNet(net)(x)
+    for h in hooks:
+        h.remove()
+    c.samples = len(x)
+    s = c.summary()
+
+    def brute(layer, inputs):  # each spike: the outputs its non-zero weights reach, found one input at a time
+        total, shape = 0.0, inputs[0].shape[1:]
+        for idx in range(shape.numel()):
+            one = torch.zeros(1, shape.numel())
+            one[0, idx] = 1
+            w = (layer.weight != 0).float()
+            out = (torch.nn.functional.conv2d(one.view(1, *shape), w, None, layer.stride, layer.padding)
+                   if isinstance(layer, nn.Conv2d) else torch.nn.functional.linear(one, w))  # fmt: skip
+            fan = float(out.sum())
+            total += sum(float(t.flatten(1)[:, idx].sum()) for t in inputs) * fan
+        return total / len(x)
+
+    assert s["synops_by_layer"]["conv2"]["synops"] == pytest.approx(brute(net.conv2, spikes["lif1"]))
+    flat = [t.flatten(1) for t in spikes["lif2"]]
+    assert s["synops_by_layer"]["fc"]["synops"] == pytest.approx(brute(net.fc, flat))
+    assert s["input_layers"] == ["conv1"] and s["layers"]["lif1"]["spikes"] > 0
+
+
+class _Net(nn.Module):
+    def __init__(self, neuron: nn.Module, out_features: int = 3):
+        super().__init__()
+        self.fc1, self.neuron, self.fc2 = nn.Linear(4, 5), neuron, nn.Linear(5, out_features)
+        self.out = snn.Leaky(beta=0.9, threshold=2.0, spike_grad=surrogate.atan())
+
+    def forward(self, x):
+        reset_states(self)
+        rec = []
+        for _ in range(3):
+            s = self.neuron(self.fc1(x) * 3)
+            s = s[0] if isinstance(s, tuple) else s
+            rec.append(self.out(self.fc2(s))[0])
+        return torch.stack(rec)
+
+
+NEURONS = {
+    "Leaky": lambda: snn.Leaky(beta=0.9, init_hidden=True),
+    "Synaptic": lambda: snn.Synaptic(alpha=0.8, beta=0.9, init_hidden=True),
+    "Alpha": lambda: snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True),
+    "Lapicque": lambda: snn.Lapicque(beta=0.9, init_hidden=True),
+    "RLeaky": lambda: snn.RLeaky(beta=0.9, linear_features=5, init_hidden=True),
+    "RSynaptic": lambda: snn.RSynaptic(alpha=0.8, beta=0.9, linear_features=5, init_hidden=True),
+}
+
+
+@pytest.mark.parametrize("kind", NEURONS)
+def test_every_snntorch_neuron_is_found_reset_and_attacked_through_each_path(kind):
+    torch.manual_seed(0)
+    net = NativeNet(_Net(NEURONS[kind]()))
+    found = dict(spiking_neurons(net))
+    assert type(found["net.neuron"]).__name__ == kind and describe(found["net.out"])["threshold"] == 2.0
+    x = torch.rand(6, 4)
+    plain = net(x)
+    assert torch.equal(net(x), plain)  # the state is reset before every input
+    for mode, sg, param in (("spike", {"name": "triangular", "gamma": 1.0}, None), ("assg", None, 0.425)):
+        xi = x.clone().requires_grad_()
+        with gradient_path(net, mode, sg, param):
+            out = net(xi)
+            out.logsumexp(1).sum().backward()
+        reset_path_state(net)
+        assert torch.equal(out.detach(), plain)  # a gradient path changes the backward only
+        assert xi.grad.abs().sum() > 0, (kind, mode)
+    assert found["net.out"].spike_grad.__class__.__name__ != "ScaledSurrogate"  # restored after the block
+
+
+def test_surrogates_are_scaled_to_the_threshold():
+    leaky = snn.Leaky(beta=0.5, threshold=2.0)
+    net = nn.Sequential(leaky)
+    v = torch.tensor([1.5, 2.5, 4.5], requires_grad=True)
+    with gradient_path(net, "spike", {"name": "triangular", "gamma": 1.0}):
+        leaky.spike_grad(v - 2.0).sum().backward()
+    # g(x / theta) / theta with g the unit triangle: x = -0.5, 0.5, 2.5 -> (1 - 0.25) / 2, (1 - 0.25) / 2, 0
+    assert v.grad.tolist() == pytest.approx([0.375, 0.375, 0.0])
+
+
+def test_bad_input_gets_one_clear_error_each(weights, tmp_path):
+    base = ["test", "--config", CONFIG, *tiny_overrides(tmp_path)]
+    run_cli("train.py", "fit", "--config", CONFIG, "--model.init_args.weights", weights,
+            *tiny_overrides(tmp_path / "fit"), "--trainer.callbacks", "[]")  # fmt: skip
+    ckpt = str(next((tmp_path / "fit").rglob("last.ckpt")))
+    cases = {
+        "is a Lightning checkpoint of a whole run": ["--model.init_args.weights", ckpt],
+        "pass --model.init_args.weights": ["--ckpt_path", weights],
+        "does not fit TutorialSNN (fc1.weight": ["--model.init_args.weights", weights,
+                                              "--model.init_args.net.init_args.num_hidden", "64"],
+        "no time dimension": ["--model.init_args.readout", "spike_count",
+                              "--model.init_args.net.class_path", "tests.test_native_snn.LogitsOnly"],
+    }  # fmt: skip
+    for expected, extra in cases.items():
+        out = run_main(*base, *extra)
+        lines = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+        assert out.returncode == 2 and len(lines) == 1 and expected in lines[0], (expected, out.stderr[-800:])
+
+
+class LogitsOnly(nn.Module):
+    """A net that returns the last step's membrane as logits: no time dimension."""
+
+    def __init__(self, num_steps: int = 8, num_hidden: int = 128):
+        super().__init__()
+        self.fc1, self.lif1, self.fc2 = nn.Linear(64, num_hidden), snn.Leaky(beta=0.9), nn.Linear(num_hidden, 10)
+
+    def forward(self, x):
+        mem = self.lif1.reset_mem()
+        spk, mem = self.lif1(self.fc1(x.flatten(1)), mem)
+        return self.fc2(spk)
+
+
+def test_an_snn_is_never_run_or_counted_as_an_ann():
+    from lightning_modules import RobustANN
+
+    with pytest.raises(UserError, match="it is an SNN.*NativeSNN"):
+        RobustANN(_Net(snn.Leaky(beta=0.9, init_hidden=True)))
+    with pytest.raises(UserError, match="SLSTM is a spiking neuron this repo cannot attack"):
+        spiking_neurons(nn.Sequential(snn.SLSTM(4, 3)))
