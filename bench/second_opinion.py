@@ -29,11 +29,11 @@ import torchattacks
 from safetensors import safe_open
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.opinion import run_opinion  # noqa: E402
 from datamodules import Digits, MNIST5k  # noqa: E402
 from srsnn.export.compact import load_compact  # noqa: E402
 from srsnn.robustness.attacks import SAPGD  # noqa: E402
 from srsnn.robustness.paths import paper_ensemble, snn_attack_paths  # noqa: E402
-from srsnn.robustness.results import PerSample, SampleRecord  # noqa: E402
 from srsnn.snn.network import gradient_path  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,8 +60,6 @@ with safe_open(a.model, "pt") as f:
 dm = {"digits": Digits, "mnist5k": MNIST5k}[a.data](**({"image_size": size} if size else {}))
 dm.setup("test")
 x, y = map(torch.stack, zip(*[(dm.data_test[i][0], torch.as_tensor(dm.data_test[i][1])) for i in range(a.samples)]))
-with torch.no_grad():
-    clean = model(x).argmax(1) == y
 members = {m["name"]: m for m in paper_ensemble()}
 unknown = [n for n in a.paths if n not in members]
 if unknown:
@@ -109,29 +107,4 @@ def attacks(eps):
     return out + [("square", None, torchattacks.Square(model, eps=eps, n_queries=2000, seed=a.seed))]
 
 
-torch.manual_seed(a.seed)
-samples = [SampleRecord(index=i, clean_correct=bool(c), broken_by={}) for i, c in enumerate(clean.tolist())]
-alive = clean.clone()
-for eps in sorted(a.eps):
-    for name, pth, attack in attacks(eps):
-        idx = torch.nonzero(alive).flatten()
-        if not len(idx):
-            break
-        with path(pth):
-            adv = attack(x[idx], y[idx])
-        assert (adv - x[idx]).abs().max() <= eps + 1e-5 and 0 <= adv.min() and adv.max() <= 1
-        with torch.no_grad():
-            fooled = model(adv).argmax(1) != y[idx]  # judged on the deployed model, whatever path crafted it
-        for i in idx[fooled].tolist():
-            samples[i].broken_by[f"{eps:g}"] = name
-        alive[idx[fooled]] = False
-    for s in samples:
-        s.broken_by.setdefault(
-            f"{eps:g}",
-            None if s.clean_correct and alive[s.index] else "clean" if not s.clean_correct else "smaller eps",
-        )
-    print(f"eps={eps:g}: {int(alive.sum())} robust", flush=True)
-PerSample(samples=samples, note="broken_by: the second opinion's attack that broke the sample (null = robust)").write(
-    a.out
-)
-print(f"wrote {a.out}")
+run_opinion(model, x, y, a.eps, attacks, path, a.out, a.seed)
