@@ -17,13 +17,12 @@ from typing import Any, Optional
 import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info
-from snntorch._neurons.neurons import SpikingNeuron
 
 from srsnn.errors import UserError
 from srsnn.export.compact import export_compact
 from srsnn.modes import module_mode
 from srsnn.pruning.masks import sparsity_report
-from srsnn.snn.native import NativeNet
+from srsnn.snn.native import NativeNet, describe, first_spiking
 from srsnn.snn.synops import NativeSynopCounter, SynopCounter, ann_macs, first_layer_macs, layer_labels
 
 from .shards import sum_over_ranks, test_subset, write_results
@@ -60,7 +59,7 @@ class SpikeEnergyMonitor(Callback):
         kind = getattr(pl_module, "kind", "ann")
         if isinstance(model, NativeNet):
             return self.measure_native(trainer, model, device)
-        spiking = next((n for n, m in model.named_modules() if isinstance(m, SpikingNeuron)), None)
+        spiking = first_spiking(model)
         if kind != "snn" and spiking is not None:  # counted as an ANN its energy would be silently wrong
             raise UserError(
                 f"SpikeEnergyMonitor: {type(pl_module).__name__} calls itself an ANN but its network has spiking "
@@ -142,26 +141,19 @@ class SpikeEnergyMonitor(Callback):
         with counter:
             for i in range(0, len(xs), self.batch_size):
                 model(xs[i : i + self.batch_size].to(device))
-        counter.samples = len(xs)
         res: dict[str, Any] = {"kind": "snn", "native": True}
+        res["neurons"] = {name: describe(m) for m, name in counter.neurons.items()}
         res["sparsity"] = sparsity_report(model.net)
         with tempfile.TemporaryDirectory() as tmp:
             res["storage"] = export_compact(model.net, os.path.join(tmp, "m.safetensors"), {"kind": "snn"})
-        local = [[st["spikes"], 0.0] for st in counter.spikes.values()]
-        local += [[st["synops"], st["dense_synops"]] for st in counter.synops.values()]
-        local += [[st["macs"], st["dense_macs"]] for st in counter.synops.values()] + [[float(len(xs)), 0.0]]
-        summed = sum_over_ranks(torch.tensor(local, device=device)).cpu().tolist()
-        k = 0
-        for st in counter.spikes.values():
-            st["spikes"] = summed[k][0]
-            k += 1
-        for st in counter.synops.values():
-            st["synops"], st["dense_synops"] = summed[k]
-            k += 1
-        for st in counter.synops.values():
-            st["macs"], st["dense_macs"] = summed[k]
-            k += 1
-        counter.samples = int(summed[-1][0])
+        # every count summed over ranks in one collective, float64 (exact integers beyond 2^24), then put back
+        slots = [(st, k) for st in counter.spikes.values() for k in ("spikes",)]
+        slots += [(st, k) for st in counter.synops.values() for k in ("synops", "dense_synops", "macs", "dense_macs")]
+        local = torch.tensor([st[k] for st, k in slots] + [len(xs)], dtype=torch.float64, device=device)
+        *summed, samples = sum_over_ranks(local).tolist()
+        for (st, k), v in zip(slots, summed):
+            st[k] = v
+        counter.samples = int(samples)
         res.update(counter.summary())
         tot = res["total"]
         res.update(

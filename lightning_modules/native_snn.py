@@ -15,7 +15,7 @@ from torch import nn
 
 from srsnn.io.checkpoints import load_weights
 from srsnn.robustness.paths import native_ensemble
-from srsnn.snn.native import NativeNet, describe, spiking_neurons
+from srsnn.snn.native import NativeNet
 
 from .adversarial import AdversarialClassifier
 from .robust_ann import _count_classes
@@ -53,7 +53,6 @@ class NativeSNN(AdversarialClassifier):
         self.snn_model = NativeNet(net, readout, time_dim)
         if weights:
             load_weights(net, weights)
-        self.neurons = {name: describe(m) for name, m in spiking_neurons(net)}
 
     @property
     def model(self) -> nn.Module:

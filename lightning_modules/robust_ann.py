@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-from snntorch._neurons.neurons import SpikingNeuron
 from torch import nn
 
 from srsnn.errors import UserError
 from srsnn.io.checkpoints import load_network
+from srsnn.snn.native import first_spiking
 
 from .adversarial import AdversarialClassifier
 
@@ -26,9 +26,7 @@ class RobustANN(AdversarialClassifier):
     kind = "ann"
 
     def __init__(self, net: nn.Module, init_from: Optional[str] = None, **kwargs):
-        spiking = next(
-            (f"{n} ({type(m).__name__})" for n, m in net.named_modules() if isinstance(m, SpikingNeuron)), None
-        )
+        spiking = first_spiking(net)
         if spiking:  # an SNN run as an ANN would be attacked through one path and counted as MACs
             raise UserError(
                 f"{type(net).__name__} has snnTorch spiking neurons ({spiking}): it is an SNN; evaluate or "

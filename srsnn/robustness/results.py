@@ -38,12 +38,12 @@ def _read_json(path: str) -> dict:
 
 
 def _fields(cls, data: dict, path: str) -> dict:
-    names = {f.name for f in dataclasses.fields(cls)}
-    missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]  # fmt: skip
+    fields = dataclasses.fields(cls)
+    required = [f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in data]
     if missing:
         raise UserError(f"{path}: not a {cls.__name__} record (missing {', '.join(missing)})")
-    return {k: v for k, v in data.items() if k in names}
+    return {k: v for k, v in data.items() if k in {f.name for f in fields}}
 
 
 class _Json:

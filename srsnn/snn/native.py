@@ -45,12 +45,20 @@ ASSG_BETA, ASSG_RELAX = 0.9, 1.5
 def register_neuron(cls: type) -> type:
     """Declare a neuron class the repo does not know as one that fires through ``self.spike_grad(mem -
     self.threshold)`` and has ``reset_mem()`` (usable as a class decorator)."""
-    for attr in ("reset_mem",):
-        if not callable(getattr(cls, attr, None)):
-            raise UserError(f"register_neuron: {cls.__name__} has no {attr}() to zero its state between inputs")
+    if not callable(getattr(cls, "reset_mem", None)):
+        raise UserError(f"register_neuron: {cls.__name__} has no reset_mem() to zero its state between inputs")
     if cls not in _REGISTERED:
         _REGISTERED.append(cls)
     return cls
+
+
+def _known() -> tuple[type, ...]:
+    return SUPPORTED + tuple(_REGISTERED)
+
+
+def first_spiking(net: nn.Module) -> Optional[str]:
+    """``"path (Type)"`` of the first snnTorch spiking neuron of ``net`` (None for a network without one)."""
+    return next((f"{n} ({type(m).__name__})" for n, m in net.named_modules() if isinstance(m, SpikingNeuron)), None)
 
 
 def spiking_neurons(net: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -58,7 +66,7 @@ def spiking_neurons(net: nn.Module) -> list[tuple[str, nn.Module]]:
     order. An snnTorch neuron of another kind (an LSTM cell, a parallel or unrolled neuron) is refused by name."""
     found = []
     for name, m in net.named_modules():
-        if isinstance(m, SUPPORTED + tuple(_REGISTERED)):
+        if isinstance(m, _known()):
             found.append((name, m))
         elif isinstance(m, SpikingNeuron):
             raise UserError(
@@ -83,7 +91,11 @@ def describe(m: nn.Module) -> dict:
 def reset_states(net: nn.Module) -> None:
     """Zero the hidden state of this network's neurons (a new input starts from rest) and restart the per-forward
     call count of a stateful gradient path."""
-    for _, m in spiking_neurons(net):
+    _reset([m for _, m in spiking_neurons(net)])
+
+
+def _reset(neurons: list[nn.Module]) -> None:
+    for m in neurons:
         with torch.no_grad():
             m.reset_mem()
         sg = m.spike_grad
@@ -131,20 +143,20 @@ class AdaptiveAtanSpike:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         k, self.calls = self.calls, self.calls + 1
         with torch.no_grad():
-            dist = x.detach().abs()
+            dist, theta = x.detach().abs(), _theta(self.neuron)
             if k >= len(self.stats) or self.stats[k][0].shape != dist.shape:
                 del self.stats[k:]
-                self.stats.append((torch.full_like(dist, _theta(self.neuron)), torch.zeros_like(dist)))
+                self.stats.append((torch.full_like(dist, theta), torch.zeros_like(dist)))
             m, d = self.stats[k]
             m = ASSG_BETA * m + (1 - ASSG_BETA) * dist
             d = ASSG_BETA * d + (1 - ASSG_BETA) * (dist - m).abs()
             self.stats[k] = (m, d)
-            a = self.omega / (m + ASSG_RELAX * d + 1e-4 * _theta(self.neuron))
+            a = self.omega / (m + ASSG_RELAX * d + 1e-4 * theta)
         return _Step.apply(x, lambda v: (a / 2) / (1 + (math.pi / 2 * a * v) ** 2))
 
 
 def has_native_neurons(net: nn.Module) -> bool:
-    return any(isinstance(m, SUPPORTED + tuple(_REGISTERED)) for m in net.modules())
+    return any(isinstance(m, _known()) for m in net.modules())
 
 
 @contextlib.contextmanager
@@ -192,7 +204,8 @@ class NativeNet(nn.Module):
         super().__init__()
         if readout not in READOUTS:
             raise UserError(f"readout must be one of {READOUTS}, got {readout!r}")
-        if not spiking_neurons(net):
+        self._neurons = [m for _, m in spiking_neurons(net)]  # the tree is fixed: found once, reset every forward
+        if not self._neurons:
             raise UserError(
                 f"{type(net).__name__} has no snnTorch spiking neuron (Leaky, Synaptic, ...); an ANN is trained and "
                 "evaluated with lightning_modules.RobustANN"
@@ -200,7 +213,7 @@ class NativeNet(nn.Module):
         self.net, self.readout, self.time_dim = net, readout, time_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        reset_states(self.net)
+        _reset(self._neurons)
         return self.read(self.net(x), x)
 
     def _time(self, rec: torch.Tensor, x: torch.Tensor) -> int:
@@ -210,7 +223,7 @@ class NativeNet(nn.Module):
             batch = x.shape[0]
             if rec.shape[1] == batch and rec.shape[0] == batch:
                 with torch.no_grad():
-                    reset_states(self.net)
+                    _reset(self._neurons)
                     one = self.net(x[:1])
                 probe = one[0] if isinstance(one, (tuple, list)) else one
                 self.time_dim = _time_dim(probe, 1)
@@ -230,9 +243,9 @@ class NativeNet(nn.Module):
                     "spike_count or membrane_mean for records over time"
                 )
             return out
-        rec = (out[0] if mode == "spike_count" else out[1] if len(out) > 1 else None) if records else out
-        if rec is None or (mode == "membrane_mean" and not records):
+        if mode == "membrane_mean" and not (records and len(out) > 1):
             raise UserError("readout 'membrane_mean' needs the net to return (spikes, membranes) records")
+        rec = (out[0] if mode == "spike_count" else out[1]) if records else out
         if rec.dim() != 3:
             raise UserError(
                 f"the net returns {_shape(out)}: no time dimension to read out over; return the records "

@@ -23,6 +23,7 @@ from srsnn.devices import device_of
 from srsnn.errors import UserError
 from srsnn.modes import module_mode
 from srsnn.pruning.masks import mask_of
+from srsnn.snn.native import spiking_neurons
 from srsnn.snn.network import record_spikes, stateless_prefix
 from srsnn.snn.neurons import IFNeuron
 from srsnn.snn.spike_readers import WEIGHT_LAYERS, spike_readers
@@ -212,8 +213,6 @@ class NativeSynopCounter:
     Use: ``with NativeSynopCounter(net) as c: model(x); c.samples += len(x)``; ``c.summary()``."""
 
     def __init__(self, net: nn.Module):
-        from srsnn.snn.native import spiking_neurons
-
         self.net = net
         self.neurons = {m: n for n, m in spiking_neurons(net)}
         if not self.neurons:
