@@ -101,3 +101,15 @@ def ckpt(root: Path, name: str = "last.ckpt") -> str:
     found = sorted(Path(root).rglob(name))
     assert found, f"no {name} under {root}"
     return str(found[-1])
+
+
+def tiny_recipe_fit(config: str, data_dir, root) -> list[str]:
+    """``fit`` of a paper recipe on a few images in ``data_dir``: one batch (fast_dev_run), 1/8 of the width, one attack
+    step, no logger, on the CPU (``train.main`` arguments; prefix ``train.py`` for ``run_cli``)."""
+    return [
+        "fit", "--config", config, "--trainer.fast_dev_run", "true",
+        "--data.init_args.data_dir", str(data_dir), "--data.init_args.num_workers", "0",
+        "--data.init_args.batch_size", "4", "--model.init_args.net.init_args.width", "0.125",
+        "--model.init_args.attack_steps", "1", "--model.init_args.eval_steps", "1",
+        "--trainer.default_root_dir", str(root), "--trainer.logger", "false", "--trainer.accelerator", "cpu",
+    ]  # fmt: skip

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import ROOT, TINY_SNN, ckpt, run_cli, run_main, tiny_eval, tiny_overrides
+from helpers import ROOT, TINY_SNN, ckpt, run_cli, run_main, tiny_eval, tiny_overrides, tiny_recipe_fit
 
 pytestmark = pytest.mark.slow
 
@@ -155,33 +155,7 @@ def test_cifar_code_path_runs_on_fake_files(tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
     monkeypatch.setattr("sys.argv", ["train.py"])
-    train.main(
-        [
-            "fit",
-            "--config",
-            "conf/cifar10/vgg16_ann.yaml",
-            "--trainer.fast_dev_run",
-            "true",
-            "--data.init_args.data_dir",
-            str(root),
-            "--data.init_args.num_workers",
-            "0",
-            "--data.init_args.batch_size",
-            "4",
-            "--model.init_args.net.init_args.width",
-            "0.125",
-            "--model.init_args.attack_steps",
-            "1",
-            "--model.init_args.eval_steps",
-            "1",
-            "--trainer.default_root_dir",
-            str(tmp_path / "run"),
-            "--trainer.logger",
-            "false",
-            "--trainer.accelerator",
-            "cpu",
-        ]
-    )
+    train.main(tiny_recipe_fit("conf/cifar10/vgg16_ann.yaml", root, tmp_path / "run"))
 
 
 def test_snn_validate_fit_test_through_the_cli(dense_ann_ckpt, tmp_path):

@@ -101,7 +101,7 @@ def _fake_tiny_imagenet(root, per_class: int = 1, val: int = 6):
 
 def test_tiny_imagenet_reads_its_released_layout_and_trains_through_the_cli(tmp_path):
     from datamodules import TinyImageNet
-    from helpers import run_cli
+    from helpers import run_cli, tiny_recipe_fit
 
     wnids = _fake_tiny_imagenet(tmp_path / "tin")
     dm = TinyImageNet(data_dir=str(tmp_path / "tin"), batch_size=8, val_split=0.05)
@@ -110,32 +110,7 @@ def test_tiny_imagenet_reads_its_released_layout_and_trains_through_the_cli(tmp_
     assert x.shape == (3, 64, 64) and 0 <= x.min() and x.max() <= 1
     assert y == sorted(wnids).index(wnids[21])  # the label comes from val_annotations.txt
     assert len(dm.data_train) + len(dm.data_val) == 200 and len(dm.data_test) == 6
-    run_cli(
-        "train.py",
-        "fit",
-        "--config",
-        "conf/tinyimagenet/vgg11_ann.yaml",
-        "--trainer.fast_dev_run",
-        "true",
-        "--data.init_args.data_dir",
-        str(tmp_path / "tin"),
-        "--data.init_args.num_workers",
-        "0",
-        "--data.init_args.batch_size",
-        "4",
-        "--model.init_args.net.init_args.width",
-        "0.125",
-        "--model.init_args.attack_steps",
-        "1",
-        "--model.init_args.eval_steps",
-        "1",
-        "--trainer.default_root_dir",
-        str(tmp_path / "run"),
-        "--trainer.logger",
-        "false",
-        "--trainer.accelerator",
-        "cpu",
-    )
+    run_cli("train.py", *tiny_recipe_fit("conf/tinyimagenet/vgg11_ann.yaml", tmp_path / "tin", tmp_path / "run"))
     # missing files: one clear error naming the folder, the layout and the fix
     out = run_cli(
         "train.py",
