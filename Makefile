@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test test-e2e test-recipes install bench gpu-check clean
+.PHONY: demo reproduce test test-e2e test-recipes install bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,8 +13,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-demo: install  ## the whole pipeline on the embedded digits (robust ANN -> HYDRA 90% -> SNN -> fine-tune -> evaluation -> report)
+demo: install  ## the whole pipeline on the embedded digits, one seed (robust ANN -> HYDRA 90% -> SNN -> fine-tune -> evaluation -> report)
 	$(PY) pipeline.py --config conf/digits/pipeline.yaml
+
+reproduce: install  ## the demo's pipeline over 3 seeds (about 3x the demo): publishes results/digits (mean and spread)
+	$(PY) pipeline.py --config conf/digits/seeds.yaml
 
 test: install  ## lint (ruff check + format check), then the suite
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -103,7 +103,11 @@ class SpikeEnergyMonitor(Callback):
                 model(xs[i : i + self.batch_size].to(device))
         names = list(counter.stats)
         keys = ("spikes", "synops", "dense_synops")
-        local = torch.tensor([[counter.stats[l][k] for k in keys] for l in names] + [[float(n), 0, 0]], device=device)
+        local = torch.tensor(  # float64: counts stay exact integers beyond 2^24
+            [[counter.stats[l][k] for k in keys] for l in names] + [[float(n), 0, 0]],
+            dtype=torch.float64,
+            device=device,
+        )
         summed = sum_over_ranks(local).cpu()
         counter.samples = int(summed[-1, 0])
         for i, l in enumerate(names):

@@ -146,7 +146,35 @@ def plan(cfg: dict) -> list[Stage]:
                 {**metas[ann], "converted_only": True},
             )
         )
-    return stages
+    return over_seeds(stages, cfg.get("seeds"))
+
+
+def over_seeds(stages: list[Stage], seeds) -> list[Stage]:
+    """``seeds: [0, 1, 2]``: every stage once per seed, seed by seed, in ``seed<k>/<stage>`` with
+    ``--seed_everything k`` (so the seed is part of each stage's identity: a completed seed is skipped on a re-run)
+    and taking checkpoints from its own seed's stages; without ``seeds``, the configs' own ``seed_everything``."""
+    if seeds is None:
+        return stages
+    if not (
+        isinstance(seeds, list)
+        and seeds
+        and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds)
+        and len(set(seeds)) == len(seeds)
+    ):
+        raise PipelineError(f"seeds: {seeds!r} is not a list of distinct non-negative integers, e.g. seeds: [0, 1, 2]")
+    return [
+        Stage(
+            f"seed{k}/{st.name}",
+            st.command,
+            st.config,
+            [*st.args, "--seed_everything", str(k)],
+            {opt: f"seed{k}/{src}" for opt, src in st.needs.items()},
+            st.kind,
+            {**st.meta, "seed": k},
+        )
+        for k in seeds
+        for st in stages
+    ]
 
 
 def _set_aside(d: str) -> str:
@@ -177,6 +205,10 @@ def load_config(path: str, seen: tuple = ()) -> dict:
 def run(cfg_path: str, extra: list[str], dry_run: bool = False, publish_anyway: bool = False) -> int:
     cfg = load_config(cfg_path)
     stages = plan(cfg)
+    if cfg.get("seeds") is not None and any(x.split("=")[0] == "--seed_everything" for x in extra):
+        raise PipelineError(
+            f"{cfg_path} runs every stage once per seed (seeds: {cfg['seeds']}); drop --seed_everything, or edit seeds:"
+        )
     root = cfg["run_dir"]
     os.makedirs(root, exist_ok=True)
     if dry_run:
@@ -271,6 +303,7 @@ def _finish(cfg: dict, stages: list[Stage], root: str, extra: list[str], publish
             os.path.join(root, "report"),
             "--title",
             cfg.get("title", "Pipeline report"),
+            *(["--against", cfg["against"]] if cfg.get("against") else []),
         ],
         cwd=ROOT,
     ).returncode
@@ -301,7 +334,7 @@ def _finish(cfg: dict, stages: list[Stage], root: str, extra: list[str], publish
                 flush=True,
             )
         else:
-            publish(os.path.join(root, "report"), tests, cfg["results"])
+            publish(os.path.join(root, "report"), tests, cfg["results"], root)
     return rc
 
 
@@ -311,20 +344,22 @@ def publishes(extra: list[str], publish_anyway: bool) -> bool:
     return not extra or publish_anyway
 
 
-def publish(report_dir: str, tests: list[str], dest: str) -> None:
+def publish(report_dir: str, tests: list[str], dest: str, root: str) -> None:
     """Copy the report (tables, figures, timings) and every evaluated model's own evaluation report and per-sample
-    record (``evaluation/<stage>.md``, ``<stage>.per_sample.json``) to ``dest`` (the pipeline's ``results:``
-    folder, e.g. ``results/mnist5k``)."""
+    record (``evaluation/<stage>.md``, ``<stage>.per_sample.json``; over seeds ``evaluation/seed<k>/<stage>...``)
+    to ``dest`` (the pipeline's ``results:`` folder, e.g. ``results/mnist5k``)."""
     os.makedirs(os.path.join(dest, "evaluation"), exist_ok=True)
     for f in sorted(os.listdir(report_dir)):
         shutil.copy2(os.path.join(report_dir, f), os.path.join(dest, f))
     for t in tests:
         found = newest_under(t, "evaluation", "attacks.md")
         if found:
-            shutil.copy2(found, os.path.join(dest, "evaluation", f"{os.path.basename(t)}.md"))
+            name = os.path.join(dest, "evaluation", os.path.relpath(t, root))
+            os.makedirs(os.path.dirname(name), exist_ok=True)
+            shutil.copy2(found, f"{name}.md")
             samples = os.path.join(os.path.dirname(found), "per_sample.json")  # for paired tests, `report.py compare`
             if os.path.exists(samples):
-                shutil.copy2(samples, os.path.join(dest, "evaluation", f"{os.path.basename(t)}.per_sample.json"))
+                shutil.copy2(samples, f"{name}.per_sample.json")
     print(f"results copied to {dest}")
 
 

@@ -14,6 +14,7 @@ from .claims import claims
 from .figures import plots
 from .per_sample import compare, read
 from .runs import load_run
+from .seeds import against_published, over_seeds
 from .tables import build_table, confidence_section, eps_columns, finetune_table, t_sweep_table
 
 
@@ -34,25 +35,33 @@ def main(argv=None) -> int:
     p.add_argument("runs", nargs="+", help="run folders of `train.py test` runs")
     p.add_argument("--out", required=True, help="folder for report.md, report.json and the plots")
     p.add_argument("--title", default="Comparison")
+    p.add_argument(
+        "--against",
+        help="a published report.json over seeds (e.g. results/digits/report.json): each number of this report "
+        "beside its mean and range there",
+    )
     a = p.parse_args(argv)
     try:
         runs = [load_run(r) for r in a.runs]
     except UserError as err:
         raise SystemExit(f"error: {err}") from None
-    names = [r["name"] for r in runs]
+    seed_of = lambda r: (r.get("stage") or {}).get("seed")
     for r, folder in zip(runs, a.runs):  # two runs of one name (two pipelines): tell them apart by their folder
-        if names.count(r["name"]) > 1:
+        if sum(x["name"] == r["name"] and seed_of(x) == seed_of(r) for x in runs) > 1:
             r["label"] = os.path.join(os.path.basename(os.path.dirname(os.path.normpath(folder))), r["name"])
     os.makedirs(a.out, exist_ok=True)
-    table, rows = build_table(runs)
+    table, per_seed = build_table(runs)
+    rows = over_seeds(per_seed)  # one row per run (over seeds: means); the claims read each seed's rows
     eps = eps_columns(rows)
+    several = len({seed_of(r) for r in runs}) > 1
     text = "\n".join(
         x
         for x in (
             f"# {a.title}\n",
             table,
-            confidence_section(runs),
-            claims(rows, eps),
+            against_published(rows, a.against, eps) if a.against else "",
+            confidence_section([dict(r, label=f"{r['name']} (seed {seed_of(r)})") for r in runs] if several else runs),
+            claims(per_seed, eps),
             finetune_table(rows, eps),
             t_sweep_table(rows, eps),
         )
@@ -62,7 +71,8 @@ def main(argv=None) -> int:
         f.write(text)
     with open(os.path.join(a.out, "report.json"), "w") as f:
         json.dump([{k: v for k, v in r.items() if k != "robust_samples"} for r in rows], f, indent=2)
-    figs = plots(runs, rows, a.out)
+    first = [r for r in runs if seed_of(r) == seed_of(runs[0])]  # the per-run figures: the first seed's
+    figs = plots(first, rows, a.out)
     print(text)
     print(f"wrote {a.out}/report.md, report.json, " + ", ".join(os.path.basename(x) for x in figs))
     return 0

@@ -1,5 +1,5 @@
 """Per-sample records (``per_sample.json``): the per-sample union of two evaluations of one model, and the exact
-McNemar test of two models' worst-case outcomes on the same samples."""
+McNemar test of two models' worst-case outcomes on the same samples (pooled over seeds: stratified by seed)."""
 
 from __future__ import annotations
 
@@ -84,15 +84,33 @@ def compare(ours: str, theirs: str) -> str:
     return "\n".join([f"{n} samples, {len(clean)} clean-correct; sample indices in brackets", "", *lines]) + "\n"
 
 
-def mcnemar(a: dict[str, Any], b: dict[str, Any], eps: str) -> Optional[float]:
-    """Exact two-sided McNemar p-value of two models' worst-case outcomes on the same samples at ``eps`` (None
-    without per-sample records): of the samples on which they differ, is one model robust more often than chance?"""
+def discordant(a: dict[str, Any], b: dict[str, Any], eps: str) -> Optional[tuple[int, int]]:
+    """(samples robust in the worst case for ``a`` only, for ``b`` only) at ``eps`` (None without per-sample records
+    of both on the same samples)."""
     ra, rb = (r.get("robust_samples") or {} for r in (a, b))
     if eps not in ra or eps not in rb or a.get("samples") != b.get("samples"):
         return None
     x, y = set(ra[eps]), set(rb[eps])
-    n, k = len(x ^ y), min(len(x - y), len(y - x))
-    return float(binomtest(k, n, 0.5).pvalue) if n else 1.0  # exact: the discordant pairs ~ Binomial(n, 1/2)
+    return len(x - y), len(y - x)
+
+
+def mcnemar(a: dict[str, Any], b: dict[str, Any], eps: str) -> Optional[float]:
+    """Exact two-sided McNemar p-value of two models' worst-case outcomes on the same samples at ``eps`` (None
+    without per-sample records): of the samples on which they differ, is one model robust more often than chance?"""
+    return stratified_mcnemar([(a, b)], eps)
+
+
+def stratified_mcnemar(pairs: list[tuple[dict[str, Any], dict[str, Any]]], eps: str) -> Optional[float]:
+    """Exact two-sided p-value of pairs of models compared on the same samples, one pair per seed (a stratum), at
+    ``eps``: the Cochran-Mantel-Haenszel test with every matched sample its own stratum reduces to McNemar's on the
+    discordant samples pooled over the strata, whose exact form is: under no effect, each of the ``n`` pooled
+    discordant samples favours either model with probability 1/2, so ``min(b, c) ~ Binomial(n, 1/2)``. None where a
+    pair lacks per-sample records. One pair is the ordinary exact McNemar test."""
+    counts = [discordant(a, b, eps) for a, b in pairs]
+    if not counts or any(c is None for c in counts):
+        return None
+    b, c = (sum(x[i] for x in counts) for i in (0, 1))
+    return float(binomtest(min(b, c), b + c, 0.5).pvalue) if b + c else 1.0
 
 
 def p_text(p: Optional[float]) -> str:

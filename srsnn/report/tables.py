@@ -8,20 +8,28 @@ from srsnn.robustness.audit import verdict
 from srsnn.robustness.reporting import pct
 from srsnn.robustness.results import Check
 
+from .seeds import over_seeds
+
 METHODS = {"lwm": "LWM", "hydra": "HYDRA", "harp": "HARP", "channels": "channels", None: "dense"}
 
 
 def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    """The main table (markdown, with its notes) and one row per run (what ``report.json`` holds)."""
-    dense_snn = next(
-        (r for r in runs if r["attacks"].kind == "snn" and r["energy"].get("sparsity", {}).get("global", 1) < 1e-3),
-        None,
-    )
+    """The main table (markdown, with its notes) and one row per run (what ``report.json`` holds); runs of several
+    seeds (``stage.json``'s ``seed``) give one row per run over its seeds (``over_seeds``), each seed's rows in it."""
+    seeds = list(dict.fromkeys((r.get("stage") or {}).get("seed") for r in runs))
     eps_cols = []
     for r in runs:
         eps_cols += [e for e in r["attacks"].eps if e not in eps_cols]
-    rows = [row_of(r, eps_cols, dense_snn) for r in runs]
-    return main_table(rows, eps_cols) + "\n" + table_notes(runs) + "\n", rows
+    rows = []
+    for seed in seeds:
+        mine = [r for r in runs if (r.get("stage") or {}).get("seed") == seed]
+        dense_snn = next(
+            (r for r in mine if r["attacks"].kind == "snn" and r["energy"].get("sparsity", {}).get("global", 1) < 1e-3),
+            None,
+        )
+        rows += [dict(row_of(r, eps_cols, dense_snn), seed=seed) for r in mine]
+    table = over_seeds(rows)
+    return main_table(table, eps_cols) + "\n" + table_notes(runs, table) + "\n", rows
 
 
 def row_of(r: dict[str, Any], eps_cols: list[str], dense_snn: Optional[dict[str, Any]]) -> dict[str, Any]:
@@ -97,6 +105,15 @@ def _fmt(v, as_pct: bool = False) -> str:
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}"
 
 
+def _cell(row: dict[str, Any], key: str, as_pct: bool = False, bold: bool = False, digits: int = 0) -> str:
+    """A number of the main table; over seeds, its mean with (min–max) where the seeds differ."""
+    v = row.get(key)
+    fmt = (lambda x: f"{x:.{digits}f}") if digits and v is not None else (lambda x: _fmt(x, as_pct=as_pct))
+    text = f"**{fmt(v)}**" if bold else fmt(v)
+    lo_hi = (row.get("spread") or {}).get(key)
+    return text + (f" ({fmt(lo_hi[0])}–{fmt(lo_hi[1])})" if lo_hi else "")
+
+
 def main_table(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
     head = (
         ["run", "kind", "sparsity %", "clean %"]
@@ -116,32 +133,44 @@ def main_table(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         run = row["run"] + (f" ⚠ partial ({row['interrupted']})" if row.get("interrupted") else "")
-        cells = [run, row["kind"], _fmt(row["sparsity"], as_pct=True), _fmt(row["clean"], as_pct=True)]
-        cells += [f"**{_fmt(row[f'worst@{e}'], as_pct=True)}**" for e in eps_cols]
-        cells += [_fmt(row[f"paper@{e}"], as_pct=True) for e in eps_cols]
+        cell = lambda k, **kw: _cell(row, k, **kw)
+        cells = [run, row["kind"], cell("sparsity", as_pct=True), cell("clean", as_pct=True)]
+        cells += [cell(f"worst@{e}", as_pct=True, bold=True) for e in eps_cols]
+        cells += [cell(f"paper@{e}", as_pct=True) for e in eps_cols]
         r_ = row["dense_bytes"] / row["bytes"] if row["bytes"] else None
         ratio = "" if r_ is None else f" ({r_:.1f}× smaller)" if r_ >= 1 else f" ({1 / r_:.2f}× larger)"
         cells += [
-            _fmt(row["weights"]),
+            cell("weights"),
             (_fmt(row["bytes"]) + ratio) if row["bytes"] else "–",
-            _fmt(row["synops"]),
-            _fmt(row.get("E_dense/E_sparse")),
-            _fmt(row["macs"]),
-            f"{row['energy_uj']:.3f}" if row["energy_uj"] is not None else "–",
-            f"{row['eval_s_per_sample']:.2f}" if row["eval_s_per_sample"] is not None else "–",
+            cell("synops"),
+            cell("E_dense/E_sparse"),
+            cell("macs"),
+            cell("energy_uj", digits=3),
+            cell("eval_s_per_sample"),
             row["audit"],
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def table_notes(runs: list[dict[str, Any]]) -> str:
-    """What the columns mean, and each kind's attack budgets."""
+def table_notes(runs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
+    """What the columns mean (over seeds: mean and range), and each kind's attack budgets."""
+    seeds = next((r["seeds"] for r in rows if r.get("seeds")), None)
     budgets = sorted(
         {(r["attacks"].kind, r["attacks"].budget.paper, r["attacks"].budget.adaptive or "not run") for r in runs}
     )
     note = [
         "",
+        *(
+            [
+                f"Over {len(seeds)} seeds ({', '.join(map(str, seeds))}): each number is the mean, with the lowest and "
+                "highest seed in brackets where they differ; the sections below show the means, the figures of "
+                "robust accuracy vs ε and per layer the first seed; each seed's row is in report.json (`per_seed`).",
+                "",
+            ]
+            if seeds
+            else []
+        ),
         "**Worst case**: per sample, broken by anything the evaluation ran (the paper's protocol, the adaptive "
         "tier, Square, convergence rounds): the number to trust. **Paper protocol**: robust to every paper attack "
         "through the ensemble of gradient paths (SNN) or the network (ANN), to compare with the paper's tables; "
