@@ -4,7 +4,8 @@
 native_ensemble`` (the net's own surrogate and 17 threshold-scaled surrogate shapes), the adaptive tier and SA-PGD
 through ASSG, with ``callbacks.AttackEvaluation``; spikes, synops and energy from the spikes the net emits with
 ``callbacks.SpikeEnergyMonitor``. ``fit``: TRADES with R+FGSM (the paper's SNN fine-tuning) through BPTT with the
-net's own surrogate; pruning masks stay frozen where the net has them.
+net's own surrogate; pruning masks stay frozen: those of a state dict saved from ``torch.nn.utils.prune``
+(``weight_orig`` / ``weight_mask``), or with ``mask_zeros`` each layer's zero weights.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Optional
 from torch import nn
 
 from srsnn.io.checkpoints import load_weights
+from srsnn.pruning.masks import masks_from_nonzero
 from srsnn.robustness.paths import native_ensemble
 from srsnn.snn.native import NativeNet
 
@@ -27,7 +29,10 @@ class NativeSNN(AdversarialClassifier):
         Lapicque, RLeaky, RSynaptic, or one declared with ``srsnn.snn.native.register_neuron``) are found wherever
         they sit; it encodes the image itself (direct input: the image at every step).
     weights: its state dict (``torch.save(net.state_dict(), path)`` or ``.safetensors``), read weights-only; null
-        keeps the net's own initialisation (to train it here).
+        keeps the net's own initialisation (to train it here). A net pruned with ``torch.nn.utils.prune`` keeps its
+        masks (frozen: fine-tuning never regrows a pruned weight).
+    mask_zeros: the weights' zeros are pruned weights (a net pruned elsewhere and saved dense): each Conv2d /
+        Linear layer's mask is its non-zero pattern, frozen.
     readout: ``auto``, ``spike_count``, ``membrane_mean`` or ``logits`` (``srsnn.snn.native.NativeNet``);
         time_dim: the records' time dimension where it cannot be told from the batch.
     num_classes: the net's outputs (default: the last nn.Linear's ``out_features``).
@@ -43,6 +48,7 @@ class NativeSNN(AdversarialClassifier):
         readout: str = "auto",
         time_dim: Optional[int] = None,
         num_classes: Optional[int] = None,
+        mask_zeros: bool = False,
         objective: str = "trades",
         inner_attack: str = "rfgsm",
         **kwargs,
@@ -53,6 +59,8 @@ class NativeSNN(AdversarialClassifier):
         self.snn_model = NativeNet(net, readout, time_dim)
         if weights:
             load_weights(net, weights)
+        if mask_zeros:
+            masks_from_nonzero(net)
 
     @property
     def model(self) -> nn.Module:

@@ -207,3 +207,33 @@ def test_an_snn_is_never_run_or_counted_as_an_ann():
         RobustANN(_Net(snn.Leaky(beta=0.9, init_hidden=True)))
     with pytest.raises(UserError, match="SLSTM is a spiking neuron this repo cannot attack"):
         spiking_neurons(nn.Sequential(snn.SLSTM(4, 3)))
+
+
+@pytest.mark.parametrize("saved", ["torch_prune", "zeros"])
+def test_a_pruned_net_keeps_its_pruned_weights_at_zero_through_fine_tuning(weights, tmp_path, saved):
+    """A net pruned with torch.nn.utils.prune (weight_orig / weight_mask in its state dict), or saved dense with zeros
+    and ``mask_zeros``: the mask is frozen, so adversarial fine-tuning never regrows a pruned weight."""
+    import sys
+
+    from torch.nn.utils import prune
+
+    sys.path.insert(0, str(ROOT))
+    from examples.tutorial_snn import TutorialSNN
+
+    net = TutorialSNN()
+    net.load_state_dict(torch.load(weights, weights_only=True))
+    prune.l1_unstructured(net.fc1, "weight", amount=0.7)
+    mask = net.fc1.weight_mask.clone()
+    if saved == "zeros":
+        prune.remove(net.fc1, "weight")  # a plain dense state dict whose pruned weights are 0
+    path = tmp_path / "pruned.pt"
+    torch.save(net.state_dict(), path)
+    before = net.fc1.weight.detach().clone()
+    more = ["--model.init_args.mask_zeros", "true"] if saved == "zeros" else []
+    run_cli("train.py", "fit", "--config", CONFIG, "--model.init_args.weights", str(path), *more,
+            *tiny_overrides(tmp_path / "fit"), "--trainer.callbacks", "[]")  # fmt: skip
+    sd = torch.load(next((tmp_path / "fit").rglob("last.ckpt")), weights_only=False)["state_dict"]
+    base = "snn_model.net.fc1.parametrizations.weight."
+    after = sd[base + "original"] * sd[base + "0.mask"]
+    assert torch.equal(sd[base + "0.mask"], mask)  # the mask carried over, unchanged
+    assert (after[mask == 0] == 0).all() and not torch.equal(after, before)  # trained, pruned weights still 0

@@ -285,3 +285,32 @@ def test_results_are_published_only_for_the_recipe_as_written():
 
     assert pipeline.publishes([], False) and pipeline.publishes(["--trainer.max_epochs", "1"], True)
     assert not pipeline.publishes(["--trainer.max_epochs", "1"], False)
+
+
+def test_seeds_run_apart_and_the_report_gives_mean_and_spread(reference, tmp_path):
+    """Two seeds of the dense chain: seed 0 (explicit) gives the reference run's per-sample records byte for byte (the
+    configs' seed is 0: same machine and seed, same numbers); the report gives each number over the seeds, publishes
+    every seed's records, and a re-run skips every stage."""
+    cfg = _tiny_configs(tmp_path, pruning=False)
+    pipe = yaml.safe_load(cfg.read_text())
+    pipe["seeds"] = [0, 1]
+    cfg.write_text(yaml.safe_dump(pipe))
+    out = _run(cfg)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    samples = lambda p: json.loads(p.read_text())["samples"]
+    published = tmp_path / "results" / "evaluation"
+    assert samples(published / "seed0" / "ann_test.per_sample.json") == samples(
+        reference / "results" / "evaluation" / "ann_test.per_sample.json"
+    )
+    rows = json.loads((tmp_path / "results" / "report.json").read_text())
+    assert [r["run"] for r in rows] == ["ann_test", "snn_test"] and all(r["seeds"] == [0, 1] for r in rows)
+    for r in rows:  # each number the mean of the seeds' numbers, with their range where they differ
+        worst = [s["worst@0.1"] for s in r["per_seed"]]
+        assert r["worst@0.1"] == pytest.approx(sum(worst) / 2)
+        assert r["spread"].get("worst@0.1", [worst[0]] * 2) == [min(worst), max(worst)]
+    assert sorted(p.relative_to(published).as_posix() for p in published.rglob("*.per_sample.json")) == [
+        f"seed{k}/{s}.per_sample.json" for k in (0, 1) for s in ("ann_test", "snn_test")
+    ]
+    assert "Over 2 seeds (0, 1)" in (tmp_path / "results" / "report.md").read_text()
+    again = _run(cfg)
+    assert again.returncode == 0 and again.stdout.count("complete, skipped") == 8

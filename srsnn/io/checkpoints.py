@@ -121,6 +121,7 @@ def load_weights(net, path: str, what: str = "model.weights") -> None:
         )
     if not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise UserError(f"{what} {path!r} is not a state dict of tensors; save it with torch.save(net.state_dict())")
+    sd, masks = _torch_pruned(sd)
     own = net.state_dict()
     missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
     wrong = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
@@ -134,3 +135,21 @@ def load_weights(net, path: str, what: str = "model.weights") -> None:
             "class and init_args the weights were saved from as model.init_args.net"
         )
     net.load_state_dict(sd)
+    if masks:
+        from srsnn.pruning.masks import add_mask
+
+        modules = dict(net.named_modules())
+        for name, mask in masks.items():
+            add_mask(modules[name], mask)
+
+
+def _torch_pruned(sd: dict) -> tuple[dict, dict]:
+    """A state dict saved from a net pruned with ``torch.nn.utils.prune`` (``<layer>.weight_orig`` and
+    ``<layer>.weight_mask``) -> the plain state dict (weight = orig * mask) and each layer's mask, which the repo's
+    own frozen mask then carries (so fine-tuning keeps the pruned weights at zero)."""
+    masks = {k[: -len(".weight_mask")]: sd[k] for k in sd if k.endswith(".weight_mask") and k[:-5] + "_orig" in sd}
+    if not masks:
+        return sd, {}
+    out = {k: v for k, v in sd.items() if not any(k in (f"{m}.weight_orig", f"{m}.weight_mask") for m in masks)}
+    out.update({f"{m}.weight": sd[f"{m}.weight_orig"] * mask for m, mask in masks.items()})
+    return out, masks

@@ -152,7 +152,7 @@ def energy_ratio_grows(evs: list[Evidence]) -> Optional[str]:
     ]
     grows = [all(all(b > a for a, b in zip(c, c[1:])) for c in per_seed) for per_seed in curves]
     mean = lambda xs: sum(xs) / len(xs)
-    spread = lambda xs: f" ({min(xs):.2f}–{max(xs):.2f})" if len(xs) > 1 else ""
+    spread = lambda xs: f" ({min(xs):.2f}–{max(xs):.2f})" if f"{min(xs):.2f}" != f"{max(xs):.2f}" else ""
     return (
         f"- **The energy ratio E_dense/E_sparse grows with sparsity** (paper: {PAPER_ENERGY_RATIO}{_every(evs)}): "
         f"**{_verdict(grows)}**. "
