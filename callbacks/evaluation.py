@@ -32,7 +32,7 @@ from srsnn.robustness.planner import label
 from srsnn.robustness.reporting import attacks_markdown, plot_robust_accuracy
 from srsnn.robustness.results import Budget, Evaluation, MembersAlone, PerSample, SampleRecord
 from srsnn.robustness.runner import Evaluator
-from srsnn.robustness.tuning import tune_snn_paths
+from srsnn.robustness.tuning import GRIDS, tune_snn_paths
 
 from .interrupt import sigterm_as_interrupt
 from .shards import gather_objects, sum_over_ranks, test_subset, write_results
@@ -192,9 +192,7 @@ class AttackEvaluation(Callback):
             progress=progress,
             batch_size=self.batch_size,
             stop=self._stop.is_set if self._stop else None,
-            snn_paths=[p for p in snn_attack_paths(tuning["assg"], tuning["hart"]) if p["mode"] in modes]
-            if tuning
-            else None,
+            snn_paths=snn_attack_paths(tuning["assg"], tuning["hart"], modes) if tuning else None,
         )
         total = int(reduce(torch.tensor(float(len(y)), device=device)).item())
         names = [m["name"] for m in ev.members]
@@ -227,7 +225,7 @@ class AttackEvaluation(Callback):
                 snn_paths=(
                     f"SA-PGD ({self.adaptive.snn_steps} steps, {self.adaptive.snn_restarts} start(s)) through "
                     + " and ".join(m["name"] for m in ev.snn_paths)
-                    + f" (A and gamma: {tuning['how']})"
+                    + f" ({' and '.join(GRIDS[m][0] for m in modes if m in GRIDS)}: {tuning['how']})"
                     if tuning
                     else None
                 ),

@@ -2,7 +2,7 @@
 
 ``test``: the worst case over the paper protocol through the gradient paths of ``srsnn.robustness.paths.
 native_ensemble`` (the net's own surrogate and 17 threshold-scaled surrogate shapes), the adaptive tier and SA-PGD
-through ASSG, with ``callbacks.AttackEvaluation``; spikes, synops and energy from the spikes the net emits with
+through ASSG and PDSG, with ``callbacks.AttackEvaluation``; spikes, synops and energy from the spikes the net emits with
 ``callbacks.SpikeEnergyMonitor``. ``fit``: TRADES with R+FGSM (the paper's SNN fine-tuning) through BPTT with the
 net's own surrogate; pruning masks stay frozen: those of a state dict saved from ``torch.nn.utils.prune``
 (``weight_orig`` / ``weight_mask``), or with ``mask_zeros`` each layer's zero weights.
@@ -31,6 +31,8 @@ class NativeSNN(AdversarialClassifier):
     weights: its state dict (``torch.save(net.state_dict(), path)`` or ``.safetensors``), read weights-only; null
         keeps the net's own initialisation (to train it here). A net pruned with ``torch.nn.utils.prune`` keeps its
         masks (frozen: fine-tuning never regrows a pruned weight).
+    eot: for a net that draws its own input spikes (rate coding inside its forward): the logits are the mean over
+        this many forwards (expectation over transformation); such a net with ``eot: 1`` is refused.
     mask_zeros: the weights' zeros are pruned weights (a net pruned elsewhere and saved dense): each Conv2d /
         Linear layer's mask is its non-zero pattern, frozen.
     readout: ``auto``, ``spike_count``, ``membrane_mean`` or ``logits`` (``srsnn.snn.native.NativeNet``);
@@ -49,6 +51,7 @@ class NativeSNN(AdversarialClassifier):
         time_dim: Optional[int] = None,
         num_classes: Optional[int] = None,
         mask_zeros: bool = False,
+        eot: int = 1,
         objective: str = "trades",
         inner_attack: str = "rfgsm",
         **kwargs,
@@ -56,7 +59,7 @@ class NativeSNN(AdversarialClassifier):
         self._classes = num_classes or _count_classes(net)
         super().__init__(objective=objective, inner_attack=inner_attack, **kwargs)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
-        self.snn_model = NativeNet(net, readout, time_dim)
+        self.snn_model = NativeNet(net, readout, time_dim, eot)
         if weights:
             load_weights(net, weights)
         if mask_zeros:
@@ -76,4 +79,4 @@ class NativeSNN(AdversarialClassifier):
         """The paths the evaluation attacks through (``AttackEvaluation`` asks)."""
         return native_ensemble()
 
-    snn_path_modes = ("assg",)  # the SNN-specific paths defined for snnTorch neurons (HART needs the IF neuron)
+    snn_path_modes = ("assg", "pdsg")  # the SNN-specific paths defined for snnTorch neurons (HART needs the IF neuron)

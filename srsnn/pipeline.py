@@ -62,7 +62,9 @@ class Stage:
 def plan(cfg: dict) -> list[Stage]:
     """Expand a pipeline config into its stages: the dense chain, the pruning sweep (every method x sparsity) and
     the time-step sweep (``t_sweep: {of: <run>, num_steps: [..]}``: that run's ANN converted and fine-tuned at
-    each T) and the converted-only SNNs' evaluation (``converted_test: [<run>, ..]``: no fine-tuning)."""
+    each T), your own snnTorch SNNs (``native: [{name, config, args, fine_tune}]``: evaluated, and with
+    ``fine_tune: true`` also fine-tuned and evaluated again) and the converted-only SNNs' evaluation
+    (``converted_test: [<run>, ..]``: no fine-tuning)."""
     for key in ("run_dir", "ann", "snn"):
         if key not in cfg:
             raise PipelineError(f"pipeline config needs '{key}'")
@@ -133,6 +135,25 @@ def plan(cfg: dict) -> list[Stage]:
     ann = ann_of("t_sweep.of", sweep.get("of", "")) if sweep.get("num_steps") else None
     for t in sweep.get("num_steps", []):
         stages += snn_chain(f"{ann[:-3]}T{int(t)}_", ann, ["--model.init_args.num_steps", str(int(t))], int(t))
+    for entry in cfg.get("native", []) or []:  # your own snnTorch SNNs (lightning_modules.NativeSNN), beside the rest
+        if not (isinstance(entry, dict) and {"name", "config"} <= set(entry)):
+            raise PipelineError(f"native: {entry!r} needs a name and a config (and args, fine_tune: true to fine-tune)")
+        more, meta = [str(x) for x in entry.get("args", [])], {**dense, "method": "native"}
+        tag = entry["name"]
+        stages.append(Stage(f"{tag}_snn_test", "test", entry["config"], a("snn_test") + more, kind="snn", meta=meta))
+        if entry.get("fine_tune"):
+            stages += [
+                Stage(f"{tag}_tuned_snn", "fit", entry["config"], a("snn") + more, kind="snn", meta=meta),
+                Stage(
+                    f"{tag}_tuned_snn_test",
+                    "test",
+                    entry["config"],
+                    a("snn_test") + more,
+                    {"--ckpt_path": f"{tag}_tuned_snn"},
+                    "snn",
+                    meta,
+                ),
+            ]
     for of in cfg.get("converted_test", []) or []:  # conversion alone, evaluated like the fine-tuned SNNs
         ann = ann_of("converted_test", of)
         stages.append(

@@ -41,7 +41,8 @@ def test_the_readme_commands_evaluate_count_and_fine_tune_the_tutorial_net(weigh
             *tiny_overrides(tmp_path / "test"), *quick)  # fmt: skip
     attacks, energy = _evaluation(tmp_path / "test")
     assert attacks["kind"] == "snn" and attacks["ensemble"][0] == "model" and len(attacks["ensemble"]) == 18
-    assert "assg" in attacks["budget"]["snn_paths"] and "hart" not in attacks["budget"]["snn_paths"]
+    paths = attacks["budget"]["snn_paths"]
+    assert "assg" in paths and "pdsg" in paths and "hart" not in paths and "(A: " in paths
     assert energy["native"] and energy["input_layers"] == ["fc1"] and energy["num_steps"] == 8
     # brute force: every spike of lif1 reaches fc2's 10 outputs; fc1 sees the image at every one of the 8 steps
     assert energy["synops_by_layer"]["fc2"]["synops"] == pytest.approx(10 * energy["layers"]["lif1"]["spikes"])
@@ -237,3 +238,87 @@ def test_a_pruned_net_keeps_its_pruned_weights_at_zero_through_fine_tuning(weigh
     after = sd[base + "original"] * sd[base + "0.mask"]
     assert torch.equal(sd[base + "0.mask"], mask)  # the mask carried over, unchanged
     assert (after[mask == 0] == 0).all() and not torch.equal(after, before)  # trained, pruned weights still 0
+
+
+def test_pdsg_gradient_equals_an_unrolled_reference():
+    """PDSG (Lun et al., CVPR 2025) through snnTorch's Leaky: dS/du = N(u - theta; sigma/2, sigma), sigma the std of
+    the membrane over the steps so far of each sample and feature (theta while there is one value), one value per step
+    (the detached reset does not count), checked against the membrane recurrence unrolled by hand."""
+    import math
+
+    torch.manual_seed(0)
+    theta, beta, T = 0.5, 0.9, 4
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.lif = nn.Linear(3, 4), snn.Leaky(beta=beta, threshold=theta)
+
+        def forward(self, x):
+            mem, out = self.lif.init_leaky(), []
+            for _ in range(T):
+                spk, mem = self.lif(self.fc(x), mem)
+                out.append(spk)
+            return torch.stack(out)
+
+    class Gauss(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, v, sigma):
+            ctx.save_for_backward(v, sigma)
+            return (v > 0).float()
+
+        @staticmethod
+        def backward(ctx, g):
+            v, s = ctx.saved_tensors
+            return g * torch.exp(-((v - s / 2) ** 2) / (2 * s**2)) / (math.sqrt(2 * math.pi) * s), None
+
+    net, weight = Net(), torch.randn(T, 1, 4)
+    x = (2 * torch.rand(5, 3)).requires_grad_()
+    reset_states(net)
+    with gradient_path(net, "pdsg"):
+        ours = torch.autograd.grad((net(x) * weight).sum(), x)[0]
+    assert net.lif.spike_grad is not None and "mem_reset" not in vars(net.lif)  # restored after the block
+    cur, mem, hist, loss = net.fc(x), torch.zeros(5, 4), [], 0
+    for t in range(T):
+        mem = beta * mem + cur - (mem - theta > 0).float() * theta
+        hist.append((mem - theta).detach())
+        sigma = torch.stack(hist).std(0) if t else torch.zeros(5, 4)
+        loss = (
+            loss
+            + (Gauss.apply(mem - theta, torch.where(sigma > 0, sigma, torch.full_like(sigma, theta))) * weight[t]).sum()
+        )
+    assert torch.allclose(ours, torch.autograd.grad(loss, x)[0], atol=1e-6) and ours.abs().sum() > 0
+
+
+class _RateCoded(nn.Module):
+    """A net that draws its own input spikes (rate coding inside its forward), as snnTorch's tutorials do."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.lif = nn.Linear(64, 10), snn.Leaky(beta=0.9)
+
+    def forward(self, x):
+        from snntorch import spikegen
+
+        mem, out = self.lif.init_leaky(), []
+        for step in spikegen.rate(x.flatten(1), num_steps=6):
+            spk, mem = self.lif(self.fc(step), mem)
+            out.append(spk)
+        return torch.stack(out)
+
+
+def test_a_net_that_draws_its_own_input_spikes_is_averaged_over_draws_or_refused():
+    torch.manual_seed(0)
+    x = torch.rand(8, 1, 8, 8)
+    with pytest.raises(UserError, match="set model.init_args.eot: 16"):
+        NativeNet(_RateCoded()).eval()(x)  # one random draw: an attack on it would overestimate robustness
+    net = _RateCoded()
+    model = NativeNet(net, eot=5).eval()
+    torch.manual_seed(1)
+    out = model(x)
+    torch.manual_seed(1)
+    draws = [NativeNet(net).train()(x) for _ in range(5)]  # train mode: no check, one draw each
+    assert torch.allclose(out, torch.stack(draws).mean(0))  # the expectation over 5 draws
+    assert NativeNet(net, eot=1).train()(x).shape == (8, 10)  # training: BPTT through one draw, as usual
+    with pytest.raises(UserError, match="eot must be a positive integer"):
+        NativeNet(net, eot=0)

@@ -314,3 +314,39 @@ def test_seeds_run_apart_and_the_report_gives_mean_and_spread(reference, tmp_pat
     assert "Over 2 seeds (0, 1)" in (tmp_path / "results" / "report.md").read_text()
     again = _run(cfg)
     assert again.returncode == 0 and again.stdout.count("complete, skipped") == 8
+
+
+def test_your_own_snntorch_snn_as_pipeline_stages_beside_the_rest(reference, tmp_path):
+    """``native:``: an snnTorch net evaluated, fine-tuned and evaluated again as pipeline stages; reported beside the
+    converted SNNs, never the dense SNN of the energy ratio nor a model of the paper's claims; its weights file is
+    part of its stages' identity."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from examples.tutorial_snn import TutorialSNN
+
+    dest = _copy(reference, tmp_path / "copy")
+    weights = tmp_path / "mynet.pt"
+    torch.manual_seed(0)
+    torch.save(TutorialSNN(num_steps=4).state_dict(), weights)
+    cfg = yaml.safe_load((dest / "pipeline.yaml").read_text())
+    args = ["--model.init_args.weights", str(weights), "--model.init_args.net.init_args.num_steps", "4"]
+    args += ["--evaluation.num_samples", "12", "--evaluation.adaptive", "quick", "--trainer.max_epochs", "1", *FAST]
+    cfg["native"] = [
+        {"name": "mine", "config": str(ROOT / "conf/digits/native_snn.yaml"), "args": args, "fine_tune": True}
+    ]
+    (dest / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    out = _run(dest / "pipeline.yaml")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.stdout.count("complete, skipped") == 11  # the reference's stages are reused
+    rows = {r["run"]: r for r in json.loads((dest / "run" / "report" / "report.json").read_text())}
+    mine, tuned = rows["mine_snn_test"], rows["mine_tuned_snn_test"]
+    assert (mine["method"], mine["kind"], tuned["method"]) == ("native", "snn", "native") and mine["samples"] == 12
+    assert rows["hydra90_snn_test"]["E_dense/E_sparse"] == pytest.approx(
+        rows["snn_test"]["synops"] / rows["hydra90_snn_test"]["synops"]
+    )
+    claims = (dest / "run" / "report" / "report.md").read_text().split("## The paper's claims")[1]
+    assert "mine" not in claims.split("\n## ")[0]
+    torch.save(TutorialSNN(num_steps=4).state_dict(), weights)  # other weights: its stages are stale, nothing else
+    out = _run(dest / "pipeline.yaml", extra=["--dry_run"])
+    assert out.stdout.count("stale (its config file changed)") == 3 and out.stdout.count("complete, skipped") == 11

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from srsnn import pipeline, report
-from srsnn.report.seeds import against_published, over_seeds
+from srsnn.report.seeds import against_published, over_seeds, prediction_interval
 
 CFG = {
     "run_dir": "r",
@@ -119,13 +119,21 @@ def test_a_threshold_claim_holds_in_every_seed_or_not_at_all():
     assert "**partly**" in line and "+3.0 / +2.0 / +8.0" in line
 
 
-def test_a_one_seed_run_is_held_against_the_published_spread(tmp_path):
+def test_a_one_seed_run_is_held_against_the_published_range_and_prediction_interval(tmp_path):
     published = over_seeds([r for k in range(3) for r in _rows(k, range(60 + 5 * k), range(50))])
     path = tmp_path / "report.json"
     path.write_text(json.dumps(published))
-    mine = _rows(None, range(72), range(50))
-    text = against_published(mine, str(path), ["0.1"])
-    assert "| snn_test | worst case ε=0.1 | 72.0 | 65.0 (60.0–70.0) | outside by 2.0 points |" in text
-    assert "| hydra90_snn_test | worst case ε=0.1 | 50.0 | 50.0 (50.0–50.0) | inside |" in text
-    assert "3 of 4 inside the published range" in text
-    assert against_published(mine, str(tmp_path / "none.json"), ["0.1"]).count("not read") == 1
+    # 60, 65, 70 %: s = 5 points, t(0.975, 2) = 4.303: 65 ± 4.303 · 5 · √(4/3) = 65 ± 24.8 points
+    lo, hi = prediction_interval([0.6, 0.65, 0.7])
+    assert (lo, hi) == pytest.approx((0.65 - 0.2484, 0.65 + 0.2484), abs=1e-4)
+    text = against_published(_rows(None, range(72), range(50)), str(path), ["0.1"])
+    assert "| snn_test | worst case ε=0.1 | 72.0 | 65.0 (60.0–70.0) | 40.2–89.8 | inside the interval |" in text
+    assert "| hydra90_snn_test | worst case ε=0.1 | 50.0 | 50.0 (50.0–50.0) | 50.0–50.0 | inside the range |" in text
+    assert "3 of 4 inside the published range, 4 of 4 inside the prediction interval" in text
+    far = against_published(_rows(None, range(95), range(49)), str(path), ["0.1"])
+    assert "| 95.0 | 65.0 (60.0–70.0) | 40.2–89.8 | outside by 5.2 points |" in far
+    assert "| 49.0 | 50.0 (50.0–50.0) | 50.0–50.0 | outside by 1.0 points |" in far
+    assert (
+        against_published(_rows(None, range(72), range(50)), str(tmp_path / "none.json"), ["0.1"]).count("not read")
+        == 1
+    )

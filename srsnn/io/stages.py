@@ -45,6 +45,9 @@ CODE = (
 )  # what a stage's result depends on
 
 
+WEIGHTS = (".pt", ".pth", ".safetensors")  # files a stage reads weights from (checkpoints come from upstream stages)
+
+
 def code_version(root: str = ROOT) -> str:
     """A hash of the package's Python sources (works in a clone and in an installed copy alike)."""
     h = hashlib.sha256()
@@ -87,6 +90,10 @@ def identity(command: list[str], upstream: dict[str, str], code: str) -> dict[st
     for path in _config_files(command):
         for f in _with_includes(os.path.join(ROOT, path)):  # stages run in ROOT (an absolute path stays as it is)
             configs.append(digest(open(f).read()) if os.path.isfile(f) else "missing")
+    for k, a in enumerate(command):  # a weights file the command names (an snnTorch net's): by its contents too
+        if k and command[k - 1] != "--config" and a.endswith(WEIGHTS):
+            f = os.path.join(ROOT, a)
+            configs.append(hashlib.sha256(open(f, "rb").read()).hexdigest()[:16] if os.path.isfile(f) else "missing")
     generic = [("<config>" if k and command[k - 1] == "--config" else a) for k, a in enumerate(command)]
     return {
         "command": digest(shlex.join(generic)),

@@ -242,6 +242,7 @@ def claims(rows: list[Row], eps_cols: list[str]) -> str:
     """The section: each claim of ``CLAIMS`` that these runs can answer, over the seeds of the rows (``row["seed"]``;
     rows without one are one seed). Interrupted evaluations and models near chance (``answers_claims``) are left
     out, except as the collapsed LWM baseline at 99 %."""
+    rows = [r for r in rows if r.get("method") != "native"]  # your own SNNs: reported beside, not in the claims
     if not eps_cols:
         return ""
     left_out = list(dict.fromkeys(r["run"] for r in rows if not answers_claims(r)))

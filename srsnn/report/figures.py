@@ -49,7 +49,7 @@ def plots(runs: list[dict[str, Any]], rows: list[Row], out: str) -> list[str]:
 
 def robust_vs_sparsity(main: list[Row], eps: list[str], out: str) -> Optional[str]:
     """Robust accuracy vs sparsity, one line per method and kind (dense shared), one panel per epsilon."""
-    methods = [m for m in dict.fromkeys(r["method"] for r in main) if m not in (None, "dense")]
+    methods = [m for m in dict.fromkeys(r["method"] for r in main) if m not in (None, "dense", "native")]
     if not (methods and eps):
         return None
     plt = _plt()
@@ -97,7 +97,7 @@ def _frontier(snns: list[Row], e: str) -> list[Row]:
 
 def robust_vs_energy(main: list[Row], eps: list[str], out: str) -> Optional[str]:
     """The trade-off frontier: worst-case robust accuracy vs E_dense/E_sparse of every SNN."""
-    snns = [r for r in main if r["kind"] == "snn" and r.get("E_dense/E_sparse")]
+    snns = [r for r in main if r["kind"] == "snn" and r.get("E_dense/E_sparse") and r["method"] != "native"]
     if len(snns) < 2 or not eps:
         return None
     fig, axes = _plt().subplots(1, len(eps), figsize=(4.2 * len(eps), 3.6), sharey=True, squeeze=False)

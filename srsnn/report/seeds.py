@@ -36,16 +36,29 @@ def over_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def prediction_interval(vals: list[float], level: float = 0.95) -> tuple[float, float]:
+    """Where another draw from the seeds' distribution falls with probability ``level`` (normal model, Student t):
+    ``mean ± t_{(1+level)/2, n-1} · s · sqrt(1 + 1/n)``. With 3 seeds another draw lies outside their min–max in
+    half the cases (it is the lowest or highest of 4 with probability 2/4); this interval is the fair yardstick."""
+    from scipy.stats import t
+
+    n = len(vals)
+    mean = sum(vals) / n
+    sd = (sum((v - mean) ** 2 for v in vals) / (n - 1)) ** 0.5 if n > 1 else 0.0
+    half = float(t.ppf((1 + level) / 2, n - 1)) * sd * (1 + 1 / n) ** 0.5 if n > 1 else 0.0
+    return max(0.0, mean - half), min(1.0, mean + half)
+
+
 def against_published(rows: list[Row], published: str, eps_cols: list[str]) -> str:
-    """Each worst-case (and clean) number of this report beside the published mean and min–max over seeds of the
-    run of the same name in ``published`` (a ``report.json`` over seeds): inside the spread, or outside by how many
-    points. Training differs between CPUs and GPUs (floating-point kernels), so a run elsewhere is one more draw
-    from the seed spread, not a copy of any seed."""
+    """Each worst-case (and clean) number of this report beside the published mean, min–max and 95 % prediction
+    interval over seeds of the run of the same name in ``published`` (a ``report.json`` over seeds): inside the
+    range, inside the interval, or outside it by how many points. Training differs between CPUs and GPUs
+    (floating-point kernels), so a run elsewhere is one more draw from the seed spread, not a copy of any seed."""
     try:
         theirs = {r["run"]: r for r in json.load(open(published))}
     except (OSError, ValueError, KeyError, TypeError) as err:
         return f"## Against the published seeds\n\n{published} not read ({type(err).__name__}: {err}).\n"
-    lines, outside = [], 0
+    lines, counts = [], {"range": 0, "interval": 0}
     for row in rows:
         ref = theirs.get(row["run"])
         if not ref or not ref.get("per_seed") or row.get("seeds"):
@@ -54,14 +67,20 @@ def against_published(rows: list[Row], published: str, eps_cols: list[str]) -> s
             mine, vals = row.get(key), [s.get(key) for s in ref["per_seed"]]
             if mine is None or None in vals:
                 continue
-            lo, hi = min(vals), max(vals)
-            off = 100 * (lo - mine if mine < lo else mine - hi if mine > hi else 0)
-            outside += off > 0
+            (lo, hi), (plo, phi) = (min(vals), max(vals)), prediction_interval(vals)
+            off = 100 * (plo - mine if mine < plo else mine - phi if mine > phi else 0)
+            where = (
+                "inside the range"
+                if lo <= mine <= hi
+                else "inside the interval"
+                if not off
+                else f"outside by {off:.1f} points"
+            )
+            counts["range"] += lo <= mine <= hi
+            counts["interval"] += not off
             lines.append(
                 f"| {row['run']} | {key.replace('worst@', 'worst case ε=')} | {pct(mine)} | "
-                f"{pct(sum(vals) / len(vals))} ({pct(lo)}–{pct(hi)}) | "
-                + (f"outside by {off:.1f} points" if off > 0 else "inside")
-                + " |"
+                f"{pct(sum(vals) / len(vals))} ({pct(lo)}–{pct(hi)}) | {pct(plo)}–{pct(phi)} | {where} |"
             )
     if not lines:
         return ""
@@ -71,15 +90,18 @@ def against_published(rows: list[Row], published: str, eps_cols: list[str]) -> s
             [
                 "## Against the published seeds",
                 "",
-                f"This run's numbers beside the published mean and range over {n} seeds ({published}). Training "
-                "differs between CPUs and GPUs (floating-point kernels): a run on another machine is another draw "
-                "from the seed spread; a cell a few points outside a 3-seed range is expected now and then.",
+                f"This run's numbers beside the published mean, range and 95 % prediction interval over {n} seeds "
+                f"({published}). Training differs between CPUs and GPUs (floating-point kernels): a run on another "
+                f"machine is another draw from the seed spread, and with {n} seeds another draw falls outside their "
+                "range about half the time; the prediction interval (mean ± t · s · √(1 + 1/n)) is where it lands "
+                "95 % of the time.",
                 "",
-                "| run | number | this run % | published mean (min–max) % | |",
-                "|---|---|---|---|---|",
+                "| run | number | this run % | published mean (min–max) % | 95 % prediction interval % | |",
+                "|---|---|---|---|---|---|",
                 *lines,
                 "",
-                f"{len(lines) - outside} of {len(lines)} inside the published range.",
+                f"{counts['range']} of {len(lines)} inside the published range, {counts['interval']} of {len(lines)} "
+                "inside the prediction interval.",
             ]
         )
         + "\n"

@@ -10,7 +10,7 @@ from srsnn.robustness.results import Check
 
 from .seeds import over_seeds
 
-METHODS = {"lwm": "LWM", "hydra": "HYDRA", "harp": "HARP", "channels": "channels", None: "dense"}
+METHODS = {"lwm": "LWM", "hydra": "HYDRA", "harp": "HARP", "channels": "channels", None: "dense", "native": "native"}
 
 
 def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
@@ -24,7 +24,13 @@ def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     for seed in seeds:
         mine = [r for r in runs if (r.get("stage") or {}).get("seed") == seed]
         dense_snn = next(
-            (r for r in mine if r["attacks"].kind == "snn" and r["energy"].get("sparsity", {}).get("global", 1) < 1e-3),
+            (
+                r
+                for r in mine
+                if r["attacks"].kind == "snn"
+                and r["energy"].get("sparsity", {}).get("global", 1) < 1e-3
+                and (r.get("stage") or {}).get("method") != "native"  # your own SNN is not the reference
+            ),
             None,
         )
         rows += [dict(row_of(r, eps_cols, dense_snn), seed=seed) for r in mine]

@@ -38,7 +38,7 @@ def tune_snn_paths(
     keys = list(range(len(y))) if keys is None else list(keys)
     out: dict = {"broken": {}}
     out.update({m: GRIDS[m][2] for m in GRIDS})  # a path not tuned keeps its published default
-    for mode, (_, grid, default) in ((m, GRIDS[m]) for m in modes):
+    for mode, (_, grid, default) in ((m, GRIDS[m]) for m in modes if m in GRIDS):  # a path without a grid: as is
         counts = []
         for value in grid:
             broken = 0

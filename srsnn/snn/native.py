@@ -11,6 +11,12 @@ of an attack, over the same weights and the same forward:
   M <- 0.9 M + 0.1 |x| and D <- 0.9 D + 0.1 ||x| - M| kept across one attack start's iterations (M starts at theta),
   g(x) = (a / 2) / (1 + (pi a x / 2)^2), a = omega / (M + 1.5 D), omega = 2 tan(pi A) / pi.
 
+* ``pdsg``: the potential-dependent surrogate of Lun et al. (CVPR 2025), a Gaussian g(x) = N(x; sigma / 2, sigma)
+  whose width sigma is the standard deviation of the membrane over this forward's time steps so far, per sample and
+  channel (conv) or feature (linear); no hyperparameter. The paper pools the batch as well, which makes a sample's
+  gradient depend on its batch; per sample is the paper's batch-1 case and keeps the per-sample records identical on
+  any number of processes. sigma = 0 (a single value) is taken as theta.
+
 HART and BPTR change the membrane chain, not only dS/du, and are not defined here. ``reset_states`` zeroes the
 membranes of *this* network only (``snntorch.utils.reset`` would reset every network in the process).
 """
@@ -18,6 +24,7 @@ membranes of *this* network only (``snntorch.utils.reset`` would reset every net
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import Iterator, Optional
 
@@ -37,7 +44,7 @@ SUPPORTED = (
     snntorch.RLeaky,
     snntorch.RSynaptic,
 )
-NATIVE_MODES = ("spike", "assg")
+NATIVE_MODES = ("spike", "assg", "pdsg")
 _REGISTERED: list[type] = []
 ASSG_BETA, ASSG_RELAX = 0.9, 1.5
 
@@ -101,6 +108,8 @@ def _reset(neurons: list[nn.Module]) -> None:
         sg = m.spike_grad
         if isinstance(sg, AdaptiveAtanSpike):
             sg.calls = 0
+        elif isinstance(sg, PDSGSpike):
+            sg.history = []
 
 
 class _Step(torch.autograd.Function):
@@ -155,6 +164,35 @@ class AdaptiveAtanSpike:
         return _Step.apply(x, lambda v: (a / 2) / (1 + (math.pi / 2 * a * v) ** 2))
 
 
+class PDSGSpike:
+    """PDSG's ``spike_grad`` for one neuron (see the module docstring); ``history``: the membrane (minus theta) at
+    each step of the current forward. Only ``fire`` calls it while the path is on (``_heaviside_reset``)."""
+
+    def __init__(self, neuron: nn.Module):
+        self.neuron, self.history = neuron, []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            if self.history and self.history[-1].shape != x.shape:
+                self.history = []
+            self.history.append(x.detach())
+            h = torch.stack(self.history)  # [t, B, C, ...]: over time and every dim after the channel
+            dims = (0, *range(3, h.dim()))
+            if h.shape[0] * math.prod(h.shape[3:]) > 1:
+                sigma = h.std(dim=dims, keepdim=True).squeeze(0)
+            else:
+                sigma = torch.zeros_like(x)
+            sigma = torch.where(sigma > 0, sigma, torch.full_like(sigma, _theta(self.neuron)))
+        mu, norm = sigma / 2, math.sqrt(2 * math.pi) * sigma
+        return _Step.apply(x, lambda v: torch.exp(-((v - mu) ** 2) / (2 * sigma**2)) / norm)
+
+
+def _heaviside_reset(neuron: nn.Module, mem: torch.Tensor) -> torch.Tensor:
+    """snnTorch's ``mem_reset`` (a detached ``1[mem > theta]``) without calling ``spike_grad``, so that a stateful path
+    sees one call per time step."""
+    return (mem - neuron.threshold > 0).to(mem.dtype).detach()
+
+
 def has_native_neurons(net: nn.Module) -> bool:
     return any(isinstance(m, _known()) for m in net.modules())
 
@@ -173,12 +211,16 @@ def native_gradient_path(
         for m in neurons:
             if mode == "assg":
                 m.spike_grad = AdaptiveAtanSpike(0.425 if param is None else float(param), m)
+            elif mode == "pdsg":
+                m.spike_grad = PDSGSpike(m)
+                m.mem_reset = functools.partial(_heaviside_reset, m)
             elif sg is not None:
                 m.spike_grad = ScaledSurrogate(sg, m)
         yield
     finally:
         for m, g in zip(neurons, saved):
             m.spike_grad = g
+            m.__dict__.pop("mem_reset", None)  # the class's own again
 
 
 def reset_native_path_state(net: nn.Module) -> None:
@@ -198,12 +240,20 @@ class NativeNet(nn.Module):
     do, or one ``[T, B, C]`` tensor, or logits ``[B, C]``. Readouts: ``spike_count`` (sum over time of the spikes),
     ``membrane_mean`` (mean over time of the membranes), ``logits`` (the output as it is), ``auto`` (logits for a
     ``[B, C]`` output, else the spike count). The time dimension is the one that is not the batch (``time_dim``
-    states it where both have one size)."""
+    states it where both have one size).
 
-    def __init__(self, net: nn.Module, readout: str = "auto", time_dim: Optional[int] = None):
+    ``eot``: a net that draws its own input spikes (e.g. ``snntorch.spikegen.rate`` in its forward) is random: its
+    logits are the mean over ``eot`` forwards (expectation over transformation, Athalye et al., ICML 2018), so an
+    attack follows the expected gradient and accuracy is judged on the expected output. A random net with
+    ``eot = 1`` is refused at its first forward in eval mode (an attack on one draw overestimates robustness)."""
+
+    def __init__(self, net: nn.Module, readout: str = "auto", time_dim: Optional[int] = None, eot: int = 1):
         super().__init__()
         if readout not in READOUTS:
             raise UserError(f"readout must be one of {READOUTS}, got {readout!r}")
+        if not (isinstance(eot, int) and eot >= 1):
+            raise UserError(f"eot must be a positive integer (forwards averaged per input), got {eot!r}")
+        self.eot, self._checked = eot, False
         self._neurons = [m for _, m in spiking_neurons(net)]  # the tree is fixed: found once, reset every forward
         if not self._neurons:
             raise UserError(
@@ -213,6 +263,19 @@ class NativeNet(nn.Module):
         self.net, self.readout, self.time_dim = net, readout, time_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._once(x) if self.eot == 1 else torch.stack([self._once(x) for _ in range(self.eot)]).mean(0)
+        if not (self.training or self._checked):
+            self._checked = True
+            with torch.no_grad():
+                if self.eot == 1 and not torch.equal(self._once(x), out):
+                    raise UserError(
+                        f"{type(self.net).__name__} gives another output for the same input in eval mode (does it "
+                        "draw its own input spikes, e.g. snntorch.spikegen.rate?): an attack on one random draw "
+                        "overestimates robustness; set model.init_args.eot: 16 (the logits: the mean over 16 draws)"
+                    )
+        return out
+
+    def _once(self, x: torch.Tensor) -> torch.Tensor:
         _reset(self._neurons)
         return self.read(self.net(x), x)
 
