@@ -140,15 +140,16 @@ def plan(cfg: dict) -> list[Stage]:
             raise PipelineError(f"native: {entry!r} needs a name and a config (and args, fine_tune: true to fine-tune)")
         more, meta = [str(x) for x in entry.get("args", [])], {**dense, "method": "native"}
         tag = entry["name"]
-        stages.append(Stage(f"{tag}_snn_test", "test", entry["config"], a("snn_test") + more, kind="snn", meta=meta))
+        # the pipeline's args for native_test / native (not snn_test / snn: those may name the converted SNN's options)
+        stages.append(Stage(f"{tag}_snn_test", "test", entry["config"], a("native_test") + more, kind="snn", meta=meta))
         if entry.get("fine_tune"):
             stages += [
-                Stage(f"{tag}_tuned_snn", "fit", entry["config"], a("snn") + more, kind="snn", meta=meta),
+                Stage(f"{tag}_tuned_snn", "fit", entry["config"], a("native") + more, kind="snn", meta=meta),
                 Stage(
                     f"{tag}_tuned_snn_test",
                     "test",
                     entry["config"],
-                    a("snn_test") + more,
+                    a("native_test") + more,
                     {"--ckpt_path": f"{tag}_tuned_snn"},
                     "snn",
                     meta,

@@ -46,7 +46,12 @@ def test_round_trip_through_the_file_keeps_every_field(tmp_path):
 
 
 def test_files_without_a_version_still_read_and_newer_ones_are_refused(tmp_path):
-    old = ROOT / "results" / "digits" / "evaluation" / "snn_test.per_sample.json"
+    published = json.loads(
+        (ROOT / "results" / "digits" / "evaluation" / "seed0" / "snn_test.per_sample.json").read_text()
+    )
+    published.pop("schema_version")  # as written before the schema was versioned (version 0)
+    old = tmp_path / "old.per_sample.json"
+    old.write_text(json.dumps(published))
     records = PerSample.read(str(old)).samples
     assert records and all(isinstance(r, SampleRecord) for r in records)
     data = _evaluation().to_json()
