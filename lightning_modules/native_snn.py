@@ -2,9 +2,9 @@
 
 ``test``: the worst case over the paper protocol through the gradient paths of ``srsnn.robustness.paths.
 native_ensemble`` (the net's own surrogate and 17 threshold-scaled surrogate shapes), the adaptive tier and SA-PGD
-through ASSG and PDSG, with ``callbacks.AttackEvaluation``; spikes, synops and energy from the spikes the net emits with
-``callbacks.SpikeEnergyMonitor``. ``fit``: TRADES with R+FGSM (the paper's SNN fine-tuning) through BPTT with the
-net's own surrogate; pruning masks stay frozen: those of a state dict saved from ``torch.nn.utils.prune``
+through ASSG, HART and PDSG, with ``callbacks.AttackEvaluation``; spikes, synops and energy from the spikes the net
+emits with ``callbacks.SpikeEnergyMonitor``. ``fit``: TRADES with R+FGSM (the paper's SNN fine-tuning) through BPTT
+with the net's own surrogate; pruning masks stay frozen: those of a state dict saved from ``torch.nn.utils.prune``
 (``weight_orig`` / ``weight_mask``), or with ``mask_zeros`` each layer's zero weights.
 """
 
@@ -79,4 +79,4 @@ class NativeSNN(AdversarialClassifier):
         """The paths the evaluation attacks through (``AttackEvaluation`` asks)."""
         return native_ensemble()
 
-    snn_path_modes = ("assg", "pdsg")  # the SNN-specific paths defined for snnTorch neurons (HART needs the IF neuron)
+    snn_path_modes = ("assg", "hart", "pdsg")  # the SNN-specific paths defined for snnTorch neurons

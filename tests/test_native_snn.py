@@ -42,7 +42,7 @@ def test_the_readme_commands_evaluate_count_and_fine_tune_the_tutorial_net(weigh
     attacks, energy = _evaluation(tmp_path / "test")
     assert attacks["kind"] == "snn" and attacks["ensemble"][0] == "model" and len(attacks["ensemble"]) == 18
     paths = attacks["budget"]["snn_paths"]
-    assert "assg" in paths and "pdsg" in paths and "hart" not in paths and "(A: " in paths
+    assert "assg(" in paths and "hart(" in paths and "pdsg" in paths and "(A and gamma: " in paths
     assert energy["native"] and energy["input_layers"] == ["fc1"] and energy["num_steps"] == 8
     # brute force: every spike of lif1 reaches fc2's 10 outputs; fc1 sees the image at every one of the 8 steps
     assert energy["synops_by_layer"]["fc2"]["synops"] == pytest.approx(10 * energy["layers"]["lif1"]["spikes"])
@@ -322,3 +322,69 @@ def test_a_net_that_draws_its_own_input_spikes_is_averaged_over_draws_or_refused
     assert NativeNet(net, eot=1).train()(x).shape == (8, 10)  # training: BPTT through one draw, as usual
     with pytest.raises(UserError, match="eot must be a positive integer"):
         NativeNet(net, eot=0)
+
+
+def test_hart_gradient_equals_a_reference_with_the_whole_sequence_at_once():
+    """HART (Hao et al., ICLR 2024) through NativeNet: a per-step snnTorch net, its backward run neuron by neuron,
+    against the reference's formulation (each layer's T inputs at once, GradAvg on them, a detached membrane
+    history, the triangle of width gamma * theta)."""
+    torch.manual_seed(0)
+    T, gamma, betas, thetas = 4, 0.7, (0.9, 0.8), (0.5, 1.0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(6, 5), nn.Linear(5, 3)
+            self.lif2 = snn.Leaky(beta=betas[1], threshold=thetas[1])  # defined first, called second
+            self.lif1 = snn.Leaky(beta=betas[0], threshold=thetas[0])
+
+        def forward(self, x):
+            m1, m2, out = self.lif1.init_leaky(), self.lif2.init_leaky(), []
+            for _ in range(T):
+                s1, m1 = self.lif1(self.fc1(x.flatten(1)), m1)
+                s2, m2 = self.lif2(self.fc2(s1), m2)
+                out.append(s2)
+            return torch.stack(out)
+
+    class GradAvg(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, seq):
+            return seq.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g.mean(0, keepdim=True).expand_as(g)
+
+    class Zif(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, v, w):
+            ctx.save_for_backward(v)
+            ctx.w = w
+            return (v > 0).float()
+
+        @staticmethod
+        def backward(ctx, g):
+            (v,) = ctx.saved_tensors
+            return g * (ctx.w - v.abs()).clamp(min=0) / ctx.w**2, None
+
+    def layer(seq, beta, theta):  # seq [T, B, F]: GradAvg, then the loop over a detached history
+        seq, mem, out = GradAvg.apply(seq), torch.zeros_like(seq[0]), []
+        for t in range(T):
+            mem = beta * mem.detach() + seq[t] - (mem.detach() - theta > 0).float() * theta
+            out.append(Zif.apply(mem - theta, gamma * theta))
+        return torch.stack(out)
+
+    net = Net()
+    x = 3 * torch.rand(7, 6)
+    weight = torch.randn(7, 3)
+    model = NativeNet(net)
+    xa = x.clone().requires_grad_()
+    with gradient_path(model, "hart", None, gamma):
+        logits = model(xa)
+        ours = torch.autograd.grad((logits * weight).sum(), xa)[0]
+    assert not model.hart and torch.equal(logits, model(x))  # the deployed forward; the path off after the block
+    xr = x.clone().requires_grad_()
+    s1 = layer(net.fc1(xr).expand(T, -1, -1), betas[0], thetas[0])
+    s2 = layer(net.fc2(s1), betas[1], thetas[1])
+    ref = torch.autograd.grad((s2.sum(0) * weight).sum(), xr)[0]
+    assert ours.abs().sum() > 0 and torch.allclose(ours, ref, atol=1e-6)

@@ -45,8 +45,8 @@ def native_ensemble() -> list[dict]:
 def snn_attack_paths(assg_a: float = 0.425, hart_gamma: float = 1.0, modes: tuple = ("assg", "hart")) -> list[dict]:
     """The published SNN-specific gradient paths beyond the paper's ensemble, those of ``modes`` (the ones the network
     defines): ASSG (Wang et al., arXiv 2512.22522; A) and HART (Hao et al., ICLR 2024; gamma relative to the
-    threshold) for the repo's IF neuron (``srsnn.snn.neurons.IFNeuron``, the default); ASSG and PDSG (Lun et al.,
-    CVPR 2025; no hyperparameter) for snnTorch neurons (``srsnn.snn.native``)."""
+    threshold) for the repo's IF neuron (``srsnn.snn.neurons.IFNeuron``, the default); ASSG, HART and PDSG (Lun et
+    al., CVPR 2025; no hyperparameter) for snnTorch neurons (``srsnn.snn.native``)."""
     paths = [
         {"mode": "assg", "param": float(assg_a), "name": f"assg({assg_a:g})"},
         {"mode": "hart", "param": float(hart_gamma), "name": f"hart({hart_gamma:g})"},

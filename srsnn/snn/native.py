@@ -17,7 +17,13 @@ of an attack, over the same weights and the same forward:
   gradient depend on its batch; per sample is the paper's batch-1 case and keeps the per-sample records identical on
   any number of processes. sigma = 0 (a single value) is taken as theta.
 
-HART and BPTR change the membrane chain, not only dS/du, and are not defined here. ``reset_states`` zeroes the
+* ``hart``: HART (Hao et al., ICLR 2024) through ``NativeNet``: a detached membrane history (every state argument
+  of a neuron call detached), the triangle g(x) = max(0, w - |x|) / w^2 with w = gamma * theta, and every step's
+  input gradient replaced by the mean over the T steps of dL/ds_t g(u_t - theta). The mean needs every step's
+  gradient before any is passed on, which a per-step backward cannot do: ``_Hart`` cuts the graph at every neuron
+  call (its input a leaf) and runs the backward neuron by neuron, last first (``hart_backward``).
+
+BPTR changes the membrane chain too and is defined for the repo's IF neuron only. ``reset_states`` zeroes the
 membranes of *this* network only (``snntorch.utils.reset`` would reset every network in the process).
 """
 
@@ -44,7 +50,7 @@ SUPPORTED = (
     snntorch.RLeaky,
     snntorch.RSynaptic,
 )
-NATIVE_MODES = ("spike", "assg", "pdsg")
+NATIVE_MODES = ("spike", "assg", "pdsg", "hart")
 _REGISTERED: list[type] = []
 ASSG_BETA, ASSG_RELAX = 0.9, 1.5
 
@@ -207,20 +213,99 @@ def native_gradient_path(
     neurons = [m for _, m in spiking_neurons(net)]
     saved = [m.spike_grad for m in neurons]
     sg = make_surrogate(surrogate) if surrogate is not None else None
+    if mode == "hart" and not isinstance(net, NativeNet):
+        raise UserError("the hart path runs through srsnn.snn.native.NativeNet (wrap the network in it)")
     try:
+        if mode == "hart":
+            net.hart = True
         for m in neurons:
             if mode == "assg":
                 m.spike_grad = AdaptiveAtanSpike(0.425 if param is None else float(param), m)
             elif mode == "pdsg":
                 m.spike_grad = PDSGSpike(m)
                 m.mem_reset = functools.partial(_heaviside_reset, m)
+            elif mode == "hart":
+                m.spike_grad = ScaledSurrogate(_Triangle(1.0 if param is None else float(param)), m)
             elif sg is not None:
                 m.spike_grad = ScaledSurrogate(sg, m)
         yield
     finally:
+        if isinstance(net, NativeNet):
+            net.hart = False
         for m, g in zip(neurons, saved):
             m.spike_grad = g
             m.__dict__.pop("mem_reset", None)  # the class's own again
+
+
+class _Triangle:
+    """HART's surrogate in threshold units: g(x) = max(0, gamma - |x|) / gamma^2 (``ScaledSurrogate`` scales it)."""
+
+    def __init__(self, gamma: float):
+        self.gamma = gamma
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.gamma - x.abs()).clamp(min=0) / self.gamma**2
+
+
+class _Hart(torch.autograd.Function):
+    """``NativeNet``'s output with HART's gradient (module docstring): the forward is the deployed one."""
+
+    @staticmethod
+    def forward(ctx, x, model):
+        with torch.enable_grad():
+            ctx.x = x.detach().requires_grad_()
+            ctx.calls, order = [], {}
+
+            def cut(module, args, kwargs):  # the call's input a leaf (recorded), its history detached
+                leaf = args[0].detach().requires_grad_()
+                ctx.calls.append((order.setdefault(id(module), len(order)), args[0], leaf))  # order of first call
+                for name in ("mem", "syn", "spk"):  # a neuron that keeps its state itself (init_hidden)
+                    if torch.is_tensor(getattr(module, name, None)):
+                        setattr(module, name, getattr(module, name).detach())
+                detach = lambda v: v.detach() if torch.is_tensor(v) else v
+                return (leaf, *map(detach, args[1:])), {k: detach(v) for k, v in kwargs.items()}
+
+            hooks = [m.register_forward_pre_hook(cut, with_kwargs=True) for m in model._neurons]
+            try:
+                ctx.out = model._once(ctx.x)
+            finally:
+                for h in hooks:
+                    h.remove()
+        return ctx.out.detach()
+
+    @staticmethod
+    def backward(ctx, grad):
+        with torch.enable_grad():
+            return hart_backward(ctx.out, grad, ctx.x, ctx.calls), None
+
+
+def hart_backward(out, grad, x, calls) -> torch.Tensor:
+    """dL/dx under HART. ``calls``: every neuron call as (the neuron's place in call order, its input as computed,
+    the leaf the neuron ran on). Each neuron's leaves get the direct gradient (through its spikes and membranes to
+    the output) plus what later neurons pass down; their mean over the neuron's calls is the gradient of each
+    call's input, carried down to the earlier leaves and the image."""
+    leaves = [leaf for _, _, leaf in calls]
+    zero = lambda t, g: torch.zeros_like(t) if g is None else g
+    direct = torch.autograd.grad(out, leaves + [x], grad, allow_unused=True, retain_graph=True)
+    g = [zero(leaf, d) for leaf, d in zip(leaves, direct)]
+    gx = zero(x, direct[-1])
+    for n in sorted({k for k, _, _ in calls}, reverse=True):
+        mine = [i for i, (k, _, _) in enumerate(calls) if k == n]
+        mean = torch.stack([g[i] for i in mine]).mean(0)
+        below = [i for i, (k, _, _) in enumerate(calls) if k < n]
+        got = torch.autograd.grad(
+            [calls[i][1] for i in mine],
+            [leaves[i] for i in below] + [x],
+            [mean] * len(mine),
+            allow_unused=True,
+            retain_graph=True,
+        )
+        for i, d in zip(below, got):
+            if d is not None:
+                g[i] = g[i] + d
+        if got[-1] is not None:
+            gx = gx + got[-1]
+    return gx
 
 
 def reset_native_path_state(net: nn.Module) -> None:
@@ -253,7 +338,7 @@ class NativeNet(nn.Module):
             raise UserError(f"readout must be one of {READOUTS}, got {readout!r}")
         if not (isinstance(eot, int) and eot >= 1):
             raise UserError(f"eot must be a positive integer (forwards averaged per input), got {eot!r}")
-        self.eot, self._checked = eot, False
+        self.eot, self._checked, self.hart = eot, False, False
         self._neurons = [m for _, m in spiking_neurons(net)]  # the tree is fixed: found once, reset every forward
         if not self._neurons:
             raise UserError(
@@ -263,7 +348,8 @@ class NativeNet(nn.Module):
         self.net, self.readout, self.time_dim = net, readout, time_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self._once(x) if self.eot == 1 else torch.stack([self._once(x) for _ in range(self.eot)]).mean(0)
+        once = (lambda x: _Hart.apply(x, self)) if self.hart and torch.is_grad_enabled() else self._once
+        out = once(x) if self.eot == 1 else torch.stack([once(x) for _ in range(self.eot)]).mean(0)
         if not (self.training or self._checked):
             self._checked = True
             with torch.no_grad():
