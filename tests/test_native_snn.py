@@ -40,7 +40,7 @@ def test_the_readme_commands_evaluate_count_and_fine_tune_the_tutorial_net(weigh
     run_cli("train.py", "test", "--config", CONFIG, "--model.init_args.weights", weights,
             *tiny_overrides(tmp_path / "test"), *quick)  # fmt: skip
     attacks, energy = _evaluation(tmp_path / "test")
-    assert attacks["kind"] == "snn" and attacks["ensemble"][0] == "model" and len(attacks["ensemble"]) == 18
+    assert attacks["kind"] == "snn" and attacks["ensemble"][0] == "model" and len(attacks["ensemble"]) == 19
     paths = attacks["budget"]["snn_paths"]
     assert "assg(" in paths and "hart(" in paths and "pdsg" in paths and "(A and gamma: " in paths
     assert energy["native"] and energy["input_layers"] == ["fc1"] and energy["num_steps"] == 8
@@ -386,5 +386,54 @@ def test_hart_gradient_equals_a_reference_with_the_whole_sequence_at_once():
     xr = x.clone().requires_grad_()
     s1 = layer(net.fc1(xr).expand(T, -1, -1), betas[0], thetas[0])
     s2 = layer(net.fc2(s1), betas[1], thetas[1])
+    ref = torch.autograd.grad((s2.sum(0) * weight).sum(), xr)[0]
+    assert ours.abs().sum() > 0 and torch.allclose(ours, ref, atol=1e-6)
+
+
+def test_bptr_gradient_equals_the_reference_straight_through_where_a_neuron_fired():
+    """BPTR (the reference's RateBp2) through snnTorch's Leaky: a detached membrane history and dS_t/dx_t =
+    1[the neuron fired at any step], against the whole-sequence formulation."""
+    torch.manual_seed(1)
+    T, beta, theta = 5, 0.9, 0.6
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(6, 8), nn.Linear(8, 3)
+            self.lif1, self.lif2 = snn.Leaky(beta=beta, threshold=theta), snn.Leaky(beta=beta, threshold=theta)
+
+        def forward(self, x):
+            m1, m2, out = self.lif1.init_leaky(), self.lif2.init_leaky(), []
+            for _ in range(T):
+                s1, m1 = self.lif1(self.fc1(x), m1)
+                s2, m2 = self.lif2(self.fc2(s1), m2)
+                out.append(s2)
+            return torch.stack(out)
+
+    class RateBp2(torch.autograd.Function):  # seq [T, B, F] -> spikes; backward dL/ds_t * 1[fired at any t]
+        @staticmethod
+        def forward(ctx, seq):
+            mem, out = torch.zeros_like(seq[0]), []
+            for t in range(len(seq)):
+                mem = beta * mem + seq[t] - (mem - theta > 0).float() * theta
+                out.append((mem - theta > 0).float())
+            out = torch.stack(out)
+            ctx.save_for_backward(out)
+            return out
+
+        @staticmethod
+        def backward(ctx, g):
+            (out,) = ctx.saved_tensors
+            return g * (out.sum(0, keepdim=True) > 0).float()
+
+    net, x, weight = Net(), 2 * torch.rand(9, 6), torch.randn(9, 3)
+    model = NativeNet(net)
+    xa = x.clone().requires_grad_()
+    reset_states(net)
+    with gradient_path(model, "bptr"):
+        ours = torch.autograd.grad((model(xa) * weight).sum(), xa)[0]
+    assert not any(m._forward_pre_hooks for m in (net.lif1, net.lif2))  # the detaching hooks removed
+    xr = x.clone().requires_grad_()
+    s2 = RateBp2.apply(net.fc2(RateBp2.apply(net.fc1(xr).expand(T, -1, -1))))
     ref = torch.autograd.grad((s2.sum(0) * weight).sum(), xr)[0]
     assert ours.abs().sum() > 0 and torch.allclose(ours, ref, atol=1e-6)

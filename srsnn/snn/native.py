@@ -23,7 +23,9 @@ of an attack, over the same weights and the same forward:
   gradient before any is passed on, which a per-step backward cannot do: ``_Hart`` cuts the graph at every neuron
   call (its input a leaf) and runs the backward neuron by neuron, last first (``hart_backward``).
 
-BPTR changes the membrane chain too and is defined for the repo's IF neuron only. ``reset_states`` zeroes the
+* ``bptr``: BPTR (the reference's ``RateBp2``): a detached membrane history and dS_t/dx_t = 1[the neuron fired at
+  some step of this forward], a straight-through pass wherever it fired at all (the record is complete when the
+  backward runs). ``reset_states`` zeroes the
 membranes of *this* network only (``snntorch.utils.reset`` would reset every network in the process).
 """
 
@@ -50,7 +52,7 @@ SUPPORTED = (
     snntorch.RLeaky,
     snntorch.RSynaptic,
 )
-NATIVE_MODES = ("spike", "assg", "pdsg", "hart")
+NATIVE_MODES = ("spike", "assg", "pdsg", "hart", "bptr")
 _REGISTERED: list[type] = []
 ASSG_BETA, ASSG_RELAX = 0.9, 1.5
 
@@ -116,6 +118,8 @@ def _reset(neurons: list[nn.Module]) -> None:
             sg.calls = 0
         elif isinstance(sg, PDSGSpike):
             sg.history = []
+        elif isinstance(sg, _Fired):
+            sg.spikes = []  # a new list: the backward of an earlier forward keeps its own
 
 
 class _Step(torch.autograd.Function):
@@ -215,6 +219,7 @@ def native_gradient_path(
     sg = make_surrogate(surrogate) if surrogate is not None else None
     if mode == "hart" and not isinstance(net, NativeNet):
         raise UserError("the hart path runs through srsnn.snn.native.NativeNet (wrap the network in it)")
+    hooks = []
     try:
         if mode == "hart":
             net.hart = True
@@ -226,15 +231,43 @@ def native_gradient_path(
                 m.mem_reset = functools.partial(_heaviside_reset, m)
             elif mode == "hart":
                 m.spike_grad = ScaledSurrogate(_Triangle(1.0 if param is None else float(param)), m)
+            elif mode == "bptr":
+                m.spike_grad = _Fired()
+                m.mem_reset = functools.partial(_heaviside_reset, m)
+                hooks.append(m.register_forward_pre_hook(_detached_history, with_kwargs=True))
             elif sg is not None:
                 m.spike_grad = ScaledSurrogate(sg, m)
         yield
     finally:
+        for h in hooks:
+            h.remove()
         if isinstance(net, NativeNet):
             net.hart = False
         for m, g in zip(neurons, saved):
             m.spike_grad = g
             m.__dict__.pop("mem_reset", None)  # the class's own again
+
+
+def _detached_history(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """A neuron call's state (every argument after the input, or the state it keeps itself) detached: no gradient
+    flows through the membrane chain to earlier steps."""
+    for name in ("mem", "syn", "spk"):  # a neuron that keeps its state itself (init_hidden)
+        if torch.is_tensor(getattr(module, name, None)):
+            setattr(module, name, getattr(module, name).detach())
+    detach = lambda v: v.detach() if torch.is_tensor(v) else v
+    return (args[0], *map(detach, args[1:])), {k: detach(v) for k, v in kwargs.items()}
+
+
+class _Fired:
+    """BPTR's ``spike_grad``: the step, its derivative 1[fired at some step of this forward] (read at backward)."""
+
+    def __init__(self):
+        self.spikes = []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        record = self.spikes
+        record.append((x > 0).detach())
+        return _Step.apply(x, lambda v: torch.stack(record).any(0).to(v.dtype))
 
 
 class _Triangle:
@@ -259,11 +292,8 @@ class _Hart(torch.autograd.Function):
             def cut(module, args, kwargs):  # the call's input a leaf (recorded), its history detached
                 leaf = args[0].detach().requires_grad_()
                 ctx.calls.append((order.setdefault(id(module), len(order)), args[0], leaf))  # order of first call
-                for name in ("mem", "syn", "spk"):  # a neuron that keeps its state itself (init_hidden)
-                    if torch.is_tensor(getattr(module, name, None)):
-                        setattr(module, name, getattr(module, name).detach())
-                detach = lambda v: v.detach() if torch.is_tensor(v) else v
-                return (leaf, *map(detach, args[1:])), {k: detach(v) for k, v in kwargs.items()}
+                args, kwargs = _detached_history(module, args, kwargs)
+                return (leaf, *args[1:]), kwargs
 
             hooks = [m.register_forward_pre_hook(cut, with_kwargs=True) for m in model._neurons]
             try:
