@@ -8,7 +8,9 @@ The samples are the digits test split in ``AttackEvaluation``'s order (its first
 snnTorch's own surrogates (``snntorch.surrogate``: the net's own, atan, fast sigmoid at three slopes, sigmoid,
 triangular, straight-through) set on every neuron; through each, PGD-50 with 3 random starts and APGD-CE-50; through
 the net's own and atan, APGD-T with every other class as a target; then Square-2000. Every example is judged on the
-deployed net, and only samples nothing broke go on.
+deployed net, and only samples nothing broke go on. ``--snn``: the published SNN-specific attacks instead (SA-PGD and
+APGD-CE through the repo's ASSG, HART, PDSG and BPTR paths for snnTorch neurons, at other settings than the
+evaluation's validation split chose).
 """
 
 from __future__ import annotations
@@ -28,13 +30,22 @@ from bench.opinion import run_opinion  # noqa: E402
 from datamodules import Digits  # noqa: E402
 from srsnn.io.checkpoints import load_weights  # noqa: E402
 from srsnn.io.dotted import import_dotted  # noqa: E402
+from srsnn.robustness.attacks import SAPGD  # noqa: E402
 from srsnn.snn.native import NativeNet  # noqa: E402
+from srsnn.snn.network import gradient_path  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--net", default="examples.tutorial_snn.TutorialSNN", help="the network's class path")
 p.add_argument("--weights", required=True)
 p.add_argument("--samples", type=int, default=200)
 p.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.2])
+p.add_argument(
+    "--snn",
+    action="store_true",
+    help="the published SNN attacks instead: SA-PGD-100 x 3 starts and APGD-CE-100 through ASSG (A = 0.35, 0.425, "
+    "0.49), HART (gamma = 0.5, 1, 2), PDSG and BPTR (the repo's snnTorch paths, srsnn.snn.native, at this script's "
+    "settings and seed)",
+)
 p.add_argument("--seed", type=int, default=1234)
 p.add_argument("--out", required=True)
 a = p.parse_args()
@@ -61,8 +72,16 @@ PATHS = {
 }
 
 
+SNN_PATHS = {f"assg({v:g})": ("assg", v) for v in (0.35, 0.425, 0.49)}
+SNN_PATHS |= {f"hart({v:g})": ("hart", v) for v in (0.5, 1.0, 2.0)} | {"pdsg": ("pdsg", None), "bptr": ("bptr", None)}
+
+
 @contextlib.contextmanager
 def path(name):
+    if name in SNN_PATHS:
+        with gradient_path(model, SNN_PATHS[name][0], None, SNN_PATHS[name][1]):
+            yield
+        return
     try:
         for m, g in zip(neurons, own):
             m.spike_grad = g if PATHS[name] is None else PATHS[name]
@@ -73,6 +92,15 @@ def path(name):
 
 
 def attacks(eps):
+    if a.snn:
+        return [
+            attack
+            for name in SNN_PATHS
+            for attack in (
+                (f"sapgd/{name}", name, SAPGD(model, eps, steps=100, n_restarts=3, seed=a.seed)),
+                (f"apgd_ce/{name}", name, torchattacks.APGD(model, eps=eps, steps=100, loss="ce", seed=a.seed)),
+            )
+        ]
     out = []
     for name in PATHS:
         out += [
