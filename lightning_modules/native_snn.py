@@ -1,7 +1,7 @@
 """An SNN you built with snnTorch: evaluated through the spikes, counted and fine-tuned like the repo's own.
 
 ``test``: the worst case over the paper protocol through the gradient paths of ``srsnn.robustness.paths.
-native_ensemble`` (the net's own surrogate, 17 threshold-scaled surrogate shapes and BPTR), the adaptive tier and SA-PGD
+native_ensemble`` (own surrogate, 17 threshold-scaled surrogate shapes, BPTR, RGA), the adaptive tier and SA-PGD
 through ASSG, HART and PDSG, with ``callbacks.AttackEvaluation``; spikes, synops and energy from the spikes the net
 emits with ``callbacks.SpikeEnergyMonitor``. ``fit``: TRADES with R+FGSM (the paper's SNN fine-tuning) through BPTT
 with the net's own surrogate; pruning masks stay frozen: those of a state dict saved from ``torch.nn.utils.prune``

@@ -40,7 +40,7 @@ def test_the_readme_commands_evaluate_count_and_fine_tune_the_tutorial_net(weigh
     run_cli("train.py", "test", "--config", CONFIG, "--model.init_args.weights", weights,
             *tiny_overrides(tmp_path / "test"), *quick)  # fmt: skip
     attacks, energy = _evaluation(tmp_path / "test")
-    assert attacks["kind"] == "snn" and attacks["ensemble"][0] == "model" and len(attacks["ensemble"]) == 19
+    assert attacks["kind"] == "snn" and attacks["ensemble"][0] == "model" and len(attacks["ensemble"]) == 20
     paths = attacks["budget"]["snn_paths"]
     assert "assg(" in paths and "hart(" in paths and "pdsg" in paths and "(A and gamma: " in paths
     assert energy["native"] and energy["input_layers"] == ["fc1"] and energy["num_steps"] == 8
@@ -435,5 +435,53 @@ def test_bptr_gradient_equals_the_reference_straight_through_where_a_neuron_fire
     assert not any(m._forward_pre_hooks for m in (net.lif1, net.lif2))  # the detaching hooks removed
     xr = x.clone().requires_grad_()
     s2 = RateBp2.apply(net.fc2(RateBp2.apply(net.fc1(xr).expand(T, -1, -1))))
+    ref = torch.autograd.grad((s2.sum(0) * weight).sum(), xr)[0]
+    assert ours.abs().sum() > 0 and torch.allclose(ours, ref, atol=1e-6)
+
+
+def test_rga_gradient_equals_the_reference_rate_gradient_of_the_mean_input():
+    """RGA (the reference's RateBp) through snnTorch's Leaky: dS_t/dx_t = g(mean_t x_t / theta) / theta with the
+    leak tau = beta, against the whole-sequence formulation."""
+    torch.manual_seed(2)
+    T, beta, theta = 5, 0.7, 0.5
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(6, 8), nn.Linear(8, 3)
+            self.lif1, self.lif2 = snn.Leaky(beta=beta, threshold=theta), snn.Leaky(beta=beta, threshold=theta)
+
+        def forward(self, x):
+            m1, m2, out = self.lif1.init_leaky(), self.lif2.init_leaky(), []
+            for _ in range(T):
+                s1, m1 = self.lif1(self.fc1(x), m1)
+                s2, m2 = self.lif2(self.fc2(s1), m2)
+                out.append(s2)
+            return torch.stack(out)
+
+    class RateBp(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, seq):
+            mem, out = torch.zeros_like(seq[0]), []
+            for t in range(len(seq)):
+                mem = beta * mem + seq[t] - (mem - theta > 0).float() * theta
+                out.append((mem - theta > 0).float())
+            ctx.save_for_backward(seq)
+            return torch.stack(out)
+
+        @staticmethod
+        def backward(ctx, g):
+            (seq,) = ctx.saved_tensors
+            m = seq.mean(0, keepdim=True) / theta
+            rate = ((m >= 1 - beta) & (m <= 2)).float() * (0.8 + 0.2 * beta) / (beta + 1)
+            return g * (rate + ((m >= 0) & (m < 1 - beta)).float() * 0.2) / theta
+
+    net, x, weight = Net(), 2 * torch.rand(9, 6), torch.randn(9, 3)
+    model = NativeNet(net)
+    xa = x.clone().requires_grad_()
+    with gradient_path(model, "rga"):
+        ours = torch.autograd.grad((model(xa) * weight).sum(), xa)[0]
+    xr = x.clone().requires_grad_()
+    s2 = RateBp.apply(net.fc2(RateBp.apply(net.fc1(xr).expand(T, -1, -1))))
     ref = torch.autograd.grad((s2.sum(0) * weight).sum(), xr)[0]
     assert ours.abs().sum() > 0 and torch.allclose(ours, ref, atol=1e-6)

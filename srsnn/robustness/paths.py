@@ -37,9 +37,13 @@ def paper_ensemble() -> list[dict]:
 
 def native_ensemble() -> list[dict]:
     """The gradient paths of an SNN built with snnTorch (``srsnn.snn.native``): its own surrogate (``model``), the
-    paper ensemble's 17 surrogate shapes, each scaled to the neuron's threshold, and BPTR (the ensemble's ReLU path
-    needs the repo's IF neuron)."""
-    return [dict(MODEL)] + [m for m in paper_ensemble() if m["mode"] in ("spike", "bptr")]
+    paper ensemble's 17 surrogate shapes, each scaled to the neuron's threshold, BPTR and RGA (the rate gradient of
+    HART's reference; the ensemble's ReLU path needs the repo's IF neuron)."""
+    return (
+        [dict(MODEL)]
+        + [m for m in paper_ensemble() if m["mode"] in ("spike", "bptr")]
+        + [{"mode": "rga", "name": "rga"}]
+    )
 
 
 def snn_attack_paths(assg_a: float = 0.425, hart_gamma: float = 1.0, modes: tuple = ("assg", "hart")) -> list[dict]:

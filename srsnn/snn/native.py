@@ -23,6 +23,10 @@ of an attack, over the same weights and the same forward:
   gradient before any is passed on, which a per-step backward cannot do: ``_Hart`` cuts the graph at every neuron
   call (its input a leaf) and runs the backward neuron by neuron, last first (``hart_backward``).
 
+* ``rga``: RGA (the reference's ``RateBp``): a detached membrane history and dS_t/dx_t = g(x_bar) at every step,
+  x_bar the neuron's mean input over the forward's steps (in threshold units) and, with tau the neuron's leak
+  (``beta``; 1 without one), g = (1 - 0.2 + 0.2 tau) / (tau + 1) on [1 - tau, 2], 0.2 on [0, 1 - tau), else 0
+  (divided by theta): for an IF neuron 1 / (2 theta) on [0, 2 theta];
 * ``bptr``: BPTR (the reference's ``RateBp2``): a detached membrane history and dS_t/dx_t = 1[the neuron fired at
   some step of this forward], a straight-through pass wherever it fired at all (the record is complete when the
   backward runs). ``reset_states`` zeroes the
@@ -52,7 +56,7 @@ SUPPORTED = (
     snntorch.RLeaky,
     snntorch.RSynaptic,
 )
-NATIVE_MODES = ("spike", "assg", "pdsg", "hart", "bptr")
+NATIVE_MODES = ("spike", "assg", "pdsg", "hart", "bptr", "rga")
 _REGISTERED: list[type] = []
 ASSG_BETA, ASSG_RELAX = 0.9, 1.5
 
@@ -120,6 +124,8 @@ def _reset(neurons: list[nn.Module]) -> None:
             sg.history = []
         elif isinstance(sg, _Fired):
             sg.spikes = []  # a new list: the backward of an earlier forward keeps its own
+        elif isinstance(sg, _RateGrad):
+            sg.inputs = []
 
 
 class _Step(torch.autograd.Function):
@@ -231,6 +237,10 @@ def native_gradient_path(
                 m.mem_reset = functools.partial(_heaviside_reset, m)
             elif mode == "hart":
                 m.spike_grad = ScaledSurrogate(_Triangle(1.0 if param is None else float(param)), m)
+            elif mode == "rga":
+                m.spike_grad = _RateGrad(m)
+                m.mem_reset = functools.partial(_heaviside_reset, m)
+                hooks.append(m.register_forward_pre_hook(_RateGrad.record, with_kwargs=True))
             elif mode == "bptr":
                 m.spike_grad = _Fired()
                 m.mem_reset = functools.partial(_heaviside_reset, m)
@@ -268,6 +278,30 @@ class _Fired:
         record = self.spikes
         record.append((x > 0).detach())
         return _Step.apply(x, lambda v: torch.stack(record).any(0).to(v.dtype))
+
+
+class _RateGrad:
+    """RGA's ``spike_grad`` (module docstring); ``inputs``: the neuron's inputs of this forward, read at backward."""
+
+    def __init__(self, neuron: nn.Module):
+        self.neuron, self.inputs = neuron, []
+        beta = getattr(neuron, "beta", None)
+        self.tau = float(torch.as_tensor(beta).detach().clamp(0, 1).mean()) if beta is not None else 1.0
+
+    @staticmethod
+    def record(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        module.spike_grad.inputs.append(args[0].detach())
+        return _detached_history(module, args, kwargs)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        record, theta, tau = self.inputs, _theta(self.neuron), self.tau
+
+        def g(v: torch.Tensor) -> torch.Tensor:
+            xbar = torch.stack(record).mean(0) / theta
+            high = ((xbar >= 1 - tau) & (xbar <= 2)).to(v.dtype) * (1 - 0.2 + 0.2 * tau) / (tau + 1)
+            return (high + ((xbar >= 0) & (xbar < 1 - tau)).to(v.dtype) * 0.2) / theta
+
+        return _Step.apply(x, g)
 
 
 class _Triangle:
