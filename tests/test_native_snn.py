@@ -390,34 +390,57 @@ def test_hart_gradient_equals_a_reference_with_the_whole_sequence_at_once():
     assert ours.abs().sum() > 0 and torch.allclose(ours, ref, atol=1e-6)
 
 
+class _TwoLeaky(nn.Module):
+    """6 -> 8 -> 3 through two snnTorch Leaky layers, looped over T steps; the output spikes [T, B, 3]."""
+
+    def __init__(self, T: int, beta: float, theta: float):
+        super().__init__()
+        self.T, self.fc1, self.fc2 = T, nn.Linear(6, 8), nn.Linear(8, 3)
+        self.lif1, self.lif2 = snn.Leaky(beta=beta, threshold=theta), snn.Leaky(beta=beta, threshold=theta)
+
+    def forward(self, x):
+        m1, m2, out = self.lif1.init_leaky(), self.lif2.init_leaky(), []
+        for _ in range(self.T):
+            s1, m1 = self.lif1(self.fc1(x), m1)
+            s2, m2 = self.lif2(self.fc2(s1), m2)
+            out.append(s2)
+        return torch.stack(out)
+
+
+def _leaky_spikes(seq: torch.Tensor, beta: float, theta: float) -> torch.Tensor:
+    """The reference's forward over a whole sequence [T, B, F]: snnTorch's Leaky with its subtractive reset."""
+    mem, out = torch.zeros_like(seq[0]), []
+    for t in range(len(seq)):
+        mem = beta * mem + seq[t] - (mem - theta > 0).float() * theta
+        out.append((mem - theta > 0).float())
+    return torch.stack(out)
+
+
+def _path_vs_reference(mode: str, reference, seed: int, beta: float, theta: float, T: int = 5) -> None:
+    """The input gradient through ``mode`` equals the one through ``reference`` (an autograd function over each
+    layer's whole input sequence) on a two-layer Leaky net."""
+    torch.manual_seed(seed)
+    net, x, weight = _TwoLeaky(T, beta, theta), 2 * torch.rand(9, 6), torch.randn(9, 3)
+    model = NativeNet(net)
+    xa = x.clone().requires_grad_()
+    with gradient_path(model, mode):
+        ours = torch.autograd.grad((model(xa) * weight).sum(), xa)[0]
+    assert not any(m._forward_pre_hooks for m in (net.lif1, net.lif2))  # the path's hooks removed after the block
+    xr = x.clone().requires_grad_()
+    s2 = reference.apply(net.fc2(reference.apply(net.fc1(xr).expand(T, -1, -1))))
+    ref = torch.autograd.grad((s2.sum(0) * weight).sum(), xr)[0]
+    assert ours.abs().sum() > 0 and torch.allclose(ours, ref, atol=1e-6)
+
+
 def test_bptr_gradient_equals_the_reference_straight_through_where_a_neuron_fired():
     """BPTR (the reference's RateBp2) through snnTorch's Leaky: a detached membrane history and dS_t/dx_t =
     1[the neuron fired at any step], against the whole-sequence formulation."""
-    torch.manual_seed(1)
-    T, beta, theta = 5, 0.9, 0.6
+    beta, theta = 0.9, 0.6
 
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc1, self.fc2 = nn.Linear(6, 8), nn.Linear(8, 3)
-            self.lif1, self.lif2 = snn.Leaky(beta=beta, threshold=theta), snn.Leaky(beta=beta, threshold=theta)
-
-        def forward(self, x):
-            m1, m2, out = self.lif1.init_leaky(), self.lif2.init_leaky(), []
-            for _ in range(T):
-                s1, m1 = self.lif1(self.fc1(x), m1)
-                s2, m2 = self.lif2(self.fc2(s1), m2)
-                out.append(s2)
-            return torch.stack(out)
-
-    class RateBp2(torch.autograd.Function):  # seq [T, B, F] -> spikes; backward dL/ds_t * 1[fired at any t]
+    class RateBp2(torch.autograd.Function):
         @staticmethod
         def forward(ctx, seq):
-            mem, out = torch.zeros_like(seq[0]), []
-            for t in range(len(seq)):
-                mem = beta * mem + seq[t] - (mem - theta > 0).float() * theta
-                out.append((mem - theta > 0).float())
-            out = torch.stack(out)
+            out = _leaky_spikes(seq, beta, theta)
             ctx.save_for_backward(out)
             return out
 
@@ -426,48 +449,19 @@ def test_bptr_gradient_equals_the_reference_straight_through_where_a_neuron_fire
             (out,) = ctx.saved_tensors
             return g * (out.sum(0, keepdim=True) > 0).float()
 
-    net, x, weight = Net(), 2 * torch.rand(9, 6), torch.randn(9, 3)
-    model = NativeNet(net)
-    xa = x.clone().requires_grad_()
-    reset_states(net)
-    with gradient_path(model, "bptr"):
-        ours = torch.autograd.grad((model(xa) * weight).sum(), xa)[0]
-    assert not any(m._forward_pre_hooks for m in (net.lif1, net.lif2))  # the detaching hooks removed
-    xr = x.clone().requires_grad_()
-    s2 = RateBp2.apply(net.fc2(RateBp2.apply(net.fc1(xr).expand(T, -1, -1))))
-    ref = torch.autograd.grad((s2.sum(0) * weight).sum(), xr)[0]
-    assert ours.abs().sum() > 0 and torch.allclose(ours, ref, atol=1e-6)
+    _path_vs_reference("bptr", RateBp2, 1, beta, theta)
 
 
 def test_rga_gradient_equals_the_reference_rate_gradient_of_the_mean_input():
     """RGA (the reference's RateBp) through snnTorch's Leaky: dS_t/dx_t = g(mean_t x_t / theta) / theta with the
     leak tau = beta, against the whole-sequence formulation."""
-    torch.manual_seed(2)
-    T, beta, theta = 5, 0.7, 0.5
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc1, self.fc2 = nn.Linear(6, 8), nn.Linear(8, 3)
-            self.lif1, self.lif2 = snn.Leaky(beta=beta, threshold=theta), snn.Leaky(beta=beta, threshold=theta)
-
-        def forward(self, x):
-            m1, m2, out = self.lif1.init_leaky(), self.lif2.init_leaky(), []
-            for _ in range(T):
-                s1, m1 = self.lif1(self.fc1(x), m1)
-                s2, m2 = self.lif2(self.fc2(s1), m2)
-                out.append(s2)
-            return torch.stack(out)
+    beta, theta = 0.7, 0.5
 
     class RateBp(torch.autograd.Function):
         @staticmethod
         def forward(ctx, seq):
-            mem, out = torch.zeros_like(seq[0]), []
-            for t in range(len(seq)):
-                mem = beta * mem + seq[t] - (mem - theta > 0).float() * theta
-                out.append((mem - theta > 0).float())
             ctx.save_for_backward(seq)
-            return torch.stack(out)
+            return _leaky_spikes(seq, beta, theta)
 
         @staticmethod
         def backward(ctx, g):
@@ -476,12 +470,4 @@ def test_rga_gradient_equals_the_reference_rate_gradient_of_the_mean_input():
             rate = ((m >= 1 - beta) & (m <= 2)).float() * (0.8 + 0.2 * beta) / (beta + 1)
             return g * (rate + ((m >= 0) & (m < 1 - beta)).float() * 0.2) / theta
 
-    net, x, weight = Net(), 2 * torch.rand(9, 6), torch.randn(9, 3)
-    model = NativeNet(net)
-    xa = x.clone().requires_grad_()
-    with gradient_path(model, "rga"):
-        ours = torch.autograd.grad((model(xa) * weight).sum(), xa)[0]
-    xr = x.clone().requires_grad_()
-    s2 = RateBp.apply(net.fc2(RateBp.apply(net.fc1(xr).expand(T, -1, -1))))
-    ref = torch.autograd.grad((s2.sum(0) * weight).sum(), xr)[0]
-    assert ours.abs().sum() > 0 and torch.allclose(ours, ref, atol=1e-6)
+    _path_vs_reference("rga", RateBp, 2, beta, theta)
