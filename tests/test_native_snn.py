@@ -382,7 +382,7 @@ def test_hart_gradient_equals_a_reference_with_the_whole_sequence_at_once():
     with gradient_path(model, "hart", None, gamma):
         logits = model(xa)
         ours = torch.autograd.grad((logits * weight).sum(), xa)[0]
-    assert not model.hart and torch.equal(logits, model(x))  # the deployed forward; the path off after the block
+    assert model.path_forward is None and torch.equal(logits, model(x))  # the deployed forward; path off after
     xr = x.clone().requires_grad_()
     s1 = layer(net.fc1(xr).expand(T, -1, -1), betas[0], thetas[0])
     s2 = layer(net.fc2(s1), betas[1], thetas[1])

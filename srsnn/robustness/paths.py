@@ -36,7 +36,7 @@ def paper_ensemble() -> list[dict]:
 
 
 def native_ensemble() -> list[dict]:
-    """The gradient paths of an SNN built with snnTorch (``srsnn.snn.native``): its own surrogate (``model``), the
+    """The gradient paths of an SNN built with snnTorch (``srsnn.snn.native_paths``): its own surrogate (``model``), the
     paper ensemble's 17 surrogate shapes, each scaled to the neuron's threshold, BPTR and RGA (the rate gradient of
     HART's reference; the ensemble's ReLU path needs the repo's IF neuron)."""
     return (
@@ -50,7 +50,7 @@ def snn_attack_paths(assg_a: float = 0.425, hart_gamma: float = 1.0, modes: tupl
     """The published SNN-specific gradient paths beyond the paper's ensemble, those of ``modes`` (the ones the network
     defines): ASSG (Wang et al., arXiv 2512.22522; A) and HART (Hao et al., ICLR 2024; gamma relative to the
     threshold) for the repo's IF neuron (``srsnn.snn.neurons.IFNeuron``, the default); ASSG, HART and PDSG (Lun et
-    al., CVPR 2025; no hyperparameter) for snnTorch neurons (``srsnn.snn.native``)."""
+    al., CVPR 2025; no hyperparameter) for snnTorch neurons (``srsnn.snn.native_paths``)."""
     paths = [
         {"mode": "assg", "param": float(assg_a), "name": f"assg({assg_a:g})"},
         {"mode": "hart", "param": float(hart_gamma), "name": f"hart({hart_gamma:g})"},

@@ -20,7 +20,8 @@ from typing import Iterator, Optional
 import torch
 from torch import nn
 
-from srsnn.snn.native import has_native_neurons, native_gradient_path, reset_native_path_state
+from srsnn.snn.native import has_native_neurons
+from srsnn.snn.native_paths import native_gradient_path, reset_native_path_state
 from srsnn.snn.neurons import MODES, IFNeuron
 from srsnn.snn.surrogates import make_surrogate
 
