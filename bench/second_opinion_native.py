@@ -31,8 +31,8 @@ from datamodules import Digits  # noqa: E402
 from srsnn.io.checkpoints import load_weights  # noqa: E402
 from srsnn.io.dotted import import_dotted  # noqa: E402
 from srsnn.robustness.attacks import SAPGD  # noqa: E402
+from srsnn.robustness.paths import native_ensemble, snn_attack_paths, use_path  # noqa: E402
 from srsnn.snn.native import NativeNet  # noqa: E402
-from srsnn.snn.network import gradient_path  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--net", default="examples.tutorial_snn.TutorialSNN", help="the network's class path")
@@ -72,14 +72,18 @@ PATHS = {
 }
 
 
-SNN_PATHS = {f"assg({v:g})": ("assg", v) for v in (0.35, 0.425, 0.49)}
-SNN_PATHS |= {f"hart({v:g})": ("hart", v) for v in (0.5, 1.0, 2.0)} | {"pdsg": ("pdsg", None), "bptr": ("bptr", None)}
+# the repo's own path definitions at this script's settings: ASSG at 3 A, HART at 3 gamma, PDSG, then BPTR
+SETTINGS = ((0.35, 0.5), (0.425, 1.0), (0.49, 2.0))
+SNN_PATHS = {
+    m["name"]: m for mode in ("assg", "hart", "pdsg") for a_, g_ in SETTINGS for m in snn_attack_paths(a_, g_, (mode,))
+}
+SNN_PATHS |= {m["name"]: m for m in native_ensemble() if m["mode"] == "bptr"}
 
 
 @contextlib.contextmanager
 def path(name):
     if name in SNN_PATHS:
-        with gradient_path(model, SNN_PATHS[name][0], None, SNN_PATHS[name][1]):
+        with use_path(model, SNN_PATHS[name]):
             yield
         return
     try:

@@ -147,9 +147,11 @@ def _torch_pruned(sd: dict) -> tuple[dict, dict]:
     """A state dict saved from a net pruned with ``torch.nn.utils.prune`` (``<layer>.weight_orig`` and
     ``<layer>.weight_mask``) -> the plain state dict (weight = orig * mask) and each layer's mask, which the repo's
     own frozen mask then carries (so fine-tuning keeps the pruned weights at zero)."""
-    masks = {k[: -len(".weight_mask")]: sd[k] for k in sd if k.endswith(".weight_mask") and k[:-5] + "_orig" in sd}
+    layers = [k.removesuffix(".weight_mask") for k in sd if k.endswith(".weight_mask")]
+    masks = {m: sd[f"{m}.weight_mask"] for m in layers if f"{m}.weight_orig" in sd}
     if not masks:
         return sd, {}
-    out = {k: v for k, v in sd.items() if not any(k in (f"{m}.weight_orig", f"{m}.weight_mask") for m in masks)}
+    pruned = {f"{m}.{name}" for m in masks for name in ("weight_orig", "weight_mask")}
+    out = {k: v for k, v in sd.items() if k not in pruned}
     out.update({f"{m}.weight": sd[f"{m}.weight_orig"] * mask for m, mask in masks.items()})
     return out, masks

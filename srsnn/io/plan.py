@@ -4,7 +4,7 @@ evaluations, once per seed (``srsnn.pipeline`` runs them)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import yaml
@@ -151,14 +151,12 @@ def over_seeds(stages: list[Stage], seeds) -> list[Stage]:
     ):
         raise PipelineError(f"seeds: {seeds!r} is not a list of distinct non-negative integers, e.g. seeds: [0, 1, 2]")
     return [
-        Stage(
-            f"seed{k}/{st.name}",
-            st.command,
-            st.config,
-            [*st.args, "--seed_everything", str(k)],
-            {opt: f"seed{k}/{src}" for opt, src in st.needs.items()},
-            st.kind,
-            {**st.meta, "seed": k},
+        replace(
+            st,
+            name=f"seed{k}/{st.name}",
+            args=[*st.args, "--seed_everything", str(k)],
+            needs={opt: f"seed{k}/{src}" for opt, src in st.needs.items()},
+            meta={**st.meta, "seed": k},
         )
         for k in seeds
         for st in stages

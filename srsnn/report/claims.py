@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import fmean
 from typing import Any, Callable, Optional
 
 from srsnn.robustness.reporting import pct
@@ -37,8 +38,8 @@ def _key(r: Row) -> tuple[Optional[str], int]:
     return r["method"], round(100 * (r["sparsity"] or 0))  # (method, sparsity %)
 
 
-def _verdict(oks: list[bool], partly: Optional[list[bool]] = None) -> str:
-    return "yes" if all(oks) else "partly" if any(oks if partly is None else partly) else "no"
+def _verdict(oks: list[bool]) -> str:
+    return "yes" if all(oks) else "partly" if any(oks) else "no"
 
 
 def _significant(ps: list[Optional[float]]) -> bool:
@@ -57,12 +58,11 @@ def _directional(effects: list[list[float]], ps: list[Optional[float]], at_least
 
 def _points(vs: list[float]) -> str:
     """A difference in points: its mean over seeds, each seed's value in brackets where there are several."""
-    mean = sum(vs) / len(vs)
-    return f"{mean:+.1f}" + (f" (seeds {' / '.join(f'{v:+.1f}' for v in vs)})" if len(vs) > 1 else "")
+    return f"{fmean(vs):+.1f}" + (f" (seeds {' / '.join(f'{v:+.1f}' for v in vs)})" if len(vs) > 1 else "")
 
 
 def _mean_pct(vs: list[float]) -> str:
-    return pct(sum(vs) / len(vs))
+    return pct(fmean(vs))
 
 
 @dataclass
@@ -151,13 +151,12 @@ def energy_ratio_grows(evs: list[Evidence]) -> Optional[str]:
         [[1.0] + [v[p][s] for p in sorted(v)] for s in range(min(len(x) for x in v.values()))] for v in ratios.values()
     ]
     grows = [all(all(b > a for a, b in zip(c, c[1:])) for c in per_seed) for per_seed in curves]
-    mean = lambda xs: sum(xs) / len(xs)
     spread = lambda xs: f" ({min(xs):.2f}–{max(xs):.2f})" if f"{min(xs):.2f}" != f"{max(xs):.2f}" else ""
     return (
         f"- **The energy ratio E_dense/E_sparse grows with sparsity** (paper: {PAPER_ENERGY_RATIO}{_every(evs)}): "
         f"**{_verdict(grows)}**. "
         + "; ".join(
-            f"{m}: " + ", ".join(f"{p} % {mean(x):.2f}×{spread(x)}" for p, x in sorted(v.items()))
+            f"{m}: " + ", ".join(f"{p} % {fmean(x):.2f}×{spread(x)}" for p, x in sorted(v.items()))
             for m, v in ratios.items()
         )
         + "."
@@ -217,7 +216,7 @@ def finetuning_beats_conversion(evs: list[Evidence]) -> Optional[str]:
             f"raised the worst case in {sum(lossy)} of {len(lossy)}; where conversion was near-lossless, in "
             f"{sum(better) - sum(lossy)} of {len(better) - len(lossy)}{' (SNN, seed) pairs' if len(evs) > 1 else ''}."
         )
-    lost_text = lambda r: f" ({sum(lost[r]) / len(lost[r]):.1f})" if all(x is not None for x in lost[r]) else ""
+    lost_text = lambda r: f" ({fmean(lost[r]):.1f})" if all(x is not None for x in lost[r]) else ""
     return (
         f"- **Adversarial fine-tuning of the SNN beats conversion alone** (test split, worst case{_every(evs)}, "
         f"and not chance): **{_directional(list(gains.values()), list(ps.values()))}** ({sum(better)} of "

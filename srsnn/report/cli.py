@@ -14,7 +14,7 @@ from .claims import claims
 from .figures import plots
 from .per_sample import compare, read
 from .runs import load_run
-from .seeds import against_published, over_seeds
+from .seeds import against_published, seed_of
 from .tables import build_table, confidence_section, eps_columns, finetune_table, t_sweep_table
 
 
@@ -45,13 +45,11 @@ def main(argv=None) -> int:
         runs = [load_run(r) for r in a.runs]
     except UserError as err:
         raise SystemExit(f"error: {err}") from None
-    seed_of = lambda r: (r.get("stage") or {}).get("seed")
     for r, folder in zip(runs, a.runs):  # two runs of one name (two pipelines): tell them apart by their folder
         if sum(x["name"] == r["name"] and seed_of(x) == seed_of(r) for x in runs) > 1:
             r["label"] = os.path.join(os.path.basename(os.path.dirname(os.path.normpath(folder))), r["name"])
     os.makedirs(a.out, exist_ok=True)
-    table, per_seed = build_table(runs)
-    rows = over_seeds(per_seed)  # one row per run (over seeds: means); the claims read each seed's rows
+    table, rows, per_seed = build_table(runs)  # the claims read each seed's rows
     eps = eps_columns(rows)
     several = len({seed_of(r) for r in runs}) > 1
     text = "\n".join(

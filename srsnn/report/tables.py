@@ -8,21 +8,21 @@ from srsnn.robustness.audit import verdict
 from srsnn.robustness.reporting import pct
 from srsnn.robustness.results import Check
 
-from .seeds import over_seeds
+from .seeds import over_seeds, seed_of
 
 METHODS = {"lwm": "LWM", "hydra": "HYDRA", "harp": "HARP", "channels": "channels", None: "dense", "native": "native"}
 
 
-def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    """The main table (markdown, with its notes) and one row per run (what ``report.json`` holds); runs of several
-    seeds (``stage.json``'s ``seed``) give one row per run over its seeds (``over_seeds``), each seed's rows in it."""
-    seeds = list(dict.fromkeys((r.get("stage") or {}).get("seed") for r in runs))
+def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """The main table (markdown, with its notes), one row per run (what ``report.json`` holds; over several seeds,
+    ``stage.json``'s ``seed``, its numbers are the seeds' means, ``over_seeds``) and each seed's rows."""
+    seeds = list(dict.fromkeys(seed_of(r) for r in runs))
     eps_cols = []
     for r in runs:
         eps_cols += [e for e in r["attacks"].eps if e not in eps_cols]
     rows = []
     for seed in seeds:
-        mine = [r for r in runs if (r.get("stage") or {}).get("seed") == seed]
+        mine = [r for r in runs if seed_of(r) == seed]
         dense_snn = next(
             (
                 r
@@ -35,7 +35,7 @@ def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
         )
         rows += [dict(row_of(r, eps_cols, dense_snn), seed=seed) for r in mine]
     table = over_seeds(rows)
-    return main_table(table, eps_cols) + "\n" + table_notes(runs, table) + "\n", rows
+    return main_table(table, eps_cols) + "\n" + table_notes(runs, table) + "\n", table, rows
 
 
 def row_of(r: dict[str, Any], eps_cols: list[str], dense_snn: Optional[dict[str, Any]]) -> dict[str, Any]:

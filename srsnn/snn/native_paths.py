@@ -46,6 +46,7 @@ from srsnn.snn.neurons import ASSG_BETA, ASSG_RELAX
 from srsnn.snn.surrogates import Surrogate, make_surrogate
 
 NATIVE_MODES = ("spike", "assg", "pdsg", "hart", "bptr", "rga")
+ONE_CALL_PER_STEP = ("pdsg", "bptr", "rga")  # paths that record per step: mem_reset must not call spike_grad
 
 
 class _Step(torch.autograd.Function):
@@ -156,19 +157,18 @@ def native_gradient_path(
                 m.spike_grad = AdaptiveAtanSpike(0.425 if param is None else float(param), m)
             elif mode == "pdsg":
                 m.spike_grad = PDSGSpike(m)
-                m.mem_reset = functools.partial(_heaviside_reset, m)
             elif mode == "hart":
                 m.spike_grad = ScaledSurrogate(_Triangle(1.0 if param is None else float(param)), m)
             elif mode == "rga":
                 m.spike_grad = _RateGrad(m)
-                m.mem_reset = functools.partial(_heaviside_reset, m)
                 hooks.append(m.register_forward_pre_hook(_RateGrad.record, with_kwargs=True))
             elif mode == "bptr":
                 m.spike_grad = _Fired()
-                m.mem_reset = functools.partial(_heaviside_reset, m)
                 hooks.append(m.register_forward_pre_hook(_detached_history, with_kwargs=True))
             elif sg is not None:
                 m.spike_grad = ScaledSurrogate(sg, m)
+            if mode in ONE_CALL_PER_STEP:
+                m.mem_reset = functools.partial(_heaviside_reset, m)
         yield
     finally:
         for h in hooks:
@@ -194,27 +194,32 @@ class _Fired:
     """BPTR's ``spike_grad``: the step, its derivative 1[fired at some step of this forward] (read at backward)."""
 
     def __init__(self):
-        self.spikes = []
+        self.new_forward()
 
     def new_forward(self) -> None:
-        self.spikes = []  # a new list: the backward of an earlier forward keeps its own
+        # a new record (the backward of an earlier forward keeps its own), reduced once, at the first backward step
+        self.spikes = []
+        self.fired = functools.cache(lambda spikes=self.spikes: torch.stack(spikes).any(0))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        record = self.spikes
-        record.append((x > 0).detach())
-        return _Step.apply(x, lambda v: torch.stack(record).any(0).to(v.dtype))
+        self.spikes.append((x > 0).detach())
+        fired = self.fired
+        return _Step.apply(x, lambda v: fired().to(v.dtype))
 
 
 class _RateGrad:
     """RGA's ``spike_grad`` (module docstring); ``inputs``: the neuron's inputs of this forward, read at backward."""
 
     def __init__(self, neuron: nn.Module):
-        self.neuron, self.inputs = neuron, []
+        self.neuron = neuron
         beta = getattr(neuron, "beta", None)
         self.tau = float(torch.as_tensor(beta).detach().clamp(0, 1).mean()) if beta is not None else 1.0
+        self.new_forward()
 
     def new_forward(self) -> None:
+        # a new record, its mean taken once, at the first backward step (every step's input is recorded by then)
         self.inputs = []
+        self.mean_input = functools.cache(lambda inputs=self.inputs: torch.stack(inputs).mean(0))
 
     @staticmethod
     def record(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -222,10 +227,10 @@ class _RateGrad:
         return _detached_history(module, args, kwargs)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        record, theta, tau = self.inputs, _theta(self.neuron), self.tau
+        mean_input, theta, tau = self.mean_input, _theta(self.neuron), self.tau
 
         def g(v: torch.Tensor) -> torch.Tensor:
-            xbar = torch.stack(record).mean(0) / theta
+            xbar = mean_input() / theta
             high = ((xbar >= 1 - tau) & (xbar <= 2)).to(v.dtype) * (1 - 0.2 + 0.2 * tau) / (tau + 1)
             return (high + ((xbar >= 0) & (xbar < 1 - tau)).to(v.dtype) * 0.2) / theta
 
