@@ -15,9 +15,10 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
 import torch
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from tqdm import tqdm
@@ -89,14 +90,14 @@ class AttackEvaluation(Callback):
         self,
         attacks: Sequence[Mapping[str, Any]] = PAPER_ATTACKS,
         epsilons: Optional[list[Eps]] = None,
-        num_samples: int = 500,
-        batch_size: int = 100,
-        ensemble: str = "auto",
-        adaptive: Union[bool, str, dict[str, Any]] = True,
+        num_samples: NonNegativeInt = 500,
+        batch_size: PositiveInt = 100,
+        ensemble: Literal["auto", "none", "paper"] = "auto",
+        adaptive: Union[bool, Literal["strong", "quick", "paper"], dict[str, Any]] = True,
         transfer_from: Optional[dict[str, str]] = None,
         audit: bool = True,
         large_eps: float = 0.5,
-        margin_points: float = 2.0,
+        margin_points: NonNegativeFloat = 2.0,
         output_dir: Optional[str] = None,
     ):
         self.attacks = [dict(a) for a in attacks]
@@ -109,10 +110,6 @@ class AttackEvaluation(Callback):
         self.epsilons = sorted(
             parse_eps(e, "AttackEvaluation.epsilons") for e in (epsilons or ["2/255", "4/255", "8/255"])
         )
-        if ensemble not in ("auto", "none", "paper"):
-            raise UserError(f"AttackEvaluation.ensemble must be auto, none or paper, got {ensemble!r}")
-        if num_samples < 0 or batch_size < 1:
-            raise UserError("AttackEvaluation needs num_samples >= 0 and batch_size >= 1")
         if isinstance(adaptive, str):
             if adaptive not in (*PRESETS, "paper"):
                 raise UserError(

@@ -17,9 +17,10 @@ All log per-layer and global sparsity (``sparsity/<layer>``, ``sparsity/global``
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveInt
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
@@ -36,12 +37,7 @@ from srsnn.pruning.masks import (
     sparsity_report,
     topk_mask,
 )
-
-
-def _check_sparsity(sparsity: float) -> float:
-    if not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
-        raise UserError(f"pruning sparsity must be in [0, 1) (0.9 = 90 % of weights removed), got {sparsity!r}")
-    return float(sparsity)
+from srsnn.types import FractionBelowOne
 
 
 def _net(pl_module: LightningModule) -> nn.Module:
@@ -52,8 +48,8 @@ def _net(pl_module: LightningModule) -> nn.Module:
 
 
 class _Pruning(Callback):
-    def __init__(self, sparsity: float):
-        self.sparsity = _check_sparsity(sparsity)
+    def __init__(self, sparsity: FractionBelowOne):
+        self.sparsity = float(sparsity)  # 0.9 = 90 % of the weights removed
 
     def log_sparsity(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         report = sparsity_report(_net(pl_module))
@@ -77,17 +73,15 @@ class MagnitudePruning(_Pruning):
 
     def __init__(
         self,
-        sparsity: float = 0.9,
-        scope: str = "layer",
-        start_epoch: int = 0,
-        end_epoch: Optional[int] = None,
-        frequency: int = 1,
+        sparsity: FractionBelowOne = 0.9,
+        scope: Literal["layer", "global"] = "layer",
+        start_epoch: NonNegativeInt = 0,
+        end_epoch: Optional[NonNegativeInt] = None,
+        frequency: PositiveInt = 1,
     ):
         super().__init__(sparsity)
-        if scope not in ("layer", "global"):
-            raise UserError(f"MagnitudePruning.scope must be 'layer' or 'global', got {scope!r}")
-        if end_epoch is not None and end_epoch < start_epoch or frequency < 1:
-            raise UserError("MagnitudePruning needs end_epoch >= start_epoch and frequency >= 1")
+        if end_epoch is not None and end_epoch < start_epoch:
+            raise UserError(f"MagnitudePruning needs end_epoch >= start_epoch, got {end_epoch} < {start_epoch}")
         self.scope, self.start, self.end, self.frequency = scope, start_epoch, end_epoch, frequency
 
     def target(self, epoch: int) -> Optional[float]:
@@ -139,10 +133,10 @@ class HydraPruning(_Pruning):
     learn_rate = False
     rate_min = 0.0
 
-    def __init__(self, sparsity: float = 0.9, score_epochs: int = 20, finetune_lr: Optional[float] = 0.01):
+    def __init__(
+        self, sparsity: FractionBelowOne = 0.9, score_epochs: NonNegativeInt = 20, finetune_lr: Optional[float] = 0.01
+    ):
         super().__init__(sparsity)
-        if score_epochs < 0:
-            raise UserError(f"score_epochs must be >= 0, got {score_epochs}")
         self.score_epochs, self.finetune_lr = score_epochs, finetune_lr
 
     def setup(self, trainer, pl_module, stage):
@@ -203,15 +197,13 @@ class HarpPruning(HydraPruning):
 
     def __init__(
         self,
-        sparsity: float = 0.9,
-        score_epochs: int = 20,
+        sparsity: FractionBelowOne = 0.9,
+        score_epochs: NonNegativeInt = 20,
         finetune_lr: Optional[float] = 0.01,
-        gamma: float = 1.0,
-        alpha: float = 0.1,
+        gamma: NonNegativeFloat = 1.0,
+        alpha: ClosedUnitInterval = 0.1,
     ):
         super().__init__(sparsity, score_epochs, finetune_lr)
-        if gamma < 0 or not 0 <= alpha <= 1:
-            raise UserError(f"HarpPruning needs gamma >= 0 and alpha in [0, 1], got {gamma}, {alpha}")
         self.gamma, self.alpha = gamma, alpha
 
     @property
@@ -267,10 +259,8 @@ class ChannelPruning(_Pruning):
         importance: ``l1`` / ``l2`` (torch-pruning's ``MagnitudeImportance``) or ``bn_scale``.
     """
 
-    def __init__(self, sparsity: float = 0.5, importance: str = "l2"):
+    def __init__(self, sparsity: FractionBelowOne = 0.5, importance: Literal["l1", "l2", "bn_scale"] = "l2"):
         super().__init__(sparsity)
-        if importance not in ("l1", "l2", "bn_scale"):
-            raise UserError(f"ChannelPruning.importance must be l1, l2 or bn_scale, got {importance!r}")
         self.importance = importance
         self.report: dict[str, float] = {}
 

@@ -13,7 +13,10 @@ from typing import Optional
 
 import lightning as L
 import torch
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+from srsnn.types import FractionBelowOne
 
 from .errors import DataError, DataNotFoundError  # noqa: F401 - DataNotFoundError: raised by the subclasses
 
@@ -58,17 +61,13 @@ class ImageClassificationDataModule(L.LightningDataModule):
     def __init__(
         self,
         data_dir: str = "data",
-        batch_size: int = 128,
-        eval_batch_size: Optional[int] = None,
-        num_workers: int = 0,
-        val_split: float = 0.1,
+        batch_size: PositiveInt = 128,
+        eval_batch_size: Optional[PositiveInt] = None,
+        num_workers: NonNegativeInt = 0,
+        val_split: FractionBelowOne = 0.1,
         seed: int = 0,
     ):
         super().__init__()
-        if batch_size < 1:
-            raise DataError(f"data.batch_size must be >= 1, got {batch_size}")
-        if not 0 <= val_split < 1:
-            raise DataError(f"data.val_split must be in [0, 1), got {val_split}")
         self.data_dir = data_dir
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size

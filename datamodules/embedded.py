@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import OpenUnitInterval, restricted_number_type
 from torch.utils.data import TensorDataset
 
 from .base import DataNotFoundError, ImageClassificationDataModule
-from .errors import DataError
+
+ImageSize = restricted_number_type("ImageSize", int, (">=", 4), docstring="image side in pixels, >= 4")
+DigitClasses = restricted_number_type("DigitClasses", int, [(">=", 2), ("<=", 10)], join="and", docstring="2 to 10")
 
 
 def _tensor_splits(images: np.ndarray, labels: np.ndarray, test_fraction: float, seed: int, size: int):
@@ -30,12 +33,8 @@ class _Embedded(ImageClassificationDataModule):
 
     num_classes = 10
 
-    def __init__(self, image_size: int, test_fraction: float = 0.2, **kwargs):
+    def __init__(self, image_size: ImageSize, test_fraction: OpenUnitInterval = 0.2, **kwargs):
         super().__init__(**kwargs)
-        if image_size < 4:
-            raise DataError(f"data.image_size must be >= 4, got {image_size}")
-        if not 0 < test_fraction < 1:
-            raise DataError(f"data.test_fraction must be in (0, 1), got {test_fraction}")
         self.image_size = image_size
         self.test_fraction = test_fraction
         self.input_shape = (1, image_size, image_size)
@@ -46,11 +45,11 @@ class Digits(_Embedded):
 
     mean, std = (0.2,), (0.3,)
 
-    def __init__(self, image_size: int = 8, test_fraction: float = 0.2, classes: int = 10, **kwargs):
+    def __init__(
+        self, image_size: ImageSize = 8, test_fraction: OpenUnitInterval = 0.2, classes: DigitClasses = 10, **kwargs
+    ):
         """classes: keep the digits 0 .. classes - 1 (2 to 10): the same pipeline on a 2- or 3-class problem."""
         super().__init__(image_size, test_fraction, **kwargs)
-        if not 2 <= classes <= 10:
-            raise DataError(f"data.classes must be in 2..10 (the digits kept), got {classes}")
         self.num_classes = int(classes)
 
     def load(self):
@@ -66,7 +65,7 @@ class MNIST5k(_Embedded):
 
     mean, std = (0.1307,), (0.3081,)
 
-    def __init__(self, image_size: int = 28, test_fraction: float = 0.2, **kwargs):
+    def __init__(self, image_size: ImageSize = 28, test_fraction: OpenUnitInterval = 0.2, **kwargs):
         super().__init__(image_size, test_fraction, **kwargs)
 
     def load(self):

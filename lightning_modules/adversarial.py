@@ -23,6 +23,7 @@ from typing import Optional
 import lightning as L
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import NonNegativeFloat, PositiveInt
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import Accuracy, MeanMetric
@@ -33,7 +34,7 @@ from srsnn.modes import module_mode
 from srsnn.pruning.channels import adopt_shapes
 from srsnn.pruning.masks import prepare_masks, state_dict_mismatch
 from srsnn.robustness.attacks import Eps, check_pixel_range, make_attack, parse_eps
-from srsnn.robustness.objectives import OBJECTIVES, mart_loss, trades_loss
+from srsnn.robustness.objectives import InnerAttack, Objective, mart_loss, trades_loss
 
 SPLITS = ("train", "val", "test")
 
@@ -45,27 +46,19 @@ class AdversarialClassifier(L.LightningModule):
 
     def __init__(
         self,
-        objective: str = "trades",
-        beta: float = 2.0,
+        objective: Objective = "trades",
+        beta: NonNegativeFloat = 2.0,
         epsilon: Eps = "2/255",
-        attack_steps: int = 10,
+        attack_steps: PositiveInt = 10,
         attack_step_size: Optional[float] = None,
-        inner_attack: str = "pgd",
+        inner_attack: InnerAttack = "pgd",
         eval_epsilon: Optional[Eps] = None,
-        eval_steps: int = 10,
+        eval_steps: PositiveInt = 10,
         val_attack: bool = True,
         optimizer: Optional[OptimizerCallable] = None,
         scheduler: Optional[LRSchedulerCallable] = None,
     ):
-        super().__init__()
-        if objective not in OBJECTIVES:
-            raise UserError(f"model.objective must be one of {OBJECTIVES}, got {objective!r}")
-        if inner_attack not in ("pgd", "rfgsm"):
-            raise UserError(f"model.inner_attack must be 'pgd' or 'rfgsm', got {inner_attack!r}")
-        if beta < 0:
-            raise UserError(f"model.beta must be >= 0, got {beta}")
-        if attack_steps < 1 or eval_steps < 1:
-            raise UserError("model.attack_steps and model.eval_steps must be >= 1")
+        super().__init__()  # option values are checked by their types when train.py parses them
         self.objective, self.beta, self.inner_attack = objective, float(beta), inner_attack
         # extra terms of the training loss that callbacks register (e.g. HARP's rate penalty): name -> () -> Tensor
         # or None; added to the loss (one backward, synchronised under DDP like the rest) and logged as train/<name>

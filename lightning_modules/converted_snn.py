@@ -14,14 +14,16 @@ import time
 from typing import Any, Mapping, Optional, Union
 
 import torch
+from jsonargparse.typing import PositiveInt
 from torch import nn
 
 from srsnn.devices import device_of
 from srsnn.errors import UserError
 from srsnn.io.checkpoints import load_network
 from srsnn.pruning.masks import prunable_layers, raw_weight
+from srsnn.robustness.objectives import InnerAttack, Objective
 from srsnn.snn.conversion import convert, recipe_from, spiking_structure
-from srsnn.snn.network import SCHEDULES, SpikingNetwork, record_spikes
+from srsnn.snn.network import Schedule, SpikingNetwork, record_spikes
 
 from .adversarial import AdversarialClassifier
 from .robust_ann import _count_classes
@@ -75,7 +77,7 @@ class ConvertedSNN(AdversarialClassifier):
         self,
         net: nn.Module,
         ann_checkpoint: Optional[str] = None,
-        num_steps: int = 8,
+        num_steps: PositiveInt = 8,
         encoding: str = "direct",
         recipe: str = "paper",
         reset: Optional[str] = None,
@@ -85,23 +87,17 @@ class ConvertedSNN(AdversarialClassifier):
         bn: Optional[str] = None,
         amplitude: Optional[str] = None,
         v_init: Optional[float] = None,
-        calib_batches: int = 10,
-        calib_batch_size: int = 64,
+        calib_batches: PositiveInt = 10,
+        calib_batch_size: PositiveInt = 64,
         calib_steps: Optional[int] = None,
         percentile: Optional[float] = None,
         scale: Optional[float] = None,
         calib_order: Optional[str] = None,
-        objective: str = "trades",
-        inner_attack: str = "rfgsm",
-        schedule: str = "auto",
+        objective: Objective = "trades",
+        inner_attack: InnerAttack = "rfgsm",
+        schedule: Schedule = "auto",
         **kwargs,
     ):
-        if num_steps < 1:
-            raise UserError(f"model.num_steps (T) must be >= 1, got {num_steps}")
-        if schedule not in SCHEDULES:
-            raise UserError(f"model.schedule must be one of {SCHEDULES}, got {schedule!r}")
-        if calib_batches < 1 or calib_batch_size < 1:
-            raise UserError("model.calib_batches and calib_batch_size must be >= 1")
         r = recipe_from(
             recipe,
             reset=reset,

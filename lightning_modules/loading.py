@@ -10,6 +10,7 @@ from jsonargparse import Namespace
 from srsnn.errors import UserError
 from srsnn.io.checkpoints import read_checkpoint
 from srsnn.io.dotted import import_dotted
+from srsnn.options import plain_numbers
 
 # the network arguments that follow from the data, read from the datamodule where a config leaves them null
 _DATA_LINKS = {
@@ -81,7 +82,7 @@ def build_from_config(config: str):
 
     class _LinkedCLI(LightningCLI):
         def before_instantiate_classes(self) -> None:
-            link_data_arguments(self.config)
+            link_data_arguments(plain_numbers(self.config))
 
     with warnings.catch_warnings():  # the caller's own argv (export.py, pytest) is not meant for this parser
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from typing import Optional
 
+from jsonargparse.typing import PositiveInt
 from torch import nn
 
 from srsnn.io.checkpoints import load_weights
 from srsnn.pruning.masks import masks_from_nonzero
+from srsnn.robustness.objectives import InnerAttack, Objective
 from srsnn.robustness.paths import native_ensemble
-from srsnn.snn.native import NativeNet
+from srsnn.snn.native import NativeNet, Readout
 
 from .adversarial import AdversarialClassifier
 from .robust_ann import _count_classes
@@ -47,13 +49,13 @@ class NativeSNN(AdversarialClassifier):
         self,
         net: nn.Module,
         weights: Optional[str] = None,
-        readout: str = "auto",
+        readout: Readout = "auto",
         time_dim: Optional[int] = None,
         num_classes: Optional[int] = None,
         mask_zeros: bool = False,
-        eot: int = 1,
-        objective: str = "trades",
-        inner_attack: str = "rfgsm",
+        eot: PositiveInt = 1,
+        objective: Objective = "trades",
+        inner_attack: InnerAttack = "rfgsm",
         **kwargs,
     ):
         self._classes = num_classes or _count_classes(net)

@@ -31,6 +31,7 @@ from srsnn.options import (
     apply_evaluation_options,
     integer_counts,
     keep_last_checkpoint,
+    plain_numbers,
     refuse_ambiguous_callback_options,
 )
 
@@ -116,7 +117,9 @@ class CLI(LightningCLI):
         )
         if printing:  # printed here, after the linking, instead of inside the parser
             args = [a for a in self._args if a not in printing]
-        self.config = parser.parse_object(args) if isinstance(args, (dict, Namespace)) else parser.parse_args(args)
+        self.config = plain_numbers(
+            parser.parse_object(args) if isinstance(args, (dict, Namespace)) else parser.parse_args(args)
+        )
         sub = self.config.get("subcommand")
         if sub is not None:
             link_data_arguments(self.config[sub])
@@ -268,8 +271,9 @@ def _exit(code: int) -> None:
 
 
 def _config_error(err: Exception) -> str | None:
-    """jsonargparse's report, reduced to the offending key and the reasons (a class that refused its arguments comes
-    as a union mismatch listing every alternative; keep the ones that say something)."""
+    """jsonargparse's report reduced to one line: each refused value with its full key and the class that refused
+    it. A subclass option comes as a union mismatch listing every alternative class (and ``NoneType``); the
+    alternatives that understood the key are kept, the rest only when none did."""
     text = str(err)
     if "Unexpected config" in text:  # jsonargparse's words for a --config file that is not a mapping
         return (
@@ -278,25 +282,29 @@ def _config_error(err: Exception) -> str | None:
         )
     if isinstance(err, ValueError) and "Does not validate against any of the Union subtypes" not in text:
         return None
-    key = re.search(r'Parser key "([^"]+)"', text) or re.search(r"[Kk]ey '([^']+)'", text)
-    reasons = []
-    for line in text.split("Errors:", 1)[-1].splitlines():
-        line = line.strip()
-        if line.startswith("Given value"):
-            break
+    stack: list[tuple[int, str, str]] = []  # (indent, "key" or "class", name) of the lines above
+    specific, general = [], []
+    for raw in text.splitlines():
+        line = raw.strip()
+        indent = len(raw) - len(raw.lstrip(" -"))
         line = line[2:] if line.startswith("- ") else line
-        if (
-            line
-            and "Expected a <class 'NoneType'>" not in line
-            and not line.startswith("Problem with given class_path")
-            and "Does not validate against" not in line
-            and not line.startswith("Parser key")
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        key = re.match(r'Parser key "([^"]+)"', line) or re.match(r"[Kk]ey '([^']+)'", line)
+        cls = re.match(r"Problem with given class_path '([^']+)'", line)
+        if key or cls:
+            stack.append((indent, "key" if key else "class", (key or cls).group(1)))
+            continue
+        if not line or line.startswith(
+            ("Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>")
         ):
-            reasons.append(line.rstrip(":"))
-    if not reasons:
-        reasons = [text.splitlines()[0]] if text else []
-    where = f"{key.group(1)}: " if key else ""
-    return "invalid configuration: " + where + "; ".join(reasons) if reasons else None
+            continue
+        keys = [name for _, what, name in stack if what == "key"]
+        classes = [name for _, what, name in stack if what == "class"]
+        where = ".".join(keys) + (f" ({classes[-1]})" if classes else "")
+        (specific if len(keys) > 1 else general).append(f"{where}: {line.rstrip(':')}" if where else line)
+    reasons = list(dict.fromkeys(specific or general)) or ([text.splitlines()[0]] if text else [])
+    return "invalid configuration: " + "; ".join(reasons) if reasons else None
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def test_the_networks_data_arguments_come_from_the_datamodule_unless_the_config_
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--model.init_args.objective", "tradez"], "objective must be one of"),
+        (["--model.init_args.objective", "tradez"], r"model\.objective \(lightning_modules\.RobustANN\):.*tradez"),
         (["--model.init_args.epsilon", "1.5"], "epsilon must be in \\[0, 1\\]"),
         (["--model.init_args.no_such_key", "1"], "no_such_key"),
         (["--model.init_args.init_from", "/nonexistent.ckpt"], "does not exist"),

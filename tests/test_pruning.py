@@ -94,10 +94,15 @@ def test_magnitude_cubic_schedule_and_global_scope():
     assert sparsity_report(net)["global"] == pytest.approx(0.9, abs=1e-3)
 
 
-def test_bad_sparsity_and_unprunable_network_are_clear_errors():
-    for bad in (-0.1, 1.0, 1.5):
-        with pytest.raises(UserError, match="sparsity must be in"):
-            HydraPruning(bad)
+def test_bad_sparsity_is_refused_by_the_parser_and_unprunable_network_is_a_clear_error():
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(HydraPruning, "prune")
+    assert parser.parse_args(["--prune.sparsity", "0.9"]).prune.sparsity == 0.9
+    for bad in ("-0.1", "1.0", "1.5"):
+        with pytest.raises(Exception, match="FractionBelowOne"):
+            parser.parse_args(["--prune.sparsity", bad])
     with pytest.raises(UserError, match="no prunable"):
         sparsity_report(nn.Sequential(nn.ReLU()))
 

@@ -130,10 +130,11 @@ def test_empty_or_corrupt_checkpoint_is_a_clear_error(tmp_path, content, message
     [
         (["--model.init_args.epsilon", "-0.1"], "epsilon must be in"),
         (["--model.init_args.epsilon", "2/0"], "cannot read"),
-        (["--data.init_args.batch_size", "0"], "batch_size must be >= 1"),
+        (["--data.init_args.batch_size", "0"], "data.batch_size (datamodules.Digits): Not of type PositiveInt"),
+        (["--data.init_args.classes", "11"], "data.classes (datamodules.Digits): Not of type DigitClasses"),
         (
             ["--trainer.callbacks+=callbacks.HydraPruning", "--trainer.callbacks.init_args.sparsity", "1.0"],
-            "sparsity must be in",
+            "trainer.callbacks.sparsity (callbacks.HydraPruning): Not of type FractionBelowOne",
         ),
         (["--model.init_args.optimizer.init_args.lr", "1e12"], "No checkpoint was saved before this point"),
     ],
@@ -147,10 +148,16 @@ def test_bad_values_are_one_clear_error(args, message, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--model.init_args.num_steps", "0"], "num_steps (T) must be >= 1"),
+        (
+            ["--model.init_args.num_steps", "0"],
+            "model.num_steps (lightning_modules.ConvertedSNN): Not of type PositiveInt",
+        ),
         (["--model.init_args.percentile", "0"], "percentile must be in (0, 100]"),
         (["--model.init_args.percentile", "101"], "percentile must be in (0, 100]"),
-        (["--model.init_args.schedule", "depth"], "schedule must be one of"),
+        (
+            ["--model.init_args.schedule", "depth"],
+            "model.schedule (lightning_modules.ConvertedSNN): ",
+        ),
     ],
 )
 def test_bad_snn_values_are_one_clear_error(args, message, tmp_path):

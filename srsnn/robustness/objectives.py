@@ -11,10 +11,13 @@ p_i[y_i])``
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
-OBJECTIVES = ("standard", "pgd_at", "trades", "mart")
+Objective = Literal["standard", "pgd_at", "trades", "mart"]
+InnerAttack = Literal["pgd", "rfgsm"]  # PGD (TPGD for TRADES) or single-step R+FGSM
 
 
 def trades_loss(logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:

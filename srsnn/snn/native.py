@@ -6,7 +6,7 @@ the process).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional, get_args
 
 import snntorch
 import torch
@@ -91,7 +91,8 @@ def has_native_neurons(net: nn.Module) -> bool:
     return any(isinstance(m, _known()) for m in net.modules())
 
 
-READOUTS = ("auto", "spike_count", "membrane_mean", "logits")
+Readout = Literal["auto", "spike_count", "membrane_mean", "logits"]
+READOUTS = get_args(Readout)
 
 
 class NativeNet(nn.Module):

@@ -15,7 +15,7 @@ layer's output averaged over T, ``y = (1/T) sum_t W s^L_t``.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+from typing import Iterator, Literal, Optional, get_args
 
 import torch
 from torch import nn
@@ -25,7 +25,8 @@ from srsnn.snn.native_paths import native_gradient_path, reset_native_path_state
 from srsnn.snn.neurons import MODES, IFNeuron
 from srsnn.snn.surrogates import make_surrogate
 
-SCHEDULES = ("auto", "layer", "time")
+Schedule = Literal["auto", "layer", "time"]
+SCHEDULES = get_args(Schedule)
 
 
 # per-sample size of the first spiking layer's input above which the time-major order wins on a CPU (measured with

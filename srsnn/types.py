@@ -1,0 +1,11 @@
+"""Option types that ``train.py``'s parser checks (and ``--help`` shows) beyond jsonargparse's own ``PositiveInt``,
+``NonNegativeFloat``, ``ClosedUnitInterval`` ...; the parser hands plain numbers on (``srsnn.options.plain_numbers``).
+"""
+
+from __future__ import annotations
+
+from jsonargparse.typing import restricted_number_type
+
+FractionBelowOne = restricted_number_type(
+    "FractionBelowOne", float, [(">=", 0), ("<", 1)], join="and", docstring="a fraction in [0, 1)"
+)  # a sparsity (0.9 = 90 % of the weights removed), a held-out split
