@@ -216,7 +216,7 @@ class AttackEvaluation(Callback):
             budget=Budget(
                 paper=", ".join(label(a) for a in self.attacks)
                 + (f" through {len(names)} gradient paths (ensemble)" if members else " on the network"),
-                rank_attack=label(ev.rank_attack),
+                ranking_attack=label(ev.ranking_attack),
                 adaptive=self.adaptive.describe(len(names), num_classes) if self.adaptive else None,
                 transfer=f"PGD-10 from {self.transfer_from['ckpt_path']}" if self.transfer_from else None,
                 snn_paths=(
@@ -245,7 +245,7 @@ class AttackEvaluation(Callback):
                 else None
             ),
             seconds=time.time() - t0,
-            seconds_by_stage={k: round(v, 1) for k, v in ev.seconds.items()},
+            seconds_by_phase={k: round(v, 1) for k, v in ev.seconds.items()},
         )
         _log_summary(res)
         return res, _per_sample_records(idx, local)

@@ -168,7 +168,7 @@ def test_evaluation_runs_on_the_device_and_counts_as_on_the_cpu(dev, kind):
         assert {e: r["per_sample"] for e, r in out["eps"].items()} == {
             e: r["per_sample"] for e, r in cpu["eps"].items()
         }
-    stages = {k for r in out["eps"].values() for k in r["broken_by_stage"]}
+    stages = {k for r in out["eps"].values() for k in r["broken_by_phase"]}
     assert {"adaptive", "square"} <= stages
 
 

@@ -185,7 +185,7 @@ def test_apgd_ce_takes_its_own_restarts_in_the_tier_and_every_check_round():
     )
     ev = Evaluator(nn.Identity(), paper_ensemble()[:2], [0.1], [], 10, budget)
     units = ev.plan.adaptive_units(ev.members) + ev.plan.check_units(ev.members, 0)
-    restarts = {(u.stage, u.attack, u.kwargs["n_restarts"]) for u in units}
+    restarts = {(u.phase, u.attack, u.kwargs["n_restarts"]) for u in units}
     assert restarts == {(st, "apgd_ce", 3) for st in ("adaptive", "check")} | {
         (st, "apgdt", 1) for st in ("adaptive", "check")
     }
@@ -210,7 +210,7 @@ def test_check_rounds_rerun_the_tier_then_grow_where_it_pays_until_two_rounds_br
 
     def spy(unit, *a):
         broke = run_unit(unit, *a)
-        ran.append((unit.stage, unit.attack, unit.kwargs.get("steps"), unit.kwargs.get("n_restarts"), int(broke.sum())))
+        ran.append((unit.phase, unit.attack, unit.kwargs.get("steps"), unit.kwargs.get("n_restarts"), int(broke.sum())))
         return broke
 
     ev._run_unit = spy
@@ -261,8 +261,8 @@ def test_the_audit_tells_findings_about_the_paper_protocol_from_doubts_about_the
     per_eps["0.1"].check_rounds, per_eps["0.1"].confidence = [3, 1], {"converged": False}
     text = audit_text(audit(per_eps, 100, 0, (0.5, 0.0), 10))
     assert text.startswith("FAIL: attack not converged (ε=0.1)") and "finding: paper protocol overestimates" in text
-    old = Check("x", False, "", kind="paper protocol overestimates")  # an attacks.json without the finding field
-    assert verdict(old) == "FINDING" and verdict(Check("x", False, "", kind="attack not converged")) == "FAIL"
+    old = Check("x", False, "", rule="paper protocol overestimates")  # an attacks.json without the finding field
+    assert verdict(old) == "FINDING" and verdict(Check("x", False, "", rule="attack not converged")) == "FAIL"
 
 
 class _Scripted(Evaluator):
@@ -270,7 +270,7 @@ class _Scripted(Evaluator):
 
     def correct_after(self, unit, x, y, eps, keys=None):
         ok = torch.ones(len(y), dtype=torch.bool)
-        if unit.stage == "rank" and unit.member["name"] == self.members[0]["name"]:
+        if unit.phase == "rank" and unit.member["name"] == self.members[0]["name"]:
             ok[(x[:, 0, 0, 0] == 0.5)] = False  # sample 0 is marked by a pixel of exactly 0.5
         return ok
 
@@ -294,7 +294,7 @@ def test_ranking_breaks_count_in_the_worst_case_at_the_largest_epsilon():
     assert out["eps"]["0.05"]["robust_worst"] == 6  # the ranking runs at the largest epsilon only
     assert out["eps"]["0.1"]["robust_worst"] == 5
     assert out["eps"]["0.1"]["per_sample"]["worst"][0] == f"rank:pgd10/{members[0]['name']}"
-    assert out["eps"]["0.1"]["broken_by_stage"]["rank"] == 1
+    assert out["eps"]["0.1"]["broken_by_phase"]["rank"] == 1
 
 
 def test_apgd_through_the_relu_path_sees_the_deployed_logits_with_the_relu_gradient():
@@ -359,11 +359,11 @@ def test_square_is_rerun_in_the_check_rounds_with_a_new_seed_each(dense_ann_ckpt
     ran = []
     run_unit = ev._run_unit
     ev._run_unit = lambda unit, *a: (
-        ran.append((unit.stage, unit.attack, unit.kwargs.get("n_queries"), unit.kwargs.get("seed")))
+        ran.append((unit.phase, unit.attack, unit.kwargs.get("n_queries"), unit.kwargs.get("seed")))
         or run_unit(unit, *a)
     )
     res = ev.run(x, y)["eps"]["0.3"]
-    assert res["broken_by_stage"]["square"] > 0
+    assert res["broken_by_phase"]["square"] > 0
     squares = [r for r in ran if r[:2] == ("check", "square")]
     # Square broke something in the tier: it runs in every round, the first at 2x queries, the later ones at its
     # own queries with 2x restarts

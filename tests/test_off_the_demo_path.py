@@ -132,9 +132,9 @@ def test_few_classes_through_fit_conversion_and_the_strong_evaluation(tmp_path, 
         res = json.loads(open(ckpt(tmp_path / f"{kind}_test", "attacks.json")).read())
         assert res["num_classes"] == classes and res["kind"] == kind and res["num_samples"] == 16
         assert ("targeted PGD-CE" if classes == 3 else "no targeted attack") in res["budget"]["adaptive"]
-        assert any(k.startswith("adaptive:") for k in res["seconds_by_stage"])
+        assert any(k.startswith("adaptive:") for k in res["seconds_by_phase"])
         if kind == "snn":  # ASSG's A and HART's gamma chosen on the validation split, and recorded
-            assert "validation images" in res["tuning"]["how"] and "adaptive:sapgd" in res["seconds_by_stage"]
+            assert "validation images" in res["tuning"]["how"] and "adaptive:sapgd" in res["seconds_by_phase"]
         else:
             assert res["tuning"] is None
         records = json.loads(open(ckpt(tmp_path / f"{kind}_test", "per_sample.json")).read())["samples"]

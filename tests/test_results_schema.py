@@ -64,3 +64,17 @@ def test_files_without_a_version_still_read_and_newer_ones_are_refused(tmp_path)
     data.pop("eps")
     with pytest.raises(UserError, match="missing eps"):
         Evaluation.from_json(data)
+
+
+def test_a_version_1_file_reads_into_the_renamed_fields():
+    """Version 2 names an evaluation's phases and a check's rule; a version-1 attacks.json reads into them."""
+    data = _evaluation().to_json()
+    data["schema_version"] = 1
+    data["seconds_by_stage"] = data.pop("seconds_by_phase") | {"adaptive:apgd_ce": 1.5}
+    data["budget"]["rank_attack"] = data["budget"].pop("ranking_attack") or "PGD-10"
+    data["eps"]["0.1"]["broken_by_stage"] = data["eps"]["0.1"].pop("broken_by_phase")
+    data["audit"][0]["kind"] = data["audit"][0].pop("rule")
+    ev = Evaluation.from_json(data)
+    assert ev.seconds_by_phase == {"adaptive:apgd_ce": 1.5} and ev.budget.ranking_attack == "PGD-10"
+    assert ev.eps["0.1"].broken_by_phase == {"square": 1} and ev.audit[0].rule == "paper protocol overestimates"
+    assert ev.schema_version == SCHEMA_VERSION and ev.kind == "snn"  # the evaluation's own kind is not a check's

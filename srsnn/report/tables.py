@@ -89,7 +89,7 @@ def audit_text(audit: list[Check]) -> str:
     for c in audit:
         v = verdict(c)
         if v != "PASS":
-            groups[v].setdefault(c.kind or c.check, []).append(c.eps)
+            groups[v].setdefault(c.rule or c.check, []).append(c.eps)
     if not audit:
         return "-"
     parts = [

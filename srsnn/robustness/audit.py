@@ -59,7 +59,7 @@ def summarize(local: dict[str, Any], total: int, clean: int) -> dict[str, EpsRes
             paper_all=paper_all,
             paper={k: v / total for k, v in r["robust_paper"].items()},
             overestimate_points=100 * (paper_all - worst),
-            broken_by_stage=r["broken_by_stage"],
+            broken_by_phase=r["broken_by_phase"],
             top_k=r["top_k"],
             check_rounds=r["check_rounds"],
             confidence=r.get("confidence"),
@@ -83,8 +83,8 @@ def audit(
     tol = 1  # samples: a random start may flip one borderline sample
     checks: list[Check] = []
 
-    def check(name: str, passed: bool, detail: str, kind: str = "", eps: str = "") -> None:
-        checks.append(Check(name, bool(passed), detail, kind or name, eps, (kind or name) in FINDINGS))
+    def check(name: str, passed: bool, detail: str, rule: str = "", eps: str = "") -> None:
+        checks.append(Check(name, bool(passed), detail, rule or name, eps, (rule or name) in FINDINGS))
 
     check(
         "non-zero input gradients under the ensemble",
@@ -114,7 +114,7 @@ def audit(
             "paper protocol overestimates",
             eps,
         )
-        stages = v.broken_by_stage
+        phases = v.broken_by_phase
         if v.check_rounds:
             r = v.check_rounds
             check(
@@ -125,11 +125,11 @@ def audit(
                 eps,
             )
         for key, what in (("square", "Square (black-box)"), ("transfer", "transfer")):
-            if key in stages:
+            if key in phases:
                 check(
                     f"eps={eps}: {what} never beats the white-box attacks",
-                    stages[key] <= tol,
-                    f"{what} broke {stages[key]} sample(s) that every white-box attack left robust",
+                    phases[key] <= tol,
+                    f"{what} broke {phases[key]} sample(s) that every white-box attack left robust",
                     f"{key} beat white-box",
                     eps,
                 )
@@ -144,7 +144,7 @@ def verdict(check: Check) -> str:
     reason the worst case exists) or ``FAIL`` (the evaluation itself is in doubt)."""
     if check.passed:
         return "PASS"
-    return "FINDING" if check.finding or check.kind in FINDINGS else "FAIL"
+    return "FINDING" if check.finding or check.rule in FINDINGS else "FAIL"
 
 
 def dead_paths(zero_by_path: dict[str, int], total: int) -> list[str]:

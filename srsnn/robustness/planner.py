@@ -16,7 +16,7 @@ from srsnn.robustness.paths import MODEL
 class Unit:
     """One attack through one member on the samples still alive for its stream."""
 
-    stage: str  # paper | rank | adaptive | square | transfer | check
+    phase: str  # of the evaluation: paper | rank | adaptive | square | transfer | check
     attack: str
     member: dict
     kwargs: dict = field(default_factory=dict)
@@ -97,7 +97,7 @@ class Planner:
         b = self.adaptive
         if b is None or not b.check_rounds:
             return []
-        tier = [u for u in self.adaptive_units(ranked) if u.stage in ("adaptive", "square")]
+        tier = [u for u in self.adaptive_units(ranked) if u.phase in ("adaptive", "square")]
         units = []
         for u in tier:
             paid = (u.attack, u.member["name"]) in productive

@@ -52,9 +52,9 @@ def attacks_markdown(r: Evaluation) -> str:
             + f" | {v.overestimate_points:.1f} |"
         )
     lines += ["", "Attack budget:", ""] + budget_lines(r)
-    lines += ["", "Samples broken by each stage beyond the paper's protocol (on its survivors):", ""]
+    lines += ["", "Samples broken by each phase beyond the paper's protocol (on its survivors):", ""]
     for e in eps:
-        st, rounds = r.eps[e].broken_by_stage, r.eps[e].check_rounds
+        st, rounds = r.eps[e].broken_by_phase, r.eps[e].check_rounds
         lines.append(
             f"- eps={e}: "
             + (", ".join(f"{k} {v}" for k, v in st.items()) or "none run")

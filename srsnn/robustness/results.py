@@ -1,8 +1,10 @@
 """What an evaluation writes to disk, typed: ``attacks.json`` (``Evaluation``) and ``per_sample.json`` (``PerSample``).
 
 One schema for the writer (``AttackEvaluation``), the readers (``report.py``, ``report.py compare``) and anyone's
-second opinion. Every file carries ``schema_version``; a file without one is the schema before versioning
-(version 0: the same keys), and a newer version than this code knows is refused with one clear error.
+second opinion. Every file carries ``schema_version``; older files still read (version 0: no version, the keys of
+version 1; version 2 renamed ``broken_by_stage``, ``seconds_by_stage``, ``rank_attack`` and a check's ``kind`` to
+``broken_by_phase``, ``seconds_by_phase``, ``ranking_attack`` and ``rule``), and a newer version than this code
+knows is refused with one clear error.
 """
 
 from __future__ import annotations
@@ -14,7 +16,21 @@ from typing import Any, Optional
 
 from srsnn.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# version 1 -> 2, per object: an evaluation has phases (paper, rank, adaptive, ...), a check follows a rule
+_RENAMED_IN_2 = {
+    "evaluation": {"seconds_by_stage": "seconds_by_phase"},
+    "eps": {"broken_by_stage": "broken_by_phase"},
+    "budget": {"rank_attack": "ranking_attack"},
+    "check": {"kind": "rule"},
+}
+
+
+def _current(data: dict, what: str, version: int) -> dict:
+    """``data`` (an object of a ``version`` file) with this version's keys."""
+    names = _RENAMED_IN_2[what] if version < 2 else {}
+    return {names.get(k, k): v for k, v in data.items()}
 
 
 def _check_version(data: dict, path: str) -> None:
@@ -66,7 +82,7 @@ class Check:
     check: str
     passed: bool
     detail: str
-    kind: str = ""
+    rule: str = ""
     eps: str = ""
     finding: bool = False
 
@@ -74,14 +90,14 @@ class Check:
 @dataclass
 class EpsResult:
     """Accuracies at one epsilon (fractions of the evaluated samples). ``worst``: per sample, broken by anything run;
-    ``paper``: per paper-protocol attack; ``paper_all``: robust to all of them; ``broken_by_stage``: samples each
-    stage beyond the protocol broke on its survivors; ``check_rounds``: samples broken by each check round."""
+    ``paper``: per paper-protocol attack; ``paper_all``: robust to all of them; ``broken_by_phase``: samples each
+    phase beyond the protocol broke on its survivors; ``check_rounds``: samples broken by each check round."""
 
     worst: float
     paper_all: float
     paper: dict[str, float]
     overestimate_points: float
-    broken_by_stage: dict[str, int] = field(default_factory=dict)
+    broken_by_phase: dict[str, int] = field(default_factory=dict)
     top_k: list[str] = field(default_factory=list)
     check_rounds: list[int] = field(default_factory=list)
     confidence: Optional[dict[str, Any]] = None
@@ -93,7 +109,7 @@ class Budget:
     SNN-specific paths (None = not run)."""
 
     paper: str
-    rank_attack: Optional[str] = None
+    ranking_attack: Optional[str] = None
     adaptive: Optional[str] = None
     transfer: Optional[str] = None
     snn_paths: Optional[str] = None
@@ -130,16 +146,19 @@ class Evaluation(_Json):
     notes: list[str] = field(default_factory=list)
     members_alone: Optional[MembersAlone] = None
     seconds: Optional[float] = None
-    seconds_by_stage: dict[str, float] = field(default_factory=dict)
+    seconds_by_phase: dict[str, float] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
     def from_json(cls, data: dict, path: str = "attacks.json") -> "Evaluation":
         _check_version(data, path)
-        kw = _fields(cls, data, path)
-        kw["budget"] = Budget(**_fields(Budget, kw["budget"], path))
-        kw["eps"] = {e: EpsResult(**_fields(EpsResult, v, path)) for e, v in kw["eps"].items()}
-        kw["audit"] = [Check(**_fields(Check, c, path)) for c in kw.get("audit") or []]
+        version = data.get("schema_version", 0)
+        kw = _fields(cls, _current(data, "evaluation", version), path)
+        kw["budget"] = Budget(**_fields(Budget, _current(kw["budget"], "budget", version), path))
+        kw["eps"] = {
+            e: EpsResult(**_fields(EpsResult, _current(v, "eps", version), path)) for e, v in kw["eps"].items()
+        }
+        kw["audit"] = [Check(**_fields(Check, _current(c, "check", version), path)) for c in kw.get("audit") or []]
         if kw.get("members_alone"):
             kw["members_alone"] = MembersAlone(**_fields(MembersAlone, kw["members_alone"], path))
         kw["schema_version"] = SCHEMA_VERSION  # read into this version's fields

@@ -57,7 +57,7 @@ class Evaluator:
     members: gradient paths (``srsnn.robustness.attacks.paper_ensemble()``) or None for the model itself (ANNs).
     epsilons: budgets in pixel space. paper_attacks: ``[{name: fgsm}, {name: pgd, steps: 10}, ...]``.
     num_classes: for APGD-T's targets. adaptive: the tier beyond the paper (None = the paper's protocol only).
-    rank_attack: the attack that ranks members (default PGD-10). transfer: ``(name, source model)`` or None.
+    ranking_attack: the attack that ranks members (default PGD-10). transfer: ``(name, source model)`` or None.
     reduce: sums a tensor over DDP ranks (identity on one process). progress: a tqdm-like factory or None.
     batch_size: attack batch size. stop: polled between batches (DDP: a deferred signal; ``_agree_on_stop``).
     snn_paths: the SNN-specific gradient paths (``srsnn.robustness.attacks.snn_attack_paths``) the tier attacks with
@@ -72,7 +72,7 @@ class Evaluator:
         paper_attacks: list[dict],
         num_classes: int,
         adaptive: Optional[AdaptiveBudget] = None,
-        rank_attack: Optional[dict] = None,
+        ranking_attack: Optional[dict] = None,
         transfer: Optional[tuple[str, nn.Module]] = None,
         reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
         progress=None,
@@ -83,10 +83,10 @@ class Evaluator:
         self.model, self.members = model, members or [MODEL]
         self.epsilons, self.paper_attacks = sorted(epsilons), [dict(a) for a in paper_attacks]
         self.num_classes, self.adaptive, self.transfer = num_classes, adaptive, transfer
-        self.rank_attack = dict(rank_attack or {"name": "pgd", "steps": 10})
+        self.ranking_attack = dict(ranking_attack or {"name": "pgd", "steps": 10})
         if num_classes < 2:
             raise UserError(f"the evaluation needs at least 2 classes, the data has {num_classes}")
-        for spec in [*self.paper_attacks, self.rank_attack]:
+        for spec in [*self.paper_attacks, self.ranking_attack]:
             if num_classes < MIN_CLASSES.get(spec["name"], 2):
                 raise UserError(
                     f"attack {spec['name']} needs at least {MIN_CLASSES[spec['name']]} classes (its DLR "
@@ -97,7 +97,7 @@ class Evaluator:
         self.keys: list[int] = []  # the global index of each sample of the shard ``run`` attacks
         self.snn_paths = list(snn_paths or [])  # ASSG, HART: attacked with SA-PGD in the adaptive tier
         self.plan = Planner(self.members, self.paper_attacks, num_classes, adaptive, self.snn_paths, bool(transfer))
-        self.seconds: dict[str, float] = {}  # wall time per stage:attack (this rank)
+        self.seconds: dict[str, float] = {}  # wall time per phase:attack (this rank)
         self.ranked: list[dict] = list(self.members)
 
     def _ranks(self) -> bool:
@@ -107,11 +107,11 @@ class Evaluator:
     def correct_after(self, unit: Unit, x: torch.Tensor, y: torch.Tensor, eps: float, keys=None) -> torch.Tensor:
         """Craft on ``unit.member`` (or the transfer source), judge on the deployed model: correct per sample.
         ``keys``: the samples' global indices; their random starts derive from (the run, the sample) alone."""
-        source, member = (self.transfer[1] if unit.stage == "transfer" else self.model), unit.member
-        if unit.stage in ("adaptive", "check") and changes_forward(member):
+        source, member = (self.transfer[1] if unit.phase == "transfer" else self.model), unit.member
+        if unit.phase in ("adaptive", "check") and changes_forward(member):
             source, member = DeployedJudge(self.model, member), MODEL
         attack = make_attack(unit.attack, source, eps, **unit.kwargs)
-        seed = mix(unit.stage, unit.label or unit.attack, unit.member["name"], f"{eps:.6g}", unit.kwargs.get("seed", 0))
+        seed = mix(unit.phase, unit.label or unit.attack, unit.member["name"], f"{eps:.6g}", unit.kwargs.get("seed", 0))
         fresh = lambda: reset_path_state(source)  # noqa: E731 - every start begins ASSG's running means afresh
         keyed = keyed_random(attack, x, keys, seed, fresh) if keys is not None else contextlib.nullcontext()
         with use_path(source, member), torch.enable_grad(), keyed:
@@ -133,7 +133,7 @@ class Evaluator:
                 break
             j = idx[i : i + self.batch_size]
             broke[j] = ~self.correct_after(unit, x[j], y[j], eps, [keys[k] for k in j.tolist()])
-        key = f"{unit.stage}:{unit.attack}"
+        key = f"{unit.phase}:{unit.attack}"
         self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t0
         self._agree_on_stop(x.device)
         return broke
@@ -168,7 +168,7 @@ class Evaluator:
         total = self.plan.units_per_eps() * len(self.epsilons) + (len(self.members) if self._ranks() else 0)
         bar = self.progress(total=total) if self.progress else None
         try:
-            self.ranked, out["ranking"] = self._rank(x, y, clean, bar, out)
+            self.ranked, out["ranking"] = self._ranking(x, y, clean, bar, out)
             for eps in self.epsilons:
                 res, worst_alive = self._run_eps(x, y, eps, clean, worst_alive, bar, out)
                 out["eps"][f"{eps:.6g}"] = res
@@ -182,28 +182,30 @@ class Evaluator:
                 bar.close()
         return out
 
-    def _rank(self, x, y, clean, bar, out) -> tuple[list[dict], dict[str, Any]]:
-        """Every member's own ``rank_attack`` at the largest epsilon (most breaks, so the clearest ranking) on
+    def _ranking(self, x, y, clean, bar, out) -> tuple[list[dict], dict[str, Any]]:
+        """Every member's own ``ranking_attack`` at the largest epsilon (most breaks, so the clearest ranking) on
         every clean-correct sample: strongest first (paper order on ties), and each member's robust accuracy.
-        ``self.rank_breaks`` keeps, per sample, the first member whose example fooled the deployed model: those
+        ``self.ranking_breaks`` keeps, per sample, the first member whose example fooled the deployed model: those
         examples count in the worst case at that epsilon."""
-        self.rank_breaks = [None] * len(y)
+        self.ranking_breaks = [None] * len(y)
         if not self._ranks():
             return list(self.members), {}
         eps = self.epsilons[-1]
         broke_by = []
         for m in self.members:
-            unit = Unit("rank", self.rank_attack["name"], m, attack_kwargs(self.rank_attack), label(self.rank_attack))
+            unit = Unit(
+                "rank", self.ranking_attack["name"], m, attack_kwargs(self.ranking_attack), label(self.ranking_attack)
+            )
             broke = self._run_unit(unit, x, y, clean, eps)
             for i in torch.nonzero(broke).flatten().tolist():
-                self.rank_breaks[i] = self.rank_breaks[i] or f"rank:{unit.tag}"
+                self.ranking_breaks[i] = self.ranking_breaks[i] or f"rank:{unit.tag}"
             broke_by.append(float(broke.sum()))
             self._step(bar, out, f"ranking at eps={eps:g}: {unit.tag}")
         totals = self._sum(broke_by, x.device)
         order = sorted(range(len(self.members)), key=lambda k: -totals[k])
         return [self.members[k] for k in order], {
             "eps": f"{eps:.6g}",
-            "attack": label(self.rank_attack),
+            "attack": label(self.ranking_attack),
             "broken": {m["name"]: int(t) for m, t in zip(self.members, totals)},
         }
 
@@ -256,47 +258,47 @@ class Evaluator:
         for i in range(n):
             if breaker[i] is None and not worst_alive[i]:
                 breaker[i] = "paper:" + next(f"{lab}/{rec[i]}" for lab, rec in paper.items() if rec[i] is not None)
-        stages: dict[str, int] = {}
+        phases: dict[str, int] = {}
         if (
             self._ranks() and eps == self.epsilons[-1]
         ):  # the ranking's examples were made at this epsilon: they count too
             kept = worst_alive & torch.tensor(
-                [b is not None for b in self.rank_breaks], dtype=torch.bool, device=x.device
+                [b is not None for b in self.ranking_breaks], dtype=torch.bool, device=x.device
             )
             for i in torch.nonzero(kept).flatten().tolist():
-                breaker[i] = self.rank_breaks[i]
-            stages["rank"], worst_alive = int(kept.sum()), worst_alive & ~kept
+                breaker[i] = self.ranking_breaks[i]
+            phases["rank"], worst_alive = int(kept.sum()), worst_alive & ~kept
         ranked = self.ranked
         units = self.plan.adaptive_units(ranked)
         if self.transfer:
             units.append(Unit("transfer", "pgd", MODEL, dict(steps=10), f"transfer:{self.transfer[0]}"))
-        stages.update({u.stage: 0 for u in units})  # the same on every rank
+        phases.update({u.phase: 0 for u in units})  # the same on every rank
 
-        def run_units(units: list[Unit], stage_suffix: str = "") -> list[int]:
+        def run_units(units: list[Unit], round_suffix: str = "") -> list[int]:
             """Each unit on the survivors; what each broke (this rank)."""
             nonlocal worst_alive
             broken = []
             for unit in units:
                 broke = self._run_unit(unit, x, y, worst_alive, eps)
                 for i in torch.nonzero(broke).flatten().tolist():
-                    breaker[i] = f"{unit.stage}{stage_suffix}:{unit.tag}"
+                    breaker[i] = f"{unit.phase}{round_suffix}:{unit.tag}"
                 worst_alive &= ~broke
-                stages[unit.stage] += int(broke.sum())
+                phases[unit.phase] += int(broke.sum())
                 broken.append(int(broke.sum()))
-                self._step(bar, out, f"eps={eps:g} {unit.stage}{stage_suffix} {unit.tag}")
+                self._step(bar, out, f"eps={eps:g} {unit.phase}{round_suffix} {unit.tag}")
             return broken
 
         def paid(units: list[Unit], counts: list[float]) -> set:
             return {(u.attack, u.member["name"]) for u, c in zip(units, counts) if c > 0}
 
-        made = self._sum(run_units(units) + [stages.get("rank", 0)], x.device)  # summed: every rank agrees
+        made = self._sum(run_units(units) + [phases.get("rank", 0)], x.device)  # summed: every rank agrees
         tier, productive = int(sum(made)), paid(units, made)
         rounds: list[int] = []
         total_rounds = self.adaptive.check_rounds if self.adaptive else 0
         ticks = out["units_done"] + total_rounds * len(self.plan.check_units(ranked, 0))
         for r in range(total_rounds):
             check = self.plan.check_units(ranked, r, frozenset(productive))
-            stages.setdefault("check", 0)
+            phases.setdefault("check", 0)
             made = self._sum(run_units(check, f"{r + 1}"), x.device)
             rounds.append(int(sum(made)))
             productive |= paid(check, made)
@@ -304,12 +306,12 @@ class Evaluator:
                 break
         for _ in range(out["units_done"], ticks):  # the bar's total counts every round in full
             self._step(bar, out, f"eps={eps:g} done")
-        g = self._sum([float(worst_alive.sum()), float(paper_alive_all.sum())] + list(stages.values()), x.device)
+        g = self._sum([float(worst_alive.sum()), float(paper_alive_all.sum())] + list(phases.values()), x.device)
         res = {
             "robust_worst": int(g[0]),
             "robust_paper_all": int(g[1]),
             "robust_paper": counts,
-            "broken_by_stage": dict(zip(stages, (int(v) for v in g[2:]))),
+            "broken_by_phase": dict(zip(phases, (int(v) for v in g[2:]))),
             "check_rounds": rounds,
             "confidence": confidence(tier, rounds),
             "top_k": [m["name"] for m in ranked[: self.adaptive.top_k]] if self.adaptive else [],
