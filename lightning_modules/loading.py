@@ -12,7 +12,9 @@ from srsnn.io.checkpoints import read_checkpoint
 from srsnn.io.dotted import import_dotted
 from srsnn.options import plain_numbers
 
-# the network arguments that follow from the data, read from the datamodule where a config leaves them null
+# the network arguments that follow from the data, read from the datamodule where a config leaves them null. Not
+# jsonargparse's link_arguments: a link replaces a value the config sets (a wrong num_classes would be silently
+# fixed instead of refused) and refuses every network without all the linked parameters (your own SNN)
 _DATA_LINKS = {
     "num_classes": lambda dm: int(dm.num_classes),
     "in_channels": lambda dm: int(dm.input_shape[0]),
