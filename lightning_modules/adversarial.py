@@ -29,7 +29,7 @@ from torch import nn
 from torchmetrics import Accuracy, MeanMetric
 
 from srsnn.errors import UserError
-from srsnn.io.checkpoints import TAG
+from srsnn.io.checkpoints import TAG, check_kind
 from srsnn.modes import module_mode
 from srsnn.pruning.channels import adopt_shapes
 from srsnn.pruning.masks import prepare_masks, state_dict_mismatch
@@ -251,11 +251,9 @@ class AdversarialClassifier(L.LightningModule):
     def on_load_checkpoint(self, checkpoint) -> None:
         info = checkpoint.get(TAG, {})
         self._resume_rng = info.get("rng")
-        if info.get("kind") not in (None, self.kind):
-            raise UserError(
-                f"this is a {info['kind']} checkpoint, but the config builds a {self.kind} model "
-                f"({type(self).__name__}); use the matching config"
-            )
+        check_kind(
+            info.get("kind"), self.kind, "this", f"the config builds {type(self).__name__}: use the matching config"
+        )
         if info.get("channel_pruned"):
             adopt_shapes(self, checkpoint["state_dict"])
             self.channel_pruned = True

@@ -24,7 +24,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from datamodules.errors import DataError
 from lightning_modules.loading import link_data_arguments
 from srsnn.errors import UserError
-from srsnn.io.checkpoints import read_checkpoint, resolve_checkpoint
+from srsnn.io.checkpoints import check_kind, read_checkpoint, resolve_checkpoint
 from srsnn.io.dotted import import_dotted
 from srsnn.options import (
     EvaluationOptions,
@@ -160,12 +160,14 @@ class CLI(LightningCLI):
         """Lightning takes the checkpoint's own module class from its hyperparameters: an ANN checkpoint under an
         SNN config (or the reverse) would silently run the other kind."""
         ours, theirs = getattr(self, "_config_model", None), cfg.get("model.class_path")
-        wanted, kind = (_kind_of(ours), _kind_of(theirs)) if ours and theirs and ours != theirs else (None, None)
-        if wanted and kind and wanted != kind:
-            raise UserError(
-                f"--ckpt_path {cfg.ckpt_path} is an {kind.upper()} checkpoint ({theirs}), but the config "
-                f"builds an {wanted.upper()} model ({ours}); pass the config it was trained with (e.g. "
-                f"conf/<dataset>/{kind}.yaml, or its run folder's config.yaml)"
+        if ours and theirs and ours != theirs:
+            kind = _kind_of(theirs)
+            check_kind(
+                kind,
+                _kind_of(ours),
+                f"--ckpt_path {cfg.ckpt_path} ({theirs})",
+                f"the config builds {ours}: pass the config it was trained with (e.g. conf/<dataset>/{kind}.yaml, "
+                "or its run folder's config.yaml)",
             )
 
     def before_instantiate_classes(self) -> None:

@@ -238,7 +238,8 @@ def test_a_checkpoint_of_the_other_kind_or_network_is_one_error_at_ckpt_path(den
     # an ANN checkpoint under the SNN config: refused (Lightning would take the checkpoint's class and run the ANN)
     out = run_main("test", "--config", "conf/digits/snn.yaml", "--ckpt_path", dense_ann_ckpt, *tiny_overrides(tmp_path))
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
-    assert "is an ANN checkpoint (lightning_modules.RobustANN), but the config builds an SNN model" in out.stderr
+    assert "(lightning_modules.RobustANN) is an ANN checkpoint, but SNN weights are needed here" in out.stderr
+    assert "the config builds lightning_modules.ConvertedSNN" in out.stderr
     assert not list(tmp_path.rglob("attacks.json"))  # nothing evaluated under the wrong kind
     # the same kind, another network: one line naming both sides and what differs
     out = run_main(

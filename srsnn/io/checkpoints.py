@@ -72,11 +72,16 @@ def read_checkpoint(path: str, what: str = "checkpoint") -> dict[str, Any]:
     return obj
 
 
+def check_kind(found: Optional[str], wanted: Optional[str], what: str, fix: str) -> None:
+    """The one ANN-vs-SNN check: ``what`` holds a ``found`` checkpoint ("ann" / "snn"; None: it does not say) where
+    a ``wanted`` one is needed; ``fix`` says what to pass instead."""
+    if found and wanted and found != wanted:
+        raise UserError(f"{what} is an {found.upper()} checkpoint, but {wanted.upper()} weights are needed here; {fix}")
+
+
 def network_state_dict(ckpt: dict[str, Any], path: str, prefix: str, kind: Optional[str] = None) -> dict:
     """The network's tensors from a Lightning checkpoint (keys under ``prefix``) or a bare state dict."""
-    info = ckpt.get(TAG, {})
-    if kind is not None and info.get("kind") not in (None, kind):
-        raise UserError(f"{path!r} is a {info.get('kind')} checkpoint, but a {kind} checkpoint is needed here")
+    check_kind(ckpt.get(TAG, {}).get("kind"), kind, repr(path), f"pass the {kind} stage's checkpoint or run folder")
     sd = ckpt.get("state_dict", ckpt)
     if not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise UserError(f"{path!r} has no state_dict of tensors; is it a checkpoint written by train.py?")
