@@ -14,7 +14,7 @@ import time
 from typing import Any, Mapping, Optional, Union
 
 import torch
-from jsonargparse.typing import PositiveInt
+from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
 from torch import nn
 
 from srsnn.devices import device_of
@@ -22,8 +22,11 @@ from srsnn.errors import UserError
 from srsnn.io.checkpoints import load_network
 from srsnn.pruning.masks import prunable_layers, raw_weight
 from srsnn.robustness.objectives import InnerAttack, Objective
-from srsnn.snn.conversion import convert, recipe_from, spiking_structure
-from srsnn.snn.network import Schedule, SpikingNetwork, record_spikes
+from srsnn.snn.calibration import Amplitude, Order
+from srsnn.snn.conversion import BatchNorm, convert, recipe_from, spiking_structure
+from srsnn.snn.network import Encoding, Schedule, SpikingNetwork, record_spikes
+from srsnn.snn.neurons import Reset
+from srsnn.types import Percentile
 
 from .adversarial import AdversarialClassifier
 from .robust_ann import _count_classes
@@ -78,21 +81,21 @@ class ConvertedSNN(AdversarialClassifier):
         net: nn.Module,
         ann_checkpoint: Optional[str] = None,
         num_steps: PositiveInt = 8,
-        encoding: str = "direct",
+        encoding: Encoding = "direct",
         recipe: str = "paper",
-        reset: Optional[str] = None,
+        reset: Optional[Reset] = None,
         surrogate: Union[str, Mapping[str, Any]] = "triangular",
-        min_threshold: Optional[float] = None,
+        min_threshold: Optional[NonNegativeFloat] = None,
         detach_reset: bool = False,
-        bn: Optional[str] = None,
-        amplitude: Optional[str] = None,
+        bn: Optional[BatchNorm] = None,
+        amplitude: Optional[Amplitude] = None,
         v_init: Optional[float] = None,
         calib_batches: PositiveInt = 10,
         calib_batch_size: PositiveInt = 64,
-        calib_steps: Optional[int] = None,
-        percentile: Optional[float] = None,
-        scale: Optional[float] = None,
-        calib_order: Optional[str] = None,
+        calib_steps: Optional[PositiveInt] = None,
+        percentile: Optional[Percentile] = None,
+        scale: Optional[PositiveFloat] = None,
+        calib_order: Optional[Order] = None,
         objective: Objective = "trades",
         inner_attack: InnerAttack = "rfgsm",
         schedule: Schedule = "auto",

@@ -285,7 +285,8 @@ def _config_error(err: Exception) -> str | None:
     if isinstance(err, ValueError) and "Does not validate against any of the Union subtypes" not in text:
         return None
     stack: list[tuple[int, str, str]] = []  # (indent, "key" or "class", name) of the lines above
-    specific, general = [], []
+    found: list[tuple[int, str, str]] = []  # (depth: keys above it, where, reason)
+    given: dict[str, str] = {}  # where -> the value refused there (an Optional's report leaves it out of the reason)
     for raw in text.splitlines():
         line = raw.strip()
         indent = len(raw) - len(raw.lstrip(" -"))
@@ -297,15 +298,21 @@ def _config_error(err: Exception) -> str | None:
         if key or cls:
             stack.append((indent, "key" if key else "class", (key or cls).group(1)))
             continue
-        if not line or line.startswith(
-            ("Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>")
-        ):
-            continue
         keys = [name for _, what, name in stack if what == "key"]
         classes = [name for _, what, name in stack if what == "class"]
         where = ".".join(keys) + (f" ({classes[-1]})" if classes else "")
-        (specific if len(keys) > 1 else general).append(f"{where}: {line.rstrip(':')}" if where else line)
-    reasons = list(dict.fromkeys(specific or general)) or ([text.splitlines()[0]] if text else [])
+        if line.startswith("Given value:"):
+            given.setdefault(where, line.partition(":")[2].strip())
+        skip = ("Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>")
+        if line and not line.startswith(skip):
+            found.append((len(keys), where, line.rstrip(":")))
+    deep = [f for f in found if f[0] > 1]  # the alternatives that understood the key (a key inside the class)
+    reasons = [
+        (f"{w}: {r}" if w else r)
+        + (f" (given {given[w]})" if deep and 0 < len(given.get(w, "")) <= 40 and "value" not in r.lower() else "")
+        for _, w, r in (deep or found)
+    ]
+    reasons = list(dict.fromkeys(reasons)) or ([text.splitlines()[0]] if text else [])
     return "invalid configuration: " + "; ".join(reasons) if reasons else None
 
 

@@ -194,7 +194,11 @@ def test_snn_validate_fit_test_through_the_cli(dense_ann_ckpt, tmp_path):
     out = run_main(
         "validate", *snn, "--model.init_args.ann_checkpoint", ckpt(tmp_path / "f"), *tiny_overrides(tmp_path / "bad")
     )
-    assert out.returncode == 2 and "snn checkpoint" in out.stderr and "Traceback" not in out.stderr
+    assert (
+        out.returncode == 2
+        and "is an SNN checkpoint, but ANN weights are needed" in out.stderr
+        and "Traceback" not in out.stderr
+    )
 
 
 def test_snn_without_ann_or_checkpoint_says_what_to_pass(tmp_path):

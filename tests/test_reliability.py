@@ -152,8 +152,12 @@ def test_bad_values_are_one_clear_error(args, message, tmp_path):
             ["--model.init_args.num_steps", "0"],
             "model.num_steps (lightning_modules.ConvertedSNN): Not of type PositiveInt",
         ),
-        (["--model.init_args.percentile", "0"], "percentile must be in (0, 100]"),
-        (["--model.init_args.percentile", "101"], "percentile must be in (0, 100]"),
+        (
+            ["--model.init_args.percentile", "0"],
+            "model.percentile (lightning_modules.ConvertedSNN): Not of type Percentile",
+        ),
+        (["--model.init_args.percentile", "101"], "(given 101)"),
+        (["--model.init_args.calib_order", "backwards"], "model.calib_order (lightning_modules.ConvertedSNN): "),
         (
             ["--model.init_args.schedule", "depth"],
             "model.schedule (lightning_modules.ConvertedSNN): ",

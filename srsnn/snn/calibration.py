@@ -7,7 +7,7 @@ V_th^l = scale * max_batches percentile_rho(pre-activations of layer l over T_c 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Mapping
+from typing import Iterable, Literal, Mapping, get_args
 
 import torch
 from torch import nn
@@ -49,8 +49,9 @@ def _percentile(values: torch.Tensor, percentile: float) -> float:
     return float(torch.quantile(flat, percentile / 100.0))
 
 
-ORDERS = ("reference", "sequential")
-AMPLITUDES = ("one", "threshold")
+Order = Literal["reference", "sequential"]
+Amplitude = Literal["one", "threshold"]
+ORDERS, AMPLITUDES = get_args(Order), get_args(Amplitude)
 
 
 _SPIKE_PASS = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Identity)

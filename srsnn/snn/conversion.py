@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Iterable, Literal, Mapping, Union, get_args
 
 import torch
 from torch import nn
@@ -144,6 +144,9 @@ def spiking_structure(
     return snn
 
 
+BatchNorm = Literal["keep", "fold"]  # kept as a layer of the SNN, or folded into the conv before it
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """A coherent set of conversion settings (after SpikingJelly's ann2snn recipes), checked when it is made.
@@ -172,8 +175,8 @@ class Recipe:
 
     def __post_init__(self):
         # reset, v_init and min_threshold are the neuron's: IFNeuron checks them when the structure is built
-        if self.bn not in ("keep", "fold"):
-            raise ConversionError(f"bn must be 'keep' or 'fold', got {self.bn!r}")
+        if self.bn not in get_args(BatchNorm):
+            raise ConversionError(f"bn must be one of {get_args(BatchNorm)}, got {self.bn!r}")
         check_calibration(self.calib_steps, self.percentile, self.scale, self.order, self.amplitude)
         if self.amplitude == "threshold" and self.bn != "fold":
             raise ConversionError(

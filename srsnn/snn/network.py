@@ -26,6 +26,7 @@ from srsnn.snn.neurons import MODES, IFNeuron
 from srsnn.snn.surrogates import make_surrogate
 
 Schedule = Literal["auto", "layer", "time"]
+Encoding = Literal["direct", "poisson"]  # the image as input current every step, or Poisson spikes
 SCHEDULES = get_args(Schedule)
 
 
@@ -79,8 +80,8 @@ class SpikingNetwork(nn.Module):
             raise TypeError("SpikingNetwork expects an nn.Sequential network (all nets in srsnn.ann.architectures are)")
         if int(num_steps) < 1:
             raise ValueError(f"num_steps (T) must be >= 1, got {num_steps}")
-        if encoding not in ("direct", "poisson"):
-            raise ValueError(f"encoding must be 'direct' or 'poisson', got {encoding!r}")
+        if encoding not in get_args(Encoding):
+            raise ValueError(f"encoding must be one of {get_args(Encoding)}, got {encoding!r}")
         self.net = net
         self.num_steps = int(num_steps)
         self.encoding = encoding

@@ -39,7 +39,7 @@ needed, and ``deepcopy`` works.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Union
+from typing import Any, Literal, Mapping, Union, get_args
 
 import snntorch
 import torch
@@ -48,7 +48,8 @@ from snntorch._neurons.neurons import SpikingNeuron
 from srsnn.snn.surrogates import Surrogate, make_surrogate
 
 MODES = ("spike", "bptr", "relu", "assg", "hart")
-RESETS = ("zero", "subtract")
+Reset = Literal["zero", "subtract"]
+RESETS = get_args(Reset)
 
 
 def _if_forward(x: torch.Tensor, v0, theta: torch.Tensor, reset_zero: bool):
