@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from srsnn.errors import UserError
-from srsnn.robustness.results import SCHEMA_VERSION
+from srsnn.robustness.results import RECORD_VERSION
 
 
 def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
@@ -42,7 +42,7 @@ def write_results(trainer, output_dir: Optional[str], stem: str, results, markdo
     path = os.path.join(out, f"{stem}.json")
     if isinstance(results, dict):  # energy.json: a plain record, versioned like the typed ones
         with open(path, "w") as f:
-            json.dump({"schema_version": SCHEMA_VERSION, **results}, f, indent=2)
+            json.dump({"schema_version": RECORD_VERSION, **results}, f, indent=2)
     else:
         results.write(path, indent=2)
     with open(os.path.join(out, f"{stem}.md"), "w") as f:

@@ -8,6 +8,7 @@ import pytest
 from helpers import ROOT
 from srsnn.errors import UserError
 from srsnn.robustness.results import (
+    RECORD_VERSION,
     SCHEMA_VERSION,
     Budget,
     Check,
@@ -43,6 +44,7 @@ def test_round_trip_through_the_file_keeps_every_field(tmp_path):
     ps = PerSample([SampleRecord(0, True, {"0.1": None}, {"0.1": {"pgd10": None}}), SampleRecord(1, False, {})])
     ps.write(str(tmp_path / "per_sample.json"))
     assert PerSample.read(str(tmp_path / "per_sample.json")) == ps
+    assert json.loads((tmp_path / "per_sample.json").read_text())["schema_version"] == RECORD_VERSION
 
 
 def test_files_without_a_version_still_read_and_newer_ones_are_refused(tmp_path):
@@ -54,6 +56,9 @@ def test_files_without_a_version_still_read_and_newer_ones_are_refused(tmp_path)
     old.write_text(json.dumps(published))
     records = PerSample.read(str(old)).samples
     assert records and all(isinstance(r, SampleRecord) for r in records)
+    old.write_text(json.dumps({**published, "schema_version": RECORD_VERSION + 1}))
+    with pytest.raises(UserError, match="newer than this code"):
+        PerSample.read(str(old))
     data = _evaluation().to_json()
     data.pop("schema_version")
     assert Evaluation.from_json(data).eps["0.1"].worst == 0.25

@@ -2,9 +2,9 @@
 
 One schema for the writer (``AttackEvaluation``), the readers (``report.py``, ``report.py compare``) and anyone's
 second opinion. Every file carries ``schema_version``; older files still read (version 0: no version, the keys of
-version 1; version 2 renamed ``broken_by_stage``, ``seconds_by_stage``, ``rank_attack`` and a check's ``kind`` to
-``broken_by_phase``, ``seconds_by_phase``, ``ranking_attack`` and ``rule``), and a newer version than this code
-knows is refused with one clear error.
+version 1; ``attacks.json`` version 2 renamed ``broken_by_stage``, ``seconds_by_stage``, ``rank_attack`` and a
+check's ``kind`` to ``broken_by_phase``, ``seconds_by_phase``, ``ranking_attack`` and ``rule``), and a newer version
+than this code knows is refused with one clear error.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 from srsnn.errors import UserError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 2  # attacks.json
+RECORD_VERSION = 1  # per_sample.json and energy.json: their keys are those of version 1
 
 # version 1 -> 2, per object: an evaluation has phases (paper, rank, adaptive, ...), a check follows a rule
 _RENAMED_IN_2 = {
@@ -33,12 +34,10 @@ def _current(data: dict, what: str, version: int) -> dict:
     return {names.get(k, k): v for k, v in data.items()}
 
 
-def _check_version(data: dict, path: str) -> None:
+def _check_version(data: dict, path: str, newest: int) -> None:
     v = data.get("schema_version", 0)
-    if not isinstance(v, int) or v > SCHEMA_VERSION:
-        raise UserError(
-            f"{path}: schema_version {v!r} is newer than this code's {SCHEMA_VERSION}; update sparse-robust-snn"
-        )
+    if not isinstance(v, int) or v > newest:
+        raise UserError(f"{path}: schema_version {v!r} is newer than this code's {newest}; update sparse-robust-snn")
 
 
 def _read_json(path: str) -> dict:
@@ -49,7 +48,6 @@ def _read_json(path: str) -> dict:
         raise UserError(f"{path}: cannot read it as JSON ({type(err).__name__}: {err})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object, found a {type(data).__name__}")
-    _check_version(data, path)
     return data
 
 
@@ -151,7 +149,7 @@ class Evaluation(_Json):
 
     @classmethod
     def from_json(cls, data: dict, path: str = "attacks.json") -> "Evaluation":
-        _check_version(data, path)
+        _check_version(data, path, SCHEMA_VERSION)
         version = data.get("schema_version", 0)
         kw = _fields(cls, _current(data, "evaluation", version), path)
         kw["budget"] = Budget(**_fields(Budget, _current(kw["budget"], "budget", version), path))
@@ -193,7 +191,7 @@ class PerSample(_Json):
 
     samples: list[SampleRecord]
     note: str = PER_SAMPLE_NOTE
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = RECORD_VERSION
 
     def to_json(self) -> dict[str, Any]:
         out = super().to_json()
@@ -201,7 +199,7 @@ class PerSample(_Json):
 
     @classmethod
     def from_json(cls, data: dict, path: str = "per_sample.json") -> "PerSample":
-        _check_version(data, path)
+        _check_version(data, path, RECORD_VERSION)
         if not isinstance(data.get("samples"), list):
             raise UserError(f"{path}: not a per_sample.json (no 'samples' list)")
         samples = [SampleRecord(**_fields(SampleRecord, s, path)) for s in data["samples"]]
