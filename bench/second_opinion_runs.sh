@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
-# The digits second opinion (results/digits/second_opinion/): for every seed of `make reproduce` and both SNNs, export
-# the fine-tuned model, attack it with bench/second_opinion.py (--snn: ASSG + SA-PGD and HART at the script's own
+# A pipeline's second opinion (<results>/second_opinion/): for every seed of its run folder (or the folder itself, one
+# seed) and both SNNs (dense, HYDRA 90 %), export the fine-tuned model, attack it with bench/second_opinion.py (--snn: ASSG + SA-PGD and HART at the script's own
 # settings; --strong: a reviewer's budget through the 3 paths the repo's ranking put first), and write README.md with
 # each per-sample comparison (`report.py compare`) as printed. Two models run at a time, one thread each.
 #
-#     bash bench/second_opinion_digits.sh [runs/pipeline/digits-seeds] [results/digits]
+#     bash bench/second_opinion_runs.sh [runs/pipeline/digits-seeds] [results/digits] [digits] [200]
+#     bash bench/second_opinion_runs.sh runs/pipeline/mnist5k results/mnist5k mnist5k 100
 set -euo pipefail
 PY=${PY:-python}
 RUNS=${1:-runs/pipeline/digits-seeds}
 RES=${2:-results/digits}
+DATA=${3:-digits}
+SAMPLES=${4:-200}
 OUT=$RES/second_opinion
 WORK=$(mktemp -d)
 mkdir -p "$OUT"
 export OMP_NUM_THREADS=1
 
 jobs=()
-for seed_dir in "$RUNS"/seed*; do
-  seed=$(basename "$seed_dir")
+seeds=("$RUNS"/seed*)
+[ -e "${seeds[0]}" ] || seeds=("$RUNS")  # one seed: the stages are in the run folder itself
+for seed_dir in "${seeds[@]}"; do
+  seed=$([ "$seed_dir" = "$RUNS" ] && echo . || basename "$seed_dir")
   for run in snn hydra90_snn; do
     config=$(ls -d "$seed_dir/${run}_test"/test/version_*/config.yaml | tail -1)
     model="$WORK/$seed.$run.safetensors"
@@ -25,28 +30,31 @@ for seed_dir in "$RUNS"/seed*; do
     mapfile -t paths < <($PY -c "import json,sys; r=json.load(open(sys.argv[1])); print('\n'.join(next(iter(r['eps'].values()))['top_k']))" \
       "$(dirname "$config")/evaluation/attacks.json")
     mkdir -p "$OUT/$seed"
-    jobs+=("$PY bench/second_opinion.py $model --snn --eps 0.1 0.2 --out $OUT/$seed/${run}_test.theirs_snn.json")
-    jobs+=("$PY bench/second_opinion.py $model --strong --paths $(printf "'%s' " "${paths[@]}")--eps 0.1 0.2 --out $OUT/$seed/${run}_test.theirs.json")
+    opts="--data $DATA --samples $SAMPLES --eps 0.1 0.2"
+    jobs+=("$PY bench/second_opinion.py $model --snn $opts --out $OUT/$seed/${run}_test.theirs_snn.json")
+    jobs+=("$PY bench/second_opinion.py $model --strong --paths $(printf "'%s' " "${paths[@]}")$opts --out $OUT/$seed/${run}_test.theirs.json")
   done
 done
 printf '%s\n' "${jobs[@]}" | xargs -d '\n' -P 2 -I{} bash -c '{} >/dev/null 2>&1 || { echo "failed: {}" >&2; exit 255; }'
 
 {
-  echo "# A second opinion on the digits SNNs"
+  echo "# A second opinion on the $DATA SNNs"
   echo
-  echo "Written by \`bash bench/second_opinion_digits.sh\` from the runs of \`make reproduce\`: attacks run outside the"
+  echo "Written by \`bash bench/second_opinion_runs.sh $RUNS $RES $DATA $SAMPLES\`: attacks run outside the"
   echo "repo's evaluator on each seed's exported dense and HYDRA 90 % SNN, each example judged on the deployed model, on"
-  echo "the same 200 test images (the script's seed 1234, not the repo's): \`--snn\` (SA-PGD-100 × 3 starts and"
+  echo "the same $SAMPLES test images (the script's seed 1234, not the repo's): \`--snn\` (SA-PGD-100 × 3 starts and"
   echo "APGD-CE-100 through ASSG at A = 0.35, 0.425, 0.49 and HART at γ = 0.5, 1, 2), \`--strong\` (through the 3 paths the"
   echo "repo's ranking put first: PGD-50 × 3 restarts, APGD-CE-50, targeted APGD-DLR-50 over every wrong class,"
   echo "Square-2000). Each table: \`report.py compare\` of the repo's \`evaluation/<seed>/<run>.per_sample.json\` and"
   echo "the attack's file."
-  for f in "$OUT"/seed*/*.json; do
+  for f in "$OUT"/seed*/*.json "$OUT"/*.json; do
+    [ -e "$f" ] || continue
     seed=$(basename "$(dirname "$f")")
+    [ "$seed" = second_opinion ] && seed=.
     run=$(basename "$f" | cut -d. -f1)
     kind=$(basename "$f" .json | cut -d. -f2)
     echo
-    echo "## $seed / $run: $([ "$kind" = theirs_snn ] && echo 'ASSG + SA-PGD and HART (`--snn`)' || echo '`--strong`')"
+    echo "## $([ "$seed" = . ] || echo "$seed / ")$run: $([ "$kind" = theirs_snn ] && echo 'ASSG + SA-PGD and HART (`--snn`)' || echo '`--strong`')"
     echo
     $PY report.py compare "$RES/evaluation/$seed/$run.per_sample.json" "$f"
   done
