@@ -6,6 +6,7 @@
 #
 #     bash bench/second_opinion_runs.sh [runs/pipeline/digits-seeds] [results/digits] [digits] [200]
 #     bash bench/second_opinion_runs.sh runs/pipeline/mnist5k results/mnist5k mnist5k 100
+# README_ONLY=1 rewrites README.md from the attack files already there.
 set -euo pipefail
 PY=${PY:-python}
 RUNS=${1:-runs/pipeline/digits-seeds}
@@ -18,6 +19,7 @@ mkdir -p "$OUT"
 export OMP_NUM_THREADS=1
 
 jobs=()
+[ -n "${README_ONLY:-}" ] || {
 seeds=("$RUNS"/seed*)
 [ -e "${seeds[0]}" ] || seeds=("$RUNS")  # one seed: the stages are in the run folder itself
 for seed_dir in "${seeds[@]}"; do
@@ -36,16 +38,17 @@ for seed_dir in "${seeds[@]}"; do
   done
 done
 printf '%s\n' "${jobs[@]}" | xargs -d '\n' -P 2 -I{} bash -c '{} >/dev/null 2>&1 || { echo "failed: {}" >&2; exit 255; }'
+}
 
 {
   echo "# A second opinion on the $DATA SNNs"
   echo
   echo "Written by \`bash bench/second_opinion_runs.sh $RUNS $RES $DATA $SAMPLES\`: attacks run outside the"
-  echo "repo's evaluator on each seed's exported dense and HYDRA 90 % SNN, each example judged on the deployed model, on"
+  echo "repo's evaluator on the exported dense and HYDRA 90 % SNN of each seed, each example judged on the deployed model, on"
   echo "the same $SAMPLES test images (the script's seed 1234, not the repo's): \`--snn\` (SA-PGD-100 × 3 starts and"
   echo "APGD-CE-100 through ASSG at A = 0.35, 0.425, 0.49 and HART at γ = 0.5, 1, 2), \`--strong\` (through the 3 paths the"
   echo "repo's ranking put first: PGD-50 × 3 restarts, APGD-CE-50, targeted APGD-DLR-50 over every wrong class,"
-  echo "Square-2000). Each table: \`report.py compare\` of the repo's \`evaluation/<seed>/<run>.per_sample.json\` and"
+  echo "Square-2000). Each table: \`report.py compare\` of the repo's \`evaluation/[<seed>/]<run>.per_sample.json\` and"
   echo "the attack's file."
   for f in "$OUT"/seed*/*.json "$OUT"/*.json; do
     [ -e "$f" ] || continue
