@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A pipeline's second opinion (<results>/second_opinion/): for every seed of its run folder (or the folder itself, one
-# seed) and both SNNs (dense, HYDRA 90 %), export the fine-tuned model, attack it with bench/second_opinion.py (--snn: ASSG + SA-PGD and HART at the script's own
-# settings; --strong: a reviewer's budget through the 3 paths the repo's ranking put first), and write README.md with
-# each per-sample comparison (`report.py compare`) as printed. Two models run at a time, one thread each.
+# seed) and both SNNs (dense, HYDRA 90 %), export the fine-tuned model, attack it with bench/second_opinion.py (--snn:
+# ASSG + SA-PGD and HART at the script's own settings; --strong: a reviewer's budget through the 3 paths the repo's
+# ranking put first), and write README.md with each per-sample comparison (`report.py compare`) as printed. Two
+# models run at a time, one thread each.
 #
 #     bash bench/second_opinion_runs.sh [runs/pipeline/digits-seeds] [results/digits] [digits] [200]
 #     bash bench/second_opinion_runs.sh runs/pipeline/mnist5k results/mnist5k mnist5k 100
@@ -14,31 +15,32 @@ RES=${2:-results/digits}
 DATA=${3:-digits}
 SAMPLES=${4:-200}
 OUT=$RES/second_opinion
-WORK=$(mktemp -d)
 mkdir -p "$OUT"
 export OMP_NUM_THREADS=1
 
-jobs=()
-[ -n "${README_ONLY:-}" ] || {
-seeds=("$RUNS"/seed*)
-[ -e "${seeds[0]}" ] || seeds=("$RUNS")  # one seed: the stages are in the run folder itself
-for seed_dir in "${seeds[@]}"; do
-  seed=$([ "$seed_dir" = "$RUNS" ] && echo . || basename "$seed_dir")
-  for run in snn hydra90_snn; do
-    config=$(ls -d "$seed_dir/${run}_test"/test/version_*/config.yaml | tail -1)
-    model="$WORK/$seed.$run.safetensors"
-    $PY export.py --config "$config" --ckpt_path "$seed_dir/$run" --out "$model" >/dev/null
-    # the paths the repo's own ranking put first at the smallest epsilon (attacks.json), for --strong
-    mapfile -t paths < <($PY -c "import json,sys; r=json.load(open(sys.argv[1])); print('\n'.join(next(iter(r['eps'].values()))['top_k']))" \
-      "$(dirname "$config")/evaluation/attacks.json")
-    mkdir -p "$OUT/$seed"
-    opts="--data $DATA --samples $SAMPLES --eps 0.1 0.2"
-    jobs+=("$PY bench/second_opinion.py $model --snn $opts --out $OUT/$seed/${run}_test.theirs_snn.json")
-    jobs+=("$PY bench/second_opinion.py $model --strong --paths $(printf "'%s' " "${paths[@]}")$opts --out $OUT/$seed/${run}_test.theirs.json")
+if [ -z "${README_ONLY:-}" ]; then
+  WORK=$(mktemp -d)
+  jobs=()
+  seeds=("$RUNS"/seed*)
+  [ -e "${seeds[0]}" ] || seeds=("$RUNS")  # one seed: the stages are in the run folder itself
+  for seed_dir in "${seeds[@]}"; do
+    seed=$([ "$seed_dir" = "$RUNS" ] && echo . || basename "$seed_dir")
+    for run in snn hydra90_snn; do
+      config=$(ls -d "$seed_dir/${run}_test"/test/version_*/config.yaml | tail -1)
+      model="$WORK/$seed.$run.safetensors"
+      $PY export.py --config "$config" --ckpt_path "$seed_dir/$run" --out "$model" >/dev/null
+      # the paths the repo's own ranking put first at the smallest epsilon (attacks.json), for --strong
+      mapfile -t paths < <($PY -c "import json,sys; r=json.load(open(sys.argv[1])); print('\n'.join(next(iter(r['eps'].values()))['top_k']))" \
+        "$(dirname "$config")/evaluation/attacks.json")
+      mkdir -p "$OUT/$seed"
+      opts="--data $DATA --samples $SAMPLES --eps 0.1 0.2"
+      jobs+=("$PY bench/second_opinion.py $model --snn $opts --out $OUT/$seed/${run}_test.theirs_snn.json")
+      jobs+=("$PY bench/second_opinion.py $model --strong --paths $(printf "'%s' " "${paths[@]}")$opts --out $OUT/$seed/${run}_test.theirs.json")
+    done
   done
-done
-printf '%s\n' "${jobs[@]}" | xargs -d '\n' -P 2 -I{} bash -c '{} >/dev/null 2>&1 || { echo "failed: {}" >&2; exit 255; }'
-}
+  printf '%s\n' "${jobs[@]}" | xargs -d '\n' -P 2 -I{} bash -c '{} >/dev/null 2>&1 || { echo "failed: {}" >&2; exit 255; }'
+  rm -rf "$WORK"
+fi
 
 {
   echo "# A second opinion on the $DATA SNNs"
@@ -62,5 +64,4 @@ printf '%s\n' "${jobs[@]}" | xargs -d '\n' -P 2 -I{} bash -c '{} >/dev/null 2>&1
     $PY report.py compare "$RES/evaluation/$seed/$run.per_sample.json" "$f"
   done
 } >"$OUT/README.md"
-rm -rf "$WORK"
 echo "wrote $OUT/README.md"
