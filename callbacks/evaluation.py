@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, Literal, Mapping, Optional, Sequence, Union, get_args
 
 import torch
 from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
@@ -27,7 +27,7 @@ from srsnn.errors import UserError
 from srsnn.modes import frozen_parameters, module_mode
 from srsnn.robustness.attacks import Eps, parse_eps
 from srsnn.robustness.audit import audit, confidence_statement, dead_paths, summarize, verdict
-from srsnn.robustness.budget import AdaptiveBudget
+from srsnn.robustness.budget import AdaptiveBudget, Preset
 from srsnn.robustness.paths import paper_ensemble, snn_attack_paths
 from srsnn.robustness.planner import label
 from srsnn.robustness.reporting import attacks_markdown, plot_robust_accuracy
@@ -93,7 +93,7 @@ class AttackEvaluation(Callback):
         num_samples: NonNegativeInt = 500,
         batch_size: PositiveInt = 100,
         ensemble: Literal["auto", "none", "paper"] = "auto",
-        adaptive: Union[bool, Literal["strong", "quick", "paper"], dict[str, Any]] = True,
+        adaptive: Union[bool, Preset, dict[str, Any]] = True,
         transfer_from: Optional[dict[str, str]] = None,
         audit: bool = True,
         large_eps: float = 0.5,
@@ -111,10 +111,10 @@ class AttackEvaluation(Callback):
             parse_eps(e, "AttackEvaluation.epsilons") for e in (epsilons or ["2/255", "4/255", "8/255"])
         )
         if isinstance(adaptive, str):
-            if adaptive not in (*PRESETS, "paper"):
+            if adaptive not in get_args(Preset):
                 raise UserError(
                     f"AttackEvaluation.adaptive: unknown preset {adaptive!r}; one of "
-                    f"{[*PRESETS, 'paper']} or a dict of {sorted(DEFAULT_ADAPTIVE)}"
+                    f"{list(get_args(Preset))} or a dict of {sorted(DEFAULT_ADAPTIVE)}"
                 )
             adaptive = False if adaptive == "paper" else PRESETS[adaptive]
         if adaptive is True:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, Optional, Union
+from typing import Optional, Union
 
 from jsonargparse import Namespace
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 
 from srsnn.errors import UserError
 from srsnn.io.dotted import import_dotted
+from srsnn.robustness.budget import Preset
 
 
 def plain_numbers(cfg):
@@ -101,7 +102,7 @@ class EvaluationOptions:
     num_samples: Optional[NonNegativeInt] = None
     batch_size: Optional[PositiveInt] = None
     epsilons: Optional[list[Union[float, str]]] = None
-    adaptive: Optional[Literal["strong", "quick", "paper"]] = None
+    adaptive: Optional[Preset] = None
     output_dir: Optional[str] = None
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 from srsnn.errors import UserError
+
+# the named budgets of ``AttackEvaluation.adaptive`` (``callbacks.evaluation.PRESETS``; ``paper``: the protocol alone)
+Preset = Literal["strong", "quick", "paper"]
 
 
 @dataclass
