@@ -309,7 +309,7 @@ def _config_error(err: Exception) -> str | None:
     deep = [f for f in found if f[0] > 1]  # the alternatives that understood the key (a key inside the class)
     reasons = [
         (f"{w}: {r}" if w else r)
-        + (f" (given {given[w]})" if deep and 0 < len(given.get(w, "")) <= 40 and "value" not in r.lower() else "")
+        + (f" (given {given[w]})" if 0 < len(given.get(w, "")) <= 40 and "value" not in r.lower() else "")
         for _, w, r in (deep or found)
     ]
     reasons = list(dict.fromkeys(reasons)) or ([text.splitlines()[0]] if text else [])
