@@ -1,9 +1,9 @@
-"""``python infer.py ...``: classify images with an exported model, without Lightning (the logic: ``srsnn.infer``;
+"""``python infer.py ...``: classify images with an exported model, without Lightning (the logic: ``srsnn_cli.infer``;
 installed: ``srsnn-infer``)."""
 
 import sys
 
-from srsnn.infer import main
+from srsnn_cli.infer import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,9 +1,9 @@
 """``python pipeline.py ...``: every stage of a pipeline config, then the comparison report (the logic:
-``srsnn.pipeline``; installed: ``srsnn-pipeline``)."""
+``srsnn_cli.pipeline``; installed: ``srsnn-pipeline``)."""
 
 import sys
 
-from srsnn.pipeline import main
+from srsnn_cli.pipeline import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,10 +1,5 @@
-"""Bad data (sizes, splits, missing files): one clear message instead of a traceback, as ``srsnn.errors.UserError``
-is for the rest (``train.py`` shows both); defined here so that the data layer knows nothing of the networks."""
+"""The data layer's errors: the ``srsnn.errors`` family (the data layer knows nothing of the networks)."""
 
+from srsnn.errors import DataError, DataNotFoundError
 
-class DataError(ValueError):
-    """Bad data or data options: the message names the problem and the fix."""
-
-
-class DataNotFoundError(DataError):
-    """The dataset is not on disk and could not be fetched."""
+__all__ = ["DataError", "DataNotFoundError"]

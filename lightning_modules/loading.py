@@ -10,7 +10,6 @@ from jsonargparse import Namespace
 from srsnn.errors import UserError
 from srsnn.io.checkpoints import read_checkpoint
 from srsnn.io.dotted import import_dotted
-from srsnn.options import plain_numbers
 
 # the network arguments that follow from the data, read from the datamodule where a config leaves them null. Not
 # jsonargparse's link_arguments: a link replaces a value the config sets (a wrong num_classes would be silently
@@ -22,6 +21,25 @@ _DATA_LINKS = {
     "mean": lambda dm: [float(v) for v in dm.mean],
     "std": lambda dm: [float(v) for v in dm.std],
 }
+
+
+def plain_numbers(cfg):
+    """``cfg`` with the parser's checked numbers (``PositiveInt(3)`` ...) as the plain ``int`` / ``float`` they
+    stand for: modules save their arguments into checkpoints, which ``torch.load(weights_only=True)`` and YAML
+    read only as plain types."""
+    if isinstance(cfg, Namespace):
+        for key, value in vars(cfg).items():
+            setattr(cfg, key, plain_numbers(value))
+        return cfg
+    if isinstance(cfg, list):
+        return [plain_numbers(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: plain_numbers(v) for k, v in cfg.items()}
+    if type(cfg).__module__ == "jsonargparse.typing":
+        for plain in (int, float, str):
+            if isinstance(cfg, plain):
+                return plain(cfg)
+    return cfg
 
 
 def link_data_arguments(cfg: Namespace) -> None:

@@ -3,8 +3,8 @@
 ``srsnn.ann`` the ANN architectures; ``srsnn.pruning`` masks and channel widths; ``srsnn.snn`` the IF neuron,
 surrogates, conversion, multi-step execution and synop counting; ``srsnn.robustness`` attacks, gradient paths'
 runner, budget, audit and training objectives; ``srsnn.export`` compact safetensors and NIR; ``srsnn.io`` checkpoints
-and run folders. Entry points: ``srsnn.cli`` (``train.py``), ``srsnn.pipeline``, ``srsnn.report``,
-``srsnn.export.cli`` and ``srsnn.infer``; in a clone the top-level scripts of the same names call them.
+and run folders. It imports no Lightning; the entry points (``train.py``, ``pipeline.py``, ``report.py``, ``export.py``,
+``infer.py``) live apart, in ``srsnn_cli``.
 """
 
 from srsnn.io import legacy

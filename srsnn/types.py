@@ -1,5 +1,6 @@
 """Option types that ``train.py``'s parser checks (and ``--help`` shows) beyond jsonargparse's own ``PositiveInt``,
-``NonNegativeFloat``, ``ClosedUnitInterval`` ...; the parser hands plain numbers on (``srsnn.options.plain_numbers``).
+``NonNegativeFloat``, ``ClosedUnitInterval`` ...; the parser hands plain numbers on
+(``lightning_modules.loading.plain_numbers``).
 """
 
 from __future__ import annotations

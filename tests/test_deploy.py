@@ -168,7 +168,7 @@ def test_compact_export_of_an_snn_keeps_thresholds_and_outputs(tmp_path):
 
 
 def test_infer_names_a_network_module_it_cannot_import(tmp_path, capsys):
-    from srsnn import infer
+    from srsnn_cli import infer
 
     ann = SmallCNN(input_size=8, width=4)
     ensure_masks(ann)
@@ -184,7 +184,7 @@ def test_the_second_opinion_example_attacks_an_exported_model_in_the_compare_for
     import sys
 
     from helpers import ROOT
-    from srsnn import report
+    from srsnn_cli import report
 
     ann = SmallCNN(input_size=8, width=4)
     ensure_masks(ann)
@@ -220,7 +220,7 @@ def test_the_second_opinion_example_attacks_an_exported_model_in_the_compare_for
 
 @pytest.mark.parametrize("classes, code, says", [(3, 0, "testing on the digits 0..2"), (12, 2, "has 12 classes")])
 def test_infer_digits_follows_the_models_class_count_or_says_why_not(tmp_path, capsys, classes, code, says):
-    from srsnn import infer
+    from srsnn_cli import infer
 
     ann = SmallCNN(input_size=8, width=4, num_classes=classes)
     ensure_masks(ann)

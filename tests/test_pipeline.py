@@ -175,7 +175,7 @@ def _copy(reference: Path, dest: Path, stages=None) -> Path:
 
 
 def test_a_changed_config_or_code_makes_its_stages_and_those_downstream_stale(reference, tmp_path):
-    from srsnn import pipeline
+    from srsnn_cli import pipeline
 
     reference = _copy(reference, tmp_path / "copy")
     cfg = yaml.safe_load((reference / "pipeline.yaml").read_text())
@@ -281,7 +281,7 @@ def test_one_pipeline_per_run_folder_and_a_dead_owners_folder_is_taken_over(refe
 
 
 def test_results_are_published_only_for_the_recipe_as_written():
-    from srsnn import pipeline
+    from srsnn_cli import pipeline
 
     assert pipeline.publishes([], False) and pipeline.publishes(["--trainer.max_epochs", "1"], True)
     assert not pipeline.publishes(["--trainer.max_epochs", "1"], False)

@@ -78,7 +78,7 @@ def _stage_configs(dataset: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("dataset", RECIPES + ["digits", "mnist5k"])
 def test_every_pipeline_plans_its_stages_from_existing_configs(dataset):
-    from srsnn.pipeline import plan
+    from srsnn_cli.pipeline import plan
 
     pipe = _cfg(f"conf/{dataset}/pipeline.yaml")
     stages = plan(pipe)
@@ -90,7 +90,7 @@ def test_every_pipeline_plans_its_stages_from_existing_configs(dataset):
 
 
 def test_a_t_sweep_names_its_stages_after_the_run_and_rejects_an_unknown_run():
-    from srsnn.pipeline import PipelineError, plan
+    from srsnn_cli.pipeline import PipelineError, plan
 
     pipe = _cfg("conf/mnist5k/pipeline.yaml") | {"t_sweep": {"of": "hydra90", "num_steps": [2, 16]}}
     sweep = [s for s in plan(pipe) if "_T" in s.name]
@@ -109,7 +109,7 @@ def test_a_t_sweep_names_its_stages_after_the_run_and_rejects_an_unknown_run():
 
 
 def test_an_including_pipeline_adds_its_stages_to_the_included_ones_and_refuses_a_cycle(tmp_path):
-    from srsnn.pipeline import PipelineError, load_config, plan
+    from srsnn_cli.pipeline import PipelineError, load_config, plan
 
     base = plan(load_config("conf/mnist5k/pipeline.yaml"))
     sweep = plan(load_config("conf/mnist5k/t_sweep.yaml"))

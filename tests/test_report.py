@@ -3,6 +3,8 @@
 import re
 
 from srsnn import report
+from srsnn.errors import UserError
+from srsnn_cli import report as report_cli
 
 
 def _row(run, kind, method, sparsity, clean, worst, ratio=None, T=8):
@@ -118,14 +120,14 @@ def test_compare_gives_the_per_sample_union_and_what_each_attack_found_alone(tmp
 
     ours = write("ours.json", {0: "clean", 1: "apgdt/relu", 2: "pgd"})
     theirs = write("theirs.json", {0: "clean", 2: "pgd50", 3: "square"})
-    assert report.main(["compare", ours, theirs]) == 0
+    assert report_cli.main(["compare", ours, theirs]) == 0
     row = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("| 0.1"))
     # 4 clean-correct of 5; ours breaks {1, 2}, theirs {2, 3}: union {1, 2, 3} leaves sample 4 robust
     assert row == "| 0.1 | 40.0 | 40.0 | **20.0** | 1 (1) | 1 (3) |"
     other = write("other.json", {2: "pgd"}, wrong=4)  # another model: other samples misclassified
     import pytest
 
-    with pytest.raises(SystemExit, match="disagree on which samples are classified correctly"):
+    with pytest.raises(UserError, match="disagree on which samples are classified correctly"):
         report.compare(ours, other)
 
 
@@ -144,12 +146,12 @@ def test_compare_leaves_out_an_epsilon_only_one_file_evaluated(tmp_path, capsys)
 
     ours = write("ours.json", {"0.1": {0: "apgdt"}})
     theirs = write("theirs.json", {"0.05": {1: "square"}, "0.1": {1: "square"}})
-    assert report.main(["compare", ours, theirs]) == 0
+    assert report_cli.main(["compare", ours, theirs]) == 0
     out = capsys.readouterr().out
     # ours never ran at 0.05: its "nothing broke sample 1 there" is not a result and must not be compared
     assert not any(l.startswith("| 0.05") for l in out.splitlines())
     assert "| 0.1 | 75.0 | 75.0 | **50.0** | 1 (0) | 1 (1) |" in out and "theirs only: 0.05" in out
-    with pytest.raises(SystemExit, match="no epsilon in both files"):
+    with pytest.raises(UserError, match="no epsilon in both files"):
         report.compare(ours, write("far.json", {"0.3": {}}))
 
 

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from srsnn import pipeline, report
+from srsnn import report
 from srsnn.report.seeds import against_published, over_seeds, prediction_interval
+from srsnn_cli import pipeline
 
 CFG = {
     "run_dir": "r",

@@ -9,7 +9,7 @@ from typing import Optional
 
 import yaml
 
-from srsnn.io.stages import PipelineError
+from srsnn.errors import PipelineError
 
 
 @dataclass

@@ -15,21 +15,14 @@ import time
 import yaml
 from filelock import FileLock, Timeout
 
-
-class PipelineError(SystemExit):
-    """A pipeline-level problem, shown as one ``error:`` line."""
-
-    def __init__(self, message: str):
-        super().__init__(f"error: {message}")
-
+from srsnn.errors import PipelineError
 
 # stages run in ROOT (the clone, or site-packages when installed): config paths are relative to it
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 CODE = (
-    "srsnn/cli.py",
-    "srsnn/options.py",
+    "srsnn_cli",
     "srsnn/errors.py",
     "srsnn/devices.py",
     "srsnn/modes.py",

@@ -16,11 +16,11 @@ E_dense/E_sparse = synops of the dense SNN of the same report / synops of each S
 layer's analog MACs are excluded and reported apart, with a labelled pJ estimate).
 
 Modules: ``runs`` (reading run folders), ``per_sample`` (per-sample records: the union of two attacks, McNemar),
-``tables``, ``claims`` (the paper's claims; thresholds and reference numbers as data), ``figures``, ``cli``.
+``tables``, ``claims`` (the paper's claims; thresholds and reference numbers as data), ``figures``; the command
+line: ``srsnn_cli.report``.
 """
 
 from .claims import answers_claims, claims
-from .cli import main
 from .per_sample import compare, mcnemar
 from .runs import last_validation, load_run, stage_info
 from .tables import build_table, converted_pairs, eps_columns, main_rows, t_sweeps
@@ -34,7 +34,6 @@ __all__ = [
     "eps_columns",
     "last_validation",
     "load_run",
-    "main",
     "main_rows",
     "mcnemar",
     "stage_info",

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 from scipy.stats import binomtest
 
+from srsnn.errors import UserError
 from srsnn.robustness.results import PerSample
 
 
@@ -25,8 +26,8 @@ def read(path: str) -> tuple[dict[int, bool], dict[str, set[int]]]:
                 else:
                     broken.setdefault(f"{float(eps):.6g}", set())
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise SystemExit(
-            f"error: {path}: not a per_sample.json ({type(err).__name__}: {err}); see `report.py compare "
+        raise UserError(
+            f"{path}: not a per_sample.json ({type(err).__name__}: {err}); see `report.py compare "
             "--help` for the format"
         ) from None
     return clean, broken
@@ -44,13 +45,13 @@ def compare(ours: str, theirs: str) -> str:
     epsilon only one of them evaluated is named, not compared (the other's "nothing broke it" would be a guess)."""
     (ca, ba), (cb, bb) = read(ours), read(theirs)
     if set(ca) != set(cb):
-        raise SystemExit(
-            f"error: the two files cover different samples ({len(ca)} vs {len(cb)}, "
+        raise UserError(
+            f"the two files cover different samples ({len(ca)} vs {len(cb)}, "
             f"{len(set(ca) ^ set(cb))} indices in one only); evaluate the same test subset"
         )
     if ca != cb:
-        raise SystemExit(
-            "error: the two files disagree on which samples are classified correctly without attack: "
+        raise UserError(
+            "the two files disagree on which samples are classified correctly without attack: "
             "not the same model (or not the same samples)"
         )
     n, lines = len(ca), []
@@ -62,8 +63,8 @@ def compare(ours: str, theirs: str) -> str:
     common = sorted(set(ba) & set(bb), key=float)
     listed = lambda epsilons: ", ".join(sorted(epsilons, key=float)) or "none"
     if not common:
-        raise SystemExit(
-            f"error: no epsilon in both files (ours: {listed(ba)}; theirs: {listed(bb)}); attack the other "
+        raise UserError(
+            f"no epsilon in both files (ours: {listed(ba)}; theirs: {listed(bb)}); attack the other "
             "at the same epsilons"
         )
     for eps in common:

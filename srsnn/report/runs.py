@@ -8,6 +8,7 @@ import os
 import re
 from typing import Any, Optional
 
+from srsnn.errors import UserError
 from srsnn.io.runs import files_under
 from srsnn.robustness.results import Evaluation
 
@@ -22,8 +23,8 @@ NAME = re.compile(
 def load_run(folder: str) -> dict[str, Any]:
     found = files_under(folder, "evaluation", "attacks.json")
     if not found:
-        raise SystemExit(
-            f"error: no evaluation/attacks.json under {folder!r}; run `train.py test` with the "
+        raise UserError(
+            f"no evaluation/attacks.json under {folder!r}; run `train.py test` with the "
             "AttackEvaluation and SpikeEnergyMonitor callbacks first"
         )
     ev = os.path.dirname(found[-1])

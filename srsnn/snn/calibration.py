@@ -12,7 +12,7 @@ from typing import Iterable, Literal, Mapping, get_args
 import torch
 from torch import nn
 
-from srsnn.errors import UserError
+from srsnn.errors import ConversionError, UserError
 from srsnn.modes import module_mode
 from srsnn.pruning.masks import raw_weight
 from srsnn.snn.network import SpikingNetwork, neurons_of
@@ -20,10 +20,6 @@ from srsnn.snn.neurons import IFNeuron
 from srsnn.snn.spike_readers import spike_readers
 
 _MAX_QUANTILE_ELEMENTS = 1 << 24  # torch.quantile's input limit; larger inputs are subsampled (seeded)
-
-
-class ConversionError(UserError):
-    """A conversion step failed; the message names the step."""
 
 
 class _Stop(Exception):

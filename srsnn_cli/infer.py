@@ -15,6 +15,7 @@ import torch
 
 from srsnn.errors import UserError
 from srsnn.export.compact import load_compact
+from srsnn_cli import one_line_errors
 
 
 def load_images(path: str) -> torch.Tensor:
@@ -50,34 +51,31 @@ def _digit_classes(model: torch.nn.Module) -> int:
     return k
 
 
+@one_line_errors
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model")
     p.add_argument("images", nargs="?")
     p.add_argument("--digits", type=int, default=0, help="use the first N embedded test digits instead")
     a = p.parse_args(argv)
-    try:
-        model = load_compact(a.model)
-        if a.digits:
-            from datamodules.embedded import Digits  # the embedded test split, as in training
+    model = load_compact(a.model)
+    if a.digits:
+        from datamodules.embedded import Digits  # the embedded test split, as in training
 
-            classes = _digit_classes(model)
-            dm = Digits(classes=classes)
-            dm.setup("test")
-            x = torch.stack([dm.data_test[i][0] for i in range(a.digits)])
-            y = [int(dm.data_test[i][1]) for i in range(a.digits)]
-        elif a.images:
-            x, y = load_images(a.images), None
-        else:
-            raise UserError("give an images file or --digits N")
-        with torch.no_grad():
-            pred = model(x).argmax(1).tolist()
-        print("predictions:", pred)
-        if y is not None:
-            print("labels:     ", y, f"  accuracy {sum(p == t for p, t in zip(pred, y)) / len(y):.3f}")
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        classes = _digit_classes(model)
+        dm = Digits(classes=classes)
+        dm.setup("test")
+        x = torch.stack([dm.data_test[i][0] for i in range(a.digits)])
+        y = [int(dm.data_test[i][1]) for i in range(a.digits)]
+    elif a.images:
+        x, y = load_images(a.images), None
+    else:
+        raise UserError("give an images file or --digits N")
+    with torch.no_grad():
+        pred = model(x).argmax(1).tolist()
+    print("predictions:", pred)
+    if y is not None:
+        print("labels:     ", y, f"  accuracy {sum(p == t for p, t in zip(pred, y)) / len(y):.3f}")
     return 0
 
 

@@ -7,15 +7,14 @@ import json
 import os
 import sys
 
-from srsnn.errors import UserError
-
-from . import __doc__ as DOC
-from .claims import claims
-from .figures import plots
-from .per_sample import compare, read
-from .runs import load_run
-from .seeds import against_published, seed_of
-from .tables import build_table, confidence_section, eps_columns, finetune_table, t_sweep_table
+from srsnn.report import __doc__ as DOC
+from srsnn.report.claims import claims
+from srsnn.report.figures import plots
+from srsnn.report.per_sample import compare, read
+from srsnn.report.runs import load_run
+from srsnn.report.seeds import against_published, seed_of
+from srsnn.report.tables import build_table, confidence_section, eps_columns, finetune_table, t_sweep_table
+from srsnn_cli import one_line_errors
 
 
 def _compare(argv: list[str]) -> int:
@@ -27,6 +26,7 @@ def _compare(argv: list[str]) -> int:
     return 0
 
 
+@one_line_errors
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["compare"]:
@@ -41,10 +41,7 @@ def main(argv=None) -> int:
         "beside its mean and range there",
     )
     a = p.parse_args(argv)
-    try:
-        runs = [load_run(r) for r in a.runs]
-    except UserError as err:
-        raise SystemExit(f"error: {err}") from None
+    runs = [load_run(r) for r in a.runs]
     for r, folder in zip(runs, a.runs):  # two runs of one name (two pipelines): tell them apart by their folder
         if sum(x["name"] == r["name"] and seed_of(x) == seed_of(r) for x in runs) > 1:
             r["label"] = os.path.join(os.path.basename(os.path.dirname(os.path.normpath(folder))), r["name"])

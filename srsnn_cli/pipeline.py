@@ -24,24 +24,25 @@ import sys
 import time
 from typing import Optional
 
+from srsnn.errors import PipelineError
 from srsnn.io.plan import Stage, load_config, over_seeds, plan  # noqa: F401 (plan, over_seeds: read by tests)
 from srsnn.io.runs import newest_under
 from srsnn.io.stages import (  # noqa: F401 (CODE: read by tests)
     CODE,
     ROOT,
-    PipelineError,
     _changed,
     _read_identity,
     code_version,
     identity,
     run_dir_lock,
 )
+from srsnn_cli import one_line_errors
 
 
 def _script(name: str, module: str) -> list[str]:
-    """``python <name>.py`` in a clone (what a user would type), ``python -m srsnn.<module>`` when installed."""
+    """``python <name>.py`` in a clone (what a user would type), ``python -m srsnn_cli.<module>`` when installed."""
     path = os.path.join(ROOT, f"{name}.py")
-    return [sys.executable, path] if os.path.isfile(path) else [sys.executable, "-m", f"srsnn.{module}"]
+    return [sys.executable, path] if os.path.isfile(path) else [sys.executable, "-m", f"srsnn_cli.{module}"]
 
 
 def _set_aside(d: str) -> str:
@@ -77,7 +78,7 @@ def _run(cfg: dict, stages: list[Stage], root: str, extra: list[str], dry_run: b
     ids: dict[str, dict] = {}
     for k, st in enumerate(stages, 1):
         d, head = os.path.join(root, st.name), f"== stage {k}/{len(stages)}: {st.name}"
-        train = _script("train", "cli")
+        train = _script("train", "train")
         cmd = [*train, st.command, "--config", st.config, *st.args, *extra]
         ids[st.name] = identity(cmd[len(train) :], {src: ids[src] for src in st.needs.values()}, code)
         for opt, src in st.needs.items():
@@ -232,6 +233,7 @@ def run_measured(cmd: list[str]) -> tuple[int, Optional[float]]:
     return proc.returncode, usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 
 
+@one_line_errors
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(

@@ -21,17 +21,15 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-from datamodules.errors import DataError
-from lightning_modules.loading import link_data_arguments
+from lightning_modules.loading import link_data_arguments, plain_numbers
 from srsnn.errors import UserError
 from srsnn.io.checkpoints import check_kind, read_checkpoint, resolve_checkpoint
 from srsnn.io.dotted import import_dotted
-from srsnn.options import (
+from srsnn_cli.options import (
     EvaluationOptions,
     apply_evaluation_options,
     integer_counts,
     keep_last_checkpoint,
-    plain_numbers,
     refuse_ambiguous_callback_options,
 )
 
@@ -243,7 +241,7 @@ def main(args=None) -> None:
             parser_kwargs={"exit_on_error": False},  # the reason first (below), not 50 lines of usage
             args=args,
         )
-    except (UserError, DataError) as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         _exit(2)
     except (ValueError, ArgumentError) as err:

@@ -15,26 +15,6 @@ from srsnn.errors import UserError
 from srsnn.io.dotted import import_dotted
 from srsnn.robustness.budget import Preset
 
-
-def plain_numbers(cfg):
-    """``cfg`` with the parser's checked numbers (``PositiveInt(3)`` ...) as the plain ``int`` / ``float`` they
-    stand for: modules save their arguments into checkpoints, which ``torch.load(weights_only=True)`` and YAML
-    read only as plain types."""
-    if isinstance(cfg, Namespace):
-        for key, value in vars(cfg).items():
-            setattr(cfg, key, plain_numbers(value))
-        return cfg
-    if isinstance(cfg, list):
-        return [plain_numbers(v) for v in cfg]
-    if isinstance(cfg, dict):
-        return {k: plain_numbers(v) for k, v in cfg.items()}
-    if type(cfg).__module__ == "jsonargparse.typing":
-        for plain in (int, float, str):
-            if isinstance(cfg, plain):
-                return plain(cfg)
-    return cfg
-
-
 # Lightning types these ``Union[float, int]``, so the CLI reads ``1`` as 1.0 (= 100 % of the batches); a user typing
 # ``--trainer.limit_val_batches 1`` means one batch, as ``Trainer(limit_val_batches=1)`` does
 _COUNTS = (
