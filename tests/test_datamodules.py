@@ -128,7 +128,8 @@ def test_tiny_imagenet_reads_its_released_layout_and_trains_through_the_cli(tmp_
 
 
 def test_the_data_layer_knows_nothing_of_the_networks():
-    """The data layer imports the option types only (the package's __init__ maps legacy class paths)."""
+    """The data layer imports the option types and the error family only (the package's __init__ maps legacy class
+    paths)."""
     import subprocess
     import sys
 
@@ -136,7 +137,7 @@ def test_the_data_layer_knows_nothing_of_the_networks():
 
     code = (
         "import sys, datamodules; print(sorted(m for m in sys.modules if m.startswith('srsnn.') and "
-        "m not in ('srsnn.types', 'srsnn.io', 'srsnn.io.legacy')))"
+        "m not in ('srsnn.types', 'srsnn.errors', 'srsnn.io', 'srsnn.io.legacy')))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -13,7 +13,7 @@ def test_no_generic_top_level_package_is_installed():
         p.split(".")[0]
         for p in find_packages(ROOT, include=["srsnn*", "lightning_modules*", "datamodules*", "callbacks*"])
     }
-    assert tops == {"srsnn", "lightning_modules", "datamodules", "callbacks"}
+    assert tops == {"srsnn", "srsnn_cli", "lightning_modules", "datamodules", "callbacks"}
     assert {"srsnn.ann", "srsnn.snn", "srsnn.pruning", "srsnn.robustness", "srsnn.export", "srsnn.io"} <= set(
         find_packages(ROOT)
     )
