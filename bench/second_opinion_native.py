@@ -31,7 +31,7 @@ from datamodules import Digits  # noqa: E402
 from srsnn.io.checkpoints import load_weights  # noqa: E402
 from srsnn.io.dotted import import_dotted  # noqa: E402
 from srsnn.robustness.attacks import SAPGD  # noqa: E402
-from srsnn.robustness.paths import native_ensemble, snn_attack_paths, use_path  # noqa: E402
+from srsnn.robustness.paths import paper_ensemble, snn_attack_paths, use_path  # noqa: E402
 from srsnn.snn.native import NativeNet  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,7 +77,7 @@ SETTINGS = ((0.35, 0.5), (0.425, 1.0), (0.49, 2.0))
 SNN_PATHS = {
     m["name"]: m for mode in ("assg", "hart", "pdsg") for a_, g_ in SETTINGS for m in snn_attack_paths(a_, g_, (mode,))
 }
-SNN_PATHS |= {m["name"]: m for m in native_ensemble() if m["mode"] == "bptr"}
+SNN_PATHS |= {m["name"]: m for m in paper_ensemble() if m["mode"] == "bptr"}
 
 
 @contextlib.contextmanager

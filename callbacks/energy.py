@@ -23,7 +23,7 @@ from srsnn.export.compact import export_compact
 from srsnn.modes import module_mode
 from srsnn.pruning.masks import sparsity_report
 from srsnn.snn.native import NativeNet, describe, first_spiking
-from srsnn.snn.synops import NativeSynopCounter, SynopCounter, ann_macs, first_layer_macs, layer_labels
+from srsnn.snn.synops import NativeSynopCounter, SynopCounter, ann_macs, energy_uj, first_layer_macs, layer_labels
 
 from .shards import sum_over_ranks, test_subset, write_results
 
@@ -85,12 +85,8 @@ class SpikeEnergyMonitor(Callback):
             res["storage"] = export_compact(net, os.path.join(tmp, "m.safetensors"), {"kind": kind})
         if kind != "snn":
             macs, dense = ann_macs(net, shape), ann_macs(net, shape, dense=True)
-            res.update(
-                macs=macs,
-                dense_macs=dense,
-                energy_uj=macs * self.e_mac * 1e-6,
-                dense_energy_uj=dense * self.e_mac * 1e-6,
-            )
+            res.update(macs=macs, dense_macs=dense)
+            res.update(self._energy(0.0, 0.0, macs, dense))
             rank_zero_info(
                 f"[SpikeEnergyMonitor] ANN: {macs:,.0f} non-zero MAC / sample (dense {dense:,.0f}); "
                 f"estimated {res['energy_uj']:.4f} uJ / sample at E_MAC = {self.e_mac} pJ"
@@ -124,11 +120,8 @@ class SpikeEnergyMonitor(Callback):
             first_layer_macs=first,
             dense_first_layer_macs=first_dense,
             synop_ratio_dense_over_sparse=tot["dense_synops"] / max(tot["synops"], 1e-12),
-            energy_uj=(tot["synops"] * self.e_ac + first * self.e_mac) * 1e-6,
-            dense_energy_uj=(tot["dense_synops"] * self.e_ac + first_dense * self.e_mac) * 1e-6,
-            e_ac_pj=self.e_ac,
-            e_mac_pj=self.e_mac,
         )
+        res.update(self._energy(tot["synops"], tot["dense_synops"], first, first_dense))
         rank_zero_info(
             f"[SpikeEnergyMonitor] SNN, T={T}, {counter.samples} samples: {tot['spikes']:,.0f} spikes / sample, "
             f"{tot['synops']:,.0f} synops / sample (dense masks: {tot['dense_synops']:,.0f}, "
@@ -168,10 +161,7 @@ class SpikeEnergyMonitor(Callback):
             synop_ratio_dense_over_sparse=tot["dense_synops"] / max(tot["synops"], 1e-12),
         )
         res.update(
-            energy_uj=(tot["synops"] * self.e_ac + res["first_layer_macs"] * self.e_mac) * 1e-6,
-            dense_energy_uj=(tot["dense_synops"] * self.e_ac + res["dense_first_layer_macs"] * self.e_mac) * 1e-6,
-            e_ac_pj=self.e_ac,
-            e_mac_pj=self.e_mac,
+            self._energy(tot["synops"], tot["dense_synops"], res["first_layer_macs"], res["dense_first_layer_macs"])
         )
         rank_zero_info(
             f"[SpikeEnergyMonitor] snnTorch SNN, {counter.samples} samples: {tot['spikes']:,.0f} spikes / sample, "
@@ -180,6 +170,16 @@ class SpikeEnergyMonitor(Callback):
             f"{res['energy_uj']:.4f} uJ / sample"
         )
         return res
+
+    def _energy(self, synops: float, dense_synops: float, macs: float, dense_macs: float) -> dict[str, Any]:
+        """The estimate for the sparse network and its dense-mask counterfactual (``srsnn.snn.synops.energy_uj``);
+        an ANN has no synops, only MACs."""
+        return {
+            "energy_uj": energy_uj(synops, macs, self.e_ac, self.e_mac),
+            "dense_energy_uj": energy_uj(dense_synops, dense_macs, self.e_ac, self.e_mac),
+            "e_ac_pj": self.e_ac,
+            "e_mac_pj": self.e_mac,
+        }
 
     def write(self, trainer) -> None:
         write_results(
@@ -203,7 +203,7 @@ def energy_markdown(r: dict[str, Any]) -> str:
     if r["kind"] != "snn":
         lines.append(
             f"ANN: {r['macs']:,.0f} non-zero MAC / sample (dense {r['dense_macs']:,.0f}); "
-            f"energy estimate {r['energy_uj']:.4f} uJ / sample (E_MAC = {4.6 if 'e_mac_pj' not in r else r['e_mac_pj']} pJ)"  # noqa: E501
+            f"energy estimate {r['energy_uj']:.4f} uJ / sample (E_MAC = {r.get('e_mac_pj', 4.6)} pJ)"
         )
         return "\n".join(lines) + "\n"
     if r.get("native"):
@@ -224,10 +224,16 @@ def energy_markdown(r: dict[str, Any]) -> str:
         "",
         f"first layer (analog input, not spikes): {r['first_layer_macs']:,.0f} MAC / sample over T steps",
         f"dense-mask / sparse synops: {r['synop_ratio_dense_over_sparse']:.2f}x",
-        f"energy estimate: {r['energy_uj']:.4f} uJ / sample (dense masks {r['dense_energy_uj']:.4f}); "
-        f"E_AC = {r['e_ac_pj']} pJ, E_MAC = {r['e_mac_pj']} pJ (45 nm, Horowitz 2014) — an estimate, not a measurement",
+        _energy_line(r),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _energy_line(r: dict[str, Any]) -> str:
+    return (
+        f"energy estimate: {r['energy_uj']:.4f} uJ / sample (dense masks {r['dense_energy_uj']:.4f}); "
+        f"E_AC = {r['e_ac_pj']} pJ, E_MAC = {r['e_mac_pj']} pJ (45 nm, Horowitz 2014) — an estimate, not a measurement"
+    )
 
 
 def _native_lines(r: dict[str, Any]) -> list[str]:
@@ -249,8 +255,7 @@ def _native_lines(r: dict[str, Any]) -> list[str]:
         f"| **total** | {t['synops']:,.0f} | {t['dense_synops']:,.0f} |",
         "",
         f"input layers ({', '.join(r['input_layers'])}; analog input, every step): {r['first_layer_macs']:,.0f} MAC",
-        f"energy estimate: {r['energy_uj']:.4f} uJ / sample (dense masks {r['dense_energy_uj']:.4f}); "
-        f"E_AC = {r['e_ac_pj']} pJ, E_MAC = {r['e_mac_pj']} pJ (45 nm, Horowitz 2014) — an estimate, not a measurement",
+        _energy_line(r),
     ]
     return lines
 

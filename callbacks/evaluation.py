@@ -28,7 +28,7 @@ from srsnn.modes import frozen_parameters, module_mode
 from srsnn.robustness.attacks import Eps, parse_eps
 from srsnn.robustness.audit import audit, confidence_statement, dead_paths, summarize, verdict
 from srsnn.robustness.budget import AdaptiveBudget, Preset
-from srsnn.robustness.paths import paper_ensemble, snn_attack_paths
+from srsnn.robustness.paths import ensemble, path_modes, snn_attack_paths
 from srsnn.robustness.planner import label
 from srsnn.robustness.reporting import attacks_markdown, plot_robust_accuracy
 from srsnn.robustness.results import Budget, Evaluation, MembersAlone, PerSample, SampleRecord
@@ -133,8 +133,7 @@ class AttackEvaluation(Callback):
     def members(self, pl_module) -> Optional[list[dict]]:
         if self.ensemble == "none" or (self.ensemble == "auto" and getattr(pl_module, "kind", "ann") != "snn"):
             return None
-        own = getattr(pl_module, "gradient_paths", None)  # an SNN of another kind names its own (NativeSNN)
-        return own() if callable(own) else paper_ensemble()
+        return ensemble(pl_module.model)
 
     def on_test_epoch_end(self, trainer, pl_module):
         model = pl_module.model
@@ -165,7 +164,7 @@ class AttackEvaluation(Callback):
                 num_classes = int(model(x[:1]).shape[1])
         members = self.members(pl_module)
         reduce = sum_over_ranks  # counts are made on the data's device (NCCL takes accelerator tensors only)
-        modes = getattr(pl_module, "snn_path_modes", ("assg", "hart"))
+        modes = path_modes(model)
         tuning = (
             self._tune(trainer, model, device, modes)
             if members and modes and self.adaptive and self.adaptive.snn_restarts
@@ -259,7 +258,7 @@ class AttackEvaluation(Callback):
             n = min(TUNE_SAMPLES, self.num_samples) if self.num_samples else TUNE_SAMPLES
             xv, yv, iv = test_subset(trainer, n, split="val")
         except UserError as err:
-            return {"assg": 0.425, "hart": 1.0, "how": f"the published defaults ({err})"}
+            return {**{m: GRIDS[m][2] for m in GRIDS}, "how": f"the published defaults ({err})"}
         steps = min(50, self.adaptive.snn_steps)
         with frozen_parameters(model):  # attacks need dL/dx only
             out = tune_snn_paths(

@@ -1,7 +1,7 @@
 """An SNN you built with snnTorch: evaluated through the spikes, counted and fine-tuned like the repo's own.
 
 ``test``: the worst case over the paper protocol through the gradient paths of ``srsnn.robustness.paths.
-native_ensemble`` (own surrogate, 17 threshold-scaled surrogate shapes, BPTR, RGA), the adaptive tier and SA-PGD
+ensemble`` (own surrogate, 17 threshold-scaled surrogate shapes, BPTR, RGA), the adaptive tier and SA-PGD
 through ASSG, HART and PDSG, with ``callbacks.AttackEvaluation``; spikes, synops and energy from the spikes the net
 emits with ``callbacks.SpikeEnergyMonitor``. ``fit``: TRADES with R+FGSM (the paper's SNN fine-tuning) through BPTT
 with the net's own surrogate; pruning masks stay frozen: those of a state dict saved from ``torch.nn.utils.prune``
@@ -18,7 +18,6 @@ from torch import nn
 from srsnn.io.checkpoints import load_weights
 from srsnn.pruning.masks import masks_from_nonzero
 from srsnn.robustness.objectives import InnerAttack, Objective
-from srsnn.robustness.paths import native_ensemble
 from srsnn.snn.native import NativeNet, Readout
 
 from .adversarial import AdversarialClassifier
@@ -76,9 +75,3 @@ class NativeSNN(AdversarialClassifier):
 
     def network_name(self) -> str:
         return type(self.snn_model.net).__name__
-
-    def gradient_paths(self) -> list[dict]:
-        """The paths the evaluation attacks through (``AttackEvaluation`` asks)."""
-        return native_ensemble()
-
-    snn_path_modes = ("assg", "hart", "pdsg")  # the SNN-specific paths defined for snnTorch neurons

@@ -12,7 +12,8 @@ import contextlib
 import torch
 from torch import nn
 
-from srsnn.snn.network import gradient_path
+from srsnn.snn.network import gradient_path, neurons_of
+from srsnn.snn.neurons import ASSG_A, HART_GAMMA
 
 MODEL = {"name": "model", "mode": None}  # the deployed forward itself (ANNs; Square; transfer judging)
 
@@ -35,10 +36,13 @@ def paper_ensemble() -> list[dict]:
     return members
 
 
-def native_ensemble() -> list[dict]:
-    """The gradient paths of an SNN built with snnTorch (``srsnn.snn.native_paths``): its own surrogate (``model``), the
+def ensemble(model: nn.Module) -> list[dict]:
+    """The gradient paths an SNN is attacked through, from its neurons: for the repo's IF neuron the paper's 19
+    (``paper_ensemble``); for snnTorch neurons (``srsnn.snn.native_paths``) their own surrogate (``model``), the
     paper ensemble's 17 surrogate shapes, each scaled to the neuron's threshold, BPTR and RGA (the rate gradient of
     HART's reference; the ensemble's ReLU path needs the repo's IF neuron)."""
+    if neurons_of(model):
+        return paper_ensemble()
     return (
         [dict(MODEL)]
         + [m for m in paper_ensemble() if m["mode"] in ("spike", "bptr")]
@@ -46,7 +50,14 @@ def native_ensemble() -> list[dict]:
     )
 
 
-def snn_attack_paths(assg_a: float = 0.425, hart_gamma: float = 1.0, modes: tuple = ("assg", "hart")) -> list[dict]:
+def path_modes(model: nn.Module) -> tuple[str, ...]:
+    """The published SNN-specific paths defined for the network's neurons (``snn_attack_paths``' ``modes``)."""
+    return ("assg", "hart") if neurons_of(model) else ("assg", "hart", "pdsg")
+
+
+def snn_attack_paths(
+    assg_a: float = ASSG_A, hart_gamma: float = HART_GAMMA, modes: tuple = ("assg", "hart")
+) -> list[dict]:
     """The published SNN-specific gradient paths beyond the paper's ensemble, those of ``modes`` (the ones the network
     defines): ASSG (Wang et al., arXiv 2512.22522; A) and HART (Hao et al., ICLR 2024; gamma relative to the
     threshold) for the repo's IF neuron (``srsnn.snn.neurons.IFNeuron``, the default); ASSG, HART and PDSG (Lun et

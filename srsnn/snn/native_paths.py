@@ -42,7 +42,7 @@ from torch import nn
 
 from srsnn.errors import UserError
 from srsnn.snn.native import NativeNet, spiking_neurons
-from srsnn.snn.neurons import ASSG_BETA, ASSG_RELAX
+from srsnn.snn.neurons import ASSG_A, ASSG_BETA, ASSG_RELAX, HART_GAMMA, assg_omega
 from srsnn.snn.surrogates import Surrogate, make_surrogate
 
 NATIVE_MODES = ("spike", "assg", "pdsg", "hart", "bptr", "rga")
@@ -83,7 +83,7 @@ class AdaptiveAtanSpike:
     """ASSG's ``spike_grad`` for one neuron (see the module docstring); ``stats`` per call of one forward."""
 
     def __init__(self, a: float, neuron: nn.Module):
-        self.omega = 2 * math.tan(math.pi * a) / math.pi
+        self.omega = assg_omega(a)
         self.neuron, self.stats, self.calls = neuron, [], 0
 
     def new_forward(self) -> None:
@@ -154,11 +154,11 @@ def native_gradient_path(
             net.path_forward = lambda x: _Hart.apply(x, net)
         for m in neurons:
             if mode == "assg":
-                m.spike_grad = AdaptiveAtanSpike(0.425 if param is None else float(param), m)
+                m.spike_grad = AdaptiveAtanSpike(ASSG_A if param is None else float(param), m)
             elif mode == "pdsg":
                 m.spike_grad = PDSGSpike(m)
             elif mode == "hart":
-                m.spike_grad = ScaledSurrogate(_Triangle(1.0 if param is None else float(param)), m)
+                m.spike_grad = ScaledSurrogate(_Triangle(HART_GAMMA if param is None else float(param)), m)
             elif mode == "rga":
                 m.spike_grad = _RateGrad(m)
                 hooks.append(m.register_forward_pre_hook(_RateGrad.record, with_kwargs=True))

@@ -163,6 +163,9 @@ class _IFHart(torch.autograd.Function):
 
 
 ASSG_BETA, ASSG_RELAX = 0.9, 1.5  # the running means' decay and the dispersion weight (Wang et al.)
+# the published defaults of the SNN attack paths' one hyperparameter: ASSG's A (Wang et al.) and HART's gamma relative
+# to the threshold (Hao et al.); every path, the tuning grid and the fallback read them from here
+ASSG_A, HART_GAMMA = 0.425, 1.0
 
 
 def assg_omega(a: float) -> float:
@@ -266,7 +269,7 @@ class IFNeuron(snntorch.Leaky):
         elif self.mode == "assg":
             spikes = _IFAdaptiveAtan.apply(xt, v0, theta, self._assg_alphas, self.reset_mode == "zero")
         elif self.mode == "hart":
-            gamma = 1.0 if self.path_param is None else float(self.path_param)
+            gamma = HART_GAMMA if self.path_param is None else float(self.path_param)
             spikes = _IFHart.apply(xt, v0, theta, gamma, self.reset_mode == "zero")
         else:
             raise ValueError(f"IFNeuron.mode must be one of {MODES}, got {self.mode!r}")
@@ -282,7 +285,7 @@ class IFNeuron(snntorch.Leaky):
         stats = self.assg_stats
         if stats is None or len(stats) != len(dist) or stats[0][0].shape != dist[0].shape:
             stats = [(torch.full_like(d, float(theta)), torch.zeros_like(d)) for d in dist]
-        omega = assg_omega(0.425 if self.path_param is None else float(self.path_param))
+        omega = assg_omega(ASSG_A if self.path_param is None else float(self.path_param))
         alphas, new = torch.empty_like(dist), []
         for t, (m, d) in enumerate(stats):
             m = ASSG_BETA * m + (1 - ASSG_BETA) * dist[t]

@@ -84,6 +84,12 @@ def fanout(
     return total.round()
 
 
+def energy_uj(synops: float, macs: float, e_ac_pj: float = 0.9, e_mac_pj: float = 4.6) -> float:
+    """Energy estimate per sample in uJ: E = synops * E_AC + MACs * E_MAC (an ANN: synops = 0, every MAC; an SNN: the
+    analog first layer's MACs over T), E_AC = 0.9 pJ and E_MAC = 4.6 pJ at 45 nm (Horowitz, ISSCC 2014)."""
+    return (synops * e_ac_pj + macs * e_mac_pj) * 1e-6
+
+
 def first_layer_macs(net: nn.Sequential, input_shape: tuple, dense: bool = False) -> float:
     """MACs of the weight layers that see the analog input (before the first neuron), per sample and step."""
     first = stateless_prefix(net)
