@@ -23,7 +23,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lightning_modules.loading import link_data_arguments, plain_numbers
 from srsnn.errors import UserError
-from srsnn.io.checkpoints import check_kind, read_checkpoint, resolve_checkpoint
+from srsnn.io.checkpoints import check_kind, read_checkpoint, resolve_checkpoint, run_folder_of
 from srsnn.io.dotted import import_dotted
 from srsnn_cli.options import (
     EvaluationOptions,
@@ -100,6 +100,10 @@ class CLI(LightningCLI):
 
     def __init__(self, *a, args=None, **kw):
         self._args = sys.argv[1:] if args is None else list(args) if isinstance(args, (list, tuple)) else []
+        # the run folder given by the caller (flag, or an in-process call's dict), not only by a --config file
+        self._root_given = any(x.split("=")[0] == "--trainer.default_root_dir" for x in self._args) or (
+            isinstance(args, (dict, Namespace)) and "default_root_dir" in str(args)
+        )
         super().__init__(*a, args=args, **kw)
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -176,6 +180,10 @@ class CLI(LightningCLI):
         for key in ("ann_checkpoint", "init_from"):
             if init is not None and init.get(key):
                 init[key] = resolve_checkpoint(init[key], f"model.init_args.{key}")
+        if sub in ("validate", "test") and cfg.get("ckpt_path") and not self._root_given:
+            # an evaluation lands in its checkpoint's run (runs/<run>/test/version_K), not in the run folder its
+            # --config names (which may be another run's: the same config serves many datasets and networks)
+            cfg.trainer.default_root_dir = run_folder_of(cfg.ckpt_path)
         root = cfg.trainer.get("default_root_dir") or os.getcwd()
         if cfg.trainer.get("logger") in (None, True):
             version = _version_of(cfg.ckpt_path, root) if sub == "fit" and cfg.get("ckpt_path") else None

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -44,34 +46,25 @@ def test_corrupt_dataset_file_is_one_clear_error(tmp_path):
         CIFAR10(data_dir=str(tmp_path / "cifar")).setup("fit")
 
 
-def test_readme_bring_your_own_data_example_runs(tmp_path):
-    """The worked example of README "Bring your own data", through train.py."""
+def test_readme_bring_your_own_data_example_runs(tmp_path, monkeypatch):
+    """The worked example of README "Your own data" as written, fit then test (its run folders moved into tmp, the
+    fit and the evaluation made tiny): the test run lands in the fit's run folder, not in the digits demo's."""
     import re
+    import shlex
 
-    from helpers import ROOT, run_cli, tiny_overrides
+    from helpers import ROOT, run_cli, tiny_eval, tiny_overrides
 
     readme = (ROOT / "README.md").read_text()
     code = re.search(r"```python\n# my_data.py\n(.*?)```", readme, re.S).group(1)
     (tmp_path / "my_data.py").write_text(code)
-    import os
-
-    env_path = os.environ.get("PYTHONPATH", "")
-    os.environ["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{env_path}"
-    try:
-        out = run_cli(
-            "train.py",
-            "fit",
-            "--config",
-            "conf/digits/ann.yaml",
-            "--data",
-            "my_data.MyDots",
-            "--model.init_args.net.init_args.num_classes",
-            "2",
-            *tiny_overrides(tmp_path / "run"),
-        )
-    finally:
-        os.environ["PYTHONPATH"] = env_path
-    assert "Trainer.fit` stopped" in out.stderr + out.stdout
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    block = re.search(r"```bash\n(python train.py fit [^`]*my_data.MyDots.*?)```", readme, re.S).group(1)
+    fit, test = [shlex.split(line.replace("runs/", f"{tmp_path}/runs/")) for line in block.strip().splitlines()]
+    assert fit[1:3] == ["train.py", "fit"] and test[1:3] == ["train.py", "test"]
+    run_cli(*fit[1:], *tiny_overrides(tmp_path / "runs" / "mydots" / "ann")[:-2])
+    out = run_cli(*test[1:], "--config", tiny_eval(tmp_path), "--trainer.limit_test_batches", "2")
+    assert (tmp_path / "runs" / "mydots" / "ann" / "test").is_dir(), out.stdout[-500:]
+    assert not (tmp_path / "runs" / "digits").exists() and not list((ROOT / "runs").glob("mydots*"))
 
 
 def _fake_tiny_imagenet(root, per_class: int = 1, val: int = 6):

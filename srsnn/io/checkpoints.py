@@ -33,6 +33,16 @@ def resolve_checkpoint(path: Optional[str], what: str = "checkpoint") -> Optiona
     return found[-1]
 
 
+def run_folder_of(ckpt_path: str) -> str:
+    """The run folder a checkpoint belongs to: the folder holding its ``lightning_logs/`` (``<run>/lightning_logs/
+    version_K/checkpoints/last.ckpt``), else the checkpoint file's own folder."""
+    parts = os.path.normpath(os.path.abspath(ckpt_path)).split(os.sep)
+    if "lightning_logs" in parts:
+        k = len(parts) - 1 - parts[::-1].index("lightning_logs")
+        return os.path.relpath(os.sep.join(parts[:k]) or os.sep)
+    return os.path.relpath(os.path.dirname(os.path.abspath(ckpt_path)))
+
+
 def read_checkpoint(path: str, what: str = "checkpoint") -> dict[str, Any]:
     """Load a file with ``weights_only=True``; refuse pickled code instead of running it."""
     path = resolve_checkpoint(path, what)

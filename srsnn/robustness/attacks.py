@@ -48,7 +48,7 @@ def check_pixel_range(x: torch.Tensor, where: str) -> None:
 class RFGSMKL(Attack):
     """R+FGSM on the TRADES KL term (Tramèr et al., ICLR 2018; Özdenizci & Legenstein, TMLR 2024).
 
-    x' = clip(x + alpha * sign(N(0, I)));  x_adv = clip_eps(x' + (eps - alpha) * sign(grad_x' KL(f(x') || f(x))))
+    x' = clip(x + alpha * sign(N(0, I)));  x_adv = clip_eps(x' + (eps - alpha) * sign(grad_x' KL(f(x) || f(x'))))
     """
 
     def __init__(self, model: nn.Module, eps: float = 2 / 255, alpha: float = 1 / 255):
