@@ -2,13 +2,7 @@
 
 from .energy import SpikeEnergyMonitor
 from .evaluation import AttackEvaluation
-from .pruning import ChannelPruning, HarpPruning, HydraPruning, MagnitudePruning
+from .pruning import *  # noqa: F403 - every pruning method of callbacks/pruning/ (callbacks.HydraPruning, ...)
+from .pruning import __all__ as _pruning
 
-__all__ = [
-    "MagnitudePruning",
-    "HydraPruning",
-    "HarpPruning",
-    "ChannelPruning",
-    "AttackEvaluation",
-    "SpikeEnergyMonitor",
-]
+__all__ = ["AttackEvaluation", "SpikeEnergyMonitor", *_pruning]

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+import callbacks.pruning  # noqa: F401 - registers every pruning method (the report's labels and colors)
 from srsnn.report import __doc__ as DOC
 from srsnn.report.claims import claims
 from srsnn.report.figures import plots

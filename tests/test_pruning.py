@@ -201,3 +201,59 @@ def test_compact_export_round_trip_random_shapes_and_sparsities(width, size, spa
     x = torch.rand(3, 1, size, size)
     with torch.no_grad():
         assert torch.equal(net(x), back(x))
+
+
+TOY_METHOD = '''"""A toy method: every other weight of each layer pruned, once, at the start of fit."""
+
+import torch
+
+from srsnn.pruning.masks import add_mask, ensure_masks, prunable_layers
+
+from . import PruningSchedule, _net
+
+
+class EveryOtherPruning(PruningSchedule):
+    method, label, color = "toy", "Toy", "tab:olive"
+
+    def __init__(self, sparsity: float = 0.5):
+        super().__init__(sparsity)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        net = _net(pl_module)
+        ensure_masks(net)
+        for _, m in prunable_layers(net):
+            add_mask(m, (torch.arange(m.weight.numel(), device=m.weight.device) % 2 == 0).view_as(m.weight).float())
+        self.log_sparsity(trainer, pl_module)
+'''
+
+
+@pytest.mark.slow
+def test_a_pruning_method_is_one_module(dense_ann_ckpt, tmp_path):
+    """A method dropped into callbacks/pruning/ (here a copy of the package, first on the path) is a callback the
+    config names, runs in fit, and the registry gives the report its label and color; nothing else is edited."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    # the copy and a copy of train.py in one folder: a script's own folder comes first on the path
+    shutil.copytree(ROOT / "callbacks", tmp_path / "callbacks", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "callbacks" / "pruning" / "toy.py").write_text(TOY_METHOD)
+    shutil.copy(ROOT / "train.py", tmp_path / "train.py")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    probe = (
+        "import callbacks, srsnn.report.figures as f, srsnn.report.tables as t\n"
+        "from srsnn.pruning.registry import method\n"
+        "print(callbacks.__file__, callbacks.EveryOtherPruning.__name__, method('toy').label, f._color('Toy'))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert str(tmp_path) in out.stdout and out.stdout.split()[1:] == ["EveryOtherPruning", "Toy", "tab:olive"]
+    fit = [sys.executable, str(tmp_path / "train.py"), "fit", "--config", str(ROOT / "conf/digits/ann.yaml")]
+    fit += ["--model.init_args.init_from"]
+    fit += [dense_ann_ckpt, "--trainer.callbacks", "callbacks.EveryOtherPruning", *tiny_overrides(tmp_path / "run")]
+    out = subprocess.run(fit, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "[EveryOtherPruning] epoch 0: global sparsity 0.5" in out.stderr + out.stdout

@@ -2,6 +2,7 @@
 
 import re
 
+import callbacks.pruning  # noqa: F401 - registers the pruning methods (the report's labels)
 from srsnn import report
 from srsnn.errors import UserError
 from srsnn_cli import report as report_cli

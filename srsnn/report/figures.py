@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
+from srsnn.pruning.registry import color_of
+
 from .tables import eps_columns, main_rows, t_sweeps
 
-COLORS = {"dense": "black", "LWM": "tab:red", "HYDRA": "tab:blue", "HARP": "tab:green", "channels": "tab:purple"}
 Row = dict[str, Any]
 
 
-def _color(method: Optional[str]) -> str:
-    return COLORS.get(method or "", "tab:gray")
+def _color(label: Optional[str]) -> str:
+    return color_of(label)
 
 
 def _plt():

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from srsnn.pruning.registry import method
 from srsnn.robustness.audit import verdict
 from srsnn.robustness.reporting import pct
 from srsnn.robustness.results import Check
 
 from .seeds import over_seeds, seed_of
-
-METHODS = {"lwm": "LWM", "hydra": "HYDRA", "harp": "HARP", "channels": "channels", None: "dense", "native": "native"}
 
 
 def build_table(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
@@ -45,7 +44,7 @@ def row_of(r: dict[str, Any], eps_cols: list[str], dense_snn: Optional[dict[str,
         "run": r.get("label", r["name"]),
         "kind": a.kind,
         "sparsity": e.get("sparsity", {}).get("global"),
-        "method": METHODS.get(m["method"], m["method"]) if m else None,
+        "method": method(m["method"]).label if m else None,
         "T": e.get("num_steps"),
         "converted_only": bool(m and m["converted_only"]),
         "samples": a.num_samples,
