@@ -69,20 +69,9 @@ class SpikeEnergyMonitor(Callback):
         xs = test_subset(trainer, self.num_samples)[0] if kind == "snn" or not shape else None
         shape = tuple(shape or xs.shape[1:])  # a plain LightningDataModule need not declare it: the images say it
         net = model.net if kind == "snn" else model
-        res: dict[str, Any] = {
-            "kind": kind,
-            "units": {
-                "spikes": "spikes / sample",
-                "synops": "AC / sample",
-                "macs": "MAC / sample",
-                "energy": "uJ / sample (estimate)",
-                "bytes": "bytes",
-            },
-        }
-        res["sparsity"] = sparsity_report(net)
+        res: dict[str, Any] = {"kind": kind, "units": UNITS, "sparsity": sparsity_report(net)}
         res["labels"] = layer_labels(net)  # readable layer names (conv1, fc1) for tables and plots
-        with tempfile.TemporaryDirectory() as tmp:
-            res["storage"] = export_compact(net, os.path.join(tmp, "m.safetensors"), {"kind": kind})
+        res["storage"] = _storage(net, kind)
         if kind != "snn":
             macs, dense = ann_macs(net, shape), ann_macs(net, shape, dense=True)
             res.update(macs=macs, dense_macs=dense)
@@ -92,6 +81,10 @@ class SpikeEnergyMonitor(Callback):
                 f"estimated {res['energy_uj']:.4f} uJ / sample at E_MAC = {self.e_mac} pJ"
             )
             return res
+        return self._measure_snn(res, model, net, xs, shape, device)
+
+    def _measure_snn(self, res: dict[str, Any], model, net, xs: torch.Tensor, shape: tuple, device) -> dict[str, Any]:
+        """The converted SNN: spikes and synops per neuron layer (``SynopCounter``), summed over ranks."""
         counter = SynopCounter(model)
         n = len(xs)
         with counter:
@@ -141,8 +134,7 @@ class SpikeEnergyMonitor(Callback):
         res: dict[str, Any] = {"kind": "snn", "native": True}
         res["neurons"] = {name: describe(m) for m, name in counter.neurons.items()}
         res["sparsity"] = sparsity_report(model.net)
-        with tempfile.TemporaryDirectory() as tmp:
-            res["storage"] = export_compact(model.net, os.path.join(tmp, "m.safetensors"), {"kind": "snn"})
+        res["storage"] = _storage(model.net, "snn")
         # every count summed over ranks in one collective, float64 (exact integers beyond 2^24), then put back
         slots = [(st, k) for st in counter.spikes.values() for k in ("spikes",)]
         slots += [(st, k) for st in counter.synops.values() for k in ("synops", "dense_synops", "macs", "dense_macs")]
@@ -190,6 +182,21 @@ class SpikeEnergyMonitor(Callback):
             energy_markdown(self.results),
             {"energy_per_layer.png": lambda p: plot_layers(self.results, p)},
         )
+
+
+UNITS = {
+    "spikes": "spikes / sample",
+    "synops": "AC / sample",
+    "macs": "MAC / sample",
+    "energy": "uJ / sample (estimate)",
+    "bytes": "bytes",
+}
+
+
+def _storage(net: torch.nn.Module, kind: str) -> dict[str, Any]:
+    """The stored-weight size: the compact export's bytes beside dense fp32 (``srsnn.export.compact``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return export_compact(net, os.path.join(tmp, "m.safetensors"), {"kind": kind})
 
 
 def energy_markdown(r: dict[str, Any]) -> str:

@@ -157,39 +157,18 @@ class AttackEvaluation(Callback):
         device = pl_module.device
         x, y, idx = test_subset(trainer, self.num_samples)
         x, y = x.to(device), y.to(device)
-        dm = trainer.datamodule
-        num_classes = getattr(dm, "num_classes", None)
+        num_classes = getattr(trainer.datamodule, "num_classes", None)
         if not num_classes:
             with torch.no_grad():
                 num_classes = int(model(x[:1]).shape[1])
-        members = self.members(pl_module)
+        members, modes = self.members(pl_module), path_modes(model)
         reduce = sum_over_ranks  # counts are made on the data's device (NCCL takes accelerator tensors only)
-        modes = path_modes(model)
         tuning = (
             self._tune(trainer, model, device, modes)
             if members and modes and self.adaptive and self.adaptive.snn_restarts
             else None
         )
-        show = trainer.is_global_zero and trainer.progress_bar_callback is not None
-        progress = (
-            (lambda total: tqdm(total=total, desc="robustness", file=sys.stderr, dynamic_ncols=True, smoothing=0.1))
-            if show
-            else None
-        )
-        ev = Evaluator(
-            model,
-            members,
-            self.epsilons,
-            self.attacks,
-            num_classes,
-            self.adaptive,
-            transfer=self._transfer_source(device),
-            reduce=reduce,
-            progress=progress,
-            batch_size=self.batch_size,
-            stop=self._stop.is_set if self._stop else None,
-            snn_paths=snn_attack_paths(tuning["assg"], tuning["hart"], modes) if tuning else None,
-        )
+        ev = self._evaluator(trainer, model, members, num_classes, tuning, modes, device)
         total = int(reduce(torch.tensor(float(len(y)), device=device)).item())
         names = [m["name"] for m in ev.members]
         rank_zero_info(
@@ -212,20 +191,7 @@ class AttackEvaluation(Callback):
             num_classes=num_classes,
             epsilons=[float(e) for e in per_eps],
             ensemble=names,
-            budget=Budget(
-                paper=", ".join(label(a) for a in self.attacks)
-                + (f" through {len(names)} gradient paths (ensemble)" if members else " on the network"),
-                ranking_attack=label(ev.ranking_attack),
-                adaptive=self.adaptive.describe(len(names), num_classes) if self.adaptive else None,
-                transfer=f"PGD-10 from {self.transfer_from['ckpt_path']}" if self.transfer_from else None,
-                snn_paths=(
-                    f"SA-PGD ({self.adaptive.snn_steps} steps, {self.adaptive.snn_restarts} start(s)) through "
-                    + " and ".join(m["name"] for m in ev.snn_paths)
-                    + f" ({' and '.join(GRIDS[m][0] for m in modes if m in GRIDS)}: {tuning['how']})"
-                    if tuning
-                    else None
-                ),
-            ),
+            budget=self._budget(ev, bool(members), num_classes, tuning, modes),
             tuning=tuning,
             eps=per_eps,
             audit=checks,
@@ -233,21 +199,64 @@ class AttackEvaluation(Callback):
             interrupted=local["interrupted"],
             zero_gradient_samples_by_path=zero_by_path,
             notes=dead_paths(zero_by_path, total),
-            members_alone=(
-                MembersAlone(
-                    eps=local["ranking"]["eps"],
-                    attack=local["ranking"]["attack"],
-                    accuracy={k: (clean - v) / max(total, 1) for k, v in local["ranking"]["broken"].items()},
-                    top_k=[m["name"] for m in ev.ranked[: self.adaptive.top_k]],
-                )
-                if local["ranking"]
-                else None
-            ),
+            members_alone=self._members_alone(ev, local["ranking"], clean, total),
             seconds=time.time() - t0,
             seconds_by_phase={k: round(v, 1) for k, v in ev.seconds.items()},
         )
         _log_summary(res)
         return res, _per_sample_records(idx, local)
+
+    def _evaluator(self, trainer, model, members, num_classes: int, tuning, modes, device) -> Evaluator:
+        show = trainer.is_global_zero and trainer.progress_bar_callback is not None
+        progress = (
+            (lambda total: tqdm(total=total, desc="robustness", file=sys.stderr, dynamic_ncols=True, smoothing=0.1))
+            if show
+            else None
+        )
+        return Evaluator(
+            model,
+            members,
+            self.epsilons,
+            self.attacks,
+            num_classes,
+            self.adaptive,
+            transfer=self._transfer_source(device),
+            reduce=sum_over_ranks,
+            progress=progress,
+            batch_size=self.batch_size,
+            stop=self._stop.is_set if self._stop else None,
+            snn_paths=snn_attack_paths(tuning["assg"], tuning["hart"], modes) if tuning else None,
+        )
+
+    def _budget(self, ev: Evaluator, ensemble: bool, num_classes: int, tuning, modes) -> Budget:
+        """What ran, in words (``attacks.md``'s budget lines)."""
+        n = len(ev.members)
+        snn_paths = None
+        if tuning:
+            snn_paths = (
+                f"SA-PGD ({self.adaptive.snn_steps} steps, {self.adaptive.snn_restarts} start(s)) through "
+                + " and ".join(m["name"] for m in ev.snn_paths)
+                + f" ({' and '.join(GRIDS[m][0] for m in modes if m in GRIDS)}: {tuning['how']})"
+            )
+        return Budget(
+            paper=", ".join(label(a) for a in self.attacks)
+            + (f" through {n} gradient paths (ensemble)" if ensemble else " on the network"),
+            ranking_attack=label(ev.ranking_attack),
+            adaptive=self.adaptive.describe(n, num_classes) if self.adaptive else None,
+            transfer=f"PGD-10 from {self.transfer_from['ckpt_path']}" if self.transfer_from else None,
+            snn_paths=snn_paths,
+        )
+
+    def _members_alone(self, ev: Evaluator, ranking: dict, clean: int, total: int) -> Optional[MembersAlone]:
+        """Each gradient path's own robust accuracy under the ranking attack (None without a ranking)."""
+        if not ranking:
+            return None
+        return MembersAlone(
+            eps=ranking["eps"],
+            attack=ranking["attack"],
+            accuracy={k: (clean - v) / max(total, 1) for k, v in ranking["broken"].items()},
+            top_k=[m["name"] for m in ev.ranked[: self.adaptive.top_k]],
+        )
 
     def _tune(self, trainer, model, device, modes) -> dict:
         """ASSG's A and HART's gamma chosen on the first validation images (``tune_snn_paths``; as many as the test

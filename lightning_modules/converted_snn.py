@@ -180,25 +180,7 @@ class ConvertedSNN(AdversarialClassifier):
         state, failure, seconds = None, None, None
         if not distributed or trainer.global_rank == 0:
             try:
-                t0 = time.perf_counter()
-                batches = calibration_images(datamodule, self.calib_batches, self.calib_batch_size)
-                converted = convert(
-                    ann.to(device),
-                    [b.to(device) for b in batches],
-                    num_steps=self.snn.num_steps,
-                    recipe=self.recipe,
-                    surrogate=self.neuron_kwargs["surrogate"],
-                    encoding=self.snn.encoding,
-                    detach_reset=self.neuron_kwargs["detach_reset"],
-                )
-                # to the CPU: the module is still there, and a pickled CUDA tensor would land on rank 0's GPU
-                state = {k: v.detach().cpu() for k, v in converted.state_dict().items()}
-                seconds = time.perf_counter() - t0
-                log.info(
-                    f"[ConvertedSNN] rank {trainer.global_rank if trainer else 0}: converted and calibrated on "
-                    f"{device} in {seconds:.1f} s ({self.calib_batches} x {self.calib_batch_size} images, "
-                    f"T_c = {self.recipe.calib_steps})"
-                )
+                state, seconds = self._convert(ann, datamodule, device)
             except Exception as err:
                 if not distributed:
                     raise
@@ -223,6 +205,30 @@ class ConvertedSNN(AdversarialClassifier):
                 log.info(f"[ConvertedSNN] rank {trainer.global_rank}: received the converted SNN from rank 0")
         self.snn.load_state_dict(state)
         self.converted_metrics["converted/seconds"] = seconds  # wall time of the conversion (rank 0's)
+
+    def _convert(self, ann, datamodule, device) -> tuple[dict, float]:
+        """Convert and calibrate on ``device``; the SNN's state on the CPU and the seconds it took."""
+        t0 = time.perf_counter()
+        batches = calibration_images(datamodule, self.calib_batches, self.calib_batch_size)
+        converted = convert(
+            ann.to(device),
+            [b.to(device) for b in batches],
+            num_steps=self.snn.num_steps,
+            recipe=self.recipe,
+            surrogate=self.neuron_kwargs["surrogate"],
+            encoding=self.snn.encoding,
+            detach_reset=self.neuron_kwargs["detach_reset"],
+        )
+        # to the CPU: the module is still there, and a pickled CUDA tensor would land on rank 0's GPU
+        state = {k: v.detach().cpu() for k, v in converted.state_dict().items()}
+        seconds = time.perf_counter() - t0
+        trainer = self._trainer
+        log.info(
+            f"[ConvertedSNN] rank {trainer.global_rank if trainer else 0}: converted and calibrated on "
+            f"{device} in {seconds:.1f} s ({self.calib_batches} x {self.calib_batch_size} images, "
+            f"T_c = {self.recipe.calib_steps})"
+        )
+        return state, seconds
 
     # -- the converted SNN's accuracy before fine-tuning --------------------------------------------
     # Lightning's sanity check runs validation on the just-converted SNN before the first training step; with

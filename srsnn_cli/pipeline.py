@@ -79,7 +79,7 @@ def _run(cfg: dict, stages: list[Stage], root: str, extra: list[str], dry_run: b
     for k, st in enumerate(stages, 1):
         d, head = os.path.join(root, st.name), f"== stage {k}/{len(stages)}: {st.name}"
         train = _script("train", "train")
-        cmd = [*train, st.command, "--config", st.config, *st.args, *extra]
+        cmd = [*train, st.command, *st.config_args(), *st.args, *extra]
         ids[st.name] = identity(cmd[len(train) :], {src: ids[src] for src in st.needs.values()}, code)
         for opt, src in st.needs.items():
             ck = last_checkpoint(os.path.join(root, src))
@@ -94,7 +94,7 @@ def _run(cfg: dict, stages: list[Stage], root: str, extra: list[str], dry_run: b
             resume = ["--ckpt_path", last_checkpoint(d)]
             print(f"{head} — resuming from {resume[1]}", flush=True)
         else:
-            print(f"{head} ({st.command} {st.config})", flush=True)
+            print(f"{head} ({st.command} {' + '.join(st.configs)})", flush=True)
         if dry_run:
             print("   " + shlex.join(cmd + resume))
             continue

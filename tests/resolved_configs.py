@@ -21,14 +21,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def stage_configs() -> list[str]:
-    """The train.py configs of every dataset (pipeline files, which name a ``run_dir`` or ``include`` one, and shared
-    fragments excluded)."""
-    return sorted(
+    """The train.py configs of every dataset (pipeline files, which name a ``run_dir`` or ``include`` one, shared
+    fragments and groups excluded), and the compositions the pipelines name (``a.yaml + conf/prune/hydra.yaml``)."""
+    files = [
         str(p.relative_to(ROOT))
         for p in ROOT.glob("conf/*/*.yaml")
-        if p.parent.name not in ("trainer", "shared")
+        if p.parent.name not in ("trainer", "shared", "prune")
         and not {"run_dir", "include"} & set(yaml.safe_load(p.read_text()) or {})
-    )
+    ]
+    composed = [
+        " + ".join(entry["config"])
+        for p in ROOT.glob("conf/*/pipeline.yaml")
+        for entry in (yaml.safe_load(p.read_text()).get("pruning") or [])
+        if not isinstance(entry["config"], str)
+    ]
+    return sorted(set(files + composed))
 
 
 def flatten(value, prefix: str = "") -> dict:
@@ -47,7 +54,8 @@ def resolve(config: str) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def resolve_nested(config: str) -> dict:
-    """``train.py fit --config <config> --print_config``, run in this process (cached: do not mutate)."""
+    """``train.py fit --config <config> --print_config`` (each file of ``a.yaml + b.yaml`` in order), run in this
+    process (cached: do not mutate)."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     import train
@@ -56,7 +64,8 @@ def resolve_nested(config: str) -> dict:
     with contextlib.redirect_stdout(buf), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*args parameter is intended.*")  # the caller's own argv
         try:
-            train.main(["fit", "--config", str(ROOT / config), "--print_config"])
+            configs = [arg for c in config.split(" + ") for arg in ("--config", str(ROOT / c))]
+            train.main(["fit", *configs, "--print_config"])
         except SystemExit:
             pass
     return yaml.safe_load(buf.getvalue())

@@ -91,3 +91,17 @@ def test_no_import_cycle_between_modules():
     for n in sorted(graph):
         if n not in state:
             visit(n, [n])
+
+
+def test_no_function_is_over_60_lines():
+    """A function longer than a screen is split into named steps (the library, the Lightning layer, the entry
+    points)."""
+    long = []
+    for pkg in PACKAGES:
+        for f in sorted((ROOT / pkg).rglob("*.py")):
+            for node in ast.walk(ast.parse(f.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                    long.append(
+                        f"{f.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})"
+                    )
+    assert not long, long

@@ -82,8 +82,11 @@ def test_recipe_chain_runs_at_its_true_input_shape(dataset, tmp_path):
     _ok(
         run_main(
             "fit",
-            "--config",
-            prune["config"],
+            *[
+                arg
+                for c in ([prune["config"]] if isinstance(prune["config"], str) else prune["config"])
+                for arg in ("--config", c)
+            ],
             "--model.init_args.init_from",
             str(tmp_path / "ann"),
             *data,

@@ -72,7 +72,9 @@ def test_every_config_resolves_to_the_values_it_had_before_composition():
 def _stage_configs(dataset: str) -> dict[str, str]:
     pipe = _cfg(f"conf/{dataset}/pipeline.yaml")
     out = {"ann": pipe["ann"], "snn": pipe["snn"]}
-    out.update({p["name"]: p["config"] for p in pipe["pruning"]})
+    out.update(
+        {p["name"]: " + ".join([p["config"]] if isinstance(p["config"], str) else p["config"]) for p in pipe["pruning"]}
+    )
     return out
 
 
@@ -83,7 +85,7 @@ def test_every_pipeline_plans_its_stages_from_existing_configs(dataset):
     pipe = _cfg(f"conf/{dataset}/pipeline.yaml")
     stages = plan(pipe)
     assert [s.name for s in stages[:4]] == ["ann", "ann_test", "snn", "snn_test"]
-    assert all((ROOT / s.config).is_file() for s in stages)
+    assert all((ROOT / c).is_file() for s in stages for c in s.configs)
     sweep = len((pipe.get("t_sweep") or {}).get("num_steps", []))
     converted = len(pipe.get("converted_test") or [])
     assert len(stages) == 4 + 4 * sum(len(p["sparsity"]) for p in pipe["pruning"]) + 2 * sweep + converted

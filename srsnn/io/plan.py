@@ -16,13 +16,24 @@ from srsnn.errors import PipelineError
 class Stage:
     name: str
     command: str  # fit | test
-    config: str
+    config: str | list[str]  # a config file, or several composed in order (a dataset's ANN config + conf/prune/<group>)
     args: list[str] = field(default_factory=list)
     needs: dict[str, str] = field(default_factory=dict)  # option -> stage whose checkpoint it takes
     kind: str = "ann"
     # what report.py reads from <stage>/stage.json: pruning method (None = dense) and sparsity, T (None = the
     # config's), evaluated right after conversion (no fine-tuning)
     meta: dict = field(default_factory=dict)
+
+    @property
+    def configs(self) -> list[str]:
+        return [self.config] if isinstance(self.config, str) else list(self.config)
+
+    def config_args(self) -> list[str]:
+        """``--config <file>`` for each of its config files, in order (a later file overrides an earlier one)."""
+        return [arg for f in self.configs for arg in ("--config", f)]
+
+
+DENSE = {"method": None, "sparsity": 0.0, "T": None, "converted_only": False}
 
 
 def plan(cfg: dict) -> list[Stage]:
@@ -34,107 +45,137 @@ def plan(cfg: dict) -> list[Stage]:
     for key in ("run_dir", "ann", "snn"):
         if key not in cfg:
             raise PipelineError(f"pipeline config needs '{key}'")
-    extra = cfg.get("args", {}) or {}
-    a = lambda kind: [str(x) for x in extra.get(kind, [])]
+    p = _Planner(cfg)
+    p.dense()
+    p.pruning()
+    p.t_sweep()
+    p.native()
+    p.converted()
+    return over_seeds(p.stages, cfg.get("seeds"))
 
-    dense = {"method": None, "sparsity": 0.0, "T": None, "converted_only": False}
-    metas = {"ann": dense}  # per ANN stage
 
-    def snn_chain(tag: str, ann: str, more: list[str] = (), T: Optional[int] = None) -> list[Stage]:
+class _Planner:
+    """The stages of one pipeline config, group by group (``plan``)."""
+
+    def __init__(self, cfg: dict):
+        self.cfg, self.extra = cfg, cfg.get("args", {}) or {}
+        self.metas = {"ann": DENSE}  # per ANN stage: what report.py reads from its stage.json
+        self.stages: list[Stage] = []
+
+    def a(self, kind: str) -> list[str]:
+        """The pipeline's extra arguments for one kind of stage (``args: {snn_test: [...]}``)."""
+        return [str(x) for x in self.extra.get(kind, [])]
+
+    def snn_chain(self, tag: str, ann: str, more: list[str] = (), T: Optional[int] = None) -> list[Stage]:
         """Conversion + fine-tuning (``fit``), then evaluation (``test``) of one ANN stage."""
-        meta = {**metas[ann], "T": T}
+        meta, snn = {**self.metas[ann], "T": T}, self.cfg["snn"]
+        fit = {"--model.init_args.ann_checkpoint": ann}
         return [
-            Stage(
-                f"{tag}snn",
-                "fit",
-                cfg["snn"],
-                a("snn") + list(more),
-                {"--model.init_args.ann_checkpoint": ann},
-                "snn",
-                meta,
-            ),
+            Stage(f"{tag}snn", "fit", snn, self.a("snn") + list(more), fit, "snn", meta),
             Stage(
                 f"{tag}snn_test",
                 "test",
-                cfg["snn"],
-                a("snn_test") + list(more),
+                snn,
+                self.a("snn_test") + list(more),
                 {"--ckpt_path": f"{tag}snn"},
                 "snn",
                 meta,
             ),
         ]
 
-    stages = [
-        Stage("ann", "fit", cfg["ann"], a("ann"), meta=dense),
-        Stage("ann_test", "test", cfg["ann"], a("ann_test"), {"--ckpt_path": "ann"}, meta=dense),
-        *snn_chain("", "ann"),
-    ]
-    for entry in cfg.get("pruning", []) or []:
-        for s in entry.get("sparsity", []):
-            tag = f"{entry['name']}{round(100 * float(s))}"
-            metas[f"{tag}_ann"] = meta = {**dense, "method": entry["name"], "sparsity": float(s)}
-            stages += [
-                Stage(
-                    f"{tag}_ann",
-                    "fit",
-                    entry["config"],
-                    a("prune") + ["--trainer.callbacks.init_args.sparsity", str(s)],
-                    {"--model.init_args.init_from": "ann"},
-                    meta=meta,
-                ),
-                Stage(f"{tag}_ann_test", "test", cfg["ann"], a("ann_test"), {"--ckpt_path": f"{tag}_ann"}, meta=meta),
-                *snn_chain(f"{tag}_", f"{tag}_ann"),
-            ]
+    def dense(self) -> None:
+        ann = self.cfg["ann"]
+        self.stages += [
+            Stage("ann", "fit", ann, self.a("ann"), meta=DENSE),
+            Stage("ann_test", "test", ann, self.a("ann_test"), {"--ckpt_path": "ann"}, meta=DENSE),
+            *self.snn_chain("", "ann"),
+        ]
 
-    def ann_of(key: str, of: str) -> str:
+    def pruning(self) -> None:
+        for entry in self.cfg.get("pruning", []) or []:
+            for s in entry.get("sparsity", []):
+                tag = f"{entry['name']}{round(100 * float(s))}"
+                self.metas[f"{tag}_ann"] = meta = {**DENSE, "method": entry["name"], "sparsity": float(s)}
+                sparsity = ["--trainer.callbacks.init_args.sparsity", str(s)]
+                self.stages += [
+                    Stage(
+                        f"{tag}_ann",
+                        "fit",
+                        entry["config"],
+                        self.a("prune") + sparsity,
+                        {"--model.init_args.init_from": "ann"},
+                        meta=meta,
+                    ),
+                    Stage(
+                        f"{tag}_ann_test",
+                        "test",
+                        self.cfg["ann"],
+                        self.a("ann_test"),
+                        {"--ckpt_path": f"{tag}_ann"},
+                        meta=meta,
+                    ),
+                    *self.snn_chain(f"{tag}_", f"{tag}_ann"),
+                ]
+
+    def ann_of(self, key: str, of: str) -> str:
         """The ANN stage of a run named in ``key`` (``dense`` or ``<method><percent>``, e.g. ``hydra90``)."""
         if of == "dense":
             return "ann"
-        if not any(st.name == f"{of}_ann" for st in stages):
+        if not any(st.name == f"{of}_ann" for st in self.stages):
             raise PipelineError(
                 f"{key}: {of!r} is not a run of this pipeline; name one of "
-                f"{['dense'] + [st.name[:-4] for st in stages if st.name.endswith('_ann')]}"
+                f"{['dense'] + [st.name[:-4] for st in self.stages if st.name.endswith('_ann')]}"
             )
         return f"{of}_ann"
 
-    sweep = cfg.get("t_sweep") or {}
-    ann = ann_of("t_sweep.of", sweep.get("of", "")) if sweep.get("num_steps") else None
-    for t in sweep.get("num_steps", []):
-        stages += snn_chain(f"{ann[:-3]}T{int(t)}_", ann, ["--model.init_args.num_steps", str(int(t))], int(t))
-    for entry in cfg.get("native", []) or []:  # your own snnTorch SNNs (lightning_modules.NativeSNN), beside the rest
-        if not (isinstance(entry, dict) and {"name", "config"} <= set(entry)):
-            raise PipelineError(f"native: {entry!r} needs a name and a config (and args, fine_tune: true to fine-tune)")
-        more, meta = [str(x) for x in entry.get("args", [])], {**dense, "method": "native"}
-        tag = entry["name"]
-        # the pipeline's args for native_test / native (not snn_test / snn: those may name the converted SNN's options)
-        stages.append(Stage(f"{tag}_snn_test", "test", entry["config"], a("native_test") + more, kind="snn", meta=meta))
-        if entry.get("fine_tune"):
-            stages += [
-                Stage(f"{tag}_tuned_snn", "fit", entry["config"], a("native") + more, kind="snn", meta=meta),
-                Stage(
-                    f"{tag}_tuned_snn_test",
-                    "test",
-                    entry["config"],
-                    a("native_test") + more,
-                    {"--ckpt_path": f"{tag}_tuned_snn"},
-                    "snn",
-                    meta,
-                ),
-            ]
-    for of in cfg.get("converted_test", []) or []:  # conversion alone, evaluated like the fine-tuned SNNs
-        ann = ann_of("converted_test", of)
-        stages.append(
-            Stage(
-                f"{ann[:-3]}snn_converted_test",
-                "test",
-                cfg["snn"],
-                a("snn_test"),
-                {"--model.init_args.ann_checkpoint": ann},
-                "snn",
-                {**metas[ann], "converted_only": True},
+    def t_sweep(self) -> None:
+        sweep = self.cfg.get("t_sweep") or {}
+        ann = self.ann_of("t_sweep.of", sweep.get("of", "")) if sweep.get("num_steps") else None
+        for t in sweep.get("num_steps", []):
+            self.stages += self.snn_chain(
+                f"{ann[:-3]}T{int(t)}_", ann, ["--model.init_args.num_steps", str(int(t))], int(t)
             )
-        )
-    return over_seeds(stages, cfg.get("seeds"))
+
+    def native(self) -> None:
+        """Your own snnTorch SNNs (``lightning_modules.NativeSNN``), beside the rest; the pipeline's args for
+        ``native_test`` / ``native`` (not ``snn_test`` / ``snn``: those may name the converted SNN's options)."""
+        for entry in self.cfg.get("native", []) or []:
+            if not (isinstance(entry, dict) and {"name", "config"} <= set(entry)):
+                raise PipelineError(
+                    f"native: {entry!r} needs a name and a config (and args, fine_tune: true to fine-tune)"
+                )
+            more, meta, tag, config = (
+                [str(x) for x in entry.get("args", [])],
+                {**DENSE, "method": "native"},
+                entry["name"],
+                entry["config"],
+            )
+            self.stages.append(
+                Stage(f"{tag}_snn_test", "test", config, self.a("native_test") + more, kind="snn", meta=meta)
+            )
+            if entry.get("fine_tune"):
+                self.stages += [
+                    Stage(f"{tag}_tuned_snn", "fit", config, self.a("native") + more, kind="snn", meta=meta),
+                    Stage(
+                        f"{tag}_tuned_snn_test",
+                        "test",
+                        config,
+                        self.a("native_test") + more,
+                        {"--ckpt_path": f"{tag}_tuned_snn"},
+                        "snn",
+                        meta,
+                    ),
+                ]
+
+    def converted(self) -> None:
+        """Conversion alone, evaluated like the fine-tuned SNNs."""
+        for of in self.cfg.get("converted_test", []) or []:
+            ann = self.ann_of("converted_test", of)
+            meta = {**self.metas[ann], "converted_only": True}
+            fit = {"--model.init_args.ann_checkpoint": ann}
+            self.stages.append(
+                Stage(f"{ann[:-3]}snn_converted_test", "test", self.cfg["snn"], self.a("snn_test"), fit, "snn", meta)
+            )
 
 
 def over_seeds(stages: list[Stage], seeds) -> list[Stage]:

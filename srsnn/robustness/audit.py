@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .results import Check, EpsResult
 
@@ -105,35 +105,40 @@ def audit(
             f"white-box accuracy near 0 at eps={big[0]:g}", big[1] <= limit, f"PGD-20: {big[1]:.3f} (limit {limit:.3f})"
         )
     for eps, v in per_eps.items():
-        over = v.overestimate_points
+        _per_eps_checks(check, eps, v, margin_points, tol)
+    return checks
+
+
+def _per_eps_checks(check: Callable, eps: str, v: EpsResult, margin_points: float, tol: int) -> None:
+    """One epsilon's checks: the paper's protocol against the worst case, convergence, Square and transfer."""
+    over = v.overestimate_points
+    check(
+        f"eps={eps}: the paper's protocol is within {margin_points:g} points of the worst case",
+        over <= margin_points + 1e-9,
+        f"paper protocol {100 * v.paper_all:.1f} % vs worst case "
+        f"{100 * v.worst:.1f} %: the protocol overestimates robustness by {over:.1f} points",
+        "paper protocol overestimates",
+        eps,
+    )
+    phases = v.broken_by_phase
+    if v.check_rounds:
+        r = v.check_rounds
         check(
-            f"eps={eps}: the paper's protocol is within {margin_points:g} points of the worst case",
-            over <= margin_points + 1e-9,
-            f"paper protocol {100 * v.paper_all:.1f} % vs worst case "
-            f"{100 * v.worst:.1f} %: the protocol overestimates robustness by {over:.1f} points",
-            "paper protocol overestimates",
+            f"eps={eps}: adaptive attack converged (two consecutive 2x-steps rounds broke nothing more)",
+            v.confidence["converged"],
+            "samples broken by each 2x-steps round: " + ", ".join(map(str, r)),
+            "attack not converged",
             eps,
         )
-        phases = v.broken_by_phase
-        if v.check_rounds:
-            r = v.check_rounds
+    for key, what in (("square", "Square (black-box)"), ("transfer", "transfer")):
+        if key in phases:
             check(
-                f"eps={eps}: adaptive attack converged (two consecutive 2x-steps rounds broke nothing more)",
-                v.confidence["converged"],
-                "samples broken by each 2x-steps round: " + ", ".join(map(str, r)),
-                "attack not converged",
+                f"eps={eps}: {what} never beats the white-box attacks",
+                phases[key] <= tol,
+                f"{what} broke {phases[key]} sample(s) that every white-box attack left robust",
+                f"{key} beat white-box",
                 eps,
             )
-        for key, what in (("square", "Square (black-box)"), ("transfer", "transfer")):
-            if key in phases:
-                check(
-                    f"eps={eps}: {what} never beats the white-box attacks",
-                    phases[key] <= tol,
-                    f"{what} broke {phases[key]} sample(s) that every white-box attack left robust",
-                    f"{key} beat white-box",
-                    eps,
-                )
-    return checks
 
 
 FINDINGS = ("paper protocol overestimates",)  # what the evaluation found about the paper's protocol, not a doubt

@@ -60,18 +60,7 @@ def attacks_markdown(r: Evaluation) -> str:
             + (", ".join(f"{k} {v}" for k, v in st.items()) or "none run")
             + (f" (check rounds: {', '.join(map(str, rounds))})" if rounds else "")
         )
-    alone = r.members_alone
-    if alone:
-        lines += [
-            "",
-            f"Each gradient path alone ({alone.attack} at eps={alone.eps}, no ensemble; * = attacked by "
-            "the adaptive tier, strongest first):",
-            "",
-            "| member | robust accuracy % |",
-            "|---|---|",
-        ]
-        for m, acc in sorted(alone.accuracy.items(), key=lambda kv: kv[1]):
-            lines.append(f"| {m}{' *' if m in alone.top_k else ''} | {pct(acc)} |")
+    lines += _members_alone_lines(r.members_alone)
     if r.confidence:
         lines += ["", "Confidence:", ""] + [f"- {c}" for c in r.confidence]
     if r.audit:
@@ -90,6 +79,23 @@ def attacks_markdown(r: Evaluation) -> str:
             f"Evaluation time: {r.seconds:.0f} s ({r.seconds / max(r.num_samples, 1):.2f} s per sample).",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _members_alone_lines(alone) -> list[str]:
+    """Each gradient path's own robust accuracy under the ranking attack, strongest first."""
+    if not alone:
+        return []
+    lines = [
+        "",
+        f"Each gradient path alone ({alone.attack} at eps={alone.eps}, no ensemble; * = attacked by "
+        "the adaptive tier, strongest first):",
+        "",
+        "| member | robust accuracy % |",
+        "|---|---|",
+    ]
+    for m, acc in sorted(alone.accuracy.items(), key=lambda kv: kv[1]):
+        lines.append(f"| {m}{' *' if m in alone.top_k else ''} | {pct(acc)} |")
+    return lines
 
 
 def plot_robust_accuracy(runs: dict[str, Evaluation], path: str) -> None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
 import torch
@@ -248,76 +249,76 @@ class Evaluator:
         return paper, paper_alive_all
 
     def _run_eps(self, x, y, eps, clean, worst_alive, bar, out):
-        n = len(y)
-        breaker = self._breakers(clean, worst_alive, out)
+        st = SimpleNamespace(breaker=self._breakers(clean, worst_alive, out), phases={}, alive=None)
         paper, paper_alive_all = self._paper_protocol(x, y, eps, clean, bar, out)
         counts = dict(
             zip(paper, map(int, self._sum([sum(r is None for r in rec) for rec in paper.values()], x.device)))
         )
-        worst_alive = worst_alive & paper_alive_all
-        for i in range(n):
-            if breaker[i] is None and not worst_alive[i]:
-                breaker[i] = "paper:" + next(f"{lab}/{rec[i]}" for lab, rec in paper.items() if rec[i] is not None)
-        phases: dict[str, int] = {}
+        st.alive = worst_alive & paper_alive_all
+        for i in range(len(y)):
+            if st.breaker[i] is None and not st.alive[i]:
+                st.breaker[i] = "paper:" + next(f"{lab}/{rec[i]}" for lab, rec in paper.items() if rec[i] is not None)
         if (
             self._ranks() and eps == self.epsilons[-1]
         ):  # the ranking's examples were made at this epsilon: they count too
-            kept = worst_alive & torch.tensor(
+            kept = st.alive & torch.tensor(
                 [b is not None for b in self.ranking_breaks], dtype=torch.bool, device=x.device
             )
             for i in torch.nonzero(kept).flatten().tolist():
-                breaker[i] = self.ranking_breaks[i]
-            phases["rank"], worst_alive = int(kept.sum()), worst_alive & ~kept
+                st.breaker[i] = self.ranking_breaks[i]
+            st.phases["rank"], st.alive = int(kept.sum()), st.alive & ~kept
+        tier, rounds = self._tier_and_checks(st, x, y, eps, bar, out)
+        g = self._sum([float(st.alive.sum()), float(paper_alive_all.sum())] + list(st.phases.values()), x.device)
+        res = {
+            "robust_worst": int(g[0]),
+            "robust_paper_all": int(g[1]),
+            "robust_paper": counts,
+            "broken_by_phase": dict(zip(st.phases, (int(v) for v in g[2:]))),
+            "check_rounds": rounds,
+            "confidence": confidence(tier, rounds),
+            "top_k": [m["name"] for m in self.ranked[: self.adaptive.top_k]] if self.adaptive else [],
+            "per_sample": {"worst": st.breaker, "paper": paper},
+        }
+        return res, st.alive
+
+    def _tier_and_checks(self, st, x, y, eps, bar, out) -> tuple[int, list[int]]:
+        """The adaptive tier (and the transfer attack), then check rounds until two in a row break nothing (at most
+        ``check_rounds``), each on the survivors. Returns what the tier broke and what each round broke (all ranks)."""
         ranked = self.ranked
         units = self.plan.adaptive_units(ranked)
         if self.transfer:
             units.append(Unit("transfer", "pgd", MODEL, dict(steps=10), f"transfer:{self.transfer[0]}"))
-        phases.update({u.phase: 0 for u in units})  # the same on every rank
-
-        def run_units(units: list[Unit], round_suffix: str = "") -> list[int]:
-            """Each unit on the survivors; what each broke (this rank)."""
-            nonlocal worst_alive
-            broken = []
-            for unit in units:
-                broke = self._run_unit(unit, x, y, worst_alive, eps)
-                for i in torch.nonzero(broke).flatten().tolist():
-                    breaker[i] = f"{unit.phase}{round_suffix}:{unit.tag}"
-                worst_alive &= ~broke
-                phases[unit.phase] += int(broke.sum())
-                broken.append(int(broke.sum()))
-                self._step(bar, out, f"eps={eps:g} {unit.phase}{round_suffix} {unit.tag}")
-            return broken
-
-        def paid(units: list[Unit], counts: list[float]) -> set:
-            return {(u.attack, u.member["name"]) for u, c in zip(units, counts) if c > 0}
-
-        made = self._sum(run_units(units) + [phases.get("rank", 0)], x.device)  # summed: every rank agrees
-        tier, productive = int(sum(made)), paid(units, made)
+        st.phases.update({u.phase: 0 for u in units})  # the same on every rank
+        paid = lambda units, counts: {(u.attack, u.member["name"]) for u, c in zip(units, counts) if c > 0}
+        made = self._sum(self._run_units(st, units, x, y, eps, bar, out) + [st.phases.get("rank", 0)], x.device)
+        tier, productive = int(sum(made)), paid(units, made)  # summed: every rank agrees
         rounds: list[int] = []
         total_rounds = self.adaptive.check_rounds if self.adaptive else 0
         ticks = out["units_done"] + total_rounds * len(self.plan.check_units(ranked, 0))
         for r in range(total_rounds):
             check = self.plan.check_units(ranked, r, frozenset(productive))
-            phases.setdefault("check", 0)
-            made = self._sum(run_units(check, f"{r + 1}"), x.device)
+            st.phases.setdefault("check", 0)
+            made = self._sum(self._run_units(st, check, x, y, eps, bar, out, f"{r + 1}"), x.device)
             rounds.append(int(sum(made)))
             productive |= paid(check, made)
             if rounds[-2:] == [0, 0]:  # two consecutive empty rounds: converged
                 break
         for _ in range(out["units_done"], ticks):  # the bar's total counts every round in full
             self._step(bar, out, f"eps={eps:g} done")
-        g = self._sum([float(worst_alive.sum()), float(paper_alive_all.sum())] + list(phases.values()), x.device)
-        res = {
-            "robust_worst": int(g[0]),
-            "robust_paper_all": int(g[1]),
-            "robust_paper": counts,
-            "broken_by_phase": dict(zip(phases, (int(v) for v in g[2:]))),
-            "check_rounds": rounds,
-            "confidence": confidence(tier, rounds),
-            "top_k": [m["name"] for m in ranked[: self.adaptive.top_k]] if self.adaptive else [],
-            "per_sample": {"worst": breaker, "paper": paper},
-        }
-        return res, worst_alive
+        return tier, rounds
+
+    def _run_units(self, st, units: list[Unit], x, y, eps, bar, out, round_suffix: str = "") -> list[int]:
+        """Each unit on the survivors ``st.alive``; records who broke each sample; what each unit broke (this rank)."""
+        broken = []
+        for unit in units:
+            broke = self._run_unit(unit, x, y, st.alive, eps)
+            for i in torch.nonzero(broke).flatten().tolist():
+                st.breaker[i] = f"{unit.phase}{round_suffix}:{unit.tag}"
+            st.alive &= ~broke
+            st.phases[unit.phase] += int(broke.sum())
+            broken.append(int(broke.sum()))
+            self._step(bar, out, f"eps={eps:g} {unit.phase}{round_suffix} {unit.tag}")
+        return broken
 
     @torch.no_grad()
     def clean_correct(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

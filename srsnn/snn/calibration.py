@@ -144,6 +144,19 @@ def _cumulative_bn(bns: list[nn.Module], train: bool, reset: bool):
 
 
 @torch.no_grad()
+def _peak(snn: SpikingNetwork, neuron, batches, calib_steps: int, percentile: float, layer: int) -> float:
+    """The ``percentile`` of the neuron's input over the calibration batches; a layer that never gets a positive input
+    is refused by name."""
+    peak = _input_percentile(snn, neuron, batches, calib_steps, percentile)
+    if not peak > 0:
+        raise ConversionError(
+            f"step 'calibrate': layer {layer} ({type(neuron).__name__} after {_layer_before(snn.net, neuron)}) "
+            "receives no positive input on the calibration data, so it can never spike; check the ANN (a dead "
+            "layer?) and the calibration data"
+        )
+    return peak
+
+
 def calibrate_thresholds(
     snn: SpikingNetwork,
     batches: Iterable[torch.Tensor],
@@ -181,13 +194,7 @@ def calibrate_thresholds(
     with module_mode(snn, train=True), _cumulative_bn(bns, train=not consumers, reset=reset_bn_stats):
         try:
             for neuron in neurons_of(snn):
-                peak = _input_percentile(snn, neuron, batches, calib_steps, percentile)
-                if not peak > 0:
-                    raise ConversionError(
-                        f"step 'calibrate': layer {len(thresholds) + 1} ({type(neuron).__name__} after "
-                        f"{_layer_before(snn.net, neuron)}) receives no positive input on the calibration "
-                        "data, so it can never spike; check the ANN (a dead layer?) and the calibration data"
-                    )
+                peak = _peak(snn, neuron, batches, calib_steps, percentile, len(thresholds) + 1)
                 theta = max(peak * (scale if order == "sequential" else 1.0), neuron.min_threshold)
                 set_threshold(neuron, theta)
                 thresholds.append(theta)
