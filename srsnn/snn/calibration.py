@@ -143,7 +143,6 @@ def _cumulative_bn(bns: list[nn.Module], train: bool, reset: bool):
             bn.momentum = mom
 
 
-@torch.no_grad()
 def _peak(snn: SpikingNetwork, neuron, batches, calib_steps: int, percentile: float, layer: int) -> float:
     """The ``percentile`` of the neuron's input over the calibration batches; a layer that never gets a positive input
     is refused by name."""
@@ -157,6 +156,7 @@ def _peak(snn: SpikingNetwork, neuron, batches, calib_steps: int, percentile: fl
     return peak
 
 
+@torch.no_grad()
 def calibrate_thresholds(
     snn: SpikingNetwork,
     batches: Iterable[torch.Tensor],

@@ -42,8 +42,8 @@ from torch import nn
 
 from srsnn.errors import UserError
 from srsnn.snn.native import NativeNet, spiking_neurons
-from srsnn.snn.neurons import ASSG_A, ASSG_BETA, ASSG_RELAX, HART_GAMMA, assg_omega
-from srsnn.snn.surrogates import Surrogate, make_surrogate
+from srsnn.snn.neurons import ASSG_A, HART_GAMMA, RunningSharpness, atan_derivative
+from srsnn.snn.surrogates import Surrogate, Triangular, make_surrogate
 
 NATIVE_MODES = ("spike", "assg", "pdsg", "hart", "bptr", "rga")
 ONE_CALL_PER_STEP = ("pdsg", "bptr", "rga")  # paths that record per step: mem_reset must not call spike_grad
@@ -80,28 +80,18 @@ class ScaledSurrogate:
 
 
 class AdaptiveAtanSpike:
-    """ASSG's ``spike_grad`` for one neuron (see the module docstring); ``stats`` per call of one forward."""
+    """ASSG's ``spike_grad`` for one neuron; a call = one time step (``RunningSharpness``, as the IF neuron's)."""
 
     def __init__(self, a: float, neuron: nn.Module):
-        self.omega = assg_omega(a)
-        self.neuron, self.stats, self.calls = neuron, [], 0
+        self.sharpness, self.neuron, self.calls = RunningSharpness(a), neuron, 0
 
     def new_forward(self) -> None:
         self.calls = 0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         k, self.calls = self.calls, self.calls + 1
-        with torch.no_grad():
-            dist, theta = x.detach().abs(), _theta(self.neuron)
-            if k >= len(self.stats) or self.stats[k][0].shape != dist.shape:
-                del self.stats[k:]
-                self.stats.append((torch.full_like(dist, theta), torch.zeros_like(dist)))
-            m, d = self.stats[k]
-            m = ASSG_BETA * m + (1 - ASSG_BETA) * dist
-            d = ASSG_BETA * d + (1 - ASSG_BETA) * (dist - m).abs()
-            self.stats[k] = (m, d)
-            a = self.omega / (m + ASSG_RELAX * d + 1e-4 * theta)
-        return _Step.apply(x, lambda v: (a / 2) / (1 + (math.pi / 2 * a * v) ** 2))
+        a = self.sharpness.alpha(x.detach().abs(), k, _theta(self.neuron))
+        return _Step.apply(x, lambda v: atan_derivative(a, v))
 
 
 class PDSGSpike:
@@ -158,7 +148,7 @@ def native_gradient_path(
             elif mode == "pdsg":
                 m.spike_grad = PDSGSpike(m)
             elif mode == "hart":
-                m.spike_grad = ScaledSurrogate(_Triangle(HART_GAMMA if param is None else float(param)), m)
+                m.spike_grad = ScaledSurrogate(Triangular(HART_GAMMA if param is None else float(param)), m)
             elif mode == "rga":
                 m.spike_grad = _RateGrad(m)
                 hooks.append(m.register_forward_pre_hook(_RateGrad.record, with_kwargs=True))
@@ -237,16 +227,6 @@ class _RateGrad:
         return _Step.apply(x, g)
 
 
-class _Triangle:
-    """HART's surrogate in threshold units: g(x) = max(0, gamma - |x|) / gamma^2 (``ScaledSurrogate`` scales it)."""
-
-    def __init__(self, gamma: float):
-        self.gamma = gamma
-
-    def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.gamma - x.abs()).clamp(min=0) / self.gamma**2
-
-
 class _Hart(torch.autograd.Function):
     """``NativeNet``'s output with HART's gradient (module docstring): the forward is the deployed one."""
 
@@ -309,4 +289,5 @@ def reset_native_path_state(net: nn.Module) -> None:
     """A new attack start: ASSG's running means begin afresh."""
     for _, m in spiking_neurons(net):
         if isinstance(m.spike_grad, AdaptiveAtanSpike):
-            m.spike_grad.stats, m.spike_grad.calls = [], 0
+            m.spike_grad.sharpness.reset()
+            m.spike_grad.calls = 0

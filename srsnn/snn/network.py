@@ -185,17 +185,17 @@ def gradient_path(net: nn.Module, mode: str = "spike", surrogate=None, param: Op
     sg = make_surrogate(surrogate) if surrogate is not None else None
     try:
         for n in neurons:
-            n.mode, n.path_param, n.assg_stats = mode, param, None
+            n.mode, n.path_param, n.assg = mode, param, None
             if sg is not None:
                 n.spike_grad = sg
         yield
     finally:
         for n, (m, g, p) in zip(neurons, saved):
-            n.mode, n.spike_grad, n.path_param, n.assg_stats = m, g, p, None
+            n.mode, n.spike_grad, n.path_param, n.assg = m, g, p, None
 
 
 def reset_path_state(net: nn.Module) -> None:
     """Forget what a gradient path keeps between forwards (ASSG's running means): a new attack start begins afresh."""
     for n in neurons_of(net):
-        n.assg_stats = None
+        n.assg = None
     reset_native_path_state(net)

@@ -135,7 +135,7 @@ class _IFAdaptiveAtan(torch.autograd.Function):
         grad_x, grad_v = torch.empty_like(u_all), None
         for t in range(u_all.shape[0] - 1, -1, -1):
             a = alphas[t]
-            g = (a / 2) / (1 + (math.pi / 2 * a * (u_all[t] - theta)) ** 2) * grad_spikes[t]
+            g = atan_derivative(a, u_all[t] - theta) * grad_spikes[t]
             if grad_v is not None:
                 g = g + (grad_v * (1 - spikes[t]) if ctx.reset_zero else grad_v)
             grad_x[t] = g
@@ -171,6 +171,43 @@ ASSG_A, HART_GAMMA = 0.425, 1.0
 def assg_omega(a: float) -> float:
     """omega = 2 tan(pi A) / pi: at |v| = E|v| the surrogate's primitive covers a fraction 2A of its mass."""
     return 2 * math.tan(math.pi * a) / math.pi
+
+
+class RunningSharpness:
+    """ASSG's sharpness (Wang et al., arXiv 2512.22522), for either neuron family: per neuron element and time step t,
+    running means kept across one attack start's iterations,
+
+        M_t <- 0.9 M_t + 0.1 |u_t - theta|,   D_t <- 0.9 D_t + 0.1 ||u_t - theta| - M_t|,
+        a_t = omega / (M_t + 1.5 D_t),  omega = 2 tan(pi A) / pi,
+
+    with M starting at theta (scale-adaptive to each layer's threshold) and D at 0; a new batch shape at a step starts
+    that step afresh. The surrogate is then g_t(v) = (a_t / 2) / (1 + (pi a_t v / 2)^2)."""
+
+    def __init__(self, a: float | None = None):
+        self.a = ASSG_A if a is None else float(a)
+        self.omega, self.stats = assg_omega(self.a), []
+
+    def reset(self) -> None:
+        """A new attack start: the means begin afresh."""
+        self.stats = []
+
+    @torch.no_grad()
+    def alpha(self, dist: torch.Tensor, t: int, theta) -> torch.Tensor:
+        """Update step ``t``'s means with ``dist`` = |u_t - theta| and return a_t (``theta``: a float or a 0-dim
+        tensor, the neuron's own)."""
+        if t >= len(self.stats) or self.stats[t][0].shape != dist.shape:
+            del self.stats[t:]
+            self.stats.append((torch.full_like(dist, float(theta)), torch.zeros_like(dist)))
+        m, d = self.stats[t]
+        m = ASSG_BETA * m + (1 - ASSG_BETA) * dist
+        d = ASSG_BETA * d + (1 - ASSG_BETA) * (dist - m).abs()
+        self.stats[t] = (m, d)
+        return self.omega / (m + ASSG_RELAX * d + 1e-4 * theta)
+
+
+def atan_derivative(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """ASSG's surrogate g(v) = (a / 2) / (1 + (pi a v / 2)^2)."""
+    return (a / 2) / (1 + (math.pi / 2 * a * v) ** 2)
 
 
 class IFNeuron(snntorch.Leaky):
@@ -219,7 +256,7 @@ class IFNeuron(snntorch.Leaky):
         self.num_steps = 1
         self.mode = "spike"
         self.path_param: float | None = None  # A of "assg", gamma of "hart"
-        self.assg_stats: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # (M_t, D_t) per step, one attack
+        self.assg: RunningSharpness | None = None  # ASSG's running means while the path is on
         self.record = False
         self.last_spikes: torch.Tensor | None = None
         # stepping through time (``SpikingNetwork(schedule="time")``): each call is one step from ``state``; the
@@ -279,20 +316,13 @@ class IFNeuron(snntorch.Leaky):
 
     @torch.no_grad()
     def _assg_alphas(self, u_all: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        """Update the running means with this forward's |u_t - theta| and return the sharpness a_t per step. A new
-        batch shape (another attack call) starts them afresh at M = theta, D = 0."""
+        """ASSG's sharpness a_t for every step of this forward (``RunningSharpness``, kept while the path is on)."""
+        if self.assg is None:
+            self.assg = RunningSharpness(self.path_param)
         dist = (u_all - theta).abs()
-        stats = self.assg_stats
-        if stats is None or len(stats) != len(dist) or stats[0][0].shape != dist[0].shape:
-            stats = [(torch.full_like(d, float(theta)), torch.zeros_like(d)) for d in dist]
-        omega = assg_omega(ASSG_A if self.path_param is None else float(self.path_param))
-        alphas, new = torch.empty_like(dist), []
-        for t, (m, d) in enumerate(stats):
-            m = ASSG_BETA * m + (1 - ASSG_BETA) * dist[t]
-            d = ASSG_BETA * d + (1 - ASSG_BETA) * (dist[t] - m).abs()
-            alphas[t] = omega / (m + ASSG_RELAX * d + 1e-4 * theta)
-            new.append((m, d))
-        self.assg_stats = new
+        alphas = torch.empty_like(dist)
+        for t in range(len(dist)):
+            alphas[t] = self.assg.alpha(dist[t], t, theta)
         return alphas
 
     def extra_repr(self) -> str:
