@@ -264,3 +264,70 @@ def test_the_snn_module_takes_a_recipe_by_name_and_reads_old_checkpoints_setting
     assert ConvertedSNN(net(), **old).recipe == RECIPES["paper"]
     with pytest.raises(ConversionError, match="set bn='fold'"):
         ConvertedSNN(net(), amplitude="threshold")
+
+
+def _converted_pair(beta: float):
+    """One small ANN converted twice from the same calibration batch: with IF neurons and with snnTorch's Leaky."""
+    from srsnn.ann.architectures import SmallCNN
+
+    torch.manual_seed(0)
+    ann = SmallCNN(input_size=8, in_channels=1, num_classes=4, width=4).eval()
+    batch = [torch.rand(8, 1, 8, 8)]
+    return convert(ann, batch, num_steps=4).eval(), convert(ann, batch, num_steps=4, neuron="leaky", beta=beta).eval()
+
+
+def test_conversion_to_leaky_neurons_keeps_thresholds_and_with_beta_one_is_the_if_network():
+    from snntorch import Leaky
+
+    from srsnn.snn.native import NativeNet, spiking_neurons
+    from srsnn.snn.synops import NativeSynopCounter, SynopCounter, first_layer_macs
+
+    x = torch.rand(16, 1, 8, 8)
+    snn_if, leaky = _converted_pair(1.0)
+    assert isinstance(leaky, NativeNet) and all(isinstance(m, Leaky) for _, m in spiking_neurons(leaky))
+    thresholds = [float(n.effective_threshold().detach()) for n in snn_if.neurons]
+    assert [float(m.threshold) for _, m in spiking_neurons(leaky)] == thresholds
+    with torch.no_grad():
+        assert torch.equal(snn_if(x), leaky(x))  # beta = 1: the IF neuron, step by step
+        leaky(x)  # NativeNet's first eval forward checks determinism with a second one: counted apart below
+    # the two synop counters agree on the same spikes (the snnTorch one through the average pooling)
+    ours, theirs = SynopCounter(snn_if), NativeSynopCounter(leaky.net)
+    with torch.no_grad(), ours:
+        snn_if(x)
+    with torch.no_grad(), theirs:
+        leaky(x)
+    ours.samples = theirs.samples = len(x)
+    a, b = ours.summary()["total"], theirs.summary()
+    assert (a["spikes"], a["synops"], a["dense_synops"]) == (
+        b["total"]["spikes"],
+        b["total"]["synops"],
+        b["total"]["dense_synops"],
+    )
+    assert b["input_macs"] == first_layer_macs(snn_if.net, (1, 8, 8)) * 4  # the analog input, every step
+    _, leak = _converted_pair(0.8)
+    with torch.no_grad():
+        assert not torch.equal(snn_if(x), leak(x))  # evaluated as is: the leak changes the rates
+
+
+def test_a_leaky_conversion_is_evaluated_through_the_snntorch_gradient_paths():
+    from srsnn.robustness.budget import AdaptiveBudget
+    from srsnn.robustness.paths import ensemble, path_modes, snn_attack_paths
+    from srsnn.robustness.runner import Evaluator
+
+    _, leaky = _converted_pair(0.9)
+    for p in leaky.parameters():
+        p.requires_grad_(False)
+    x, y = torch.rand(12, 1, 8, 8), torch.randint(0, 4, (12,))
+    members, modes = ensemble(leaky), path_modes(leaky)
+    assert modes == ("assg", "hart", "pdsg") and {"rga", "bptr", "model"} <= {m["name"] for m in members}
+    budget = AdaptiveBudget(top_k=1, steps=3, max_targets=2, other_targets=1, square_queries=10, check_rounds=1,
+                            snn_steps=3, snn_restarts=1)  # fmt: skip
+    ev = Evaluator(leaky, members, [0.1], [{"name": "fgsm"}], 4, budget, batch_size=6,
+                   snn_paths=snn_attack_paths(modes=modes))  # fmt: skip
+    out = ev.run(x, y)
+    res = out["eps"]["0.1"]
+    assert out["interrupted"] is None and len(res["per_sample"]["worst"]) == 12
+    assert res["robust_worst"] <= sum(out["clean"])
+    assert [m["mode"] for m in ev.snn_paths] == ["assg", "hart", "pdsg"] and any(
+        k.endswith(":sapgd") for k in ev.seconds
+    )

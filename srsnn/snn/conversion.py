@@ -11,7 +11,9 @@ Steps (Schmolli et al., CPAL 2025, Stage 2):
                   clamped >= 0.03 (defaults rho = 99.7, T_c = 100, scale = 0.3, 10 batches); a layer that
                   gets no positive input is an error naming it; BatchNorm runs on batch statistics (over
                   batch x time) and its running statistics are re-estimated on the spikes at the end (paper);
-5. ``batchnorm``  kept (paper; re-learned in fine-tuning) or folded into the preceding conv/linear (``bn="fold"``).
+5. ``batchnorm``  kept (paper; re-learned in fine-tuning) or folded into the preceding conv/linear (``bn="fold"``);
+6. ``neuron``     ``neuron="if"`` (default, the paper's) keeps the IF neurons; ``neuron="leaky"`` puts snnTorch's
+                  ``Leaky`` in every slot (``to_leaky``).
 
 A failing step raises ``ConversionError`` naming the step. Train/eval mode is restored in ``finally``.
 """
@@ -29,6 +31,7 @@ from srsnn.devices import device_of
 from srsnn.io.dotted import import_dotted
 from srsnn.pruning.masks import ensure_masks, masks_from_nonzero, prunable_layers, raw_weight, strip_scores
 from srsnn.snn.calibration import ConversionError, calibrate_thresholds, check_calibration
+from srsnn.snn.native import NativeNet
 from srsnn.snn.network import SpikingNetwork
 from srsnn.snn.neurons import IFNeuron
 from srsnn.snn.surrogates import Surrogate
@@ -224,14 +227,19 @@ def convert(
     surrogate: Union[str, Mapping[str, Any], Surrogate] = "triangular",
     encoding: str = "direct",
     detach_reset: bool = False,
+    neuron: Neuron = "if",
+    beta: float = 0.9,
     **settings: Any,
-) -> SpikingNetwork:
+) -> nn.Module:
     """All five steps with a ``Recipe`` (``recipe_from(recipe, **settings)``, e.g. ``recipe="rate"`` or
     ``percentile=99.9``): a calibrated ``SpikingNetwork`` with the ANN's weights and frozen masks. With ``bn="fold"``
     the BatchNorms are kept through calibration (their statistics re-estimated on spikes) and folded after it;
     with ``amplitude="threshold"`` the ANN's BatchNorms are folded first where they follow a conv/linear and kept
     with the ANN's statistics elsewhere (pre-activation blocks): the SNN then computes the ANN's function in the
-    rate limit."""
+    rate limit. ``neuron="leaky"``: the calibrated network with snnTorch ``Leaky`` neurons of leak ``beta``
+    (``to_leaky``), returned as a ``NativeNet``."""
+    if neuron not in get_args(Neuron):
+        raise ConversionError(f"step 'neuron': neuron must be one of {get_args(Neuron)}, got {neuron!r}")
     r = recipe_from(recipe, **settings)
     net = spiking_structure(
         ann,
@@ -255,4 +263,36 @@ def convert(
             raise
         except Exception as err:
             raise ConversionError(f"step 'batchnorm': {err}") from err
-    return snn
+    return to_leaky(snn, beta) if neuron == "leaky" else snn
+
+
+Neuron = Literal["if", "leaky"]
+
+
+def to_leaky(snn: SpikingNetwork, beta: float = 0.9) -> NativeNet:
+    """Step ``neuron``: every IF neuron of a calibrated ``snn`` replaced by snnTorch's ``Leaky``,
+
+        u_t = beta u_{t-1} + x_t,  s_t = 1[u_t > theta],  reset (zero or subtract) in the same step,
+
+    with the IF neuron's threshold theta, reset and surrogate, evaluated as is (no leak compensation: with beta < 1 a
+    neuron needs more input to reach theta than its IF counterpart, so rates, and accuracy, fall as beta falls;
+    beta = 1 is the IF neuron but for firing at u > theta instead of u >= theta). The network runs step by step and
+    is an snnTorch SNN for the evaluation (``NativeNet``: its gradient paths, readout of the logits)."""
+    import snntorch
+    from snntorch._neurons.neurons import SpikingNeuron
+
+    if not 0 < float(beta) <= 1:
+        raise ConversionError(f"step 'neuron': the leak beta must be in (0, 1], got {beta!r}")
+    for name, n in [(k, m) for k, m in snn.net.named_modules() if isinstance(m, IFNeuron)]:
+        leaky = snntorch.Leaky(
+            beta=float(beta),
+            threshold=float(n.effective_threshold().detach()),
+            spike_grad=n.spike_grad,
+            init_hidden=True,
+            reset_mechanism=n.reset_mode,
+            reset_delay=False,
+        )
+        SpikingNeuron.instances.remove(leaky)  # snnTorch's process-wide list would keep every network alive
+        parent, _, leaf = name.rpartition(".")
+        setattr(snn.net.get_submodule(parent) if parent else snn.net, leaf, leaky)
+    return NativeNet(SpikingNetwork(snn.net, snn.num_steps, snn.encoding), readout="logits")

@@ -18,6 +18,7 @@ import contextlib
 from typing import Iterator, Literal, Optional, get_args
 
 import torch
+from snntorch._neurons.neurons import SpikingNeuron
 from torch import nn
 
 from srsnn.snn.native import has_native_neurons
@@ -52,7 +53,13 @@ def neurons_of(net: nn.Module) -> list[IFNeuron]:
 def stateless_prefix(net: nn.Sequential) -> int:
     """How many leading layers of ``net`` hold no neuron: under direct coding they see the analog image, the same at
     every step (computed once by ``SpikingNetwork``; their MACs are counted apart from synops)."""
-    return next((i for i, m in enumerate(net) if any(isinstance(c, IFNeuron) for c in m.modules())), len(net))
+    return next((i for i, m in enumerate(net) if any(isinstance(c, SpikingNeuron) for c in m.modules())), len(net))
+
+
+def stepwise_neurons(net: nn.Module) -> list[nn.Module]:
+    """The snnTorch neurons of ``net`` other than the IF neuron (which runs all T steps in one call): each call of
+    theirs is one time step, their membrane kept inside (``init_hidden``), so the network runs step by step."""
+    return [m for m in net.modules() if isinstance(m, SpikingNeuron) and not isinstance(m, IFNeuron)]
 
 
 class SpikingNetwork(nn.Module):
@@ -92,6 +99,7 @@ class SpikingNetwork(nn.Module):
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         self.schedule = schedule
         self._prefix_len = stateless_prefix(net)
+        self._stepwise = stepwise_neurons(net)  # snnTorch neurons (a conversion to Leaky): one call per step
 
     @property
     def neurons(self) -> list[IFNeuron]:
@@ -106,18 +114,24 @@ class SpikingNetwork(nn.Module):
         if x.dim() == 4 and x.device.type == "cpu":
             # oneDNN's convolutions are ~1.4x faster on NHWC; the format propagates through the network
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.encoding == "direct":
+        if self.encoding == "direct" and not self._stepwise:
             h = x
             for m in list(self.net)[: self._prefix_len]:
                 h = m(h)  # the analog input is the same every step: compute once
             rest = list(self.net)[self._prefix_len :]
             steps = [h] * T
+        elif self.encoding == "direct":  # step by step, the analog input too (a neuron chip reads it every step)
+            steps, rest = [x] * T, list(self.net)
         else:
             xs = x.unsqueeze(0).expand(T, *x.shape)
             steps = list((torch.rand_like(xs) < xs).to(x.dtype) + xs - xs.detach())
             rest = list(self.net)
         # stepping needs every neuron on the plain spiking path (BPTR averages over T; recording wants [T, B])
         plain = all(n.mode == "spike" and not n.record for n in neurons)
+        if self._stepwise:  # a new input starts from rest; each neuron call is one step
+            for m in self._stepwise:
+                m.reset_mem()
+            return self._time_major(rest, steps, neurons)
         if plain and T > 1 and resolve_schedule(self.schedule, x.device, steps[0][0].numel()) == "time":
             return self._time_major(rest, steps, neurons)
         for n in neurons:

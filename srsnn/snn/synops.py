@@ -201,6 +201,18 @@ class SynopCounter:
         return {"layers": layers, "total": total}
 
 
+def _window_area(m: nn.Module, x: torch.Tensor) -> int | None:
+    """The number of inputs an average pooling sums per output (its divisor), or None where it is not one number
+    (padding left out of the count, a divisor override, adaptive windows that do not divide the input)."""
+    if isinstance(m, nn.AvgPool2d):
+        k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size, m.kernel_size)
+        exact = m.divisor_override is None and (m.count_include_pad or not m.padding)
+        return k[0] * k[1] if exact else None
+    h, w = x.shape[-2:]
+    out = m.output_size if isinstance(m.output_size, tuple) else (m.output_size, m.output_size)
+    return (h // out[0]) * (w // out[1]) if out[0] and out[1] and not (h % out[0] or w % out[1]) else None
+
+
 def _storage(t: torch.Tensor) -> int:
     return t.untyped_storage().data_ptr()
 
@@ -213,8 +225,11 @@ class NativeSynopCounter:
     every call, so every time step); any later weight layer must receive events (spikes, or max-pooled spikes: a
     tensor whose non-zero entries share one value), each costing its non-zero outgoing synapses,
     ``synops = sum_i 1[in_i != 0] fanout_i`` with ``fanout = 1^T 1[W != 0]`` through the layer's own stride, padding
-    and dilation (exact at borders; weights pruned by any tool are zeros). A weight layer fed anything else
-    (average-pooled spikes, a membrane) cannot be counted as synops and is refused by name, never counted as MACs.
+    and dilation (exact at borders; weights pruned by any tool are zeros). Average-pooled events count as what they
+    sum: a window of area k^2 holding c spikes reaches the next layer as c / k^2, and
+    ``sum_j (k^2 in_j) fanout_j`` equals the spikes' own synops through the pooling (the converted networks' 2x2
+    average pooling). A weight layer fed anything else (a membrane, an analog value after the first spike) cannot be
+    counted as synops and is refused by name, never counted as MACs.
 
     Use: ``with NativeSynopCounter(net) as c: model(x); c.samples += len(x)``; ``c.summary()``."""
 
@@ -231,6 +246,7 @@ class NativeSynopCounter:
             raise UserError(f"synop counting supports Conv2d and Linear weight layers; {odd[0]} is not one")
         self._fanout: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.samples, self.fired, self.calls = 0, False, {}
+        self.pooled: tuple[int, float] | None = None  # the last average pooling of events: (its output, k^2)
         self.spikes = {n: {"spikes": 0.0, "neurons": 0, "steps": 0} for n in self.neurons.values()}
         zero = dict.fromkeys(("synops", "dense_synops", "macs", "dense_macs"), 0.0)
         self.synops = {n: dict(zero) for n in self.layers.values()}
@@ -248,6 +264,13 @@ class NativeSynopCounter:
         st["neurons"], st["steps"] = int(spk[0].numel()), max(st["steps"], self.calls[name])
         self.fired = True
 
+    def _pool_hook(self, m, inp, out):
+        """Average pooling of events: remember its output and the window area, by which its values are counts."""
+        x, area = inp[0], _window_area(m, inp[0])
+        values = x[x != 0]
+        binary = not values.numel() or bool((values == values[0]).all())
+        self.pooled = (_storage(out), area / (float(values[0]) if values.numel() else 1.0)) if binary and area else None
+
     def _fanouts(self, m: nn.Module, shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         key = (self.layers[m], shape)
         if key not in self._fanout:
@@ -264,16 +287,19 @@ class NativeSynopCounter:
             st["macs"] += float((m.weight != 0).sum()) * positions * len(x)
             st["dense_macs"] += float(m.weight.numel()) * positions * len(x)
             return
-        events = x != 0
-        values = x[events]
-        if values.numel() and not bool((values == values[0]).all()):
-            raise UserError(
-                f"synop counting: {name} ({type(m).__name__}) receives non-binary values after the first spiking "
-                "layer (average-pooled spikes or a membrane?): its cost is not spikes x synapses; feed it spikes "
-                "(max-pooling keeps them binary)"
-            )
+        if self.pooled is not None and self.pooled[0] == _storage(x):  # average-pooled events: spikes per window
+            counts = (x.double() * self.pooled[1]).round()
+        else:
+            values = x[x != 0]
+            if values.numel() and not bool((values == values[0]).all()):
+                raise UserError(
+                    f"synop counting: {name} ({type(m).__name__}) receives non-binary values after the first spiking "
+                    "layer (a membrane, or spikes pooled other than by average or max pooling?): its cost is not "
+                    "spikes x synapses; feed it spikes"
+                )
+            counts = x != 0
         sparse_fo, dense_fo = self._fanouts(m, tuple(x.shape[1:]))
-        per_element = events.sum(0, dtype=torch.float64)
+        per_element = counts.sum(0, dtype=torch.float64)
         st["synops"] += float((per_element * sparse_fo).sum())
         st["dense_synops"] += float((per_element * dense_fo).sum())
 
@@ -281,6 +307,8 @@ class NativeSynopCounter:
         self._handles = [self.net.register_forward_pre_hook(self._start_forward)]
         self._handles += [m.register_forward_hook(self._neuron_hook) for m in self.neurons]
         self._handles += [m.register_forward_hook(self._layer_hook) for m in self.layers]
+        pools = [m for m in self.net.modules() if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d))]
+        self._handles += [m.register_forward_hook(self._pool_hook) for m in pools]
         return self
 
     def __exit__(self, *exc):
