@@ -28,6 +28,7 @@ from srsnn.modes import frozen_parameters, module_mode
 from srsnn.robustness.attacks import Eps, parse_eps
 from srsnn.robustness.audit import audit, confidence_statement, dead_paths, summarize, verdict
 from srsnn.robustness.budget import AdaptiveBudget, Preset
+from srsnn.robustness.cost import PassCounter
 from srsnn.robustness.paths import ensemble, path_modes, snn_attack_paths
 from srsnn.robustness.planner import label
 from srsnn.robustness.reporting import attacks_markdown, plot_robust_accuracy
@@ -163,12 +164,15 @@ class AttackEvaluation(Callback):
                 num_classes = int(model(x[:1]).shape[1])
         members, modes = self.members(pl_module), path_modes(model)
         reduce = sum_over_ranks  # counts are made on the data's device (NCCL takes accelerator tensors only)
-        tuning = (
-            self._tune(trainer, model, device, modes)
-            if members and modes and self.adaptive and self.adaptive.snn_restarts
-            else None
-        )
+        counter = PassCounter(model)
+        with counter, counter.phase("tuning"):
+            tuning = (
+                self._tune(trainer, model, device, modes)
+                if members and modes and self.adaptive and self.adaptive.snn_restarts
+                else None
+            )
         ev = self._evaluator(trainer, model, members, num_classes, tuning, modes, device)
+        ev.counter = counter
         total = int(reduce(torch.tensor(float(len(y)), device=device)).item())
         names = [m["name"] for m in ev.members]
         rank_zero_info(
@@ -176,11 +180,14 @@ class AttackEvaluation(Callback):
             f"{'ensemble of ' + str(len(names)) + ' gradient paths' if members else 'the network itself'}; "
             f"{ev.plan.units_per_eps() * len(self.epsilons)} attack runs, each on the samples nothing broke yet"
         )
-        with frozen_parameters(model, ev.transfer[1] if ev.transfer else None):  # attacks need dL/dx only
+        with frozen_parameters(model, ev.transfer[1] if ev.transfer else None), counter:  # attacks need dL/dx only
             local = ev.run(x, y, idx)  # idx: global indices, the keys of each sample's random starts
             clean = int(reduce(torch.tensor(float(sum(local["clean"])), device=device)).item())
             per_eps = summarize(local, max(total, 1), clean)
-            checks, zero_by_path = self._audit(ev, x, y, per_eps, total, num_classes, local) if self.audit else ([], {})
+            with counter.phase("audit"):
+                audited = self._audit(ev, x, y, per_eps, total, num_classes, local) if self.audit else ([], {})
+        checks, zero_by_path = audited
+        passes = counter.per_sample(total, reduce, device)
         confidence = [
             confidence_statement(e, v.worst, v.confidence if self.adaptive else None, total) for e, v in per_eps.items()
         ]
@@ -202,6 +209,7 @@ class AttackEvaluation(Callback):
             members_alone=self._members_alone(ev, local["ranking"], clean, total),
             seconds=time.time() - t0,
             seconds_by_phase={k: round(v, 1) for k, v in ev.seconds.items()},
+            passes_by_phase={k: {d: round(v, 1) for d, v in c.items()} for k, c in passes.items()},
         )
         _log_summary(res)
         return res, _per_sample_records(idx, local)

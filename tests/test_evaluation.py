@@ -370,3 +370,26 @@ def test_square_is_rerun_in_the_check_rounds_with_a_new_seed_each(dense_ann_ckpt
     assert len(squares) == len(res["check_rounds"]) >= 1 and squares[0][2] == 80
     assert all(r[2] == 40 for r in squares[1:])
     assert len({r[3] for r in squares}) == len(squares)  # a new seed each round
+
+
+def test_the_runner_counts_every_pass_of_the_model_per_phase_exactly():
+    """PGD-k on samples nothing breaks: per sample k + 1 forwards (k steps, then the deployed model's judgement) and
+    k backwards; the clean pass apart; a second process's counts add up (``per_sample`` sums them)."""
+    from srsnn.robustness.cost import PassCounter, totals
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = torch.rand(10, 1, 4, 4)
+    y = model(x).argmax(1)  # all clean-correct
+    counter = PassCounter(model)
+    ev = Evaluator(model, None, [1e-6], [{"name": "pgd", "steps": 3}], 3, batch_size=4, counter=counter)
+    with counter:
+        out = ev.run(x, y)
+    assert out["eps"]["1e-06"]["robust_worst"] == 10  # nothing broke: every sample attacked by every step
+    one = counter.per_sample(10, lambda t: t, "cpu")
+    assert one["paper:pgd"] == {"forward": 4.0, "backward": 3.0} and one["other"] == {"forward": 1.0, "backward": 0.0}
+    two = counter.per_sample(20, lambda t: 2 * t, "cpu")  # two processes with the same shard: the same per sample
+    assert two == one and totals(one) == {"forward": 5.0, "backward": 3.0}
+    assert totals(one, "paper:") == {"forward": 4.0, "backward": 3.0}

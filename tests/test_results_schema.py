@@ -83,3 +83,16 @@ def test_a_version_1_file_reads_into_the_renamed_fields():
     assert ev.seconds_by_phase == {"adaptive:apgd_ce": 1.5} and ev.budget.ranking_attack == "PGD-10"
     assert ev.eps["0.1"].broken_by_phase == {"square": 1} and ev.audit[0].rule == "paper protocol overestimates"
     assert ev.schema_version == SCHEMA_VERSION and ev.kind == "snn"  # the evaluation's own kind is not a check's
+
+
+def test_a_version_2_file_reads_without_pass_counts_and_the_report_leaves_them_blank():
+    """Version 3 adds the passes of the model per phase; a published version-2 attacks.json reads with none."""
+    from srsnn.report.tables import row_of
+
+    data = _evaluation().to_json()
+    data.pop("passes_by_phase")
+    data["schema_version"] = 2
+    ev = Evaluation.from_json(data)
+    assert ev.passes_by_phase == {} and ev.schema_version == SCHEMA_VERSION == 3
+    row = row_of({"name": "snn_test", "attacks": ev, "energy": {}, "stage": None}, ["0.1"], None)
+    assert row["passes_per_sample"] is None and row["paper_passes_per_sample"] is None

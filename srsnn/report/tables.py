@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 from srsnn.pruning.registry import method
 from srsnn.robustness.audit import verdict
+from srsnn.robustness.cost import totals
 from srsnn.robustness.reporting import pct
 from srsnn.robustness.results import Check
 
@@ -77,6 +78,9 @@ def row_of(r: dict[str, Any], eps_cols: list[str], dense_snn: Optional[dict[str,
         row["E_dense/E_sparse"] = dense_snn["energy"]["total"]["synops"] / max(row["synops"], 1e-12)
     row["audit"] = audit_text(a.audit)
     row["eval_s_per_sample"] = a.seconds / max(a.num_samples, 1) if a.seconds else None
+    # forward + backward passes of the model per sample (None for files written before they were counted)
+    row["passes_per_sample"] = sum(totals(a.passes_by_phase).values()) if a.passes_by_phase else None
+    row["paper_passes_per_sample"] = sum(totals(a.passes_by_phase, "paper:").values()) if a.passes_by_phase else None
     row["robust_samples"] = r.get("robust_samples")  # for paired tests; not written to report.json
     return row
 
@@ -132,6 +136,7 @@ def main_table(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
             "first-layer or ANN MACs",
             "energy estimate µJ/sample",
             "eval s/sample",
+            "passes/sample (paper protocol)",
             "audit",
         ]
     )
@@ -144,6 +149,9 @@ def main_table(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
         cells += [cell(f"paper@{e}", as_pct=True) for e in eps_cols]
         r_ = row["dense_bytes"] / row["bytes"] if row["bytes"] else None
         ratio = "" if r_ is None else f" ({r_:.1f}× smaller)" if r_ >= 1 else f" ({1 / r_:.2f}× larger)"
+        passes = cell("passes_per_sample") + (
+            f" ({cell('paper_passes_per_sample')})" if row.get("passes_per_sample") else ""
+        )
         cells += [
             cell("weights"),
             (_fmt(row["bytes"]) + ratio) if row["bytes"] else "–",
@@ -152,6 +160,7 @@ def main_table(rows: list[dict[str, Any]], eps_cols: list[str]) -> str:
             cell("macs"),
             cell("energy_uj", digits=3),
             cell("eval_s_per_sample"),
+            passes,
             row["audit"],
         ]
         lines.append("| " + " | ".join(cells) + " |")

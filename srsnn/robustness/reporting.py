@@ -6,6 +6,7 @@ Used by ``callbacks.AttackEvaluation`` (one model) and ``report.py`` (a comparis
 from __future__ import annotations
 
 from srsnn.robustness.audit import verdict
+from srsnn.robustness.cost import totals
 from srsnn.robustness.results import Evaluation
 
 
@@ -78,7 +79,25 @@ def attacks_markdown(r: Evaluation) -> str:
             "",
             f"Evaluation time: {r.seconds:.0f} s ({r.seconds / max(r.num_samples, 1):.2f} s per sample).",
         ]
+    lines += _cost_lines(r.passes_by_phase)
     return "\n".join(lines) + "\n"
+
+
+def _cost_lines(by_phase: dict[str, dict[str, float]]) -> list[str]:
+    """The passes of the model per sample, in total, for the paper's protocol, and per phase (``cost``)."""
+    if not by_phase:
+        return []
+    all_, paper = totals(by_phase), totals(by_phase, "paper:")
+    lines = [
+        "",
+        f"Cost: {all_['forward']:,.0f} forward and {all_['backward']:,.0f} backward passes of the model per sample "
+        f"(the paper's protocol: {paper['forward']:,.0f} and {paper['backward']:,.0f}); a pass: one sample through the "
+        "model (an SNN over its T steps) or back.",
+        "",
+        "| phase | forward passes / sample | backward passes / sample |",
+        "|---|---|---|",
+    ]
+    return lines + [f"| {k} | {v['forward']:,.1f} | {v['backward']:,.1f} |" for k, v in by_phase.items()]
 
 
 def _members_alone_lines(alone) -> list[str]:

@@ -3,7 +3,8 @@
 One schema for the writer (``AttackEvaluation``), the readers (``report.py``, ``report.py compare``) and anyone's
 second opinion. Every file carries ``schema_version``; older files still read (version 0: no version, the keys of
 version 1; ``attacks.json`` version 2 renamed ``broken_by_stage``, ``seconds_by_stage``, ``rank_attack`` and a
-check's ``kind`` to ``broken_by_phase``, ``seconds_by_phase``, ``ranking_attack`` and ``rule``), and a newer version
+check's ``kind`` to ``broken_by_phase``, ``seconds_by_phase``, ``ranking_attack`` and ``rule``; version 3 added
+``passes_by_phase``), and a newer version
 than this code knows is refused with one clear error.
 """
 
@@ -16,7 +17,7 @@ from typing import Any, Optional
 
 from srsnn.errors import UserError
 
-SCHEMA_VERSION = 2  # attacks.json
+SCHEMA_VERSION = 3  # attacks.json (3: passes_by_phase; older files read with it empty)
 RECORD_VERSION = 1  # per_sample.json and energy.json: their keys are those of version 1
 
 # version 1 -> 2, per object: an evaluation has phases (paper, rank, adaptive, ...), a check follows a rule
@@ -145,6 +146,8 @@ class Evaluation(_Json):
     members_alone: Optional[MembersAlone] = None
     seconds: Optional[float] = None
     seconds_by_phase: dict[str, float] = field(default_factory=dict)
+    # passes of the model per evaluated sample, per phase: {phase: {"forward": f, "backward": b}} (version 3; ``cost``)
+    passes_by_phase: dict[str, dict[str, float]] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @classmethod

@@ -46,6 +46,7 @@ from srsnn.errors import UserError
 from srsnn.robustness.attacks import MIN_CLASSES, check_pixel_range, make_attack
 from srsnn.robustness.audit import confidence
 from srsnn.robustness.budget import AdaptiveBudget
+from srsnn.robustness.cost import PassCounter
 from srsnn.robustness.keyed import keyed_random, mix
 from srsnn.robustness.paths import MODEL, DeployedJudge, changes_forward, use_path
 from srsnn.robustness.planner import Planner, Unit, attack_kwargs, label
@@ -80,6 +81,7 @@ class Evaluator:
         batch_size: int = 100,
         stop: Optional[Callable[[], bool]] = None,
         snn_paths: Optional[list[dict]] = None,
+        counter: Optional[PassCounter] = None,
     ):
         self.model, self.members = model, members or [MODEL]
         self.epsilons, self.paper_attacks = sorted(epsilons), [dict(a) for a in paper_attacks]
@@ -99,6 +101,7 @@ class Evaluator:
         self.snn_paths = list(snn_paths or [])  # ASSG, HART: attacked with SA-PGD in the adaptive tier
         self.plan = Planner(self.members, self.paper_attacks, num_classes, adaptive, self.snn_paths, bool(transfer))
         self.seconds: dict[str, float] = {}  # wall time per phase:attack (this rank)
+        self.counter = counter  # passes of the model per phase (``srsnn.robustness.cost``), or None
         self.ranked: list[dict] = list(self.members)
 
     def _ranks(self) -> bool:
@@ -122,8 +125,13 @@ class Evaluator:
         with torch.no_grad():
             return self.model(adv).argmax(1) == y
 
-    def _run_unit(self, unit: Unit, x, y, alive: torch.Tensor, eps: float) -> torch.Tensor:
+    def _run_unit(self, unit: Unit, x, y, alive: torch.Tensor, eps: float, round_suffix: str = "") -> torch.Tensor:
         """Attack the alive samples in batches; returns the boolean mask of samples this unit broke."""
+        counting = self.counter.phase(f"{unit.phase}{round_suffix}:{unit.attack}") if self.counter else None
+        with counting or contextlib.nullcontext():
+            return self._attack_alive(unit, x, y, alive, eps)
+
+    def _attack_alive(self, unit: Unit, x, y, alive: torch.Tensor, eps: float) -> torch.Tensor:
         t0 = time.perf_counter()
         broke = torch.zeros_like(alive)
         idx = torch.nonzero(alive).flatten()
@@ -311,7 +319,7 @@ class Evaluator:
         """Each unit on the survivors ``st.alive``; records who broke each sample; what each unit broke (this rank)."""
         broken = []
         for unit in units:
-            broke = self._run_unit(unit, x, y, st.alive, eps)
+            broke = self._run_unit(unit, x, y, st.alive, eps, round_suffix)
             for i in torch.nonzero(broke).flatten().tolist():
                 st.breaker[i] = f"{unit.phase}{round_suffix}:{unit.tag}"
             st.alive &= ~broke
