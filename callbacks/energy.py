@@ -22,10 +22,11 @@ from srsnn.errors import UserError
 from srsnn.export.compact import export_compact
 from srsnn.modes import module_mode
 from srsnn.pruning.masks import sparsity_report
+from srsnn.robustness.card import add_energy
 from srsnn.snn.native import NativeNet, describe, first_spiking
 from srsnn.snn.synops import NativeSynopCounter, SynopCounter, ann_macs, energy_uj, first_layer_macs, layer_labels
 
-from .shards import sum_over_ranks, test_subset, write_results
+from .shards import results_dir, sum_over_ranks, test_subset, write_results
 
 
 class SpikeEnergyMonitor(Callback):
@@ -174,6 +175,9 @@ class SpikeEnergyMonitor(Callback):
         }
 
     def write(self, trainer) -> None:
+        out = results_dir(trainer, self.output_dir)
+        if trainer.is_global_zero:  # the evaluation's card, written just before, gets the energy accounting
+            add_energy(os.path.join(out, "card.json"), self.results)
         write_results(
             trainer,
             self.output_dir,

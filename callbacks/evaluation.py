@@ -28,6 +28,7 @@ from srsnn.modes import frozen_parameters, module_mode
 from srsnn.robustness.attacks import Eps, parse_eps
 from srsnn.robustness.audit import audit, confidence_statement, dead_paths, summarize, verdict
 from srsnn.robustness.budget import AdaptiveBudget, Preset
+from srsnn.robustness.card import EXAMPLES_FILE, Examples, build_card, image_digests
 from srsnn.robustness.cost import PassCounter
 from srsnn.robustness.paths import ensemble, path_modes, snn_attack_paths
 from srsnn.robustness.planner import label
@@ -111,6 +112,7 @@ class AttackEvaluation(Callback):
         self.epsilons = sorted(
             parse_eps(e, "AttackEvaluation.epsilons") for e in (epsilons or ["2/255", "4/255", "8/255"])
         )
+        self.preset = adaptive if isinstance(adaptive, str) else "custom" if isinstance(adaptive, dict) else "default"
         if isinstance(adaptive, str):
             if adaptive not in get_args(Preset):
                 raise UserError(
@@ -166,20 +168,13 @@ class AttackEvaluation(Callback):
         reduce = sum_over_ranks  # counts are made on the data's device (NCCL takes accelerator tensors only)
         counter = PassCounter(model)
         with counter, counter.phase("tuning"):
-            tuning = (
-                self._tune(trainer, model, device, modes)
-                if members and modes and self.adaptive and self.adaptive.snn_restarts
-                else None
-            )
+            tuned = members and modes and self.adaptive and self.adaptive.snn_restarts
+            tuning = self._tune(trainer, model, device, modes) if tuned else None
         ev = self._evaluator(trainer, model, members, num_classes, tuning, modes, device)
         ev.counter = counter
         total = int(reduce(torch.tensor(float(len(y)), device=device)).item())
         names = [m["name"] for m in ev.members]
-        rank_zero_info(
-            f"[AttackEvaluation] {total} test samples, {len(self.epsilons)} epsilon(s), "
-            f"{'ensemble of ' + str(len(names)) + ' gradient paths' if members else 'the network itself'}; "
-            f"{ev.plan.units_per_eps() * len(self.epsilons)} attack runs, each on the samples nothing broke yet"
-        )
+        self._announce(ev, total, bool(members))
         with frozen_parameters(model, ev.transfer[1] if ev.transfer else None), counter:  # attacks need dL/dx only
             local = ev.run(x, y, idx)  # idx: global indices, the keys of each sample's random starts
             clean = int(reduce(torch.tensor(float(sum(local["clean"])), device=device)).item())
@@ -188,9 +183,6 @@ class AttackEvaluation(Callback):
                 audited = self._audit(ev, x, y, per_eps, total, num_classes, local) if self.audit else ([], {})
         checks, zero_by_path = audited
         passes = counter.per_sample(total, reduce, device)
-        confidence = [
-            confidence_statement(e, v.worst, v.confidence if self.adaptive else None, total) for e, v in per_eps.items()
-        ]
         res = Evaluation(
             kind=getattr(pl_module, "kind", "ann"),
             num_samples=total,
@@ -202,7 +194,10 @@ class AttackEvaluation(Callback):
             tuning=tuning,
             eps=per_eps,
             audit=checks,
-            confidence=confidence,
+            confidence=[
+                confidence_statement(e, v.worst, v.confidence if self.adaptive else None, total)
+                for e, v in per_eps.items()
+            ],
             interrupted=local["interrupted"],
             zero_gradient_samples_by_path=zero_by_path,
             notes=dead_paths(zero_by_path, total),
@@ -212,7 +207,21 @@ class AttackEvaluation(Callback):
             passes_by_phase={k: {d: round(v, 1) for d, v in c.items()} for k, c in passes.items()},
         )
         _log_summary(res)
+        # what the card needs from every rank, gathered here: every rank calls (a collective)
+        self._card_inputs = (
+            _gathered_examples(ev.examples),
+            _gathered_digests(idx, x),
+            str(device),
+            trainer.world_size,
+        )
         return res, _per_sample_records(idx, local)
+
+    def _announce(self, ev: Evaluator, total: int, ensemble: bool) -> None:
+        what = f"ensemble of {len(ev.members)} gradient paths" if ensemble else "the network itself"
+        rank_zero_info(
+            f"[AttackEvaluation] {total} test samples, {len(self.epsilons)} epsilon(s), {what}; "
+            f"{ev.plan.units_per_eps() * len(self.epsilons)} attack runs, each on the samples nothing broke yet"
+        )
 
     def _evaluator(self, trainer, model, members, num_classes: int, tuning, modes, device) -> Evaluator:
         show = trainer.is_global_zero and trainer.progress_bar_callback is not None
@@ -326,8 +335,38 @@ class AttackEvaluation(Callback):
             {
                 "robust_accuracy.png": lambda p: plot_robust_accuracy({"this model": self.results}, p),
                 "per_sample.json": self.per_sample.write,
+                EXAMPLES_FILE: lambda p: self._write_card(trainer, p),
             },
         )
+
+    def _write_card(self, trainer, examples_path: str) -> None:
+        """``adversarial.safetensors.gz`` (the examples of every break) and ``card.json`` beside it (rank 0)."""
+        examples, digests, device, processes = self._card_inputs
+        size = examples.write(examples_path)
+        model = trainer.lightning_module.model
+        card = build_card(self.results, self.per_sample, model, trainer.datamodule, digests, self.preset)
+        card.evaluation.update(device=device, processes=processes)
+        n = len(examples.found)
+        card.examples.update(count=n, bytes=size, bytes_per_1000_broken=round(1000 * size / n) if n else None)
+        config = os.path.join(trainer.log_dir or trainer.default_root_dir, "config.yaml")
+        card.run = {"config": os.path.relpath(config, os.path.dirname(examples_path)), "ckpt_path": trainer.ckpt_path}
+        card.write(os.path.join(os.path.dirname(examples_path), "card.json"))
+
+
+def _gathered_examples(examples: Examples) -> Examples:
+    """Every rank's examples in one (the same on every rank: a collective)."""
+    merged = Examples()
+    for found in gather_objects(examples.found):
+        merged.found.update(found)
+    return merged
+
+
+def _gathered_digests(idx: list, x: torch.Tensor) -> list[str]:
+    """Every test image's SHA-256, in the test subset's order (a collective)."""
+    by_index = {}
+    for shard_idx, digests in gather_objects((list(idx), image_digests(x))):
+        by_index.update(zip(shard_idx, digests))
+    return [by_index[i] for i in sorted(by_index)]
 
 
 def _log_summary(res: Evaluation) -> None:

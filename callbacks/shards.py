@@ -56,7 +56,14 @@ def test_subset(trainer, num_samples: int, split: str = "test") -> tuple[torch.T
     """The first ``num_samples`` samples of the datamodule's ``test_dataloader()`` (0 = all; ``split="val"``: of
     ``val_dataloader()``), in its order, and this rank's exact, non-overlapping shard of them:
     ``(x, y, global indices)``. Works with any LightningDataModule."""
-    dm, name = trainer.datamodule, f"{split}_dataloader"
+    x, y = first_samples(trainer.datamodule, num_samples, split)
+    idx = list(range(len(y)))[trainer.global_rank :: trainer.world_size]
+    return x[idx], y[idx], idx
+
+
+def first_samples(dm, num_samples: int, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``num_samples`` samples (0 = all) of the datamodule's ``<split>_dataloader()``, in its order."""
+    name = f"{split}_dataloader"
     if dm is None or not callable(getattr(dm, name, None)):
         raise UserError(
             f"the evaluation callbacks need a LightningDataModule with a {name}() "
@@ -80,8 +87,7 @@ def test_subset(trainer, num_samples: int, split: str = "test") -> tuple[torch.T
         raise UserError(f"{type(dm).__name__}.{name}() is empty")
     x, y = torch.cat(xs), torch.cat(ys).long()
     n = min(num_samples, len(y)) if num_samples else len(y)
-    idx = list(range(n))[trainer.global_rank :: trainer.world_size]
-    return x[idx], y[idx], idx
+    return x[:n], y[:n]
 
 
 def gather_objects(obj: Any) -> list[Any]:

@@ -8,7 +8,7 @@ import warnings
 from jsonargparse import Namespace
 
 from srsnn.errors import UserError
-from srsnn.io.checkpoints import read_checkpoint
+from srsnn.io.checkpoints import read_checkpoint, resolve_checkpoint
 from srsnn.io.dotted import import_dotted
 
 # the network arguments that follow from the data, read from the datamodule where a config leaves them null. Not
@@ -119,6 +119,22 @@ def build_from_config(config: str):
     net_cfg = cli.config.model.init_args.net
     spec = {"net": {"class_path": net_cfg.class_path, "init_args": dict(net_cfg.init_args)}}
     return cli.model, cli.datamodule, spec
+
+
+def load_weights_of(config: str, ckpt_path: "str | None"):
+    """``(module in eval mode, datamodule)`` of a config, its weights from ``ckpt_path`` (a run's checkpoint) or,
+    without one, as the config builds them (an snnTorch SNN's ``weights`` file)."""
+    model, dm, _ = build_from_config(config)
+    if ckpt_path:
+        ckpt = read_checkpoint(resolve_checkpoint(ckpt_path, "checkpoint"), "checkpoint")
+        model.on_load_checkpoint(ckpt)
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+        except (KeyError, RuntimeError) as err:
+            raise UserError(
+                f"{ckpt_path!r} does not fit the model of {config!r}: {str(err).splitlines()[0][:200]}"
+            ) from None
+    return model.eval(), dm
 
 
 def load_trained(config: str, ckpt_path: str):

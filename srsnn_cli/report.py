@@ -8,6 +8,7 @@ import os
 import sys
 
 import callbacks.pruning  # noqa: F401 - registers every pruning method (the report's labels and colors)
+from srsnn.io.runs import files_under
 from srsnn.report import __doc__ as DOC
 from srsnn.report.claims import claims
 from srsnn.report.figures import plots
@@ -15,6 +16,7 @@ from srsnn.report.per_sample import compare, read
 from srsnn.report.runs import load_run
 from srsnn.report.seeds import against_published, seed_of
 from srsnn.report.tables import build_table, confidence_section, eps_columns, finetune_table, t_sweep_table
+from srsnn.robustness import card
 from srsnn_cli import one_line_errors
 
 
@@ -27,11 +29,56 @@ def _compare(argv: list[str]) -> int:
     return 0
 
 
+def _verify(argv: list[str]) -> int:
+    c = argparse.ArgumentParser(
+        prog="report.py verify",
+        description="Check model cards without any attack: the carded weights and test images (SHA-256), every stored "
+        "adversarial example inside its eps ball and [0, 1] and misclassified, the counts per epsilon. "
+        + card.__doc__.split("\n\n")[1].replace("\n", " "),
+    )
+    c.add_argument("cards", nargs="+", help="card.json files, or folders holding them (the newest under each)")
+    c.add_argument("--ckpt_path", help="the model's checkpoint (default: the one the card names)")
+    c.add_argument("--config", help="the model's config (default: the run's config.yaml beside the card)")
+    a = c.parse_args(argv)
+    failed = 0
+    for path in a.cards:
+        path = path if path.endswith(".json") else (files_under(path, "evaluation", "card.json") or [path])[-1]
+        verdict = _verify_one(path, a.ckpt_path, a.config)
+        noise = f"; {len(verdict.noise)} within floating-point noise: {verdict.noise[0]}" if verdict.noise else ""
+        if verdict.ok:
+            print(f"verified {path}: {verdict.checked} adversarial examples fool the model inside their balls; the "
+                  f"weights, the test images and the counts per epsilon are the card's{noise}")  # fmt: skip
+        else:
+            more = f" (and {len(verdict.failures) - 1} more)" if len(verdict.failures) > 1 else ""
+            print(f"error: {path}: {verdict.failures[0]}{more}{noise}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def _verify_one(path: str, ckpt_path, config) -> card.Verdict:
+    import torch
+
+    from callbacks.shards import first_samples
+    from lightning_modules.loading import load_weights_of
+
+    crd = card.Card.read(path)
+    here = os.path.dirname(os.path.abspath(path))
+    config = config or os.path.normpath(os.path.join(here, crd.run.get("config") or "../config.yaml"))
+    module, dm = load_weights_of(config, ckpt_path or crd.run.get("ckpt_path"))
+    dm.setup("test")
+    x, y = first_samples(dm, crd.data["num_samples"])
+    examples = card.Examples.read(os.path.join(here, crd.examples["file"]))
+    with torch.no_grad():
+        return card.verify(crd, module.model.eval(), x, y, examples)
+
+
 @one_line_errors
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["compare"]:
         return _compare(argv[1:])
+    if argv[:1] == ["verify"]:
+        return _verify(argv[1:])
     p = argparse.ArgumentParser(prog="report.py", description=DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders of `train.py test` runs")
     p.add_argument("--out", required=True, help="folder for report.md, report.json and the plots")

@@ -46,6 +46,7 @@ from srsnn.errors import UserError
 from srsnn.robustness.attacks import MIN_CLASSES, check_pixel_range, make_attack
 from srsnn.robustness.audit import confidence
 from srsnn.robustness.budget import AdaptiveBudget
+from srsnn.robustness.card import Examples
 from srsnn.robustness.cost import PassCounter
 from srsnn.robustness.keyed import keyed_random, mix
 from srsnn.robustness.paths import MODEL, DeployedJudge, changes_forward, use_path
@@ -102,6 +103,7 @@ class Evaluator:
         self.plan = Planner(self.members, self.paper_attacks, num_classes, adaptive, self.snn_paths, bool(transfer))
         self.seconds: dict[str, float] = {}  # wall time per phase:attack (this rank)
         self.counter = counter  # passes of the model per phase (``srsnn.robustness.cost``), or None
+        self.examples = Examples()  # the adversarial example of every break (``srsnn.robustness.card``)
         self.ranked: list[dict] = list(self.members)
 
     def _ranks(self) -> bool:
@@ -123,7 +125,10 @@ class Evaluator:
         if (adv - x).abs().max() > eps + 1e-5 or adv.min() < -1e-6 or adv.max() > 1 + 1e-6:
             raise RuntimeError(f"{unit.tag}: adversarial example outside the eps={eps:g} ball or [0, 1]")
         with torch.no_grad():
-            return self.model(adv).argmax(1) == y
+            logits = self.model(adv)
+        if keys is not None and eps in self.epsilons:  # the evaluation's breaks (not the audit's huge-epsilon probe)
+            self.examples.keep(keys, eps, adv, logits, y)
+        return logits.argmax(1) == y
 
     def _run_unit(self, unit: Unit, x, y, alive: torch.Tensor, eps: float, round_suffix: str = "") -> torch.Tensor:
         """Attack the alive samples in batches; returns the boolean mask of samples this unit broke."""
