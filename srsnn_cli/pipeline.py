@@ -36,6 +36,8 @@ from srsnn.io.stages import (  # noqa: F401 (CODE: read by tests)
     identity,
     run_dir_lock,
 )
+from srsnn.report import leaderboard
+from srsnn.robustness import card
 from srsnn_cli import one_line_errors
 
 
@@ -215,7 +217,25 @@ def publish(report_dir: str, tests: list[str], dest: str, root: str) -> None:
             samples = os.path.join(os.path.dirname(found), "per_sample.json")  # for paired tests, `report.py compare`
             if os.path.exists(samples):
                 shutil.copy2(samples, f"{name}.per_sample.json")
+            publish_card(os.path.dirname(found), name)
+    if any(f.endswith(".card.json") for _, _, fs in os.walk(dest) for f in fs):
+        leaderboard.write([dest], dest, os.path.basename(os.path.normpath(dest)))
     print(f"results copied to {dest}")
+
+
+def publish_card(evaluation: str, name: str) -> None:
+    """A run's card as ``<name>.card.json`` beside ``<name>.adversarial.safetensors.gz`` (the card names its examples
+    file; its model is found with ``report.py verify --config ... --ckpt_path ...``)."""
+    card_path = os.path.join(evaluation, "card.json")
+    if not os.path.exists(card_path):
+        return
+    c = card.Card.read(card_path)
+    examples = os.path.join(evaluation, c.examples["file"])
+    c.examples["file"] = os.path.basename(f"{name}.{card.EXAMPLES_FILE}")
+    if os.path.exists(examples):
+        shutil.copy2(examples, f"{name}.{card.EXAMPLES_FILE}")
+    c.run = {"config": None, "ckpt_path": None, "published_from": os.path.relpath(evaluation, ROOT)}
+    c.write(f"{name}.card.json")
 
 
 def run_measured(cmd: list[str]) -> tuple[int, Optional[float]]:

@@ -8,8 +8,10 @@ import os
 import sys
 
 import callbacks.pruning  # noqa: F401 - registers every pruning method (the report's labels and colors)
+from srsnn.errors import UserError
 from srsnn.io.runs import files_under
 from srsnn.report import __doc__ as DOC
+from srsnn.report import leaderboard
 from srsnn.report.claims import claims
 from srsnn.report.figures import plots
 from srsnn.report.per_sample import compare, read
@@ -26,6 +28,17 @@ def _compare(argv: list[str]) -> int:
     c.add_argument("theirs")
     a = c.parse_args(argv)
     print(compare(a.ours, a.theirs), end="")
+    return 0
+
+
+def _leaderboard(argv: list[str]) -> int:
+    c = argparse.ArgumentParser(prog="report.py leaderboard", description=leaderboard.__doc__)
+    c.add_argument("cards", nargs="+", help="folders holding card.json / <stage>.card.json files, or the files")
+    c.add_argument("--out", required=True, help="folder for leaderboard.md and leaderboard.html")
+    c.add_argument("--title", default="Leaderboard")
+    a = c.parse_args(argv)
+    md, page, n = leaderboard.write(a.cards, a.out, a.title)
+    print(f"wrote {md} and {page} ({n} models)")
     return 0
 
 
@@ -63,7 +76,12 @@ def _verify_one(path: str, ckpt_path, config) -> card.Verdict:
 
     crd = card.Card.read(path)
     here = os.path.dirname(os.path.abspath(path))
-    config = config or os.path.normpath(os.path.join(here, crd.run.get("config") or "../config.yaml"))
+    if not (config or crd.run.get("config")):
+        raise UserError(
+            f"{path} names no run folder (a published card): pass --config <the run's config.yaml> and --ckpt_path "
+            "<its checkpoint>"
+        )
+    config = config or os.path.normpath(os.path.join(here, crd.run["config"]))
     module, dm = load_weights_of(config, ckpt_path or crd.run.get("ckpt_path"))
     dm.setup("test")
     x, y = first_samples(dm, crd.data["num_samples"])
@@ -79,6 +97,8 @@ def main(argv=None) -> int:
         return _compare(argv[1:])
     if argv[:1] == ["verify"]:
         return _verify(argv[1:])
+    if argv[:1] == ["leaderboard"]:
+        return _leaderboard(argv[1:])
     p = argparse.ArgumentParser(prog="report.py", description=DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders of `train.py test` runs")
     p.add_argument("--out", required=True, help="folder for report.md, report.json and the plots")
