@@ -122,9 +122,14 @@ def build_from_config(config: str):
 
 
 def load_weights_of(config: str, ckpt_path: "str | None"):
-    """``(module in eval mode, datamodule)`` of a config, its weights from ``ckpt_path`` (a run's checkpoint) or,
-    without one, as the config builds them (an snnTorch SNN's ``weights`` file)."""
-    model, dm, _ = build_from_config(config)
+    """``(module in eval mode, datamodule)`` of a config, its weights from ``ckpt_path`` (a run's checkpoint, read with
+    ``weights_only=True``) or, without one, as the config builds them (an snnTorch SNN's ``weights`` file)."""
+    return load_trained(config, ckpt_path)[:2]
+
+
+def load_trained(config: str, ckpt_path: "str | None"):
+    """``(model in eval mode, datamodule, spec)``; the checkpoint is read with ``weights_only=True``."""
+    model, dm, spec = build_from_config(config)
     if ckpt_path:
         ckpt = read_checkpoint(resolve_checkpoint(ckpt_path, "checkpoint"), "checkpoint")
         model.on_load_checkpoint(ckpt)
@@ -134,22 +139,8 @@ def load_weights_of(config: str, ckpt_path: "str | None"):
             raise UserError(
                 f"{ckpt_path!r} does not fit the model of {config!r}: {str(err).splitlines()[0][:200]}"
             ) from None
-    return model.eval(), dm
-
-
-def load_trained(config: str, ckpt_path: str):
-    """``(model in eval mode, datamodule, spec)``; the checkpoint is read with ``weights_only=True``."""
-    model, dm, spec = build_from_config(config)
-    ckpt = read_checkpoint(ckpt_path, "checkpoint")
-    model.on_load_checkpoint(ckpt)
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except (KeyError, RuntimeError) as err:
-        raise UserError(
-            f"{ckpt_path!r} does not fit the model of {config!r}: {str(err).splitlines()[0][:200]}"
-        ) from None
     model.eval()
     spec["kind"] = model.kind
-    if model.kind == "snn":
+    if model.kind == "snn" and hasattr(model, "snn"):
         spec["snn"] = {"num_steps": model.snn.num_steps, "encoding": model.snn.encoding, "neuron": model.neuron_kwargs}
     return model, dm, spec
