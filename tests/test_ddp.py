@@ -308,3 +308,19 @@ def test_per_sample_records_are_the_same_on_1_and_2_processes_2_nodes_and_any_ba
     assert any(str(r["broken_by"]["0.2"]).startswith(("adaptive", "square", "check")) for r in one)  # the tier ran
     for other in ("two", "nodes", "b13"):
         assert _records(tmp_path / other) == one, other
+    # the cards: written once under DDP, every rank's examples gathered, the same examples on any process count
+    from srsnn.robustness.card import Card, Examples
+
+    cards = {k: sorted((tmp_path / k).rglob("card.json")) for k in ("one", "two", "nodes", "b13")}
+    assert all(len(v) == 1 for v in cards.values()), cards
+    base = Card.read(str(cards["one"][0]))
+    ex = Examples.read(str(cards["one"][0].parent / base.examples["file"]))
+    assert len(ex["index"]) == base.examples["count"] > 0
+    for other in ("two", "nodes", "b13"):
+        card = Card.read(str(cards[other][0]))
+        assert (card.samples, card.eps, card.data, card.model) == (base.samples, base.eps, base.data, base.model)
+        theirs = Examples.read(str(cards[other][0].parent / card.examples["file"]))
+        assert torch.equal(theirs["index"], ex["index"]) and torch.equal(theirs["x"], ex["x"]), other
+    from srsnn_cli import report
+
+    assert report.main(["verify", str(cards["two"][0])]) == 0
