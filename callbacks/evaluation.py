@@ -326,6 +326,8 @@ class AttackEvaluation(Callback):
             return [], {}
 
     def write(self, trainer) -> None:
+        # on every rank: trainer.log_dir is a broadcast under DDP (asked on rank 0 alone, it waits forever)
+        self._config_path = os.path.join(trainer.log_dir or trainer.default_root_dir, "config.yaml")
         write_results(
             trainer,
             self.output_dir,
@@ -348,8 +350,8 @@ class AttackEvaluation(Callback):
         card.evaluation.update(device=device, processes=processes)
         n = len(examples.found)
         card.examples.update(count=n, bytes=size, bytes_per_1000_broken=round(1000 * size / n) if n else None)
-        config = os.path.join(trainer.log_dir or trainer.default_root_dir, "config.yaml")
-        card.run = {"config": os.path.relpath(config, os.path.dirname(examples_path)), "ckpt_path": trainer.ckpt_path}
+        config = os.path.relpath(self._config_path, os.path.dirname(examples_path))
+        card.run = {"config": config, "ckpt_path": trainer.ckpt_path}
         card.write(os.path.join(os.path.dirname(examples_path), "card.json"))
 
 
