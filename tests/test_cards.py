@@ -104,3 +104,24 @@ def test_verify_fails_with_one_line_on_a_replaced_example_other_weights_or_an_ed
 def test_margins_are_the_best_wrong_logit_minus_the_true_one():
     logits = torch.tensor([[2.0, 1.0, 0.5], [0.0, 3.0, 1.0]])
     assert margins(logits, torch.tensor([0, 0])).tolist() == [-1.0, 3.0]
+
+
+def test_two_cards_of_one_model_and_data_compare_per_sample_and_others_are_refused(carded, tmp_path):
+    code, text = _verify(carded / "card.json")  # (the card as written verifies; compare needs nothing more)
+    assert code == 0, text
+    assert report.main(["compare", str(carded / "card.json"), str(carded / "card.json")]) == 0
+    data = json.loads((carded / "card.json").read_text())
+    data["model"]["weights_sha256"] = "f" * 64
+    (tmp_path / "other.json").write_text(json.dumps(data))
+    code, text = _compare(carded / "card.json", tmp_path / "other.json")
+    assert code == 2 and "other weights" in text, text
+
+
+def _compare(*args) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        code = report.main(["compare", *map(str, args)])
+    return code, out.getvalue() + err.getvalue()

@@ -14,7 +14,8 @@ from srsnn.robustness.results import PerSample
 def read(path: str) -> tuple[dict[int, bool], dict[str, set[int]]]:
     """``per_sample.json`` -> (clean-correct per sample index, the indices broken at each epsilon). Format (what
     ``AttackEvaluation`` writes; another attack writes the same): ``{"samples": [{"index": i, "clean_correct":
-    bool, "broken_by": {"<eps>": null | "<what broke it>"}}, ...]}``, null = robust to everything that attack ran."""
+    bool, "broken_by": {"<eps>": null | "<what broke it>"}}, ...]}``, null = robust to everything that attack ran;
+    a model card (``card.json``) holds the same records."""
     try:
         samples = PerSample.read(path).samples
         clean = {int(x.index): bool(x.clean_correct) for x in samples}
@@ -33,6 +34,27 @@ def read(path: str) -> tuple[dict[int, bool], dict[str, set[int]]]:
     return clean, broken
 
 
+def _same_model_and_data(ours: str, theirs: str) -> None:
+    """Two model cards (``card.json``, which carry per-sample records too) compare only for the same weights and the
+    same test images (their SHA-256)."""
+    import json
+
+    def hashes(path: str) -> Optional[tuple]:
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return None
+        if not (isinstance(data, dict) and "model" in data and "data" in data):
+            return None
+        return data["model"].get("weights_sha256"), data["data"].get("images_sha256")
+
+    a, b = hashes(ours), hashes(theirs)
+    if a and b and a != b:
+        what = "weights" if a[0] != b[0] else "test images"
+        raise UserError(f"the two cards are of other {what} (SHA-256 differs): compare cards of one model and data")
+
+
 def robust_samples(path: str) -> dict[str, list[int]]:
     """Per epsilon, the indices of the samples robust in the worst case."""
     clean, broken = read(path)
@@ -43,6 +65,7 @@ def compare(ours: str, theirs: str) -> str:
     """Per epsilon both evaluated: robust accuracy by each evaluation, by their per-sample union (a sample counts as
     robust only if neither broke it), and the samples each broke alone. Both files must cover the same samples; an
     epsilon only one of them evaluated is named, not compared (the other's "nothing broke it" would be a guess)."""
+    _same_model_and_data(ours, theirs)
     (ca, ba), (cb, bb) = read(ours), read(theirs)
     if set(ca) != set(cb):
         raise UserError(
