@@ -1,5 +1,5 @@
 """A pipeline file -> its stages: the dense chain, the pruning sweep, the T sweep, your own SNNs, the converted-only
-evaluations, once per seed (``srsnn.pipeline`` runs them)."""
+evaluations, once per seed (``srsnn_cli.pipeline`` runs them)."""
 
 from __future__ import annotations
 
