@@ -170,8 +170,7 @@ class AttackEvaluation(Callback):
         with counter, counter.phase("tuning"):
             tuned = members and modes and self.adaptive and self.adaptive.snn_restarts
             tuning = self._tune(trainer, model, device, modes) if tuned else None
-        ev = self._evaluator(trainer, model, members, num_classes, tuning, modes, device)
-        ev.counter = counter
+        ev = self._evaluator(trainer, model, members, num_classes, tuning, modes, device, counter)
         total = int(reduce(torch.tensor(float(len(y)), device=device)).item())
         names = [m["name"] for m in ev.members]
         self._announce(ev, total, bool(members))
@@ -223,7 +222,7 @@ class AttackEvaluation(Callback):
             f"{ev.plan.units_per_eps() * len(self.epsilons)} attack runs, each on the samples nothing broke yet"
         )
 
-    def _evaluator(self, trainer, model, members, num_classes: int, tuning, modes, device) -> Evaluator:
+    def _evaluator(self, trainer, model, members, num_classes: int, tuning, modes, device, counter) -> Evaluator:
         show = trainer.is_global_zero and trainer.progress_bar_callback is not None
         progress = (
             (lambda total: tqdm(total=total, desc="robustness", file=sys.stderr, dynamic_ncols=True, smoothing=0.1))
@@ -243,6 +242,7 @@ class AttackEvaluation(Callback):
             batch_size=self.batch_size,
             stop=self._stop.is_set if self._stop else None,
             snn_paths=snn_attack_paths(tuning["assg"], tuning["hart"], modes) if tuning else None,
+            counter=counter,
         )
 
     def _budget(self, ev: Evaluator, ensemble: bool, num_classes: int, tuning, modes) -> Budget:

@@ -121,14 +121,9 @@ def build_from_config(config: str):
     return cli.model, cli.datamodule, spec
 
 
-def load_weights_of(config: str, ckpt_path: "str | None"):
-    """``(module in eval mode, datamodule)`` of a config, its weights from ``ckpt_path`` (a run's checkpoint, read with
-    ``weights_only=True``) or, without one, as the config builds them (an snnTorch SNN's ``weights`` file)."""
-    return load_trained(config, ckpt_path)[:2]
-
-
 def load_trained(config: str, ckpt_path: "str | None"):
-    """``(model in eval mode, datamodule, spec)``; the checkpoint is read with ``weights_only=True``."""
+    """``(model in eval mode, datamodule, spec)``, the weights from ``ckpt_path`` (read with ``weights_only=True``) or,
+    without one, as the config builds them (an snnTorch SNN's ``weights`` file)."""
     model, dm, spec = build_from_config(config)
     if ckpt_path:
         ckpt = read_checkpoint(resolve_checkpoint(ckpt_path, "checkpoint"), "checkpoint")

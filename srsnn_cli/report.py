@@ -72,7 +72,7 @@ def _verify_one(path: str, ckpt_path, config) -> card.Verdict:
     import torch
 
     from callbacks.shards import first_samples
-    from lightning_modules.loading import load_weights_of
+    from lightning_modules.loading import load_trained
 
     crd = card.Card.read(path)
     here = os.path.dirname(os.path.abspath(path))
@@ -82,12 +82,12 @@ def _verify_one(path: str, ckpt_path, config) -> card.Verdict:
             "<its checkpoint>"
         )
     config = config or os.path.normpath(os.path.join(here, crd.run["config"]))
-    module, dm = load_weights_of(config, ckpt_path or crd.run.get("ckpt_path"))
+    module, dm, _ = load_trained(config, ckpt_path or crd.run.get("ckpt_path"))
     dm.setup("test")
     x, y = first_samples(dm, crd.data["num_samples"])
     examples = card.Examples.read(os.path.join(here, crd.examples["file"]))
     with torch.no_grad():
-        return card.verify(crd, module.model.eval(), x, y, examples)
+        return card.verify(crd, module.model, x, y, examples)
 
 
 @one_line_errors

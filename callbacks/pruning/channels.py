@@ -14,7 +14,7 @@ from srsnn.errors import UserError
 from srsnn.modes import module_mode
 from srsnn.types import FractionBelowOne
 
-from . import PruningSchedule, _net
+from ._base import PruningSchedule, _net
 
 
 class ChannelPruning(PruningSchedule):

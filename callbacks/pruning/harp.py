@@ -14,7 +14,7 @@ from torch import nn
 from srsnn.pruning.masks import get_weight_mask, prunable_layers
 from srsnn.types import FractionBelowOne
 
-from . import _net
+from ._base import _net
 from .hydra import HydraPruning
 
 

@@ -13,7 +13,7 @@ from torch import nn
 from srsnn.pruning.masks import add_mask, get_weight_mask, prunable_layers, raw_weight
 from srsnn.types import FractionBelowOne
 
-from . import PruningSchedule, _net
+from ._base import PruningSchedule, _net
 
 
 class HydraPruning(PruningSchedule):

@@ -13,7 +13,7 @@ from srsnn.errors import UserError
 from srsnn.pruning.masks import add_mask, ensure_masks, get_weight_mask, prunable_layers, raw_weight, topk_mask
 from srsnn.types import FractionBelowOne
 
-from . import PruningSchedule, _net
+from ._base import PruningSchedule, _net
 
 
 class MagnitudePruning(PruningSchedule):

@@ -141,7 +141,6 @@ def energy_section(energy: dict[str, Any]) -> dict[str, Any]:
         "dense_over_sparse_synops": energy.get("synop_ratio_dense_over_sparse"),
         "macs_per_sample": energy.get("macs", energy.get("first_layer_macs")),
         "energy_uj_per_sample": energy.get("energy_uj"),
-        "stored_bytes": (energy.get("storage") or {}).get("compact_bytes"),
     }
 
 
@@ -150,7 +149,7 @@ def add_energy(card_path: str, energy: dict[str, Any]) -> None:
     if os.path.isfile(card_path):
         card = Card.read(card_path)
         card.energy = energy_section(energy)
-        card.model["stored_bytes"] = card.energy["stored_bytes"]
+        card.model["stored_bytes"] = (energy.get("storage") or {}).get("compact_bytes")
         card.write(card_path)
 
 

@@ -126,7 +126,7 @@ class Evaluator:
             raise RuntimeError(f"{unit.tag}: adversarial example outside the eps={eps:g} ball or [0, 1]")
         with torch.no_grad():
             logits = self.model(adv)
-        if keys is not None and eps in self.epsilons:  # the evaluation's breaks (not the audit's huge-epsilon probe)
+        if keys is not None and unit.phase != "audit":  # the evaluation's breaks, not the audit's probes
             self.examples.keep(keys, eps, adv, logits, y)
         return logits.argmax(1) == y
 

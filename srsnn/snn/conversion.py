@@ -33,7 +33,7 @@ from srsnn.pruning.masks import ensure_masks, masks_from_nonzero, prunable_layer
 from srsnn.snn.calibration import ConversionError, calibrate_thresholds, check_calibration
 from srsnn.snn.native import NativeNet
 from srsnn.snn.network import SpikingNetwork
-from srsnn.snn.neurons import IFNeuron
+from srsnn.snn.neurons import IFNeuron, untrack
 from srsnn.snn.surrogates import Surrogate
 
 
@@ -279,7 +279,6 @@ def to_leaky(snn: SpikingNetwork, beta: float = 0.9) -> NativeNet:
     beta = 1 is the IF neuron but for firing at u > theta instead of u >= theta). The network runs step by step and
     is an snnTorch SNN for the evaluation (``NativeNet``: its gradient paths, readout of the logits)."""
     import snntorch
-    from snntorch._neurons.neurons import SpikingNeuron
 
     if not 0 < float(beta) <= 1:
         raise ConversionError(f"step 'neuron': the leak beta must be in (0, 1], got {beta!r}")
@@ -292,7 +291,7 @@ def to_leaky(snn: SpikingNetwork, beta: float = 0.9) -> NativeNet:
             reset_mechanism=n.reset_mode,
             reset_delay=False,
         )
-        SpikingNeuron.instances.remove(leaky)  # snnTorch's process-wide list would keep every network alive
+        untrack(leaky)
         parent, _, leaf = name.rpartition(".")
         setattr(snn.net.get_submodule(parent) if parent else snn.net, leaf, leaky)
     return NativeNet(SpikingNetwork(snn.net, snn.num_steps, snn.encoding), readout="logits")

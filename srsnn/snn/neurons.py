@@ -210,6 +210,13 @@ def atan_derivative(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return (a / 2) / (1 + (math.pi / 2 * a * v) ** 2)
 
 
+def untrack(neuron: torch.nn.Module) -> None:
+    """Take a neuron off snnTorch's process-wide list (kept for ``utils.reset``, which this repo never uses: it would
+    keep every network ever built alive)."""
+    if neuron in SpikingNeuron.instances:
+        SpikingNeuron.instances.remove(neuron)
+
+
 class IFNeuron(snntorch.Leaky):
     """Non-leaky integrate-and-fire neuron (``snntorch.Leaky`` with beta = 1) run over all T steps at once.
 
@@ -243,10 +250,7 @@ class IFNeuron(snntorch.Leaky):
             reset_mechanism=reset,
             reset_delay=False,
         )
-        # snnTorch keeps a process-wide list of neurons for utils.reset; we never use it, and leaving
-        # ourselves there would keep every network ever built alive.
-        if self in SpikingNeuron.instances:
-            SpikingNeuron.instances.remove(self)
+        untrack(self)
         self.reset_mode = reset
         self.min_threshold = float(min_threshold)
         self.detach_reset = bool(detach_reset)
