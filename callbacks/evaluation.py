@@ -41,7 +41,6 @@ from .interrupt import sigterm_as_interrupt
 from .shards import gather_objects, sum_over_ranks, test_subset, write_results
 
 WHITE_BOX = ("fgsm", "pgd", "apgd_ce", "apgd_dlr")
-TUNE_SAMPLES = 100  # at most this many validation images (and no more than the test subset) choose A and gamma
 PAPER_ATTACKS = ({"name": "fgsm"}, {"name": "pgd", "steps": 10})  # the paper's main-table protocol
 
 
@@ -50,6 +49,21 @@ DEFAULT_ADAPTIVE = dataclasses.asdict(AdaptiveBudget())
 # checks and smoke runs: its numbers are upper bounds, and the audit says so); ``paper`` = the protocol alone
 PRESETS = {
     "strong": {},
+    # the uniform rounds with the digits demo's restarts: the reference the margin allocation is measured against
+    "thorough": dict(
+        other_targets=3,
+        ce_restarts=3,
+        snn_steps=100,
+        snn_restarts=3,
+        check_rounds=3,
+        allocation="uniform",
+        rank_samples=0,
+        tune_samples=100,
+    ),
+    # large models: at most ~3x the paper protocol's passes, no rounds (its numbers are upper bounds)
+    "fast": dict(
+        top_k=1, tier_targets=1, snn_steps=50, square_queries=0, check_rounds=0, rank_samples=50, tune_samples=20
+    ),
     "quick": dict(
         top_k=1,
         steps=5,
@@ -112,7 +126,15 @@ class AttackEvaluation(Callback):
         self.epsilons = sorted(
             parse_eps(e, "AttackEvaluation.epsilons") for e in (epsilons or ["2/255", "4/255", "8/255"])
         )
-        self.preset = adaptive if isinstance(adaptive, str) else "custom" if isinstance(adaptive, dict) else "default"
+        self.preset = (
+            adaptive
+            if isinstance(adaptive, str)
+            else "custom"
+            if isinstance(adaptive, dict)
+            else "strong"
+            if adaptive
+            else "paper"
+        )
         if isinstance(adaptive, str):
             if adaptive not in get_args(Preset):
                 raise UserError(
@@ -217,9 +239,12 @@ class AttackEvaluation(Callback):
 
     def _announce(self, ev: Evaluator, total: int, ensemble: bool) -> None:
         what = f"ensemble of {len(ev.members)} gradient paths" if ensemble else "the network itself"
+        at_most, paper = ev.planned_passes()
         rank_zero_info(
             f"[AttackEvaluation] {total} test samples, {len(self.epsilons)} epsilon(s), {what}; "
-            f"{ev.plan.units_per_eps() * len(self.epsilons)} attack runs, each on the samples nothing broke yet"
+            f"{ev.plan.units_per_eps() * len(self.epsilons)} attack runs, each on the samples nothing broke yet; "
+            f"preset {self.preset}: at most {at_most:,} passes per sample if nothing broke (the paper protocol: at "
+            f"most {paper:,})"
         )
 
     def _evaluator(self, trainer, model, members, num_classes: int, tuning, modes, device, counter) -> Evaluator:
@@ -243,6 +268,7 @@ class AttackEvaluation(Callback):
             stop=self._stop.is_set if self._stop else None,
             snn_paths=snn_attack_paths(tuning["assg"], tuning["hart"], modes) if tuning else None,
             counter=counter,
+            announce=lambda line: rank_zero_info(f"[AttackEvaluation] {line}"),
         )
 
     def _budget(self, ev: Evaluator, ensemble: bool, num_classes: int, tuning, modes) -> Budget:
@@ -277,11 +303,12 @@ class AttackEvaluation(Callback):
 
     def _tune(self, trainer, model, device, modes) -> dict:
         """ASSG's A and HART's gamma chosen on the first validation images (``tune_snn_paths``; as many as the test
-        subset, at most ``TUNE_SAMPLES``);
+        subset, at most the budget's ``tune_samples``);
         without a fixed validation split, the published defaults."""
         eps = self.epsilons[0]
         try:
-            n = min(TUNE_SAMPLES, self.num_samples) if self.num_samples else TUNE_SAMPLES
+            n = self.adaptive.tune_samples
+            n = min(n, self.num_samples) if self.num_samples else n
             xv, yv, iv = test_subset(trainer, n, split="val")
         except UserError as err:
             return {**{m: GRIDS[m][2] for m in GRIDS}, "how": f"the published defaults ({err})"}

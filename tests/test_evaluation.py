@@ -181,8 +181,9 @@ def test_apgd_ce_takes_its_own_restarts_in_the_tier_and_every_check_round():
     from srsnn.errors import UserError
 
     budget = AdaptiveBudget(
-        top_k=2, steps=3, max_targets=1, other_targets=1, square_queries=0, check_rounds=1, ce_restarts=3
-    )
+        top_k=2, steps=3, max_targets=1, other_targets=1, square_queries=0, check_rounds=1, ce_restarts=3,
+        allocation="uniform",
+    )  # fmt: skip
     ev = Evaluator(nn.Identity(), paper_ensemble()[:2], [0.1], [], 10, budget)
     units = ev.plan.adaptive_units(ev.members) + ev.plan.check_units(ev.members, 0)
     restarts = {(u.phase, u.attack, u.kwargs["n_restarts"]) for u in units}
@@ -203,7 +204,9 @@ def test_check_rounds_rerun_the_tier_then_grow_where_it_pays_until_two_rounds_br
     torch.manual_seed(0)
     ann = SmallCNN(input_size=8, width=4).eval()
     x, y = _data(ann, 24)
-    budget = AdaptiveBudget(top_k=3, steps=4, max_targets=2, other_targets=1, square_queries=0, check_rounds=4)
+    budget = AdaptiveBudget(
+        top_k=3, steps=4, max_targets=2, other_targets=1, square_queries=0, check_rounds=4, allocation="uniform"
+    )
     ev = Evaluator(ann, None, [0.02], [{"name": "fgsm"}], 10, budget, batch_size=24)
     ran = []
     run_unit = ev._run_unit
@@ -272,7 +275,7 @@ class _Scripted(Evaluator):
         ok = torch.ones(len(y), dtype=torch.bool)
         if unit.phase == "rank" and unit.member["name"] == self.members[0]["name"]:
             ok[(x[:, 0, 0, 0] == 0.5)] = False  # sample 0 is marked by a pixel of exactly 0.5
-        return ok
+        return ok, None
 
     def clean_correct(self, x, y):
         return torch.ones(len(y), dtype=torch.bool)
@@ -352,7 +355,9 @@ def test_square_is_rerun_in_the_check_rounds_with_a_new_seed_each(dense_ann_ckpt
     from lightning_modules.loading import load_trained
 
     trained = load_trained("conf/digits/ann.yaml", dense_ann_ckpt)[0].model.eval()
-    budget = AdaptiveBudget(top_k=1, steps=3, max_targets=1, other_targets=1, square_queries=40, check_rounds=2)
+    budget = AdaptiveBudget(
+        top_k=1, steps=3, max_targets=1, other_targets=1, square_queries=40, check_rounds=2, allocation="uniform"
+    )
     net = nn.Sequential(Rounding(), trained).eval()
     x, y = _data(net, 30)
     ev = Evaluator(net, None, [0.3], [{"name": "fgsm"}], 10, budget, batch_size=30)
@@ -393,3 +398,67 @@ def test_the_runner_counts_every_pass_of_the_model_per_phase_exactly():
     two = counter.per_sample(20, lambda t: 2 * t, "cpu")  # two processes with the same shard: the same per sample
     assert two == one and totals(one) == {"forward": 5.0, "backward": 3.0}
     assert totals(one, "paper:") == {"forward": 4.0, "backward": 3.0}
+    assert ev.planned_passes() == (4, 4)  # what the plan says before it runs: PGD-3 on a sample nothing breaks
+
+
+def test_the_fast_preset_plans_at_most_3x_the_paper_protocols_passes_and_says_its_cost_first():
+    from callbacks.evaluation import PRESETS
+
+    args = (nn.Identity(), paper_ensemble(), [0.1, 0.2], [{"name": "fgsm"}, {"name": "pgd", "steps": 10}], 10)
+    fast = Evaluator(*args, AdaptiveBudget(**PRESETS["fast"]), snn_paths=[{"name": "assg"}, {"name": "hart"}])
+    at_most, paper = fast.planned_passes()
+    assert paper == 2 * 19 * (2 + 11) and paper < at_most <= 3 * paper
+    strong = Evaluator(*args, AdaptiveBudget(), snn_paths=[{"name": "assg"}, {"name": "hart"}])
+    assert strong.planned_passes()[0] > at_most and strong.planned_passes()[1] == paper
+
+
+def test_margin_rounds_spend_the_passes_on_the_samples_near_the_boundary(dense_ann_ckpt):
+    """Margin allocation: the rounds re-run the (attack, path) pairs that broke something on the survivors whose
+    closest gap is below ``reach`` x their clean gap; in the first round at 2x steps, the workhorse (the tier's most
+    productive pair) at 3x starts within twice the reach; Square (rounds only) within reach and where the gradient
+    attacks could not move the gap (masking)."""
+    from lightning_modules.loading import load_trained
+    from srsnn.robustness.runner import STUCK
+
+    torch.manual_seed(0)
+    ann = load_trained("conf/digits/ann.yaml", dense_ann_ckpt)[0].model.eval()
+    x, y = _data(ann, 40)
+    budget = AdaptiveBudget(top_k=1, steps=4, max_targets=2, square_queries=10, check_rounds=2, reach=0.3)
+    ev = Evaluator(ann, None, [0.15], [{"name": "fgsm"}], 10, budget, batch_size=40)
+    ran, run_unit = [], ev._run_unit
+
+    def spy(unit, x, y, alive, eps, *a):
+        sets = {}
+        if ev.clean_gap is not None:
+            for name, lo, hi in (("reach", -1e9, 0.3), ("wide", -1e9, 0.6), ("stuck", STUCK, 1e9)):
+                sets[name] = ev.alive_now & (ev.gap < hi * ev.clean_gap) & (ev.gap > lo * ev.clean_gap)
+        broke = run_unit(unit, x, y, alive, eps, *a)
+        ran.append((unit, alive.clone(), sets))
+        return broke
+
+    ev._run_unit = spy
+    original = ev._run_units
+
+    def track(st, *a, **k):  # the survivors at each unit's start
+        ev.alive_now = st.alive
+        return original(st, *a, **k)
+
+    ev._run_units = track
+    res = ev.run(x, y)["eps"]["0.15"]
+    tier = [u for u, _, _ in ran if u.phase == "adaptive"]
+    assert [u.attack for u in tier] == ["apgd_ce", "apgdt"]  # no Square in the margin allocation's tier
+    rounds = [(u, on, sets) for u, on, sets in ran if u.phase in ("check", "square")]
+    assert rounds and len(res["check_rounds"]) >= 1
+    first = [r for r in rounds if r[0].kwargs["seed"] == 1]
+    workhorse = [(u, on, sets) for u, on, sets in first if u.kwargs.get("n_restarts") == 3]
+    assert len(workhorse) == 1 and workhorse[0][0].kwargs["steps"] == 8  # 2x steps, 3x starts
+    assert torch.equal(workhorse[0][1], workhorse[0][2]["wide"])
+    for u, on, sets in rounds:
+        if u.attack == "square":
+            assert torch.equal(on, sets["reach"] | sets["stuck"])
+            assert u.kwargs["n_queries"] == (20 if u.kwargs["seed"] == 1 else 10)  # 2x queries in the first round
+        elif u is not workhorse[0][0]:
+            assert torch.equal(on, sets["reach"])
+    assert any(int(on.sum()) > int(sets["reach"].sum()) for _, on, sets in workhorse)  # beyond the reach
+    robust = torch.tensor([b is None for b in res["per_sample"]["worst"]])
+    assert robust.any() and bool((ev.gap[robust] > 0).all()) and bool((ev.gap[robust] < float("inf")).all())

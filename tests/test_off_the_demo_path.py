@@ -43,7 +43,7 @@ def test_the_adaptive_tier_runs_with_any_class_count_and_says_which_targeted_att
     )
     out = ev.run(x, y)
     assert out["interrupted"] is None and out["units_done"] > 0
-    ran = {k.split(":")[1] for k in ev.seconds if k.startswith(("adaptive:", "check:"))}
+    ran = {k.split(":")[1] for k in ev.seconds if k.startswith(("adaptive:", "check:", "square:"))}
     assert ran == {"apgd_ce", "square"} | ({targeted} if targeted else set())  # Square runs in the check rounds
     text = SMALL.describe(3, classes)
     assert ("APGD-T (DLR" in text) == (classes >= 4) and ("targeted PGD-CE" in text) == (classes == 3)

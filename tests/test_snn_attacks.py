@@ -120,8 +120,9 @@ def test_the_tier_attacks_through_assg_and_hart_with_sapgd_and_rounds_rerun_them
 
     snn, x, y = _snn_and_data()
     budget = AdaptiveBudget(
-        top_k=1, steps=3, max_targets=1, other_targets=1, square_queries=0, check_rounds=1, snn_steps=4, snn_restarts=1
-    )
+        top_k=1, steps=3, max_targets=1, other_targets=1, square_queries=0, check_rounds=1, snn_steps=4, snn_restarts=1,
+        allocation="uniform",
+    )  # fmt: skip
     ev = Evaluator(snn, paper_ensemble()[:2], [0.02], [{"name": "fgsm"}], 10, budget, snn_paths=snn_attack_paths())
     units = ev.plan.adaptive_units(ev.members)
     assert [(u.attack, u.member["name"]) for u in units if u.attack == "sapgd"] == [

@@ -124,9 +124,9 @@ def _per_eps_checks(check: Callable, eps: str, v: EpsResult, margin_points: floa
     if v.check_rounds:
         r = v.check_rounds
         check(
-            f"eps={eps}: adaptive attack converged (two consecutive 2x-steps rounds broke nothing more)",
+            f"eps={eps}: adaptive attack converged (two consecutive check rounds broke nothing more)",
             v.confidence["converged"],
-            "samples broken by each 2x-steps round: " + ", ".join(map(str, r)),
+            "samples broken by each check round: " + ", ".join(map(str, r)),
             "attack not converged",
             eps,
         )

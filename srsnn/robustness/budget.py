@@ -8,7 +8,8 @@ from typing import Literal, Optional
 from srsnn.errors import UserError
 
 # the named budgets of ``AttackEvaluation.adaptive`` (``callbacks.evaluation.PRESETS``; ``paper``: the protocol alone)
-Preset = Literal["strong", "quick", "paper"]
+Preset = Literal["strong", "thorough", "fast", "quick", "paper"]
+Allocation = Literal["margin", "uniform"]
 
 
 @dataclass
@@ -16,40 +17,58 @@ class AdaptiveBudget:
     """The tier beyond the paper's protocol (per epsilon, on survivors only).
 
     top_k: strongest gradient paths attacked; steps, restarts: of APGD-CE and APGD-T; ce_restarts: APGD-CE's own
-    restarts (None = ``restarts``): whether APGD-CE breaks a borderline sample depends on its random start, and one
-    CE run costs what one of APGD-T's targets does (on the digits demo's SNNs, 3 restarts broke what an independent
-    attack's APGD-CE broke with other seeds, for ~12 % more evaluation time); max_targets: target classes
-    of APGD-T through the strongest path (the most likely wrong classes, at most num_classes - 1); other_targets:
-    the same through the other top_k - 1 paths (APGD-T's cost grows with the targets); square_queries: Square's
-    budget (0 = skip);
-    check_rounds: at most this many convergence rounds: the first re-runs every attack of the tier through the same
-    paths with the same targets at 2x steps (Square at 2x queries), the later ones only the (attack, path) pairs that
-    broke something so far, at 2x restarts; each with a new seed; they stop after
-    two consecutive rounds that break nothing (converged; fewer than 2 rounds can never show it; 0 = off), else at
-    the cap (not converged: the audit says so);
+    restarts (None = ``restarts``); max_targets: target classes of APGD-T through the strongest path (the most likely
+    wrong classes, at most num_classes - 1); other_targets: the same through the other top_k - 1 paths;
     snn_steps, snn_restarts: SA-PGD (Wang et al., arXiv 2512.22522) through the published SNN-specific gradient
-    paths, ASSG and HART (SNNs only; their A and gamma chosen on the validation split; snn_restarts 0 = off)."""
+    paths, ASSG and HART (SNNs only; their A and gamma chosen on the validation split; snn_restarts 0 = off);
+    square_queries: Square's budget (0 = skip); check_rounds: at most this many rounds after the tier; they stop
+    after two consecutive rounds that break nothing (converged; 0 = off), else at the cap (not converged).
+
+    allocation: what the rounds spend their passes on.
+    ``margin`` (per-sample allocation, after A^3's online discarding, Liu et al., CVPR 2022): every tier and round
+    attack books, per sample, the smallest gap g = z_y - max_{k != y} z_k of the deployed model over its example and
+    every start's best iterate. A survivor is *within reach* when g < reach * g_clean. Each round re-runs the (attack,
+    path) pairs that broke something so far at this epsilon with a new seed (APGD-T over ``tier_targets`` targets
+    through each path), the first at 2x steps, the later ones at 2x restarts (SA-PGD: one new start), on the
+    survivors within reach; in the first round the tier's most productive pair (the workhorse) also at 3x starts, on
+    the survivors within twice the reach;
+    Square runs in the rounds only (2x queries in the first), on the survivors within reach and on those the
+    gradient attacks could not move (g above 0.9 g_clean: masked gradients look like this).
+    ``uniform``: the first round re-runs every attack of the tier (Square included) at 2x steps (Square 2x
+    queries) on every survivor, the later ones the (attack, path) pairs that broke something so far at 2x
+    restarts.
+    tier_targets: APGD-T's targets through the strongest path in the margin allocation's tier and rounds;
+    rank_samples: the ranking attacks the clean-correct samples among the first ``rank_samples`` of the test subset
+    (0 = all); tune_samples: validation images that choose ASSG's A and HART's gamma."""
 
     top_k: int = 3
     steps: int = 50
     restarts: int = 1
     max_targets: int = 9
-    other_targets: int = 3
+    other_targets: int = 1
     square_queries: int = 1000
     check_rounds: int = 4
     ce_restarts: Optional[int] = None
     snn_steps: int = 100
-    snn_restarts: int = 3
+    snn_restarts: int = 1
+    allocation: Allocation = "margin"
+    reach: float = 0.2
+    rank_samples: int = 100
+    tune_samples: int = 50
+    tier_targets: int = 3
 
     def __post_init__(self):
         if (
             min(self.top_k, self.steps, self.restarts, self.max_targets, self.other_targets, self.apgd_ce_restarts) < 1
-            or min(self.square_queries, self.check_rounds, self.snn_restarts) < 0
-            or self.snn_steps < 1
+            or min(self.snn_steps, self.tier_targets, self.tune_samples) < 1
+            or min(self.square_queries, self.check_rounds, self.snn_restarts, self.rank_samples) < 0
+            or self.allocation not in ("margin", "uniform")
+            or not 0 < self.reach <= 1
         ):
             raise UserError(
-                f"adaptive budget: top_k, steps, restarts, ce_restarts, max_targets, other_targets must be >= 1 and "
-                f"square_queries, check_rounds, snn_restarts >= 0 and snn_steps >= 1, got {self}"
+                "adaptive budget: top_k, steps, restarts, ce_restarts, max_targets, other_targets, snn_steps, "
+                "tier_targets, tune_samples must be >= 1, square_queries, check_rounds, snn_restarts, rank_samples "
+                f">= 0, allocation margin or uniform and 0 < reach <= 1, got {self}"
             )
 
     @property
@@ -58,7 +77,11 @@ class AdaptiveBudget:
 
     def targets(self, place: int, num_classes: int) -> int:
         """Target classes of APGD-T through the path at ``place`` in the ranking (0 = the strongest)."""
-        return max(1, min(self.max_targets if place == 0 else self.other_targets, num_classes - 1))
+        if self.allocation == "margin":
+            k = min(self.tier_targets, self.max_targets) if place == 0 else self.other_targets
+        else:
+            k = self.max_targets if place == 0 else self.other_targets
+        return max(1, min(k, num_classes - 1))
 
     def describe(self, members: int, num_classes: int) -> str:
         k = min(self.top_k, members)
@@ -71,11 +94,25 @@ class AdaptiveBudget:
             if num_classes == 3
             else " (no targeted attack: with 2 classes the one wrong class is its aim)"
         )
-        return (
+        tier = (
             f"APGD-CE{targeted}, {self.steps} steps, {self.restarts} restart(s)"
             + (f" (APGD-CE: {self.apgd_ce_restarts})" if self.apgd_ce_restarts != self.restarts else "")
-            + f", through the {k} strongest of {members} "
-            f"gradient path(s); Square {self.square_queries} queries"
+            + f", through the {k} strongest of {members} gradient path(s)"
+        )
+        if self.allocation == "margin":
+            rounds = (
+                f"; up to {self.check_rounds} round(s), each with a new seed, until two consecutive rounds break "
+                "nothing: the (attack, path) pairs that broke something so far (the first at 2x steps, the later "
+                f"at 2x restarts; APGD-T over {self.targets(0, num_classes)} targets through each path) on the "
+                f"survivors within reach (closest gap below {self.reach:g}x the clean gap), in the first round the "
+                "tier's most productive at 3x starts within twice the reach; Square "
+                f"({self.square_queries} queries, 2x in the first round) on those within reach and those the "
+                "gradient attacks could not move"
+            )
+            return tier + (rounds if self.check_rounds else "")
+        return (
+            tier
+            + f"; Square {self.square_queries} queries"
             + (
                 f"; convergence check: up to {self.check_rounds} round(s), the first every attack again through the "
                 "same paths and targets at 2x steps (Square 2x queries), the later ones the attacks that broke "

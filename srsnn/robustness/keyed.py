@@ -77,10 +77,15 @@ class _Draws(TorchFunctionMode):
 
 
 @contextlib.contextmanager
-def keyed_random(attack, x: torch.Tensor, keys: Sequence[int], seed: int, on_start=None) -> Iterator[None]:
+def keyed_random(
+    attack, x: torch.Tensor, keys: Sequence[int], seed: int, on_start=None, on_iterate=None
+) -> Iterator[None]:
     """While an attack runs on ``x`` (rows = the samples ``keys``), serve its random draws per sample.
     ``on_start``: called before every start (``attack_single_run``): state a start must not inherit from another
-    (ASSG's running means) is reset, since which samples a restart holds depends on the others."""
+    (ASSG's running means) is reset, since which samples a restart holds depends on the others.
+    ``on_iterate(rows, iterate)``: called after every start with its samples' keys and the start's best iterate (the
+    first tensor it returns shaped like its input: APGD's and APGD-T's highest-loss point, Square's lowest-margin
+    one, SA-PGD's and targeted PGD's result), which ``attack`` itself returns only where it fooled the model."""
     streams: dict[int, torch.Generator] = {}
 
     def stream(key: int) -> torch.Generator:
@@ -107,7 +112,13 @@ def keyed_random(attack, x: torch.Tensor, keys: Sequence[int], seed: int, on_sta
         if on_start is not None:
             on_start()
         with draws(rows, xs.dim()):
-            return single(xs, *args, **kwargs)
+            result = single(xs, *args, **kwargs)
+        if on_iterate is not None:
+            parts = result if isinstance(result, tuple) else (result,)
+            best = next((t for t in parts if torch.is_tensor(t) and t.shape == xs.shape), None)
+            if best is not None:
+                on_iterate(rows, best.detach())
+        return result
 
     attack.attack_single_run = wrapped  # the instance's own, for this call only
     try:

@@ -27,6 +27,21 @@ class Unit:
         return f"{self.label or self.attack}/{self.member['name']}"
 
 
+def unit_passes(unit: Unit) -> int:
+    """About how many forward passes of the model one sample costs ``unit`` if nothing breaks it (every one but
+    Square's with a backward), the deployed model's judgement included: PGD-k k + 1; APGD a clean check, then
+    (k + 1) per start (and per target); SA-PGD k + 1 per start; Square its queries."""
+    kw, name = unit.kwargs, unit.attack
+    if name == "square":
+        return kw.get("n_queries", 1000) * kw.get("n_restarts", 1) + 2
+    if name in ("fgsm", "rfgsm", "rfgsm_kl"):
+        return 2 + (name != "fgsm")
+    if name in ("pgd", "tpgd"):
+        return kw.get("steps", 10) + 1
+    starts = kw.get("n_restarts", 1) * (kw.get("n_classes", 2) - 1 if name in ("apgdt", "pgdt") else 1)
+    return (kw.get("steps", 10) + 1) * starts + 1 + (name != "sapgd")
+
+
 def attack_kwargs(spec: dict) -> dict:
     """An attack spec (``{name: pgd, steps: 10}``) without its name: the keyword arguments of ``make_attack``."""
     return {k: v for k, v in spec.items() if k != "name"}
@@ -84,11 +99,42 @@ class Planner:
             for place, m in enumerate(top)
             if targeted
         ]
-        if b.square_queries:
+        if b.square_queries and b.allocation == "uniform":  # margin allocation: Square runs in the rounds
             units.append(Unit("square", "square", MODEL, dict(n_queries=b.square_queries), "square"))
         return units
 
-    def check_units(self, ranked: list[dict], round_: int, productive: frozenset = frozenset()) -> list[Unit]:
+    def focus_units(
+        self, ranked: list[dict], round_: int, productive: frozenset = frozenset(), workhorse: Optional[tuple] = None
+    ) -> list[Unit]:
+        """A margin-allocated round (0-based): the tier's (attack, path) pairs that broke something so far at this
+        epsilon (``productive``), in the tier's order, with a new seed (APGD-T over ``tier_targets`` targets through
+        every path): the first round at 2x steps, the ``workhorse`` (the pair that broke the most) also at 3x starts,
+        and Square at 2x queries; the later rounds at 2x restarts (SA-PGD: a new start of the tier's run) and Square
+        at its queries. Which survivors each runs on is the runner's choice (``Evaluator._within_reach``)."""
+        b = self.adaptive
+        units = []
+        for u in self.adaptive_units(ranked):
+            if (u.attack, u.member["name"]) not in productive:
+                continue
+            kw = {**u.kwargs, "seed": round_ + 1}
+            if not round_:  # the first round: 2x steps, where a borderline sample's long run finishes what one started
+                kw["steps"] = 2 * kw["steps"]
+                if (u.attack, u.member["name"]) == workhorse:  # and 3x starts for the pair that breaks the most
+                    kw["n_restarts"] = 3 * kw.get("n_restarts", 1)
+            elif u.attack != "sapgd":  # later: 2x restarts (SA-PGD a new start of the tier's run)
+                kw["n_restarts"] = 2 * kw.get("n_restarts", 1)
+            if "n_classes" in kw:
+                kw["n_classes"] = b.targets(0, self.num_classes) + 1
+            units.append(Unit("check", u.attack, u.member, kw, u.label))
+        if b.square_queries:
+            # phase "square": the audit weighs what the gradient-free search broke against the white-box attacks
+            queries = b.square_queries * (1 if round_ else 2)
+            units.append(Unit("square", "square", MODEL, dict(n_queries=queries, seed=round_ + 1), "square"))
+        return units
+
+    def check_units(
+        self, ranked: list[dict], round_: int, productive: frozenset = frozenset(), workhorse: Optional[tuple] = None
+    ) -> list[Unit]:
         """Round ``round_`` (0-based). The first re-runs every attack of the tier through the same paths with the
         same targets at 2x steps and a new seed, and Square at 2x queries with a new seed: "converged" then covers
         every family (whether Square or a white-box attack breaks a borderline sample depends on its seed). The
@@ -97,6 +143,8 @@ class Planner:
         b = self.adaptive
         if b is None or not b.check_rounds:
             return []
+        if b.allocation == "margin":
+            return self.focus_units(ranked, round_, productive, workhorse)
         tier = [u for u in self.adaptive_units(ranked) if u.phase in ("adaptive", "square")]
         units = []
         for u in tier:
@@ -111,12 +159,32 @@ class Planner:
             units.append(Unit("check", u.attack, u.member, kw, u.label))
         return units
 
+    def planned_passes(self, epsilons: int) -> tuple[int, int]:
+        """(everything but the ranking, the paper protocol): forward passes per sample if no attack broke anything,
+        over ``epsilons`` epsilons, every round run and every (attack, path) pair productive. An upper bound: attacks
+        run on the survivors only, and the rounds stop early."""
+        paper = sum(unit_passes(u) for u in self.paper_units())
+        units = self.adaptive_units(self.members)
+        tier = sum(unit_passes(u) for u in units)
+        everything = self.pairs()
+        costliest = max(units, key=unit_passes, default=None)  # the workhorse that costs the most
+        workhorse = (costliest.attack, costliest.member["name"]) if costliest else None
+        rounds = self.adaptive.check_rounds if self.adaptive else 0
+        later = self.check_units(self.members, 1, everything) if rounds > 1 else []
+        checks = sum(unit_passes(u) for u in self.check_units(self.members, 0, everything, workhorse))
+        checks += (rounds - 1) * sum(unit_passes(u) for u in later) if rounds > 1 else 0
+        return epsilons * (paper + tier + checks), epsilons * paper
+
+    def pairs(self, ranked: Optional[list[dict]] = None) -> frozenset:
+        """Every (attack, path) pair of the tier (through the ``ranked`` paths): the most a round can re-run."""
+        return frozenset((u.attack, u.member["name"]) for u in self.adaptive_units(ranked or self.members))
+
     def units_per_eps(self) -> int:
         n = len(self.paper_units())
         rounds = self.adaptive.check_rounds if self.adaptive else 0
         n += (
             len(self.adaptive_units(self.members))
-            + rounds * len(self.check_units(self.members, 0))
+            + rounds * len(self.check_units(self.members, 0, self.pairs()))
             + bool(self.transfer)
         )
         return n

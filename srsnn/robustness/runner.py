@@ -46,12 +46,14 @@ from srsnn.errors import UserError
 from srsnn.robustness.attacks import MIN_CLASSES, check_pixel_range, make_attack
 from srsnn.robustness.audit import confidence
 from srsnn.robustness.budget import AdaptiveBudget
-from srsnn.robustness.card import Examples
+from srsnn.robustness.card import Examples, margins
 from srsnn.robustness.cost import PassCounter
 from srsnn.robustness.keyed import keyed_random, mix
 from srsnn.robustness.paths import MODEL, DeployedJudge, changes_forward, use_path
-from srsnn.robustness.planner import Planner, Unit, attack_kwargs, label
+from srsnn.robustness.planner import Planner, Unit, attack_kwargs, label, unit_passes
 from srsnn.snn.network import reset_path_state
+
+STUCK = 0.9  # margin allocation: a survivor whose closest gap stays above this share of its clean gap gets Square
 
 
 class Evaluator:
@@ -64,7 +66,8 @@ class Evaluator:
     reduce: sums a tensor over DDP ranks (identity on one process). progress: a tqdm-like factory or None.
     batch_size: attack batch size. stop: polled between batches (DDP: a deferred signal; ``_agree_on_stop``).
     snn_paths: the SNN-specific gradient paths (``srsnn.robustness.attacks.snn_attack_paths``) the tier attacks with
-    SA-PGD; empty for ANNs.
+    SA-PGD; empty for ANNs. counter: counts the passes per phase. announce: a log line's sink (rank 0), for the
+    first batch's timing.
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class Evaluator:
         stop: Optional[Callable[[], bool]] = None,
         snn_paths: Optional[list[dict]] = None,
         counter: Optional[PassCounter] = None,
+        announce: Optional[Callable[[str], None]] = None,
     ):
         self.model, self.members = model, members or [MODEL]
         self.epsilons, self.paper_attacks = sorted(epsilons), [dict(a) for a in paper_attacks]
@@ -103,15 +107,28 @@ class Evaluator:
         self.plan = Planner(self.members, self.paper_attacks, num_classes, adaptive, self.snn_paths, bool(transfer))
         self.seconds: dict[str, float] = {}  # wall time per phase:attack (this rank)
         self.counter = counter  # passes of the model per phase (``srsnn.robustness.cost``), or None
+        self.announce, self._timed = announce, False  # the first batch's timing is said once (``announce``)
         self.examples = Examples()  # the adversarial example of every break (``srsnn.robustness.card``)
         self.ranked: list[dict] = list(self.members)
+
+    def planned_passes(self) -> tuple[int, int]:
+        """(everything, the paper protocol): forward passes per sample at most (``Planner.planned_passes``), the
+        ranking included."""
+        everything, paper = self.plan.planned_passes(len(self.epsilons))
+        if self._ranks():
+            everything += len(self.members) * unit_passes(
+                Unit("rank", self.ranking_attack["name"], MODEL, attack_kwargs(self.ranking_attack))
+            )
+        return everything, paper
 
     def _ranks(self) -> bool:
         return self.adaptive is not None and len(self.members) > 1
 
     # -- running ----------------------------------------------------------------------------------------------
-    def correct_after(self, unit: Unit, x: torch.Tensor, y: torch.Tensor, eps: float, keys=None) -> torch.Tensor:
-        """Craft on ``unit.member`` (or the transfer source), judge on the deployed model: correct per sample.
+    def correct_after(self, unit: Unit, x: torch.Tensor, y: torch.Tensor, eps: float, keys=None):
+        """Craft on ``unit.member`` (or the transfer source), judge on the deployed model. Returns per sample whether
+        it is still classified correctly and, for the margin allocation (``book``), the smallest gap
+        z_y - max_{k != y} z_k of the deployed model over the example and every start's best iterate (else None).
         ``keys``: the samples' global indices; their random starts derive from (the run, the sample) alone."""
         source, member = (self.transfer[1] if unit.phase == "transfer" else self.model), unit.member
         if unit.phase in ("adaptive", "check") and changes_forward(member):
@@ -119,19 +136,36 @@ class Evaluator:
         attack = make_attack(unit.attack, source, eps, **unit.kwargs)
         seed = mix(unit.phase, unit.label or unit.attack, unit.member["name"], f"{eps:.6g}", unit.kwargs.get("seed", 0))
         fresh = lambda: reset_path_state(source)  # noqa: E731 - every start begins ASSG's running means afresh
-        keyed = keyed_random(attack, x, keys, seed, fresh) if keys is not None else contextlib.nullcontext()
+        book = self._books(unit)
+        iterates: list = []
+        note = (lambda rows, it: iterates.append((rows, it))) if book else None  # noqa: E731
+        keyed = keyed_random(attack, x, keys, seed, fresh, note) if keys is not None else contextlib.nullcontext()
         with use_path(source, member), torch.enable_grad(), keyed:
             adv = attack(x, y)
         if (adv - x).abs().max() > eps + 1e-5 or adv.min() < -1e-6 or adv.max() > 1 + 1e-6:
             raise RuntimeError(f"{unit.tag}: adversarial example outside the eps={eps:g} ball or [0, 1]")
         with torch.no_grad():
             logits = self.model(adv)
+            gap = -margins(logits, y) if book else None
+            at = {k: i for i, k in enumerate(keys or [])}
+            for rows, it in iterates:  # the starts' best iterates: how close each came where it failed
+                pos = torch.tensor([at[k] for k in rows], dtype=torch.long, device=x.device)
+                gap[pos] = torch.minimum(gap[pos], -margins(self.model(it), y[pos]))
         if keys is not None and unit.phase != "audit":  # the evaluation's breaks, not the audit's probes
             self.examples.keep(keys, eps, adv, logits, y)
-        return logits.argmax(1) == y
+        return logits.argmax(1) == y, gap
+
+    def _books(self, unit: Unit) -> bool:
+        """Whether ``unit``'s margins are booked: the tier's and the rounds' under the margin allocation."""
+        return (
+            self.adaptive is not None
+            and self.adaptive.allocation == "margin"
+            and unit.phase in ("adaptive", "check", "square")
+        )
 
     def _run_unit(self, unit: Unit, x, y, alive: torch.Tensor, eps: float, round_suffix: str = "") -> torch.Tensor:
-        """Attack the alive samples in batches; returns the boolean mask of samples this unit broke."""
+        """Attack the alive samples in batches; returns the boolean mask of samples this unit broke (and books their
+        closest gaps in ``self.gap`` under the margin allocation)."""
         counting = self.counter.phase(f"{unit.phase}{round_suffix}:{unit.attack}") if self.counter else None
         with counting or contextlib.nullcontext():
             return self._attack_alive(unit, x, y, alive, eps)
@@ -146,11 +180,29 @@ class Evaluator:
             if self._stopping:
                 break
             j = idx[i : i + self.batch_size]
-            broke[j] = ~self.correct_after(unit, x[j], y[j], eps, [keys[k] for k in j.tolist()])
+            correct, gap = self.correct_after(unit, x[j], y[j], eps, [keys[k] for k in j.tolist()])
+            broke[j] = ~correct
+            self._time_first_batch(time.perf_counter() - t0, len(x))
+            if gap is not None:
+                self.gap[j] = torch.minimum(self.gap[j], gap)
         key = f"{unit.phase}:{unit.attack}"
         self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t0
         self._agree_on_stop(x.device)
         return broke
+
+    def _time_first_batch(self, seconds: float, samples: int) -> None:
+        """Once, after the first attack batch: the time per forward pass it took and what the plan costs at most at
+        that rate (``announce``, rank 0's log)."""
+        if self.announce is None or self.counter is None or self._timed:
+            return
+        self._timed = True
+        done = self.counter.counts.get(self.counter.current, [0, 0])[0] or 1  # this batch's forwards
+        at_most, _ = self.planned_passes()
+        self.announce(
+            f"first attack batch: {1e3 * seconds / done:.2f} ms per pass (forward with its backward) on this "
+            f"process; the plan costs at most {at_most * samples * seconds / done / 60:.1f} min here if nothing broke "
+            "(attacks run on survivors only, so it is usually far less)"
+        )
 
     def _agree_on_stop(self, device: torch.device) -> None:
         """With a deferred stop (DDP): every rank runs the same units in the same order, so after each one they share
@@ -168,8 +220,10 @@ class Evaluator:
         KeyboardInterrupt) keeps every finished epsilon and sets ``interrupted``."""
         n = len(y)
         self.keys = list(range(n)) if keys is None else list(keys)  # global sample indices: the random starts' keys
+        self._x, self._y = x, y
         check_pixel_range(x, "the evaluation's test images")  # a data problem, not an attack's
         clean = self.clean_correct(x, y)
+        self.clean_gap = None  # z_y - max_{k != y} z_k on the clean images (what "within reach" scales), when needed
         out: dict[str, Any] = {
             "n": n,
             "clean": clean.tolist(),
@@ -204,13 +258,16 @@ class Evaluator:
         self.ranking_breaks = [None] * len(y)
         if not self._ranks():
             return list(self.members), {}
-        eps = self.epsilons[-1]
+        eps, first = self.epsilons[-1], self.adaptive.rank_samples
+        on = (
+            clean & (torch.tensor(self.keys, device=x.device) < first) if first else clean
+        )  # by global index: any shard
         broke_by = []
         for m in self.members:
             unit = Unit(
                 "rank", self.ranking_attack["name"], m, attack_kwargs(self.ranking_attack), label(self.ranking_attack)
             )
-            broke = self._run_unit(unit, x, y, clean, eps)
+            broke = self._run_unit(unit, x, y, on, eps)
             for i in torch.nonzero(broke).flatten().tolist():
                 self.ranking_breaks[i] = self.ranking_breaks[i] or f"rank:{unit.tag}"
             broke_by.append(float(broke.sum()))
@@ -302,47 +359,75 @@ class Evaluator:
         if self.transfer:
             units.append(Unit("transfer", "pgd", MODEL, dict(steps=10), f"transfer:{self.transfer[0]}"))
         st.phases.update({u.phase: 0 for u in units})  # the same on every rank
-        paid = lambda units, counts: {(u.attack, u.member["name"]) for u, c in zip(units, counts) if c > 0}
+        self.gap = torch.full((len(y),), float("inf"), device=x.device)  # closest gap per sample at this epsilon
         made = self._sum(self._run_units(st, units, x, y, eps, bar, out) + [st.phases.get("rank", 0)], x.device)
-        tier, productive = int(sum(made)), paid(units, made)  # summed: every rank agrees
+        tier = int(sum(made))  # summed: every rank agrees
+        tally: dict[tuple, float] = {}  # what each (attack, path) broke so far at this epsilon (all ranks)
+        self._tally(tally, units, made)
         rounds: list[int] = []
         total_rounds = self.adaptive.check_rounds if self.adaptive else 0
-        ticks = out["units_done"] + total_rounds * len(self.plan.check_units(ranked, 0))
+        ticks = out["units_done"] + total_rounds * len(self.plan.check_units(ranked, 0, self.plan.pairs(ranked)))
         for r in range(total_rounds):
-            check = self.plan.check_units(ranked, r, frozenset(productive))
+            workhorse = max(tally, key=tally.get) if tally else None  # the pair that broke the most so far
+            check = self.plan.check_units(ranked, r, frozenset(tally), workhorse)
             st.phases.setdefault("check", 0)
-            made = self._sum(self._run_units(st, check, x, y, eps, bar, out, f"{r + 1}"), x.device)
+            first = workhorse if r == 0 else None
+            masks = self._within_reach(st, check, first) if self.adaptive.allocation == "margin" else None
+            made = self._sum(self._run_units(st, check, x, y, eps, bar, out, f"{r + 1}", masks), x.device)
+            self._tally(tally, check, made)
             rounds.append(int(sum(made)))
-            productive |= paid(check, made)
             if rounds[-2:] == [0, 0]:  # two consecutive empty rounds: converged
                 break
         for _ in range(out["units_done"], ticks):  # the bar's total counts every round in full
             self._step(bar, out, f"eps={eps:g} done")
         return tier, rounds
 
-    def _run_units(self, st, units: list[Unit], x, y, eps, bar, out, round_suffix: str = "") -> list[int]:
-        """Each unit on the survivors ``st.alive``; records who broke each sample; what each unit broke (this rank)."""
+    @staticmethod
+    def _tally(tally: dict, units: list[Unit], made: list[float]) -> None:
+        for u, c in zip(units, made):
+            if c > 0:
+                tally[(u.attack, u.member["name"])] = tally.get((u.attack, u.member["name"]), 0) + c
+
+    def _within_reach(self, st, units: list[Unit], workhorse: Optional[tuple]) -> list[torch.Tensor]:
+        """The survivors each unit of a margin-allocated round runs on, fixed at the round's start: those within reach
+        (closest gap below ``reach`` x their clean gap); the ``workhorse`` (in the first round: the (attack, path)
+        that broke the most in the tier, summed over ranks; ties in the tier's order) on those within twice the reach;
+        Square also on the survivors the gradient attacks could not move (closest gap above ``STUCK`` x the clean
+        gap: masked gradients look like this, and a gradient-free search is what breaks them)."""
+        if self.clean_gap is None:
+            with torch.no_grad():
+                self.clean_gap = -margins(self._logits(self._x), self._y)
+        reach = st.alive & (self.gap < self.adaptive.reach * self.clean_gap)
+        wide = st.alive & (self.gap < 2 * self.adaptive.reach * self.clean_gap)
+        stuck = st.alive & (self.gap > STUCK * self.clean_gap)
+        return [
+            wide if (u.attack, u.member["name"]) == workhorse else reach | stuck if u.attack == "square" else reach
+            for u in units
+        ]
+
+    def _run_units(self, st, units, x, y, eps, bar, out, round_suffix: str = "", masks=None) -> list[int]:
+        """Each unit on the survivors ``st.alive`` (and its mask); records who broke each sample; what each unit broke
+        (this rank)."""
         broken = []
-        for unit in units:
-            broke = self._run_unit(unit, x, y, st.alive, eps, round_suffix)
+        for k, unit in enumerate(units):
+            on = st.alive if masks is None else st.alive & masks[k]
+            broke = self._run_unit(unit, x, y, on, eps, round_suffix)
             for i in torch.nonzero(broke).flatten().tolist():
                 st.breaker[i] = f"{unit.phase}{round_suffix}:{unit.tag}"
             st.alive &= ~broke
-            st.phases[unit.phase] += int(broke.sum())
+            st.phases[unit.phase] = st.phases.get(unit.phase, 0) + int(broke.sum())  # same order on every rank
             broken.append(int(broke.sum()))
             self._step(bar, out, f"eps={eps:g} {unit.phase}{round_suffix} {unit.tag}")
         return broken
 
     @torch.no_grad()
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The deployed model's logits on the unperturbed images, in batches."""
+        return torch.cat([self.model(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
+
     def clean_correct(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per sample: the deployed model classifies the unperturbed image correctly."""
-        return torch.cat(
-            [
-                self.model(x[i : i + self.batch_size]).argmax(1) == y[i : i + self.batch_size]
-                for i in range(0, len(y), self.batch_size)
-            ]
-            + [torch.zeros(0, dtype=torch.bool, device=y.device)]
-        )
+        return self._logits(x).argmax(1) == y if len(x) else torch.zeros(0, dtype=torch.bool, device=y.device)
 
     # -- audit probes ------------------------------------------------------------------------------------------
     def zero_gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, int]]:
