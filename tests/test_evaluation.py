@@ -462,3 +462,26 @@ def test_margin_rounds_spend_the_passes_on_the_samples_near_the_boundary(dense_a
     assert any(int(on.sum()) > int(sets["reach"].sum()) for _, on, sets in workhorse)  # beyond the reach
     robust = torch.tensor([b is None for b in res["per_sample"]["worst"]])
     assert robust.any() and bool((ev.gap[robust] > 0).all()) and bool((ev.gap[robust] < float("inf")).all())
+
+
+def test_every_start_reports_its_best_iterate_keyed_to_its_samples():
+    """``keyed_random(on_iterate=...)``: after each start of APGD (its restarts run on the samples still robust), the
+    start's best iterate and the global keys of its rows; the iterates lie in the ball, shaped like their samples."""
+    from srsnn.robustness.attacks import make_attack
+    from srsnn.robustness.keyed import keyed_random
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
+    x = torch.rand(12, 1, 4, 4)
+    y = model(x).argmax(1)
+    keys = list(range(100, 112))
+    seen = []
+    attack = make_attack("apgd_ce", model, 0.05, steps=3, n_restarts=2)
+    with keyed_random(attack, x, keys, seed=7, on_iterate=lambda rows, it: seen.append((rows, it))):
+        adv = attack(x, y)
+    assert 1 <= len(seen) <= 2 and seen[0][0] == keys  # the first start holds every sample
+    robust = [k for k, ok in zip(keys, (model(adv).argmax(1) == y).tolist()) if ok]
+    assert len(seen) == 1 or set(seen[1][0]) >= set(robust)  # a restart holds the samples still robust
+    for rows, it in seen:
+        at = [keys.index(k) for k in rows]
+        assert it.shape == x[at].shape and (it - x[at]).abs().max() <= 0.05 + 1e-6

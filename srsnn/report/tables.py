@@ -210,7 +210,7 @@ def confidence_section(runs: list[dict[str, Any]]) -> str:
             [
                 "## Confidence of the worst case",
                 "",
-                "Two consecutive check rounds (2x steps, new seed) that "
+                "Two consecutive check rounds (each with a new seed) that "
                 "break nothing = converged; otherwise another round would likely break up to as many samples as "
                 "the most productive check round did.",
                 "",

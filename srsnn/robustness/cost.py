@@ -3,8 +3,8 @@
 A pass is one forward of the model on one sample (an SNN's forward over its T steps is one pass; an EOT model's call
 is one pass however many draws it averages) or one backward through such a forward. ``PassCounter`` counts them per
 phase (``tuning``, ``paper:<attack>``, ``rank:<attack>``, ``adaptive:<attack>``, ``square:square``,
-``check<k>:<attack>`` for the k-th check round, ``audit``) on this process; ``per_sample`` sums them over processes
-and divides by the evaluated samples.
+``check<k>:<attack>`` and ``square<k>:square`` for the k-th check round, ``audit``) on this process; ``per_sample``
+sums them over processes and divides by the evaluated samples.
 """
 
 from __future__ import annotations
