@@ -106,6 +106,15 @@ def test_margins_are_the_best_wrong_logit_minus_the_true_one():
     assert margins(logits, torch.tensor([0, 0])).tolist() == [-1.0, 3.0]
 
 
+def test_a_tie_the_argmax_breaks_to_another_class_is_a_kept_break():
+    """Spike-count logits tie: the evaluation calls a sample broken when the argmax is another class, so its example is
+    kept (margin 0); a tie broken to the true class is not a break."""
+    ex = Examples()
+    logits = torch.tensor([[3.0, 3.0, 0.0], [3.0, 3.0, 0.0]])  # argmax 0 on both
+    ex.keep([7, 8], 0.1, torch.zeros(2, 1, 2, 2), logits, torch.tensor([1, 0]))
+    assert list(ex.found) == [7] and ex.found[7][0] == 0.1 and ex.found[7][2] == 0.0
+
+
 def test_two_cards_of_one_model_and_data_compare_per_sample_and_others_are_refused(carded, tmp_path):
     code, text = _verify(carded / "card.json")  # (the card as written verifies; compare needs nothing more)
     assert code == 0, text

@@ -168,7 +168,9 @@ def test_adaptive_presets_resolve_to_budgets_and_a_wrong_name_is_one_clear_error
     from callbacks.evaluation import PRESETS
     from srsnn.errors import UserError
 
-    assert AttackEvaluation(adaptive="strong").adaptive == AttackEvaluation(adaptive=True).adaptive == AdaptiveBudget()
+    default = AdaptiveBudget()
+    assert AttackEvaluation(adaptive="thorough").adaptive == AttackEvaluation(adaptive=True).adaptive == default
+    assert AttackEvaluation(adaptive="strong").adaptive.allocation == "margin" != AdaptiveBudget().allocation
     assert AttackEvaluation(adaptive="paper").adaptive is None and AttackEvaluation(adaptive=False).adaptive is None
     assert AttackEvaluation(adaptive="quick").adaptive == AdaptiveBudget(**PRESETS["quick"])
     assert AttackEvaluation(adaptive={"square_queries": 5000}).adaptive == AdaptiveBudget(square_queries=5000)
@@ -191,7 +193,7 @@ def test_apgd_ce_takes_its_own_restarts_in_the_tier_and_every_check_round():
         (st, "apgdt", 1) for st in ("adaptive", "check")
     }
     assert "1 restart(s) (APGD-CE: 3)" in budget.describe(2, 10)
-    default = AdaptiveBudget(restarts=2)
+    default = AdaptiveBudget(restarts=2, ce_restarts=None)
     assert default.apgd_ce_restarts == 2 and "(APGD-CE" not in default.describe(2, 10)
     assert AttackEvaluation(adaptive={"ce_restarts": 3}).adaptive == AdaptiveBudget(ce_restarts=3)
     with pytest.raises(UserError, match="ce_restarts"):
@@ -205,7 +207,7 @@ def test_check_rounds_rerun_the_tier_then_grow_where_it_pays_until_two_rounds_br
     ann = SmallCNN(input_size=8, width=4).eval()
     x, y = _data(ann, 24)
     budget = AdaptiveBudget(
-        top_k=3, steps=4, max_targets=2, other_targets=1, square_queries=0, check_rounds=4, allocation="uniform"
+        top_k=3, steps=4, max_targets=2, other_targets=1, square_queries=0, check_rounds=4, ce_restarts=None
     )
     ev = Evaluator(ann, None, [0.02], [{"name": "fgsm"}], 10, budget, batch_size=24)
     ran = []
@@ -408,8 +410,9 @@ def test_the_fast_preset_plans_at_most_3x_the_paper_protocols_passes_and_says_it
     fast = Evaluator(*args, AdaptiveBudget(**PRESETS["fast"]), snn_paths=[{"name": "assg"}, {"name": "hart"}])
     at_most, paper = fast.planned_passes()
     assert paper == 2 * 19 * (2 + 11) and paper < at_most <= 3 * paper
-    strong = Evaluator(*args, AdaptiveBudget(), snn_paths=[{"name": "assg"}, {"name": "hart"}])
-    assert strong.planned_passes()[0] > at_most and strong.planned_passes()[1] == paper
+    for preset in ("strong", "thorough"):
+        more = Evaluator(*args, AttackEvaluation(adaptive=preset).adaptive, snn_paths=[{"name": "a"}, {"name": "h"}])
+        assert more.planned_passes()[0] > at_most and more.planned_passes()[1] == paper
 
 
 def test_margin_rounds_spend_the_passes_on_the_samples_near_the_boundary(dense_ann_ckpt):
@@ -423,7 +426,10 @@ def test_margin_rounds_spend_the_passes_on_the_samples_near_the_boundary(dense_a
     torch.manual_seed(0)
     ann = load_trained("conf/digits/ann.yaml", dense_ann_ckpt)[0].model.eval()
     x, y = _data(ann, 40)
-    budget = AdaptiveBudget(top_k=1, steps=4, max_targets=2, square_queries=10, check_rounds=2, reach=0.3)
+    budget = AdaptiveBudget(
+        top_k=1, steps=4, max_targets=2, other_targets=1, square_queries=10, check_rounds=2, reach=0.3,
+        allocation="margin", ce_restarts=1, snn_restarts=1,
+    )  # fmt: skip
     ev = Evaluator(ann, None, [0.15], [{"name": "fgsm"}], 10, budget, batch_size=40)
     ran, run_unit = [], ev._run_unit
 

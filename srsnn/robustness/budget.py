@@ -45,16 +45,16 @@ class AdaptiveBudget:
     steps: int = 50
     restarts: int = 1
     max_targets: int = 9
-    other_targets: int = 1
+    other_targets: int = 3
     square_queries: int = 1000
-    check_rounds: int = 4
-    ce_restarts: Optional[int] = None
+    check_rounds: int = 3
+    ce_restarts: Optional[int] = 3
     snn_steps: int = 100
-    snn_restarts: int = 1
-    allocation: Allocation = "margin"
+    snn_restarts: int = 3
+    allocation: Allocation = "uniform"
     reach: float = 0.2
-    rank_samples: int = 100
-    tune_samples: int = 50
+    rank_samples: int = 0
+    tune_samples: int = 100
     tier_targets: int = 3
 
     def __post_init__(self):
