@@ -435,14 +435,14 @@ def test_margin_rounds_spend_the_passes_on_the_samples_near_the_boundary(dense_a
 
     def spy(unit, x, y, alive, eps, *a):
         sets = {}
-        if ev.clean_gap is not None:
+        if ev.alive_now is not None:  # inside the tier and the rounds (the paper protocol and ranking come first)
             for name, lo, hi in (("reach", -1e9, 0.3), ("wide", -1e9, 0.6), ("stuck", STUCK, 1e9)):
                 sets[name] = ev.alive_now & (ev.gap < hi * ev.clean_gap) & (ev.gap > lo * ev.clean_gap)
         broke = run_unit(unit, x, y, alive, eps, *a)
         ran.append((unit, alive.clone(), sets))
         return broke
 
-    ev._run_unit = spy
+    ev._run_unit, ev.alive_now = spy, None
     original = ev._run_units
 
     def track(st, *a, **k):  # the survivors at each unit's start

@@ -170,9 +170,9 @@ class Planner:
         costliest = max(units, key=unit_passes, default=None)  # the workhorse that costs the most
         workhorse = (costliest.attack, costliest.member["name"]) if costliest else None
         rounds = self.adaptive.check_rounds if self.adaptive else 0
-        later = self.check_units(self.members, 1, everything) if rounds > 1 else []
+        later = self.check_units(self.members, 1, everything) if rounds > 1 else []  # each round after the first
         checks = sum(unit_passes(u) for u in self.check_units(self.members, 0, everything, workhorse))
-        checks += (rounds - 1) * sum(unit_passes(u) for u in later) if rounds > 1 else 0
+        checks += (rounds - 1) * sum(unit_passes(u) for u in later)
         return epsilons * (paper + tier + checks), epsilons * paper
 
     def pairs(self, ranked: Optional[list[dict]] = None) -> frozenset:

@@ -147,7 +147,7 @@ class Evaluator:
         with torch.no_grad():
             logits = self.model(adv)
             gap = -margins(logits, y) if book else None
-            at = {k: i for i, k in enumerate(keys or [])}
+            at = {k: i for i, k in enumerate(keys)} if iterates else {}
             for rows, it in iterates:  # the starts' best iterates: how close each came where it failed
                 pos = torch.tensor([at[k] for k in rows], dtype=torch.long, device=x.device)
                 gap[pos] = torch.minimum(gap[pos], -margins(self.model(it), y[pos]))
@@ -220,10 +220,11 @@ class Evaluator:
         KeyboardInterrupt) keeps every finished epsilon and sets ``interrupted``."""
         n = len(y)
         self.keys = list(range(n)) if keys is None else list(keys)  # global sample indices: the random starts' keys
-        self._x, self._y = x, y
         check_pixel_range(x, "the evaluation's test images")  # a data problem, not an attack's
         clean = self.clean_correct(x, y)
-        self.clean_gap = None  # z_y - max_{k != y} z_k on the clean images (what "within reach" scales), when needed
+        margin = self.adaptive is not None and self.adaptive.allocation == "margin" and self.adaptive.check_rounds
+        # z_y - max_{k != y} z_k on the clean images: what "within reach" scales (margin-allocated rounds only)
+        self.clean_gap = -margins(self._logits(x), y) if margin else None
         out: dict[str, Any] = {
             "n": n,
             "clean": clean.tolist(),
@@ -394,9 +395,6 @@ class Evaluator:
         that broke the most in the tier, summed over ranks; ties in the tier's order) on those within twice the reach;
         Square also on the survivors the gradient attacks could not move (closest gap above ``STUCK`` x the clean
         gap: masked gradients look like this, and a gradient-free search is what breaks them)."""
-        if self.clean_gap is None:
-            with torch.no_grad():
-                self.clean_gap = -margins(self._logits(self._x), self._y)
         reach = st.alive & (self.gap < self.adaptive.reach * self.clean_gap)
         wide = st.alive & (self.gap < 2 * self.adaptive.reach * self.clean_gap)
         stuck = st.alive & (self.gap > STUCK * self.clean_gap)
