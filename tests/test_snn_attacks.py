@@ -8,8 +8,9 @@ import torch
 
 from srsnn.robustness.attacks import SAPGD, make_attack
 from srsnn.robustness.paths import snn_attack_paths
+from srsnn.snn.gradients import assg_omega
 from srsnn.snn.network import gradient_path
-from srsnn.snn.neurons import IFNeuron, assg_omega
+from srsnn.snn.neurons import IFNeuron
 
 
 def _grad(neuron: IFNeuron, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -32,7 +33,7 @@ def test_assg_is_the_atan_surrogate_with_per_step_sharpness_through_a_detached_r
     x, w = torch.rand(T * B, F), torch.randn(T * B, F)
     with gradient_path(n, "assg", None, 0.4):
         g = _grad(n, x, w)
-        (m, d) = n.assg.stats[0]
+        (m, d) = n.path.sharpness.stats[0]
     # a reference: the unrolled loop with autograd, the same per-step alphas (first call: M = theta, D = 0 updated once)
     xs, ws = x.view(T, B, F).clone().requires_grad_(True), w.view(T, B, F)
     v, out, theta, omega = torch.zeros(B, F), [], 0.7, assg_omega(0.4)
@@ -49,7 +50,7 @@ def test_assg_is_the_atan_surrogate_with_per_step_sharpness_through_a_detached_r
         out.append(s)
     (ref,) = torch.autograd.grad((torch.stack(out) * ws).sum(), xs)
     assert torch.allclose(g.view(T, B, F), ref, atol=1e-6)
-    assert n.assg is None and n.mode == "spike"  # the running means live for one block only
+    assert n.path is None and n.mode == "spike"  # the running means live for one block only
     assert m.shape == (B, F) and d.shape == (B, F)
 
 

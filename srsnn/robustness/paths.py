@@ -12,8 +12,8 @@ import contextlib
 import torch
 from torch import nn
 
+from srsnn.snn.gradients import ASSG_A, HART_GAMMA
 from srsnn.snn.network import gradient_path, neurons_of
-from srsnn.snn.neurons import ASSG_A, HART_GAMMA
 
 MODEL = {"name": "model", "mode": None}  # the deployed forward itself (ANNs; Square; transfer judging)
 

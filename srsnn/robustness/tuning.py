@@ -15,8 +15,8 @@ from torch import nn
 
 from srsnn.robustness.attacks import SAPGD
 from srsnn.robustness.keyed import keyed_random, mix
+from srsnn.snn.gradients import ASSG_A, HART_GAMMA
 from srsnn.snn.network import gradient_path, reset_path_state
-from srsnn.snn.neurons import ASSG_A, HART_GAMMA
 
 GRIDS = {"assg": ("A", (0.35, 0.4, ASSG_A, 0.45, 0.49), ASSG_A), "hart": ("gamma", (0.5, HART_GAMMA, 2.0), HART_GAMMA)}
 

@@ -21,6 +21,7 @@ import torch
 from snntorch._neurons.neurons import SpikingNeuron
 from torch import nn
 
+from srsnn.snn.gradients import make_path
 from srsnn.snn.native import has_native_neurons
 from srsnn.snn.native_paths import native_gradient_path, reset_native_path_state
 from srsnn.snn.neurons import MODES, IFNeuron
@@ -195,21 +196,23 @@ def gradient_path(net: nn.Module, mode: str = "spike", surrogate=None, param: Op
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     neurons = neurons_of(net)
-    saved = [(n.mode, n.spike_grad, n.path_param) for n in neurons]
+    saved = [(n.mode, n.spike_grad, n.path) for n in neurons]
     sg = make_surrogate(surrogate) if surrogate is not None else None
     try:
         for n in neurons:
-            n.mode, n.path_param, n.assg = mode, param, None
+            n.mode = mode
+            n.path = make_path(mode, param=param, scaled=False) if mode not in ("spike", "relu") else None
             if sg is not None:
                 n.spike_grad = sg
         yield
     finally:
         for n, (m, g, p) in zip(neurons, saved):
-            n.mode, n.spike_grad, n.path_param, n.assg = m, g, p, None
+            n.mode, n.spike_grad, n.path = m, g, p
 
 
 def reset_path_state(net: nn.Module) -> None:
     """Forget what a gradient path keeps between forwards (ASSG's running means): a new attack start begins afresh."""
     for n in neurons_of(net):
-        n.assg = None
+        if n.path is not None:
+            n.path.start()
     reset_native_path_state(net)

@@ -11,22 +11,10 @@ Per time step t (non-leaky IF, tau = 1; paper: Schmolli et al., CPAL 2025, Stage
 s_t in v_t (dv_t/ds_t = -u_t, or -theta), as in the reference code (IGITUGraz/RobustSNNConversion,
 ``models/layers.py``) for fine-tuning and attacks alike; ``detach_reset=True`` gives snnTorch's detached reset.
 
-Gradient paths (``mode``), all over the *same* weights, as the evaluation ensemble needs them
-(the reference's definitions):
-
-* ``"spike"``: BPTT with ``surrogate`` as dS/du (see ``srsnn.snn.surrogates``);
-* ``"bptr"``: backprop through rates (the reference's ``RateBp``): forward = the IF spikes over T,
-  backward dL/dx_t = dL/ds_t * 1[mean_t(s_t) > 0] (the gradient passes wherever the neuron fired at least once);
-* ``"relu"``: the reference's ``Act`` path, the same network with T = 0: every neuron a plain ReLU
-  (thresholds play no part);
-* ``"assg"``: the adaptive-sharpness surrogate of Wang et al. (arXiv 2512.22522), an attack path: per neuron
-  element and step, running means kept across one attack's iterations, M_t <- 0.9 M_t + 0.1 |u_t - theta| and
-  D_t <- 0.9 D_t + 0.1 ||u_t - theta| - M_t|, give g_t(v) = (a_t / 2) / (1 + (pi a_t v / 2)^2) with
-  a_t = omega / (M_t + 1.5 D_t), omega = 2 tan(pi A) / pi (``path_param`` = A); the reset is detached, the membrane
-  chain kept. M starts at theta, so the path is scale-adaptive to each layer's threshold;
-* ``"hart"``: HART (Hao et al., ICLR 2024), an attack path: a detached membrane history u_t = sg(v_{t-1}) + x_t,
-  the triangle g(v) = max(0, w - |v|) / w^2 with w = gamma * theta (``path_param`` = gamma, relative to the
-  threshold), and every step's input gradient replaced by the mean over T of dL/ds_t g(u_t - theta).
+Gradient paths (``mode``), all over the *same* weights, as the evaluation ensemble needs them: ``"spike"`` (BPTT
+with ``surrogate`` as dS/du, ``srsnn.snn.surrogates``), ``"relu"`` (the reference's ``Act`` path: the same network
+with T = 0, every neuron a plain ReLU) and every path of ``srsnn.snn.gradients`` (``path``: ASSG, HART, PDSG, RGA,
+BPTR), which the fused kernel applies step by step.
 
 The layer receives all T steps at once as a ``[T*B, ...]`` tensor (stateless layers run once on the folded
 batch) and runs the recurrence over T inside one autograd function, so BPTT adds one graph node per layer
@@ -38,16 +26,16 @@ needed, and ``deepcopy`` works.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal, Mapping, Union, get_args
 
 import snntorch
 import torch
 from snntorch._neurons.neurons import SpikingNeuron
 
+from srsnn.snn.gradients import PATHS, Path, SurrogatePath
 from srsnn.snn.surrogates import Surrogate, make_surrogate
 
-MODES = ("spike", "bptr", "relu", "assg", "hart")
+MODES = ("spike", "relu", *PATHS)
 Reset = Literal["zero", "subtract"]
 RESETS = get_args(Reset)
 
@@ -65,149 +53,66 @@ def _if_forward(x: torch.Tensor, v0, theta: torch.Tensor, reset_zero: bool):
 
 
 class _IFMultiStep(torch.autograd.Function):
-    """Fused IF recurrence over T steps from an initial membrane ``v0`` (None = 0): one autograd node per call
-    instead of T. Every pass works on one time step's slice, so the few elementwise ops of a step run on data
-    still in cache (on a CPU, passes over the whole [T, B, ...] tensor are memory-bound and measured 3-4x
-    slower per element). Saves the pre-reset membrane u and the spikes. Returns the spikes
-    and the final membrane v_T (the state for a later call, when the network steps through time)."""
+    """Fused IF recurrence over T steps from an initial membrane ``v0`` (None = 0) with a gradient path's backward
+    (``srsnn.snn.gradients``): one autograd node per call instead of T. Every pass works on one time step's slice, so
+    the few elementwise ops of a step run on data still in cache (on a CPU, passes over the whole [T, B, ...] tensor
+    are memory-bound and measured 3-4x slower per element). Saves the pre-reset membrane u and the spikes. Returns the
+    spikes and the final membrane v_T (the state for a later call, when the network steps through time).
+
+    Only the surrogate path (training's) lets the gradient through the reset (unless ``detach_reset``) and to theta;
+    the attack paths detach the reset and leave theta alone."""
 
     @staticmethod
     def forward(
-        ctx,
-        x: torch.Tensor,
-        v0,
-        theta: torch.Tensor,
-        surrogate: Surrogate,
-        reset_zero: bool,
-        detach_reset: bool = False,
+        ctx, x: torch.Tensor, v0, theta: torch.Tensor, path: Path, reset_zero: bool, detach_reset: bool = False
     ):
         ctx.set_materialize_grads(False)
         u_all, spikes, v = _if_forward(x, v0, theta, reset_zero)
         ctx.save_for_backward(u_all, spikes, theta)  # the spikes are saved by the next layer anyway
-        ctx.surrogate, ctx.reset_zero, ctx.has_v0 = surrogate, reset_zero, v0 is not None
-        ctx.detach_reset = detach_reset
+        ctx.trains = isinstance(path, SurrogatePath)
+        if ctx.trains:
+            ctx.local = [path.local(0, None, None, None, theta)] * len(x)
+        else:
+            path.new_forward()
+            ctx.local = [path.local(t, u_all[t] - theta, x[t], spikes[t], theta) for t in range(len(x))]
+        ctx.path, ctx.reset_zero, ctx.has_v0 = path, reset_zero, v0 is not None
+        ctx.reset_flows = ctx.trains and not detach_reset
         return spikes, v
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v):
         u_all, spikes, theta = ctx.saved_tensors
-        grad_x = torch.empty_like(u_all)
-        want_theta = ctx.needs_input_grad[2]  # an attack on frozen weights needs dL/dx only: skip two passes a step
+        grad_x, detached = torch.empty_like(u_all), ctx.path.detach_history
+        # an attack on frozen weights needs dL/dx only: skip two passes a step
+        want_theta = ctx.needs_input_grad[2] and ctx.trains
         grad_theta = torch.zeros((), dtype=u_all.dtype, device=u_all.device) if want_theta else None
         if grad_spikes is None:
             grad_spikes = torch.zeros_like(u_all)
+        if detached or not ctx.trains:
+            grad_v = None  # the attack paths' forward returns the spikes only
         for t in range(u_all.shape[0] - 1, -1, -1):
             grad_s = grad_spikes[t]
-            if grad_v is not None and not ctx.detach_reset:  # s_t also enters v_t: dv_t/ds_t = -u_t (zero) or -theta
+            if grad_v is not None and ctx.reset_flows:  # s_t also enters v_t: dv_t/ds_t = -u_t (zero) or -theta
                 grad_s = grad_s - grad_v * (u_all[t] if ctx.reset_zero else theta)
-            g_spike = ctx.surrogate.derivative_(u_all[t] - theta).mul_(grad_s)  # dL/ds_t * g(u_t - theta)
+            g_spike = ctx.local[t](u_all[t] - theta).mul_(grad_s)  # dL/ds_t * g(u_t - theta)
             if want_theta:
                 grad_theta -= g_spike.sum()
             if grad_v is None:  # nothing flows back from v_t
                 grad_x[t] = g_spike
+            elif not ctx.trains:  # the reset detached: dv_t/du_t = 1 - s_t (zero reset) or 1
+                grad_x[t] = g_spike + (grad_v * (1 - spikes[t]) if ctx.reset_zero else grad_v)
             else:  # dL/du_t = dL/ds_t g(u_t - theta) + dL/dv_t dv_t/du_t
                 torch.add(g_spike, grad_v, out=grad_x[t])
                 if ctx.reset_zero:  # v_t = u_t (1 - s_t): dv/du = 1 - s
                     grad_x[t].addcmul_(grad_v, spikes[t], value=-1.0)
                 elif want_theta:  # v_t = u_t - s_t theta: dv/du = 1 (s_t fixed); the reset depends on theta
                     grad_theta -= (grad_v * spikes[t]).sum()
-            grad_v = grad_x[t]  # u_t = v_{t-1} + x_t: dL/dv_{t-1} = dL/du_t = dL/dx_t
+            if not detached:
+                grad_v = grad_x[t]  # u_t = v_{t-1} + x_t: dL/dv_{t-1} = dL/du_t = dL/dx_t
+        if ctx.path.mean_over_time:
+            grad_x = grad_x.mean(0, keepdim=True).expand_as(u_all).clone()
         grad_theta = grad_theta.reshape(theta.shape) if want_theta else None
         return grad_x, grad_v if ctx.has_v0 else None, grad_theta, None, None, None
-
-
-class _IFAdaptiveAtan(torch.autograd.Function):
-    """ASSG's backward (see ``IFNeuron``): per-step atan sharpness ``sharpness(u_all, theta)`` [T, B, ...]; detached
-    reset, full membrane chain (dv_t/du_t = 1 - s_t for the hard reset, 1 for subtraction). Attack path: no
-    threshold gradient."""
-
-    @staticmethod
-    def forward(ctx, x, v0, theta, sharpness, reset_zero: bool):
-        u_all, spikes, _ = _if_forward(x, v0, theta, reset_zero)
-        alphas = sharpness(u_all, theta)  # from this forward's membranes: one IF pass serves both
-        ctx.save_for_backward(u_all, spikes, theta, alphas)
-        ctx.reset_zero, ctx.has_v0 = reset_zero, v0 is not None
-        return spikes
-
-    @staticmethod
-    def backward(ctx, grad_spikes):
-        u_all, spikes, theta, alphas = ctx.saved_tensors
-        grad_x, grad_v = torch.empty_like(u_all), None
-        for t in range(u_all.shape[0] - 1, -1, -1):
-            a = alphas[t]
-            g = atan_derivative(a, u_all[t] - theta) * grad_spikes[t]
-            if grad_v is not None:
-                g = g + (grad_v * (1 - spikes[t]) if ctx.reset_zero else grad_v)
-            grad_x[t] = g
-            grad_v = g
-        return grad_x, grad_v if ctx.has_v0 else None, None, None, None
-
-
-class _IFHart(torch.autograd.Function):
-    """HART's backward (see ``IFNeuron``): with a detached history dL/du_t = dL/ds_t g(u_t - theta), and every
-    step's input gradient is their mean over T."""
-
-    @staticmethod
-    def forward(ctx, x, v0, theta, width: float, reset_zero: bool):
-        u_all, spikes, _ = _if_forward(x, v0, theta, reset_zero)
-        ctx.save_for_backward(u_all, theta)
-        ctx.width, ctx.has_v0 = width, v0 is not None
-        return spikes
-
-    @staticmethod
-    def backward(ctx, grad_spikes):
-        u_all, theta = ctx.saved_tensors
-        w = ctx.width * theta
-        local = (w - (u_all - theta).abs()).clamp_min(0) / w**2 * grad_spikes
-        return local.mean(0, keepdim=True).expand_as(u_all).clone(), None, None, None, None
-
-
-ASSG_BETA, ASSG_RELAX = 0.9, 1.5  # the running means' decay and the dispersion weight (Wang et al.)
-# the published defaults of the SNN attack paths' one hyperparameter: ASSG's A (Wang et al.) and HART's gamma relative
-# to the threshold (Hao et al.); every path, the tuning grid and the fallback read them from here
-ASSG_A, HART_GAMMA = 0.425, 1.0
-
-
-def assg_omega(a: float) -> float:
-    """omega = 2 tan(pi A) / pi: at |v| = E|v| the surrogate's primitive covers a fraction 2A of its mass."""
-    return 2 * math.tan(math.pi * a) / math.pi
-
-
-class RunningSharpness:
-    """ASSG's sharpness (Wang et al., arXiv 2512.22522), for either neuron family: per neuron element and time step t,
-    running means kept across one attack start's iterations,
-
-        M_t <- 0.9 M_t + 0.1 |u_t - theta|,   D_t <- 0.9 D_t + 0.1 ||u_t - theta| - M_t|,
-        a_t = omega / (M_t + 1.5 D_t),  omega = 2 tan(pi A) / pi,
-
-    with M starting at theta (scale-adaptive to each layer's threshold) and D at 0; a new batch shape at a step starts
-    that step afresh. The surrogate is then g_t(v) = (a_t / 2) / (1 + (pi a_t v / 2)^2)."""
-
-    def __init__(self, a: float | None = None):
-        self.a = ASSG_A if a is None else float(a)
-        self.omega, self.stats = assg_omega(self.a), []
-
-    def reset(self) -> None:
-        """A new attack start: the means begin afresh."""
-        self.stats = []
-
-    @torch.no_grad()
-    def alpha(self, dist: torch.Tensor, t: int, theta) -> torch.Tensor:
-        """Update step ``t``'s means with ``dist`` = |u_t - theta| and return a_t (``theta``: a float or a 0-dim
-        tensor, the neuron's own)."""
-        if t >= len(self.stats) or self.stats[t][0].shape != dist.shape:
-            del self.stats[t:]
-            self.stats.append((torch.full_like(dist, float(theta)), torch.zeros_like(dist)))
-        m, d = self.stats[t]
-        m = ASSG_BETA * m + (1 - ASSG_BETA) * dist
-        d = ASSG_BETA * d + (1 - ASSG_BETA) * (dist - m).abs()
-        self.stats[t] = (m, d)
-        return self.omega / (m + ASSG_RELAX * d + 1e-4 * theta)
-
-
-def atan_derivative(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """ASSG's surrogate g(v) = (a / 2) / (1 + (pi a v / 2)^2)."""
-    return (a / 2) / (1 + (math.pi / 2 * a * v) ** 2)
 
 
 def untrack(neuron: torch.nn.Module) -> None:
@@ -259,8 +164,7 @@ class IFNeuron(snntorch.Leaky):
         self.v_init = float(v_init)
         self.num_steps = 1
         self.mode = "spike"
-        self.path_param: float | None = None  # A of "assg", gamma of "hart"
-        self.assg: RunningSharpness | None = None  # ASSG's running means while the path is on
+        self.path: Path | None = None  # an attack path of srsnn.snn.gradients, set by gradient_path's block
         self.record = False
         self.last_spikes: torch.Tensor | None = None
         # stepping through time (``SpikingNetwork(schedule="time")``): each call is one step from ``state``; the
@@ -298,36 +202,13 @@ class IFNeuron(snntorch.Leaky):
         v0 = self.state
         if v0 is None and self.v_init:
             v0 = (theta * self.v_init).expand_as(xt[0])
-        if self.mode == "spike":
-            spikes, v = _IFMultiStep.apply(xt, v0, theta, self.spike_grad, self.reset_mode == "zero", self.detach_reset)
-            if self.stepping:
-                self.state = v
-        elif self.mode == "bptr":
-            with torch.no_grad():
-                spikes, _ = _IFMultiStep.apply(xt, v0, theta, self.spike_grad, self.reset_mode == "zero")
-            fired = (spikes.sum(0, keepdim=True) > 0).to(xt.dtype)  # RateBp: 1[mean_t s_t > 0]
-            spikes = spikes + (xt - xt.detach()) * fired  # value: the spikes exactly; gradient: dL/ds_t * fired
-        elif self.mode == "assg":
-            spikes = _IFAdaptiveAtan.apply(xt, v0, theta, self._assg_alphas, self.reset_mode == "zero")
-        elif self.mode == "hart":
-            gamma = HART_GAMMA if self.path_param is None else float(self.path_param)
-            spikes = _IFHart.apply(xt, v0, theta, gamma, self.reset_mode == "zero")
-        else:
-            raise ValueError(f"IFNeuron.mode must be one of {MODES}, got {self.mode!r}")
+        path = self.path or SurrogatePath(self.spike_grad, scaled=False)
+        spikes, v = _IFMultiStep.apply(xt, v0, theta, path, self.reset_mode == "zero", self.detach_reset)
+        if self.stepping:
+            self.state = v
         if self.record:
             self.last_spikes = spikes.detach()  # [T, B, ...]
         return spikes.reshape_as(x).to(dtype)
-
-    @torch.no_grad()
-    def _assg_alphas(self, u_all: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        """ASSG's sharpness a_t for every step of this forward (``RunningSharpness``, kept while the path is on)."""
-        if self.assg is None:
-            self.assg = RunningSharpness(self.path_param)
-        dist = (u_all - theta).abs()
-        alphas = torch.empty_like(dist)
-        for t in range(len(dist)):
-            alphas[t] = self.assg.alpha(dist[t], t, theta)
-        return alphas
 
     def extra_repr(self) -> str:
         return (
