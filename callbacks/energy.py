@@ -24,7 +24,7 @@ from srsnn.modes import module_mode
 from srsnn.pruning.masks import sparsity_report
 from srsnn.robustness.card import add_energy
 from srsnn.snn.native import NativeNet, describe, first_spiking
-from srsnn.snn.synops import NativeSynopCounter, SynopCounter, ann_macs, energy_uj, first_layer_macs, layer_labels
+from srsnn.snn.synops import SynopCounter, ann_macs, energy_uj, layer_labels
 
 from .shards import results_dir, sum_over_ranks, test_subset, write_results
 
@@ -58,8 +58,6 @@ class SpikeEnergyMonitor(Callback):
     def measure(self, trainer, pl_module, model) -> dict[str, Any]:
         device = pl_module.device
         kind = getattr(pl_module, "kind", "ann")
-        if isinstance(model, NativeNet):
-            return self.measure_native(trainer, model, device)
         spiking = first_spiking(model)
         if kind != "snn" and spiking is not None:  # counted as an ANN its energy would be silently wrong
             raise UserError(
@@ -73,71 +71,28 @@ class SpikeEnergyMonitor(Callback):
         res: dict[str, Any] = {"kind": kind, "units": UNITS, "sparsity": sparsity_report(net)}
         res["labels"] = layer_labels(net)  # readable layer names (conv1, fc1) for tables and plots
         res["storage"] = _storage(net, kind)
-        if kind != "snn":
-            macs, dense = ann_macs(net, shape), ann_macs(net, shape, dense=True)
-            res.update(macs=macs, dense_macs=dense)
-            res.update(self._energy(0.0, 0.0, macs, dense))
-            rank_zero_info(
-                f"[SpikeEnergyMonitor] ANN: {macs:,.0f} non-zero MAC / sample (dense {dense:,.0f}); "
-                f"estimated {res['energy_uj']:.4f} uJ / sample at E_MAC = {self.e_mac} pJ"
-            )
-            return res
-        return self._measure_snn(res, model, net, xs, shape, device)
-
-    def _measure_snn(self, res: dict[str, Any], model, net, xs: torch.Tensor, shape: tuple, device) -> dict[str, Any]:
-        """The converted SNN: spikes and synops per neuron layer (``SynopCounter``), summed over ranks."""
-        counter = SynopCounter(model)
-        n = len(xs)
-        with counter:
-            for i in range(0, n, self.batch_size):
-                model(xs[i : i + self.batch_size].to(device))
-        names = list(counter.stats)
-        keys = ("spikes", "synops", "dense_synops")
-        local = torch.tensor(  # float64: counts stay exact integers beyond 2^24
-            [[counter.stats[l][k] for k in keys] for l in names] + [[float(n), 0, 0]],
-            dtype=torch.float64,
-            device=device,
-        )
-        summed = sum_over_ranks(local).cpu()
-        counter.samples = int(summed[-1, 0])
-        for i, l in enumerate(names):
-            for j, k in enumerate(keys):
-                counter.stats[l][k] = float(summed[i, j])
-        res.update(counter.summary())
-        T = model.num_steps
-        first = first_layer_macs(net, shape) * T
-        first_dense = first_layer_macs(net, shape, dense=True) * T
-        tot = res["total"]
-        res.update(
-            num_samples=counter.samples,
-            num_steps=T,
-            first_layer_macs=first,
-            dense_first_layer_macs=first_dense,
-            synop_ratio_dense_over_sparse=tot["dense_synops"] / max(tot["synops"], 1e-12),
-        )
-        res.update(self._energy(tot["synops"], tot["dense_synops"], first, first_dense))
+        if kind == "snn":
+            return self._measure_snn(res, model, xs, device)
+        macs, dense = ann_macs(net, shape), ann_macs(net, shape, dense=True)
+        res.update(macs=macs, dense_macs=dense)
+        res.update(self._energy(0.0, 0.0, macs, dense))
         rank_zero_info(
-            f"[SpikeEnergyMonitor] SNN, T={T}, {counter.samples} samples: {tot['spikes']:,.0f} spikes / sample, "
-            f"{tot['synops']:,.0f} synops / sample (dense masks: {tot['dense_synops']:,.0f}, "
-            f"{res['synop_ratio_dense_over_sparse']:.2f}x), first layer {first:,.0f} MAC / sample; "
-            f"estimated {res['energy_uj']:.4f} uJ / sample"
+            f"[SpikeEnergyMonitor] ANN: {macs:,.0f} non-zero MAC / sample (dense {dense:,.0f}); "
+            f"estimated {res['energy_uj']:.4f} uJ / sample at E_MAC = {self.e_mac} pJ"
         )
         return res
 
-    def measure_native(self, trainer, model: NativeNet, device) -> dict[str, Any]:
-        """An snnTorch network: spikes per neuron layer, synops per weight layer fed spikes, the input layers' MACs
-        (``srsnn.snn.synops.NativeSynopCounter``), summed over ranks."""
-        xs = test_subset(trainer, self.num_samples)[0]
-        counter = NativeSynopCounter(model.net)
+    def _measure_snn(self, res: dict[str, Any], model, xs: torch.Tensor, device) -> dict[str, Any]:
+        """Any SNN (converted, or an snnTorch network of yours): spikes per neuron layer, synops per weight layer fed
+        spikes, the input layers' MACs (``srsnn.snn.synops.SynopCounter``), summed over ranks."""
+        native = isinstance(model, NativeNet)
+        counter = SynopCounter(model.net if native else model)  # the module whose forward takes one input
         with counter:
             for i in range(0, len(xs), self.batch_size):
                 model(xs[i : i + self.batch_size].to(device))
-        res: dict[str, Any] = {"kind": "snn", "native": True}
-        res["neurons"] = {name: describe(m) for m, name in counter.neurons.items()}
-        res["sparsity"] = sparsity_report(model.net)
-        res["storage"] = _storage(model.net, "snn")
+        res.update(native=native, neurons={name: describe(m) for m, name in counter.neurons.items()})
         # every count summed over ranks in one collective, float64 (exact integers beyond 2^24), then put back
-        slots = [(st, k) for st in counter.spikes.values() for k in ("spikes",)]
+        slots = [(st, "spikes") for st in counter.spikes.values()]
         slots += [(st, k) for st in counter.synops.values() for k in ("synops", "dense_synops", "macs", "dense_macs")]
         local = torch.tensor([st[k] for st, k in slots] + [len(xs)], dtype=torch.float64, device=device)
         *summed, samples = sum_over_ranks(local).tolist()
@@ -157,10 +112,10 @@ class SpikeEnergyMonitor(Callback):
             self._energy(tot["synops"], tot["dense_synops"], res["first_layer_macs"], res["dense_first_layer_macs"])
         )
         rank_zero_info(
-            f"[SpikeEnergyMonitor] snnTorch SNN, {counter.samples} samples: {tot['spikes']:,.0f} spikes / sample, "
-            f"{tot['synops']:,.0f} synops / sample (dense masks {tot['dense_synops']:,.0f}), input layers "
-            f"{', '.join(res['input_layers'])}: {res['first_layer_macs']:,.0f} MAC / sample; estimated "
-            f"{res['energy_uj']:.4f} uJ / sample"
+            f"[SpikeEnergyMonitor] SNN, T={res['num_steps']}, {counter.samples} samples: {tot['spikes']:,.0f} spikes "
+            f"/ sample, {tot['synops']:,.0f} synops / sample (dense masks {tot['dense_synops']:,.0f}, "
+            f"{res['synop_ratio_dense_over_sparse']:.2f}x), input layers {', '.join(res['input_layers'])}: "
+            f"{res['first_layer_macs']:,.0f} MAC / sample; estimated {res['energy_uj']:.4f} uJ / sample"
         )
         return res
 
@@ -217,27 +172,7 @@ def energy_markdown(r: dict[str, Any]) -> str:
             f"energy estimate {r['energy_uj']:.4f} uJ / sample (E_MAC = {r.get('e_mac_pj', 4.6)} pJ)"
         )
         return "\n".join(lines) + "\n"
-    if r.get("native"):
-        return "\n".join(lines + _native_lines(r)) + "\n"
-    lines += [
-        f"SNN, T = {r['num_steps']}, {r['num_samples']} test samples; per sample:",
-        "",
-        "| layer | neurons | spikes | firing rate (spikes/neuron/step) | synops (AC) | dense-mask synops (AC) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, l in r["layers"].items():
-        lines.append(
-            f"| {r.get('labels', {}).get(name, name)} | {l['neurons']:,} | {l['spikes']:,.1f} | {l['firing_rate']:.4f} | {l['synops']:,.0f} | {l['dense_synops']:,.0f} |"  # noqa: E501
-        )
-    t = r["total"]
-    lines += [
-        f"| **total** | {t['neurons']:,} | {t['spikes']:,.1f} | | {t['synops']:,.0f} | {t['dense_synops']:,.0f} |",
-        "",
-        f"first layer (analog input, not spikes): {r['first_layer_macs']:,.0f} MAC / sample over T steps",
-        f"dense-mask / sparse synops: {r['synop_ratio_dense_over_sparse']:.2f}x",
-        _energy_line(r),
-    ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _snn_lines(r)) + "\n"
 
 
 def _energy_line(r: dict[str, Any]) -> str:
@@ -247,25 +182,29 @@ def _energy_line(r: dict[str, Any]) -> str:
     )
 
 
-def _native_lines(r: dict[str, Any]) -> list[str]:
-    """An snnTorch network: spikes per neuron layer, synops per weight layer fed spikes, the input layers' MACs."""
+def _snn_lines(r: dict[str, Any]) -> list[str]:
+    """An SNN: spikes per neuron layer, synops per weight layer fed spikes, the input layers' MACs."""
+    label = lambda n: r.get("labels", {}).get(n, n)
     lines = [
-        f"snnTorch SNN, {r['num_samples']} test samples; per sample:",
+        f"SNN, T = {r['num_steps']}, {r['num_samples']} test samples; per sample:",
         "",
-        "| neuron layer | neurons | steps | spikes | firing rate (spikes/neuron/step) |",
-        "|---|---|---|---|---|",
+        "| neuron layer | neurons | spikes | firing rate (spikes/neuron/step) |",
+        "|---|---|---|---|",
     ]
     lines += [
-        f"| {name} | {v['neurons']:,} | {v['steps_per_sample']} | {v['spikes']:,.1f} | {v['firing_rate']:.4f} |"
+        f"| {label(name)} | {v['neurons']:,} | {v['spikes']:,.1f} | {v['firing_rate']:.4f} |"
         for name, v in r["layers"].items()
     ]
     lines += ["", "| weight layer fed spikes | synops (AC) | dense-mask synops (AC) |", "|---|---|---|"]
-    lines += [f"| {n} | {v['synops']:,.0f} | {v['dense_synops']:,.0f} |" for n, v in r["synops_by_layer"].items()]
+    syn = r["synops_by_layer"]
+    lines += [f"| {label(n)} | {v['synops']:,.0f} | {v['dense_synops']:,.0f} |" for n, v in syn.items()]
     t = r["total"]
     lines += [
         f"| **total** | {t['synops']:,.0f} | {t['dense_synops']:,.0f} |",
         "",
-        f"input layers ({', '.join(r['input_layers'])}; analog input, every step): {r['first_layer_macs']:,.0f} MAC",
+        f"input layers ({', '.join(label(n) for n in r['input_layers'])}; analog input, every step): "
+        f"{r['first_layer_macs']:,.0f} MAC",
+        f"dense-mask / sparse synops: {r['synop_ratio_dense_over_sparse']:.2f}x",
         _energy_line(r),
     ]
     return lines
@@ -280,17 +219,11 @@ def plot_layers(r: dict[str, Any], path: str) -> None:
     label = lambda n: r.get("labels", {}).get(n, n)
     sp = {k: v for k, v in r["sparsity"].items() if k != "global"}
     panels = [("sparsity (fraction pruned)", [label(n) for n in sp], list(sp.values()))]
-    if r["kind"] == "snn" and r.get("native"):
+    if r["kind"] == "snn":
         names, syn = list(r["layers"]), list(r["synops_by_layer"])
         panels = [
-            ("spikes / sample", names, [r["layers"][n]["spikes"] for n in names]),
-            ("synops / sample", syn, [r["synops_by_layer"][n]["synops"] for n in syn]),
-        ] + panels
-    elif r["kind"] == "snn":
-        names = list(r["layers"])
-        panels = [
             ("spikes / sample", [label(n) for n in names], [r["layers"][n]["spikes"] for n in names]),
-            ("synops / sample", [label(n) for n in names], [r["layers"][n]["synops"] for n in names]),
+            ("synops / sample", [label(n) for n in syn], [r["synops_by_layer"][n]["synops"] for n in syn]),
         ] + panels
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for ax, (title, names, vals) in zip(list(axes) if len(panels) > 1 else [axes], panels):

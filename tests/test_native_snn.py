@@ -12,7 +12,7 @@ from helpers import ROOT, run_cli, run_main, tiny_overrides
 from srsnn.errors import UserError
 from srsnn.snn.native import NativeNet, describe, reset_states, spiking_neurons
 from srsnn.snn.network import gradient_path, reset_path_state
-from srsnn.snn.synops import NativeSynopCounter
+from srsnn.snn.synops import SynopCounter
 
 CONFIG = str(ROOT / "conf" / "digits" / "native_snn.yaml")
 
@@ -88,7 +88,7 @@ def test_synops_equal_a_brute_force_count_at_borders_and_strides():
 
     x = torch.rand(5, 1, 8, 8)
     hooks = [getattr(net, n).register_forward_hook(keep(n)) for n in ("lif1", "lif2")]
-    with NativeSynopCounter(net) as c:
+    with SynopCounter(net) as c:
         NativeNet(net)(x)
     for h in hooks:
         h.remove()

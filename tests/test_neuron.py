@@ -165,12 +165,19 @@ def test_time_schedule_in_training_equals_the_snntorch_loop():
                 h = m(h)
         ref = ref + h
     assert torch.allclose(ours, ref / 4, atol=1e-6)
-    # recording (spike counting) and BPTR need all T at once: the network falls back to the layer schedule
-    snn = SpikingNetwork(net.eval(), 4, schedule="time")
-    for n in snn.neurons:
-        n.record = True
-    snn(x)
-    assert all(n.last_spikes.shape[0] == 4 for n in snn.neurons)
+    # the spike recorder sees every step under either schedule: T calls of one step, or one call of T steps
+    from srsnn.snn.network import record_spikes
+
+    counts = {}
+    for schedule in ("time", "layer"):
+        seen = []
+        with (
+            torch.no_grad(),
+            record_spikes(SpikingNetwork(net.eval(), 4, schedule=schedule), lambda n, s: seen.append(s)),
+        ):
+            SpikingNetwork(net.eval(), 4, schedule=schedule)(x)
+        counts[schedule] = (sum(s.shape[0] for s in seen), sum(float(s.sum()) for s in seen))
+    assert counts["time"] == counts["layer"] and counts["time"][0] == 4 * len(SpikingNetwork(net, 4).neurons)
 
 
 def test_v_init_half_rounds_the_rate_instead_of_flooring_it():

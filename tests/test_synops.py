@@ -9,7 +9,7 @@ from torch import nn
 from srsnn.ann.architectures import PreActResNet, SmallCNN
 from srsnn.pruning.masks import add_mask, ensure_masks, prunable_layers
 from srsnn.snn.conversion import spiking_structure
-from srsnn.snn.network import SpikingNetwork
+from srsnn.snn.network import SpikingNetwork, record_spikes
 from srsnn.snn.neurons import IFNeuron
 from srsnn.snn.spike_readers import spike_readers
 from srsnn.snn.synops import SynopCounter, ann_macs, fanout, layer_labels
@@ -68,17 +68,13 @@ def test_counter_totals_equal_brute_force_on_random_sparse_snn(seed, keep):
     with SynopCounter(snn) as c, torch.no_grad():
         snn(x)
         c.samples += 5
-    # brute force: record spikes, multiply by Jacobian-counted fan-outs
+    # brute force: record spikes, multiply by Jacobian-counted fan-outs through each neuron's reader path
     expected = 0.0
-    paths = spike_readers(net)
-    for n in paths:
-        n.record = True
-    with torch.no_grad():
+    paths, spikes = spike_readers(net), {}
+    with torch.no_grad(), record_spikes(snn, lambda n, s: spikes.__setitem__(n, s.sum((0, 1)))):
         snn(x)
     for n, p in paths.items():
-        s = n.last_spikes.sum((0, 1))
-        expected += float((s * _brute_force_fanout(p[0], tuple(s.shape))).sum())
-        n.record = False
+        expected += float((spikes[n] * _brute_force_fanout(p[0], tuple(spikes[n].shape))).sum())
     summary = c.summary()
     assert summary["total"]["synops"] * 5 == pytest.approx(expected)
     assert 0 <= summary["total"]["synops"] <= summary["total"]["dense_synops"]

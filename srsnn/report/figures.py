@@ -144,7 +144,8 @@ def layers(runs: list[dict[str, Any]], main: list[Row], out: str) -> str:
         lab, names = en.get("labels", {}), list(en["layers"])
         style = dict(color=_color(row["method"]), ls=styles[i % len(styles)], marker="o", ms=3, label=r["name"])
         axes[0].plot([lab.get(n, n) for n in names], [en["layers"][n]["spikes"] for n in names], **style)
-        axes[1].plot([lab.get(n, n) for n in names], [en["layers"][n]["synops"] for n in names], **style)
+        syn = en.get("synops_by_layer") or en["layers"]  # per weight layer fed spikes (older files: per neuron layer)
+        axes[1].plot([lab.get(n, n) for n in syn], [syn[n]["synops"] for n in syn], **style)
     for row in main:
         en = by_name[row["run"]]["energy"]
         sp = {k: v for k, v in en.get("sparsity", {}).items() if k != "global"}

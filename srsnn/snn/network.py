@@ -22,7 +22,7 @@ from snntorch._neurons.neurons import SpikingNeuron
 from torch import nn
 
 from srsnn.snn.gradients import make_path
-from srsnn.snn.native import has_native_neurons
+from srsnn.snn.native import has_native_neurons, spiking_neurons
 from srsnn.snn.native_paths import native_gradient_path, reset_native_path_state
 from srsnn.snn.neurons import MODES, IFNeuron
 from srsnn.snn.surrogates import make_surrogate
@@ -127,8 +127,8 @@ class SpikingNetwork(nn.Module):
             xs = x.unsqueeze(0).expand(T, *x.shape)
             steps = list((torch.rand_like(xs) < xs).to(x.dtype) + xs - xs.detach())
             rest = list(self.net)
-        # stepping needs every neuron on the plain spiking path (BPTR averages over T; recording wants [T, B])
-        plain = all(n.mode == "spike" and not n.record for n in neurons)
+        # stepping needs every neuron on the plain spiking path (the attack paths read all T steps at once)
+        plain = all(n.mode == "spike" for n in neurons)
         if self._stepwise:  # a new input starts from rest; each neuron call is one step
             for m in self._stepwise:
                 m.reset_mem()
@@ -163,25 +163,21 @@ class SpikingNetwork(nn.Module):
 
 @contextlib.contextmanager
 def record_spikes(net: nn.Module, sink) -> Iterator[None]:
-    """While active, every forward of a neuron of ``net`` calls ``sink(neuron, spikes)`` with its [T, B, ...] spikes
-    (the one spike recorder: synop counting and firing rates both use it); the neurons' settings are restored."""
-    neurons = neurons_of(net)
-    saved = [n.record for n in neurons]
+    """While active, every call of a spiking neuron of ``net`` (the IF neuron over its steps, an snnTorch neuron one
+    step) calls ``sink(neuron, spikes)`` with its spikes [steps, B, ...]: the one spike recorder, for synop counting
+    and firing rates."""
 
-    def hook(neuron, _inp, _out):
-        sink(neuron, neuron.last_spikes)
-        neuron.last_spikes = None
+    def hook(neuron, _inp, out):
+        spikes = (out[0] if isinstance(out, (tuple, list)) else out).detach()
+        steps = neuron.num_steps if isinstance(neuron, IFNeuron) else 1
+        sink(neuron, spikes.reshape(steps, -1, *spikes.shape[1:]))
 
-    handles = [n.register_forward_hook(hook) for n in neurons]
+    handles = [m.register_forward_hook(hook) for _, m in spiking_neurons(net)]
     try:
-        for n in neurons:
-            n.record = True
         yield
     finally:
         for h in handles:
             h.remove()
-        for n, rec in zip(neurons, saved):
-            n.record, n.last_spikes = rec, None
 
 
 @contextlib.contextmanager

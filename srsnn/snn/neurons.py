@@ -165,8 +165,6 @@ class IFNeuron(snntorch.Leaky):
         self.num_steps = 1
         self.mode = "spike"
         self.path: Path | None = None  # an attack path of srsnn.snn.gradients, set by gradient_path's block
-        self.record = False
-        self.last_spikes: torch.Tensor | None = None
         # stepping through time (``SpikingNetwork(schedule="time")``): each call is one step from ``state``; the
         # network sets both at the start of its forward and clears them at the end (no state between forwards)
         self.stepping = False
@@ -186,10 +184,7 @@ class IFNeuron(snntorch.Leaky):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         theta = self.effective_threshold()
         if self.mode == "relu":
-            out = torch.relu(x)
-            if self.record:
-                self.last_spikes = out.detach().unsqueeze(0)  # [T=1, B, ...]
-            return out
+            return torch.relu(x)
         dtype = x.dtype
         if dtype in (torch.float16, torch.bfloat16):
             # mixed precision (autocast): integrate and compare with theta in float32. In 16 bits, a membrane
@@ -206,8 +201,6 @@ class IFNeuron(snntorch.Leaky):
         spikes, v = _IFMultiStep.apply(xt, v0, theta, path, self.reset_mode == "zero", self.detach_reset)
         if self.stepping:
             self.state = v
-        if self.record:
-            self.last_spikes = spikes.detach()  # [T, B, ...]
         return spikes.reshape_as(x).to(dtype)
 
     def extra_repr(self) -> str:

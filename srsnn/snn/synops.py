@@ -17,6 +17,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from snntorch._neurons.neurons import SpikingNeuron
 from torch import nn
 
 from srsnn.devices import device_of
@@ -24,9 +25,9 @@ from srsnn.errors import UserError
 from srsnn.modes import module_mode
 from srsnn.pruning.masks import mask_of
 from srsnn.snn.native import spiking_neurons
-from srsnn.snn.network import record_spikes, stateless_prefix
+from srsnn.snn.network import record_spikes
 from srsnn.snn.neurons import IFNeuron
-from srsnn.snn.spike_readers import WEIGHT_LAYERS, spike_readers
+from srsnn.snn.spike_readers import WEIGHT_LAYERS
 
 _PASS = (nn.Flatten, nn.Identity, nn.Dropout)
 
@@ -90,12 +91,6 @@ def energy_uj(synops: float, macs: float, e_ac_pj: float = 0.9, e_mac_pj: float 
     return (synops * e_ac_pj + macs * e_mac_pj) * 1e-6
 
 
-def first_layer_macs(net: nn.Sequential, input_shape: tuple, dense: bool = False) -> float:
-    """MACs of the weight layers that see the analog input (before the first neuron), per sample and step."""
-    first = stateless_prefix(net)
-    return ann_macs(nn.Sequential(*list(net)[:first]), input_shape, dense) if first else 0.0
-
-
 def ann_macs(net: nn.Module, input_shape: tuple, dense: bool = False) -> float:
     """Non-zero MACs of one ANN forward pass per sample: sum over weight layers of nnz(W) x output positions."""
     macs = [0.0]
@@ -128,77 +123,11 @@ def layer_labels(net: nn.Module) -> dict[str, str]:
             kind = "conv" if isinstance(m, nn.Conv2d) else "fc"
             counts[kind] += 1
             labels[name] = last = f"{kind}{counts[kind]}"
-        elif isinstance(m, IFNeuron):
-            labels[name] = f"{last} IF" if last not in taken else f"{name} (IF after {last})"
+        elif isinstance(m, SpikingNeuron):
+            kind = "IF" if isinstance(m, IFNeuron) else type(m).__name__
+            labels[name] = f"{last} {kind}" if last not in taken else f"{name} ({kind} after {last})"
             taken.add(last)
     return labels
-
-
-class SynopCounter:
-    """Accumulates per-layer spikes and synops over batches of a ``SpikingNetwork`` run.
-
-    Use: ``with SynopCounter(snn) as c: snn(x); c.samples += len(x)``; ``c.summary()`` gives per-sample figures."""
-
-    def __init__(self, snn: nn.Module):
-        self.snn = snn
-        self.net = snn.net
-        self.paths = spike_readers(self.net)
-        self.names = {m: n for n, m in self.net.named_modules() if isinstance(m, IFNeuron)}
-        self._fanout: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.reset()
-
-    def reset(self) -> None:
-        self.samples = 0
-        self.stats = {
-            n: {"spikes": 0.0, "synops": 0.0, "dense_synops": 0.0, "neurons": 0, "steps": 0}
-            for n in self.names.values()
-        }
-
-    def _fanouts(self, neuron: IFNeuron, shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (self.names[neuron], shape)
-        if key not in self._fanout:
-            dev = device_of(self.snn)
-            self._fanout[key] = (
-                fanout(self.paths[neuron], shape, False, dev),
-                fanout(self.paths[neuron], shape, True, dev),
-            )
-        return self._fanout[key]
-
-    def add(self, neuron: IFNeuron, spikes: torch.Tensor) -> None:
-        """``spikes``: [T, B, ...] of one neuron layer."""
-        # float64: float32 sums stop being exact integers above 2^24 (a large layer over a test set passes that)
-        per_neuron = spikes.sum(dim=(0, 1), dtype=torch.float64)  # summed over T and the batch
-        sparse_fo, dense_fo = (f.double() for f in self._fanouts(neuron, tuple(spikes.shape[2:])))
-        st = self.stats[self.names[neuron]]
-        st["spikes"] += float(per_neuron.sum())
-        st["synops"] += float((per_neuron * sparse_fo).sum())
-        st["dense_synops"] += float((per_neuron * dense_fo).sum())
-        st["neurons"] = int(per_neuron.numel())
-        st["steps"] = int(spikes.shape[0])
-
-    def __enter__(self):
-        self._recording = record_spikes(self.net, self.add)
-        self._recording.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self._recording.__exit__(*exc)
-
-    def summary(self) -> dict:
-        """Per-sample figures per layer and in total (spikes, firing rate per neuron per step, synops)."""
-        n = max(self.samples, 1)
-        layers = {}
-        for name, st in self.stats.items():
-            rate = st["spikes"] / max(n * st["neurons"] * max(st["steps"], 1), 1)
-            layers[name] = {
-                "spikes": st["spikes"] / n,
-                "firing_rate": rate,
-                "synops": st["synops"] / n,
-                "dense_synops": st["dense_synops"] / n,
-                "neurons": st["neurons"],
-            }
-        total = {k: sum(v[k] for v in layers.values()) for k in ("spikes", "synops", "dense_synops", "neurons")}
-        return {"layers": layers, "total": total}
 
 
 def _window_area(m: nn.Module, x: torch.Tensor) -> int | None:
@@ -217,12 +146,14 @@ def _storage(t: torch.Tensor) -> int:
     return t.untyped_storage().data_ptr()
 
 
-class NativeSynopCounter:
-    """Spikes, synops and input MACs of an snnTorch network (``srsnn.snn.native``), from the spikes it emits.
+class SynopCounter:
+    """Spikes, synops and input MACs of any SNN (a converted ``SpikingNetwork`` or an snnTorch network of yours,
+    ``srsnn.snn.native``), from the spikes it emits (``record_spikes``, the one spike recorder).
 
-    Every call of a weight layer (Conv1d/2d, Linear) is classified by what it receives: the weight layers called
+    Every call of a weight layer (Conv2d, Linear) is classified by what it receives: the weight layers called
     before the first neuron fires in a forward take the analog input (their MACs: non-zero weights x output positions,
-    every call, so every time step); any later weight layer must receive events (spikes, or max-pooled spikes: a
+    read at every time step, whether the network recomputes them per step or, as ``SpikingNetwork`` does, once);
+    any later weight layer must receive events (spikes, or max-pooled spikes: a
     tensor whose non-zero entries share one value), each costing its non-zero outgoing synapses,
     ``synops = sum_i 1[in_i != 0] fanout_i`` with ``fanout = 1^T 1[W != 0]`` through the layer's own stride, padding
     and dilation (exact at borders; weights pruned by any tool are zeros). Average-pooled events count as what they
@@ -231,7 +162,8 @@ class NativeSynopCounter:
     average pooling). A weight layer fed anything else (a membrane, an analog value after the first spike) cannot be
     counted as synops and is refused by name, never counted as MACs.
 
-    Use: ``with NativeSynopCounter(net) as c: model(x); c.samples += len(x)``; ``c.summary()``."""
+    Use: ``with SynopCounter(net) as c: net(x); c.samples += len(x)``; ``c.summary()``. ``net``: the module whose
+    forward takes one input (a ``SpikingNetwork``, or the network inside a ``NativeNet``)."""
 
     def __init__(self, net: nn.Module):
         self.net = net
@@ -245,7 +177,7 @@ class NativeSynopCounter:
         if odd:
             raise UserError(f"synop counting supports Conv2d and Linear weight layers; {odd[0]} is not one")
         self._fanout: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.samples, self.fired, self.calls = 0, False, {}
+        self.samples, self.fired, self.calls, self.read = 0, False, {}, {}
         self.pooled: tuple[int, float] | None = None  # the last average pooling of events: (its output, k^2)
         self.spikes = {n: {"spikes": 0.0, "neurons": 0, "steps": 0} for n in self.neurons.values()}
         zero = dict.fromkeys(("synops", "dense_synops", "macs", "dense_macs"), 0.0)
@@ -254,14 +186,21 @@ class NativeSynopCounter:
 
     def _start_forward(self, *_):
         """A new input: the layers called before its first spike take the analog input."""
-        self.fired, self.calls = False, {}
+        self.fired, self.calls, self.read = False, {}, {}
 
-    def _neuron_hook(self, m, _inp, out):
-        spk = out[0] if isinstance(out, (tuple, list)) else out
+    def _end_forward(self, _m, inp, _out):
+        """The input layers' MACs of this forward: read at every step of every sample."""
+        steps, batch = max(self.calls.values(), default=1), len(inp[0])
+        for name, (macs, dense) in self.read.items():
+            self.synops[name]["macs"] += macs * steps * batch
+            self.synops[name]["dense_macs"] += dense * steps * batch
+
+    def _spikes(self, m, spk: torch.Tensor) -> None:
+        """``record_spikes``' sink: ``spk`` [steps, B, ...] of one neuron call."""
         name = self.neurons[m]
-        st, self.calls[name] = self.spikes[name], self.calls.get(name, 0) + 1
+        st, self.calls[name] = self.spikes[name], self.calls.get(name, 0) + spk.shape[0]
         st["spikes"] += float((spk != 0).sum(dtype=torch.float64))
-        st["neurons"], st["steps"] = int(spk[0].numel()), max(st["steps"], self.calls[name])
+        st["neurons"], st["steps"] = int(spk[0, 0].numel()), max(st["steps"], self.calls[name])
         self.fired = True
 
     def _pool_hook(self, m, inp, out):
@@ -284,8 +223,7 @@ class NativeSynopCounter:
         if m not in self.recurrent and (not self.fired or name in self.input_layers):
             self.input_layers.add(name)
             positions = out[0, 0].numel() if out.dim() > 2 else 1
-            st["macs"] += float((m.weight != 0).sum()) * positions * len(x)
-            st["dense_macs"] += float(m.weight.numel()) * positions * len(x)
+            self.read[name] = (float((m.weight != 0).sum()) * positions, float(m.weight.numel()) * positions)
             return
         if self.pooled is not None and self.pooled[0] == _storage(x):  # average-pooled events: spikes per window
             counts = (x.double() * self.pooled[1]).round()
@@ -305,16 +243,18 @@ class NativeSynopCounter:
 
     def __enter__(self):
         self._handles = [self.net.register_forward_pre_hook(self._start_forward)]
-        self._handles += [m.register_forward_hook(self._neuron_hook) for m in self.neurons]
+        self._handles += [self.net.register_forward_hook(self._end_forward)]
         self._handles += [m.register_forward_hook(self._layer_hook) for m in self.layers]
         pools = [m for m in self.net.modules() if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d))]
         self._handles += [m.register_forward_hook(self._pool_hook) for m in pools]
+        self._recording = record_spikes(self.net, self._spikes)
+        self._recording.__enter__()
         return self
 
     def __exit__(self, *exc):
         for h in self._handles:
             h.remove()
-        return False
+        return self._recording.__exit__(*exc)
 
     def summary(self) -> dict:
         """Per sample: spikes and firing rate per neuron layer; synops (and the dense-mask counterfactual) per weight
