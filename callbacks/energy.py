@@ -19,10 +19,10 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from srsnn.errors import UserError
+from srsnn.export.card import add_energy
 from srsnn.export.compact import export_compact
 from srsnn.modes import module_mode
 from srsnn.pruning.masks import sparsity_report
-from srsnn.robustness.card import add_energy
 from srsnn.snn.native import NativeNet, describe, first_spiking
 from srsnn.snn.synops import SynopCounter, ann_macs, energy_uj, layer_labels
 

@@ -24,16 +24,16 @@ from lightning.pytorch.utilities import rank_zero_info
 from tqdm import tqdm
 
 from srsnn.errors import UserError
+from srsnn.export.card import build_card, image_digests
 from srsnn.modes import frozen_parameters, module_mode
 from srsnn.robustness.attacks import Eps, parse_eps
 from srsnn.robustness.audit import audit, confidence_statement, dead_paths, summarize, verdict
 from srsnn.robustness.budget import AdaptiveBudget, Preset
-from srsnn.robustness.card import EXAMPLES_FILE, Examples, build_card, image_digests
 from srsnn.robustness.cost import PassCounter
 from srsnn.robustness.paths import ensemble, path_modes, snn_attack_paths
 from srsnn.robustness.planner import label
 from srsnn.robustness.reporting import attacks_markdown, plot_robust_accuracy
-from srsnn.robustness.results import Budget, Evaluation, MembersAlone, PerSample, SampleRecord
+from srsnn.robustness.results import EXAMPLES_FILE, Budget, Evaluation, Examples, MembersAlone, PerSample, SampleRecord
 from srsnn.robustness.runner import Evaluator
 from srsnn.robustness.tuning import GRIDS, tune_snn_paths
 

@@ -25,6 +25,7 @@ import time
 from typing import Optional
 
 from srsnn.errors import PipelineError
+from srsnn.export import card
 from srsnn.io.plan import Stage, load_config, over_seeds, plan  # noqa: F401 (plan, over_seeds: read by tests)
 from srsnn.io.runs import newest_under
 from srsnn.io.stages import (  # noqa: F401 (CODE: read by tests)
@@ -37,7 +38,6 @@ from srsnn.io.stages import (  # noqa: F401 (CODE: read by tests)
     run_dir_lock,
 )
 from srsnn.report import leaderboard
-from srsnn.robustness import card
 from srsnn_cli import one_line_errors
 
 

@@ -9,6 +9,7 @@ import sys
 
 import callbacks.pruning  # noqa: F401 - registers every pruning method (the report's labels and colors)
 from srsnn.errors import UserError
+from srsnn.export import card
 from srsnn.io.runs import files_under
 from srsnn.report import __doc__ as DOC
 from srsnn.report import leaderboard
@@ -18,7 +19,6 @@ from srsnn.report.per_sample import compare, read
 from srsnn.report.runs import load_run
 from srsnn.report.seeds import against_published, seed_of
 from srsnn.report.tables import build_table, confidence_section, eps_columns, finetune_table, t_sweep_table
-from srsnn.robustness import card
 from srsnn_cli import one_line_errors
 
 

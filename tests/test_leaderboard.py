@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
+from srsnn.export.card import Card
 from srsnn.report import leaderboard
-from srsnn.robustness.card import Card
 
 BROWSER = "needs a browser: apt-get install chromium chromium-driver (and pip's selenium, in .[test])"
 

@@ -44,6 +44,8 @@ def test_a_plain_lightning_datamodule_runs_the_whole_pipeline(tmp_path):
     assert attacks["num_samples"] == 10 and attacks["num_classes"] == 5 and attacks["kind"] == "snn"
     energy = json.loads(open(ckpt(tmp_path / "test", "energy.json")).read())
     assert energy["num_samples"] == 10 and energy["total"]["synops"] > 0
+    # every neuron layer and weight layer the table shows has its readable name (conv1, conv1 IF, ...)
+    assert set(energy["layers"]) | set(energy["synops_by_layer"]) <= set(energy["labels"])
 
 
 def test_a_plain_datamodule_that_does_not_fit_the_network_is_one_clear_error(tmp_path):

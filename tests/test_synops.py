@@ -54,24 +54,26 @@ def _brute_force_fanout(path, shape):
 
 
 @settings(max_examples=8, deadline=None)
-@given(seed=st.integers(0, 1000), keep=st.floats(0.05, 1.0))
-def test_counter_totals_equal_brute_force_on_random_sparse_snn(seed, keep):
+@given(seed=st.integers(0, 1000), keep=st.floats(0.05, 1.0), size=st.sampled_from([8, 16]), time=st.booleans())
+def test_counter_totals_equal_brute_force_on_random_sparse_snn(seed, keep, size, time):
+    """The counter (spikes as the weight layers receive them, average-pooled and flattened) against each neuron's
+    spikes times its Jacobian-counted fan-out through the pooling."""
     torch.manual_seed(seed)
-    net = spiking_structure(SmallCNN(input_size=8, width=4))
+    net = spiking_structure(SmallCNN(input_size=size, width=4))
     for _, m in prunable_layers(net):
         add_mask(m, (torch.rand(m.weight.shape) < keep).float())
     for n in net.modules():
         if isinstance(n, IFNeuron):
             n.threshold.data.fill_(0.2)
-    snn = SpikingNetwork(net, num_steps=3).eval()
-    x = torch.rand(5, 1, 8, 8)
+    snn = SpikingNetwork(net, num_steps=3, schedule="time" if time else "layer").eval()  # time: channels-last steps
+    x = torch.rand(5, 1, size, size)
     with SynopCounter(snn) as c, torch.no_grad():
         snn(x)
         c.samples += 5
     # brute force: record spikes, multiply by Jacobian-counted fan-outs through each neuron's reader path
     expected = 0.0
     paths, spikes = spike_readers(net), {}
-    with torch.no_grad(), record_spikes(snn, lambda n, s: spikes.__setitem__(n, s.sum((0, 1)))):
+    with torch.no_grad(), record_spikes(snn, lambda n, s: spikes.__setitem__(n, spikes.get(n, 0) + s.sum((0, 1)))):
         snn(x)
     for n, p in paths.items():
         expected += float((spikes[n] * _brute_force_fanout(p[0], tuple(spikes[n].shape))).sum())

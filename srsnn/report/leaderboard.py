@@ -1,4 +1,4 @@
-"""A folder of model cards (``card.json``, ``srsnn.robustness.card``) as a leaderboard: one markdown table and one
+"""A folder of model cards (``card.json``, ``srsnn.export.card``) as a leaderboard: one markdown table and one
 static HTML page (no server, no download: sortable by clicking a column, with the robust-accuracy-vs-energy plot).
 
     python report.py leaderboard results/digits results/native_snn --out results/leaderboard
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from srsnn.errors import UserError
-from srsnn.robustness.card import Card
+from srsnn.export.card import Card
 
 _SKIP = {"evaluation", "test", "validate"}  # folders between a stage's run folder and its card
 

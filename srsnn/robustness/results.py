@@ -11,9 +11,13 @@ than this code knows is refused with one clear error.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
+
+import torch
 
 from srsnn.errors import UserError
 
@@ -211,3 +215,56 @@ class PerSample(_Json):
     @classmethod
     def read(cls, path: str) -> "PerSample":
         return cls.from_json(_read_json(path), path)
+
+
+EXAMPLES_FILE = "adversarial.safetensors.gz"
+
+
+def margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """How far the model is fooled: the best wrong logit minus the true one (> 0: misclassified)."""
+    true = logits.gather(1, y.view(-1, 1)).squeeze(1)
+    wrong = logits.scatter(1, y.view(-1, 1), float("-inf")).amax(1)
+    return wrong - true
+
+
+class Examples:
+    """The adversarial example of every broken sample at the smallest epsilon that broke it (this process): keyed by
+    the sample's global index, ``(eps, x', margin)``."""
+
+    def __init__(self):
+        self.found: dict[int, tuple[float, torch.Tensor, float]] = {}
+
+    def keep(self, keys: list[int], eps: float, adv: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        m = margins(logits.detach().float(), y)
+        # fooled as the evaluation judges it: the argmax is another class (a tie whose first maximum is another class
+        # counts, margin 0: spike-count logits tie often)
+        for r in torch.nonzero(logits.argmax(1) != y).flatten().tolist():
+            k = keys[r]
+            if k not in self.found or eps < self.found[k][0]:
+                self.found[k] = (float(eps), adv[r].detach().float().cpu().clone(), float(m[r]))
+
+    def write(self, path: str) -> int:
+        """Write them (sorted by index) compressed; returns the file's size in bytes."""
+        from safetensors.torch import save
+
+        keys = sorted(self.found)
+        tensors = {
+            "index": torch.tensor(keys, dtype=torch.int64),
+            "eps": torch.tensor([self.found[k][0] for k in keys], dtype=torch.float64),
+            "margin": torch.tensor([self.found[k][2] for k in keys], dtype=torch.float32),
+        }
+        if keys:
+            tensors["x"] = torch.stack([self.found[k][1] for k in keys])
+        with gzip.open(path, "wb", compresslevel=9) as f:
+            f.write(save(tensors))
+        return os.path.getsize(path)
+
+    @staticmethod
+    def read(path: str) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load
+
+        try:
+            with gzip.open(path, "rb") as f:
+                return load(f.read())
+        except (OSError, ValueError, EOFError) as err:
+            raise UserError(f"{path}: cannot read the adversarial examples ({type(err).__name__}: {err})") from None

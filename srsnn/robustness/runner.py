@@ -46,11 +46,11 @@ from srsnn.errors import UserError
 from srsnn.robustness.attacks import MIN_CLASSES, check_pixel_range, make_attack
 from srsnn.robustness.audit import confidence
 from srsnn.robustness.budget import AdaptiveBudget
-from srsnn.robustness.card import Examples, margins
 from srsnn.robustness.cost import PassCounter
 from srsnn.robustness.keyed import keyed_random, mix
 from srsnn.robustness.paths import MODEL, DeployedJudge, changes_forward, use_path
 from srsnn.robustness.planner import Planner, Unit, attack_kwargs, label, unit_passes
+from srsnn.robustness.results import Examples, margins
 from srsnn.snn.network import reset_path_state
 
 STUCK = 0.9  # margin allocation: a survivor whose closest gap stays above this share of its clean gap gets Square
@@ -108,7 +108,7 @@ class Evaluator:
         self.seconds: dict[str, float] = {}  # wall time per phase:attack (this rank)
         self.counter = counter  # passes of the model per phase (``srsnn.robustness.cost``), or None
         self.announce, self._timed = announce, False  # the first batch's timing is said once (``announce``)
-        self.examples = Examples()  # the adversarial example of every break (``srsnn.robustness.card``)
+        self.examples = Examples()  # the adversarial example of every break (``srsnn.export.card``)
         self.ranked: list[dict] = list(self.members)
 
     def planned_passes(self) -> tuple[int, int]:

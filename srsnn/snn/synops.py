@@ -25,7 +25,7 @@ from srsnn.errors import UserError
 from srsnn.modes import module_mode
 from srsnn.pruning.masks import mask_of
 from srsnn.snn.native import spiking_neurons
-from srsnn.snn.network import record_spikes
+from srsnn.snn.network import SpikingNetwork, record_spikes
 from srsnn.snn.neurons import IFNeuron
 from srsnn.snn.spike_readers import WEIGHT_LAYERS
 
@@ -166,11 +166,12 @@ class SynopCounter:
     forward takes one input (a ``SpikingNetwork``, or the network inside a ``NativeNet``)."""
 
     def __init__(self, net: nn.Module):
-        self.net = net
-        self.neurons = {m: n for n, m in spiking_neurons(net)}
+        self.net = net  # its forward takes one input; layers are named as in the network inside a SpikingNetwork
+        inner = net.net if isinstance(net, SpikingNetwork) else net
+        self.neurons = {m: n for n, m in spiking_neurons(inner)}
         if not self.neurons:
             raise UserError(f"{type(net).__name__} has no snnTorch spiking neuron to count spikes of")
-        self.layers = {m: n for n, m in net.named_modules() if isinstance(m, WEIGHT_LAYERS)}
+        self.layers = {m: n for n, m in inner.named_modules() if isinstance(m, WEIGHT_LAYERS)}
         inside = {id(c) for nm in self.neurons for c in nm.modules()}  # a recurrent neuron's own weights (RLeaky)
         self.recurrent = {m for m in self.layers if id(m) in inside}
         odd = [n for n, m in net.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv3d, nn.ConvTranspose2d))]
@@ -210,6 +211,11 @@ class SynopCounter:
         binary = not values.numel() or bool((values == values[0]).all())
         self.pooled = (_storage(out), area / (float(values[0]) if values.numel() else 1.0)) if binary and area else None
 
+    def _pass_hook(self, m, inp, out):
+        """A flatten (a copy of a channels-last tensor) or an identity keeps pooled events pooled."""
+        if self.pooled is not None and self.pooled[0] == _storage(inp[0]):
+            self.pooled = (_storage(out), self.pooled[1])
+
     def _fanouts(self, m: nn.Module, shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         key = (self.layers[m], shape)
         if key not in self._fanout:
@@ -247,6 +253,8 @@ class SynopCounter:
         self._handles += [m.register_forward_hook(self._layer_hook) for m in self.layers]
         pools = [m for m in self.net.modules() if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d))]
         self._handles += [m.register_forward_hook(self._pool_hook) for m in pools]
+        passes = [m for m in self.net.modules() if isinstance(m, _PASS)]
+        self._handles += [m.register_forward_hook(self._pass_hook) for m in passes]
         self._recording = record_spikes(self.net, self._spikes)
         self._recording.__enter__()
         return self
