@@ -7,9 +7,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 
 class PlainData(L.LightningDataModule):
-    def __init__(self, batch_size: int = 32):
+    def __init__(self, batch_size: int = 32, test_size: int = 64):
         super().__init__()
-        self.batch_size = batch_size
+        self.batch_size, self.test_size = batch_size, test_size
 
     def setup(self, stage=None):
         g = torch.Generator().manual_seed(0)
@@ -20,7 +20,7 @@ class PlainData(L.LightningDataModule):
             x = (0.7 * protos[y] + 0.3 * torch.rand(n, 3, 16, 16, generator=g)).clamp(0, 1)
             return TensorDataset(x, y)
 
-        self.train, self.val, self.test = split(256), split(64), split(64)
+        self.train, self.val, self.test = split(256), split(64), split(self.test_size)
 
     def train_dataloader(self):
         return DataLoader(self.train, batch_size=self.batch_size, shuffle=True)
