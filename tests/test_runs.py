@@ -125,7 +125,7 @@ def test_sigterm_during_the_evaluation_stops_within_seconds_and_keeps_what_finis
         lines.append(line)
         if "[AttackEvaluation]" in line and "test samples" in line:
             break
-    time.sleep(2)
+    time.sleep(5)  # into the attacks (a loaded machine may still be on the clean pass 2 s in: nothing finished then)
     sent = time.time()
     proc.send_signal(signal.SIGTERM)
     output = "".join(lines) + proc.communicate(timeout=120)[0]
