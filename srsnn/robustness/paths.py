@@ -51,7 +51,9 @@ def ensemble(model: nn.Module) -> list[dict]:
 
 
 def path_modes(model: nn.Module) -> tuple[str, ...]:
-    """The published SNN-specific paths defined for the network's neurons (``snn_attack_paths``' ``modes``)."""
+    """The published SNN-specific paths the adaptive tier runs (``snn_attack_paths``' ``modes``): ASSG and HART on the
+    repo's IF neuron (PDSG runs on it too, ``srsnn.snn.gradients``, but is not in its tier), all three on snnTorch
+    neurons."""
     return ("assg", "hart") if neurons_of(model) else ("assg", "hart", "pdsg")
 
 
