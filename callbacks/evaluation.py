@@ -97,11 +97,10 @@ class AttackEvaluation(Callback):
         epsilons: perturbation budgets in pixel space (numbers or ``"8/255"``).
         num_samples: the first ``num_samples`` of ``test_dataloader()`` (0 = all); batch_size: attack batch size.
         ensemble: ``auto`` (SNN: the paper's 19 gradient paths; ANN: the network), ``none`` or ``paper``.
-        adaptive: the tier beyond the paper: a preset (``strong`` = ``true``, the default; ``quick``; ``paper`` =
-            ``false``, the paper's protocol only) or the strong budget with some keys changed
+        adaptive: the tier beyond the paper: a preset (``thorough`` = ``true``, the default; ``strong``, ``fast``,
+            ``quick``; ``paper`` = ``false``, the paper's protocol only) or the thorough budget with some keys changed
             (``srsnn.robustness.budget.AdaptiveBudget``: top_k, steps, restarts, ce_restarts, max_targets,
-            other_targets,
-            square_queries, check_rounds), e.g. ``{square_queries: 5000}``.
+            other_targets, square_queries, check_rounds, allocation, ...), e.g. ``{square_queries: 5000}``.
         transfer_from: ``{config: <yaml>, ckpt_path: <ckpt>}`` of a source model; its PGD examples count too.
         audit: run the audit; large_eps: epsilon of the "near 0 accuracy" check; margin_points: how far (in
             points) the paper's protocol may sit above the worst case before the audit flags it.
