@@ -75,7 +75,8 @@ class EvaluationOptions:
         num_samples: the first N test images (0 = all).
         batch_size: the attack batch size.
         epsilons: budgets in pixel space, e.g. ``[0.1, 0.2]`` or ``["2/255", "8/255"]``.
-        adaptive: ``strong`` (the default budget), ``quick`` (smoke runs: upper bounds) or ``paper`` (protocol only).
+        adaptive: a preset: ``thorough`` (the default), ``strong``, ``fast`` (upper bounds), ``quick`` (smoke runs:
+            upper bounds) or ``paper`` (the protocol only); a budget with other keys goes in the config file.
         output_dir: where the results go (default ``<log_dir>/evaluation``).
     """
 
