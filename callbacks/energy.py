@@ -24,6 +24,7 @@ from srsnn.export.compact import export_compact
 from srsnn.modes import module_mode
 from srsnn.pruning.masks import sparsity_report
 from srsnn.snn.native import NativeNet, describe, first_spiking
+from srsnn.snn.network import layers_of
 from srsnn.snn.synops import SynopCounter, ann_macs, energy_uj, layer_labels
 
 from .shards import results_dir, sum_over_ranks, test_subset, write_results
@@ -67,7 +68,7 @@ class SpikeEnergyMonitor(Callback):
         shape = getattr(trainer.datamodule, "input_shape", None)
         xs = test_subset(trainer, self.num_samples)[0] if kind == "snn" or not shape else None
         shape = tuple(shape or xs.shape[1:])  # a plain LightningDataModule need not declare it: the images say it
-        net = model.net if kind == "snn" else model
+        net = layers_of(model) if kind == "snn" else model
         res: dict[str, Any] = {"kind": kind, "units": UNITS, "sparsity": sparsity_report(net)}
         res["labels"] = layer_labels(net)  # readable layer names (conv1, fc1) for tables and plots
         res["storage"] = _storage(net, kind)
@@ -86,7 +87,7 @@ class SpikeEnergyMonitor(Callback):
         """Any SNN (converted, or an snnTorch network of yours): spikes per neuron layer, synops per weight layer fed
         spikes, the input layers' MACs (``srsnn.snn.synops.SynopCounter``), summed over ranks."""
         native = isinstance(model, NativeNet)
-        counter = SynopCounter(model.net if native else model)  # the module whose forward takes one input
+        counter = SynopCounter(model)
         with counter:
             for i in range(0, len(xs), self.batch_size):
                 model(xs[i : i + self.batch_size].to(device))

@@ -303,6 +303,12 @@ def test_conversion_to_leaky_neurons_keeps_thresholds_and_with_beta_one_is_the_i
     assert a["total"] == b["total"] and a["synops_by_layer"] == b["synops_by_layer"] and a["total"]["synops"] > 0
     prefix = torch.nn.Sequential(*list(snn_if.net)[: stateless_prefix(snn_if.net)])
     assert a["input_macs"] == b["input_macs"] == ann_macs(prefix, (1, 8, 8)) * 4  # the analog input, every step
+    # the energy monitor names layers by layers_of: the same names the counter keys its records by, either runner
+    from srsnn.snn.network import layers_of
+    from srsnn.snn.synops import layer_labels
+
+    for model, counted in ((snn_if, a), (leaky, b)):
+        assert set(counted["layers"]) | set(counted["synops_by_layer"]) <= set(layer_labels(layers_of(model)))
     _, leak = _converted_pair(0.8)
     with torch.no_grad():
         assert not torch.equal(snn_if(x), leak(x))  # evaluated as is: the leak changes the rates

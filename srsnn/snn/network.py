@@ -22,7 +22,7 @@ from snntorch._neurons.neurons import SpikingNeuron
 from torch import nn
 
 from srsnn.snn.gradients import make_path
-from srsnn.snn.native import has_native_neurons, spiking_neurons
+from srsnn.snn.native import NativeNet, has_native_neurons, spiking_neurons
 from srsnn.snn.native_paths import native_gradient_path, reset_native_path_state
 from srsnn.snn.neurons import MODES, IFNeuron
 from srsnn.snn.surrogates import make_surrogate
@@ -159,6 +159,14 @@ class SpikingNetwork(nn.Module):
         finally:
             for n in neurons:  # no membrane (and no autograd history) survives the forward
                 n.stepping, n.state = False, None
+
+
+def layers_of(snn: nn.Module) -> nn.Module:
+    """The network that holds an SNN's layers under its runners (``NativeNet``, ``SpikingNetwork``): the module whose
+    names its synop, energy and sparsity records use."""
+    while isinstance(snn, (NativeNet, SpikingNetwork)):
+        snn = snn.net
+    return snn
 
 
 @contextlib.contextmanager

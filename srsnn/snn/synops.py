@@ -24,8 +24,8 @@ from srsnn.devices import device_of
 from srsnn.errors import UserError
 from srsnn.modes import module_mode
 from srsnn.pruning.masks import mask_of
-from srsnn.snn.native import spiking_neurons
-from srsnn.snn.network import SpikingNetwork, record_spikes
+from srsnn.snn.native import NativeNet, spiking_neurons
+from srsnn.snn.network import layers_of, record_spikes
 from srsnn.snn.neurons import IFNeuron
 from srsnn.snn.spike_readers import WEIGHT_LAYERS
 
@@ -162,19 +162,20 @@ class SynopCounter:
     average pooling). A weight layer fed anything else (a membrane, an analog value after the first spike) cannot be
     counted as synops and is refused by name, never counted as MACs.
 
-    Use: ``with SynopCounter(net) as c: net(x); c.samples += len(x)``; ``c.summary()``. ``net``: the module whose
-    forward takes one input (a ``SpikingNetwork``, or the network inside a ``NativeNet``)."""
+    Use: ``with SynopCounter(snn) as c: snn(x); c.samples += len(x)``; ``c.summary()``. Layers are named as in
+    ``layers_of(snn)``."""
 
-    def __init__(self, net: nn.Module):
-        self.net = net  # its forward takes one input; layers are named as in the network inside a SpikingNetwork
-        inner = net.net if isinstance(net, SpikingNetwork) else net
+    def __init__(self, snn: nn.Module):
+        # the module whose forward is one input (a NativeNet's own may run several: draws, its determinism check)
+        self.net = snn.net if isinstance(snn, NativeNet) else snn
+        inner = layers_of(snn)
         self.neurons = {m: n for n, m in spiking_neurons(inner)}
         if not self.neurons:
-            raise UserError(f"{type(net).__name__} has no snnTorch spiking neuron to count spikes of")
+            raise UserError(f"{type(self.net).__name__} has no snnTorch spiking neuron to count spikes of")
         self.layers = {m: n for n, m in inner.named_modules() if isinstance(m, WEIGHT_LAYERS)}
         inside = {id(c) for nm in self.neurons for c in nm.modules()}  # a recurrent neuron's own weights (RLeaky)
         self.recurrent = {m for m in self.layers if id(m) in inside}
-        odd = [n for n, m in net.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv3d, nn.ConvTranspose2d))]
+        odd = [n for n, m in inner.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv3d, nn.ConvTranspose2d))]
         if odd:
             raise UserError(f"synop counting supports Conv2d and Linear weight layers; {odd[0]} is not one")
         self._fanout: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
