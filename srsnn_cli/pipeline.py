@@ -38,6 +38,7 @@ from srsnn.io.stages import (  # noqa: F401 (CODE: read by tests)
     run_dir_lock,
 )
 from srsnn.report import leaderboard
+from srsnn.robustness.results import EXAMPLES_FILE
 from srsnn_cli import one_line_errors
 
 
@@ -231,9 +232,9 @@ def publish_card(evaluation: str, name: str) -> None:
         return
     c = card.Card.read(card_path)
     examples = os.path.join(evaluation, c.examples["file"])
-    c.examples["file"] = os.path.basename(f"{name}.{card.EXAMPLES_FILE}")
+    c.examples["file"] = os.path.basename(f"{name}.{EXAMPLES_FILE}")
     if os.path.exists(examples):
-        shutil.copy2(examples, f"{name}.{card.EXAMPLES_FILE}")
+        shutil.copy2(examples, f"{name}.{EXAMPLES_FILE}")
     c.run = {"config": None, "ckpt_path": None, "published_from": os.path.relpath(evaluation, ROOT)}
     c.write(f"{name}.card.json")
 

@@ -19,6 +19,7 @@ from srsnn.report.per_sample import compare, read
 from srsnn.report.runs import load_run
 from srsnn.report.seeds import against_published, seed_of
 from srsnn.report.tables import build_table, confidence_section, eps_columns, finetune_table, t_sweep_table
+from srsnn.robustness.results import Examples
 from srsnn_cli import one_line_errors
 
 
@@ -85,7 +86,7 @@ def _verify_one(path: str, ckpt_path, config) -> card.Verdict:
     module, dm, _ = load_trained(config, ckpt_path or crd.run.get("ckpt_path"))
     dm.setup("test")
     x, y = first_samples(dm, crd.data["num_samples"])
-    examples = card.Examples.read(os.path.join(here, crd.examples["file"]))
+    examples = Examples.read(os.path.join(here, crd.examples["file"]))
     with torch.no_grad():
         return card.verify(crd, module.model, x, y, examples)
 

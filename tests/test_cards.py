@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from helpers import run_main, tiny_eval, tiny_overrides
-from srsnn.export.card import Card, Examples, margins
+from srsnn.export.card import Card
+from srsnn.robustness.results import Examples, margins
 from srsnn_cli import report
 
 

@@ -309,7 +309,8 @@ def test_per_sample_records_are_the_same_on_1_and_2_processes_2_nodes_and_any_ba
     for other in ("two", "nodes", "b13"):
         assert _records(tmp_path / other) == one, other
     # the cards: written once under DDP, every rank's examples gathered, the same examples on any process count
-    from srsnn.export.card import Card, Examples
+    from srsnn.export.card import Card
+    from srsnn.robustness.results import Examples
 
     cards = {k: sorted((tmp_path / k).rglob("card.json")) for k in ("one", "two", "nodes", "b13")}
     assert all(len(v) == 1 for v in cards.values()), cards

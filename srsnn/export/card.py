@@ -22,7 +22,7 @@ from typing import Any, Optional
 import torch
 
 from srsnn.errors import UserError
-from srsnn.robustness.results import EXAMPLES_FILE, Examples, margins  # noqa: F401 - re-exported with the card
+from srsnn.robustness.results import EXAMPLES_FILE, margins
 
 CARD_VERSION = 1
 MARGIN_TOLERANCE = 1e-4  # relative to max |logit|: below it, a break may be floating-point noise
