@@ -30,7 +30,7 @@ from srsnn.robustness.attacks import Eps, parse_eps
 from srsnn.robustness.audit import audit, confidence_statement, dead_paths, summarize, verdict
 from srsnn.robustness.budget import AdaptiveBudget, Preset
 from srsnn.robustness.cost import PassCounter
-from srsnn.robustness.paths import ensemble, path_modes, snn_attack_paths
+from srsnn.robustness.paths import ensemble, padded, path_modes, snn_attack_paths
 from srsnn.robustness.planner import label
 from srsnn.robustness.reporting import attacks_markdown, plot_robust_accuracy
 from srsnn.robustness.results import EXAMPLES_FILE, Budget, Evaluation, Examples, MembersAlone, PerSample, SampleRecord
@@ -197,6 +197,7 @@ class AttackEvaluation(Callback):
                 num_classes = int(model(x[:1]).shape[1])
         members, modes = self.members(pl_module), path_modes(model)
         reduce = sum_over_ranks  # counts are made on the data's device (NCCL takes accelerator tensors only)
+        model = padded(model)  # the rows the evaluation asks for are counted, not the padding
         counter = PassCounter(model)
         with counter, counter.phase("tuning"):
             tuned = members and modes and self.adaptive and self.adaptive.snn_restarts

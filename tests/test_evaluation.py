@@ -327,6 +327,9 @@ def test_apgd_through_the_relu_path_sees_the_deployed_logits_with_the_relu_gradi
 
 def test_adaptive_units_through_the_relu_path_attack_the_deployed_judge(monkeypatch):
     import srsnn.robustness.runner as rob
+    from srsnn.robustness.paths import PaddedRows
+
+    unpadded = lambda m: m.model if isinstance(m, PaddedRows) else m  # noqa: E731 - the evaluation's batch padding
 
     snn = _snn()
     x, y = _data(snn, 8)
@@ -335,7 +338,9 @@ def test_adaptive_units_through_the_relu_path_attack_the_deployed_judge(monkeypa
     monkeypatch.setattr(
         rob,
         "make_attack",
-        lambda name, model, eps, **kw: seen.append((name, type(model).__name__)) or real(name, model, eps, **kw),
+        lambda name, model, eps, **kw: (
+            seen.append((name, type(unpadded(model)).__name__)) or real(name, model, eps, **kw)
+        ),
     )
     relu = next(m for m in paper_ensemble() if m["mode"] == "relu")
     ev = Evaluator(
@@ -383,6 +388,7 @@ def test_the_runner_counts_every_pass_of_the_model_per_phase_exactly():
     """PGD-k on samples nothing breaks: per sample k + 1 forwards (k steps, then the deployed model's judgement) and
     k backwards; the clean pass apart; a second process's counts add up (``per_sample`` sums them)."""
     from srsnn.robustness.cost import PassCounter, totals
+    from srsnn.robustness.paths import padded
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
@@ -390,6 +396,7 @@ def test_the_runner_counts_every_pass_of_the_model_per_phase_exactly():
         p.requires_grad_(False)
     x = torch.rand(10, 1, 4, 4)
     y = model(x).argmax(1)  # all clean-correct
+    model = padded(model)  # as the evaluation callback counts: the samples asked for, not the last batch's padding
     counter = PassCounter(model)
     ev = Evaluator(model, None, [1e-6], [{"name": "pgd", "steps": 3}], 3, batch_size=4, counter=counter)
     with counter:

@@ -119,3 +119,51 @@ def test_member_input_gradient_matches_the_reference_formulas(snn, member, reset
     assert cos >= 0.999, f"{member['name']}: cosine {cos:.5f}"
     for n in snn.neurons:
         n.reset_mode = "zero"
+
+
+@pytest.mark.parametrize("neuron", ["if", "leaky"])
+def test_a_samples_logits_and_input_gradient_are_the_same_bits_in_a_batch_of_any_size(neuron):
+    """What an attack computes for a sample does not depend on how many samples share its batch (so the evaluation's
+    per-sample records are the same on any process count, where a rank's survivors make other batches): through the
+    evaluation's ``PaddedRows``, every path of the network's ensemble and tier gives a sample's logits and input
+    gradient bit for bit as in a batch of 32. The readout over time adds step by step (a ``mean(0)`` over time rounds
+    by the batch's size) and a batch of 1-3 rows is padded (the CPU kernels' input gradients round it otherwise)."""
+    from srsnn.robustness.paths import (
+        MODEL,
+        DeployedJudge,
+        PaddedRows,
+        changes_forward,
+        ensemble,
+        path_modes,
+        snn_attack_paths,
+        use_path,
+    )
+    from srsnn.snn.network import reset_path_state
+
+    torch.manual_seed(0)
+    ann = SmallCNN(input_size=8, in_channels=1, num_classes=10, width=16).eval()
+    kwargs = {} if neuron == "if" else {"neuron": "leaky", "beta": 0.9}
+    snn = convert(ann, [torch.rand(64, 1, 8, 8)], num_steps=8, **kwargs).eval()
+    net = PaddedRows(snn)
+    x, y = torch.rand(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    paths = ensemble(snn) + snn_attack_paths(modes=path_modes(snn))
+    assert {"assg", "hart"} <= {p["mode"] for p in paths}
+
+    def run(member, k):
+        source, member = (DeployedJudge(net, member), MODEL) if changes_forward(member) else (net, member)
+        reset_path_state(net)
+        xk = x[:k].clone().requires_grad_(True)
+        with use_path(source, member):
+            z = source(xk)
+            (g,) = torch.autograd.grad(F.cross_entropy(z, y[:k], reduction="sum"), xk)
+        return z.detach(), g
+
+    differ = {}
+    for member in paths:
+        z, g = run(member, 32)
+        assert g.abs().sum() > 0, member["name"]
+        for k in (1, 2, 3, 5, 13):
+            zk, gk = run(member, k)
+            if not (torch.equal(zk, z[:k]) and torch.equal(gk, g[:k])):
+                differ.setdefault(member["name"], []).append(k)
+    assert not differ, differ

@@ -72,6 +72,31 @@ def snn_attack_paths(
     return [p for p in paths if p["mode"] in modes]
 
 
+MIN_ROWS = 4
+
+
+class PaddedRows(nn.Module):
+    """``model`` on batches of at least ``MIN_ROWS`` rows: a smaller one (an attack's last survivors on a process) is
+    padded with copies of its first row, whose outputs, and so whose gradients, are dropped. CPU kernels round a
+    batch of 1-3 rows differently from a larger one (the linear and convolution layers' input gradients), so without
+    it a sample's result would depend on how many others survive with it on its process."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.train(model.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if 0 < len(x) < MIN_ROWS:
+            return self.model(torch.cat([x, x[:1].expand(MIN_ROWS - len(x), *x.shape[1:])]))[: len(x)]
+        return self.model(x)
+
+
+def padded(model: nn.Module) -> PaddedRows:
+    """``model`` behind ``PaddedRows`` (once)."""
+    return model if isinstance(model, PaddedRows) else PaddedRows(model)
+
+
 class DeployedJudge(nn.Module):
     """The deployed logits with a gradient path's gradient (BPDA; Athalye et al., ICML 2018):
     ``z = f(x) + g(x) - stopgrad(g(x))``, f the deployed forward, g the path's forward. An attack that keeps its best

@@ -48,7 +48,7 @@ from srsnn.robustness.audit import confidence
 from srsnn.robustness.budget import AdaptiveBudget
 from srsnn.robustness.cost import PassCounter
 from srsnn.robustness.keyed import keyed_random, mix
-from srsnn.robustness.paths import MODEL, DeployedJudge, changes_forward, use_path
+from srsnn.robustness.paths import MODEL, DeployedJudge, changes_forward, padded, use_path
 from srsnn.robustness.planner import Planner, Unit, attack_kwargs, label, unit_passes
 from srsnn.robustness.results import Examples, margins
 from srsnn.snn.network import reset_path_state
@@ -88,9 +88,11 @@ class Evaluator:
         counter: Optional[PassCounter] = None,
         announce: Optional[Callable[[str], None]] = None,
     ):
-        self.model, self.members = model, members or [MODEL]
+        # a sample's result must not depend on how many share its batch (``PaddedRows``): the same on any process count
+        self.model, self.members = padded(model), members or [MODEL]
         self.epsilons, self.paper_attacks = sorted(epsilons), [dict(a) for a in paper_attacks]
-        self.num_classes, self.adaptive, self.transfer = num_classes, adaptive, transfer
+        self.num_classes, self.adaptive = num_classes, adaptive
+        self.transfer = (transfer[0], padded(transfer[1])) if transfer else None
         self.ranking_attack = dict(ranking_attack or {"name": "pgd", "steps": 10})
         if num_classes < 2:
             raise UserError(f"the evaluation needs at least 2 classes, the data has {num_classes}")

@@ -15,6 +15,7 @@ from torch import nn
 
 from srsnn.robustness.attacks import SAPGD
 from srsnn.robustness.keyed import keyed_random, mix
+from srsnn.robustness.paths import padded
 from srsnn.snn.gradients import ASSG_A, HART_GAMMA
 from srsnn.snn.network import gradient_path, reset_path_state
 
@@ -37,6 +38,7 @@ def tune_snn_paths(
     global indices, which key their random starts, so the choice is the same on any number of processes); ``modes``:
     the paths to tune (those defined for the network)."""
     keys = list(range(len(y))) if keys is None else list(keys)
+    model = padded(model)  # a sample's result does not depend on its batch's size (``PaddedRows``)
     out: dict = {"broken": {}}
     out.update({m: GRIDS[m][2] for m in GRIDS})  # a path not tuned keeps its published default
     for mode, (_, grid, default) in ((m, GRIDS[m]) for m in modes if m in GRIDS):  # a path without a grid: as is

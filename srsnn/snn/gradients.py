@@ -31,6 +31,7 @@ from typing import Callable, Optional
 
 import torch
 
+from srsnn.snn.native import sum_over_steps
 from srsnn.snn.surrogates import Surrogate, make_surrogate
 
 Derivative = Callable[[torch.Tensor], torch.Tensor]
@@ -147,10 +148,11 @@ class PDSG(Path):
         if self.history and self.history[-1].shape != v.shape:
             self.history = []
         self.history.append(v)
-        h = torch.stack(self.history)  # [t, B, C, ...]: over time and every dim after the channel
-        dims = (0, *range(3, h.dim()))
-        if h.shape[0] * math.prod(h.shape[3:]) > 1:
-            sigma = h.std(dim=dims, keepdim=True).squeeze(0)
+        # per sample and channel over time and every dim after the channel, each (sample, channel) one contiguous row
+        # (a reduction over the batch-crossing dims would round a sample's sigma by its batch's size)
+        h = torch.stack(self.history).movedim(0, 2).flatten(2)  # [B, C, t * ...]
+        if h.shape[-1] > 1:
+            sigma = h.std(-1).view(*v.shape[:2], *[1] * (v.dim() - 2))
         else:
             sigma = torch.zeros_like(v)
         sigma = torch.where(sigma > 0, sigma, torch.full_like(sigma, float(theta)))
@@ -168,7 +170,7 @@ class RGA(Path):
     def new_forward(self) -> None:
         # the mean is taken once, at the first backward step (every step's input is recorded by then)
         self.inputs: list[torch.Tensor] = []
-        self.mean_input = functools.cache(lambda inputs=self.inputs: torch.stack(inputs).mean(0))
+        self.mean_input = functools.cache(lambda inputs=self.inputs: sum_over_steps(inputs) / len(inputs))
 
     def local(self, t, v, x, s, theta) -> Derivative:
         self.inputs.append(x.detach())

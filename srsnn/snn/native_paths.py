@@ -22,7 +22,7 @@ from torch import nn
 
 from srsnn.errors import UserError
 from srsnn.snn.gradients import PATHS, Path, make_path
-from srsnn.snn.native import NativeNet, spiking_neurons
+from srsnn.snn.native import NativeNet, spiking_neurons, sum_over_steps
 
 NATIVE_MODES = ("spike", *PATHS)
 
@@ -80,6 +80,7 @@ def native_gradient_path(
         raise UserError(f"gradient path {mode!r} is not defined for snnTorch neurons (defined: {NATIVE_MODES})")
     neurons = [m for _, m in spiking_neurons(net)]
     saved = [m.spike_grad for m in neurons]
+    net = next((m for m in net.modules() if isinstance(m, NativeNet)), net)  # the runner under any wrapper
     if mode == "hart" and not isinstance(net, NativeNet):
         raise UserError("the hart path runs through srsnn.snn.native.NativeNet (wrap the network in it)")
     hooks = []
@@ -167,7 +168,7 @@ def hart_backward(out, grad, x, calls) -> torch.Tensor:
     gx = zero(x, direct[-1])
     for n in sorted({k for k, _, _ in calls}, reverse=True):
         mine = [i for i, (k, _, _) in enumerate(calls) if k == n]
-        mean = torch.stack([g[i] for i in mine]).mean(0)
+        mean = sum_over_steps(g[i] for i in mine) / len(mine)
         below = [i for i, (k, _, _) in enumerate(calls) if k < n]
         got = torch.autograd.grad(
             [calls[i][1] for i in mine],
