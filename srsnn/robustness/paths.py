@@ -72,14 +72,15 @@ def snn_attack_paths(
     return [p for p in paths if p["mode"] in modes]
 
 
-MIN_ROWS = 4
+MIN_ROWS = {True: 4, False: 2}  # by whether an input gradient will be taken
 
 
 class PaddedRows(nn.Module):
     """``model`` on batches of at least ``MIN_ROWS`` rows: a smaller one (an attack's last survivors on a process) is
     padded with copies of its first row, whose outputs, and so whose gradients, are dropped. CPU kernels round a
-    batch of 1-3 rows differently from a larger one (the linear and convolution layers' input gradients), so without
-    it a sample's result would depend on how many others survive with it on its process."""
+    batch of 1-3 rows differently from a larger one (the linear and convolution layers' input gradients; a
+    time-stepped network's forward on one row), so without it a sample's result would depend on how many others
+    survive with it on its process. A forward without an input gradient needs 2 rows, one with it 4."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -87,8 +88,9 @@ class PaddedRows(nn.Module):
         self.train(model.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if 0 < len(x) < MIN_ROWS:
-            return self.model(torch.cat([x, x[:1].expand(MIN_ROWS - len(x), *x.shape[1:])]))[: len(x)]
+        rows = MIN_ROWS[x.requires_grad and torch.is_grad_enabled()]
+        if 0 < len(x) < rows:
+            return self.model(torch.cat([x, x[:1].expand(rows - len(x), *x.shape[1:])]))[: len(x)]
         return self.model(x)
 
 
