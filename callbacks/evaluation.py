@@ -55,7 +55,7 @@ PRESETS = {
         other_targets=1,
         ce_restarts=1,
         snn_restarts=1,
-        check_rounds=4,
+        check_rounds=6,
         allocation="margin",
         rank_samples=100,
         tune_samples=50,
@@ -100,7 +100,8 @@ class AttackEvaluation(Callback):
         adaptive: the tier beyond the paper: a preset (``thorough`` = ``true``, the default; ``strong``, ``fast``,
             ``quick``; ``paper`` = ``false``, the paper's protocol only) or the thorough budget with some keys changed
             (``srsnn.robustness.budget.AdaptiveBudget``: top_k, steps, restarts, ce_restarts, max_targets,
-            other_targets, square_queries, check_rounds, allocation, ...), e.g. ``{square_queries: 5000}``.
+            other_targets, square_queries, check_rounds, allocation, ...), e.g. ``{square_queries: 5000}``, or a
+            preset with some keys changed, ``{preset: strong, verify_rounds: 3}``.
         transfer_from: ``{config: <yaml>, ckpt_path: <ckpt>}`` of a source model; its PGD examples count too.
         audit: run the audit; large_eps: epsilon of the "near 0 accuracy" check; margin_points: how far (in
             points) the paper's protocol may sit above the worst case before the audit flags it.
@@ -144,6 +145,14 @@ class AttackEvaluation(Callback):
             if adaptive
             else "paper"
         )
+        if isinstance(adaptive, dict) and "preset" in adaptive:  # a preset with some keys changed
+            base = adaptive["preset"]
+            if base not in PRESETS:
+                raise UserError(f"AttackEvaluation.adaptive.preset: {base!r} is not one of {sorted(PRESETS)}")
+            self.preset, adaptive = (
+                f"{base}+",
+                {**PRESETS[base], **{k: v for k, v in adaptive.items() if k != "preset"}},
+            )
         if isinstance(adaptive, str):
             if adaptive not in get_args(Preset):
                 raise UserError(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from jsonargparse import Namespace
 from jsonargparse.typing import NonNegativeInt, PositiveInt
@@ -76,14 +76,15 @@ class EvaluationOptions:
         batch_size: the attack batch size.
         epsilons: budgets in pixel space, e.g. ``[0.1, 0.2]`` or ``["2/255", "8/255"]``.
         adaptive: a preset: ``thorough`` (the default), ``strong``, ``fast`` (upper bounds), ``quick`` (smoke runs:
-            upper bounds) or ``paper`` (the protocol only); a budget with other keys goes in the config file.
+            upper bounds) or ``paper`` (the protocol only), or one with some keys changed, e.g.
+            ``'{preset: strong, verify_rounds: 3}'`` (``callbacks.AttackEvaluation``).
         output_dir: where the results go (default ``<log_dir>/evaluation``).
     """
 
     num_samples: Optional[NonNegativeInt] = None
     batch_size: Optional[PositiveInt] = None
     epsilons: Optional[list[Union[float, str]]] = None
-    adaptive: Optional[Preset] = None
+    adaptive: Optional[Union[Preset, dict[str, Any]]] = None
     output_dir: Optional[str] = None
 
 
@@ -110,7 +111,13 @@ def apply_evaluation_options(cfg: Namespace) -> None:
             cb.init_args = Namespace()
         for key, value in given.items():  # plain values: jsonargparse's PositiveInt etc. do not dump to YAML
             cb.init_args[key] = (
-                int(value) if isinstance(value, int) else list(value) if isinstance(value, list) else str(value)
+                int(value)
+                if isinstance(value, int)
+                else list(value)
+                if isinstance(value, list)
+                else dict(value)
+                if isinstance(value, dict)
+                else str(value)
             )
 
 

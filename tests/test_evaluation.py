@@ -15,7 +15,7 @@ from callbacks.interrupt import sigterm_as_interrupt
 from datamodules import Digits
 from lightning_modules import RobustANN
 from srsnn.ann.architectures import SmallCNN
-from srsnn.robustness.audit import summarize
+from srsnn.robustness.audit import confidence, summarize
 from srsnn.robustness.budget import AdaptiveBudget
 from srsnn.robustness.paths import paper_ensemble
 from srsnn.robustness.runner import Evaluator
@@ -200,14 +200,23 @@ def test_apgd_ce_takes_its_own_restarts_in_the_tier_and_every_check_round():
         AdaptiveBudget(ce_restarts=0)
 
 
-def test_check_rounds_rerun_the_tier_then_grow_where_it_pays_until_two_rounds_break_nothing():
+def test_check_rounds_rerun_the_tier_then_grow_where_it_pays_until_converged_and_past_the_stop_to_check_it():
     """The first round re-runs APGD-CE and APGD-T (2x steps, new seed); the later ones only what broke something so
-    far, with 2x restarts, the tier's steps and a new seed; convergence needs two consecutive empty rounds."""
+    far, with 2x restarts, the tier's steps and a new seed; they stop once converged, and ``verify_rounds`` more run
+    past that stop (recorded apart, counted in the worst case)."""
     torch.manual_seed(0)
     ann = SmallCNN(input_size=8, width=4).eval()
     x, y = _data(ann, 24)
     budget = AdaptiveBudget(
-        top_k=3, steps=4, max_targets=2, other_targets=1, square_queries=0, check_rounds=4, ce_restarts=None
+        top_k=3,
+        steps=4,
+        max_targets=2,
+        other_targets=1,
+        square_queries=0,
+        check_rounds=6,
+        ce_restarts=None,
+        tolerance=0.2,
+        verify_rounds=2,
     )
     ev = Evaluator(ann, None, [0.02], [{"name": "fgsm"}], 10, budget, batch_size=24)
     ran = []
@@ -220,38 +229,43 @@ def test_check_rounds_rerun_the_tier_then_grow_where_it_pays_until_two_rounds_br
 
     ev._run_unit = spy
     res = ev.run(x, y)["eps"]["0.02"]
-    rounds = res["check_rounds"]
-    assert len(rounds) >= 2 and res["confidence"]["converged"] == (rounds[-2:] == [0, 0])
+    rounds, conf = res["check_rounds"], res["confidence"]
+    stops = [n for n in range(2, 7) if confidence(0, rounds[:n], 0.2 * 24)["converged"]]
+    assert len(rounds) == (stops[0] if stops else 6) and conf["converged"] == bool(stops)
+    assert len(conf["rounds_after_stop"]) == 2 and conf["tolerance"] == pytest.approx(4.8)
     tier = {a: n for s, a, _, _, n in ran if s == "adaptive"}
     checks = [r for r in ran if r[0] == "check"]
     first, later = checks[:2], checks[2:]
     assert sorted((a, st, rs) for _, a, st, rs, _ in first) == [("apgd_ce", 8, 1), ("apgdt", 8, 1)]
     paid = {a for a, n in tier.items() if n} | {a for _, a, _, _, n in first if n}
     assert {a for _, a, _, _, _ in later} <= paid and all(st == 4 and rs == 2 for _, _, st, rs, _ in later)
-    assert sum(n for *_, n in checks) == sum(rounds)
+    assert sum(n for *_, n in checks) == sum(rounds) + sum(conf["rounds_after_stop"])
 
 
-def test_confidence_needs_two_empty_rounds_and_names_the_last_productive_one():
-    from srsnn.robustness.audit import confidence, confidence_statement
+def test_the_next_rounds_bound_is_the_poisson_upper_limit_of_the_rounds_after_the_first():
+    from scipy.stats import chi2, poisson
 
-    assert confidence(7, [4, 5, 0]) == {
-        "converged": False,
-        "rounds_run": 3,
-        "last_productive_round": 2,
-        "last_productive_breaks": 5,
-        "bound": 5,
-    }
-    # the bound is the most productive round, not the last one (4, then 1: another round may well break 4 again)
-    assert confidence(7, [4, 1])["bound"] == 4 and "up to 2.0 points lower" in confidence_statement(
-        "0.1", 0.5, confidence(7, [4, 1]), 200
+    from srsnn.robustness.audit import confidence, confidence_statement, next_round_bound
+
+    for later in ([0], [0, 0], [0, 2, 0], [1, 1, 1, 1], [5, 3]):
+        lam = next_round_bound(later) * len(later)  # the rate over the n rounds: P(K or fewer | lam) = 5 %
+        assert poisson.cdf(sum(later), lam) == pytest.approx(0.05, rel=1e-6)
+        assert lam == pytest.approx(chi2.ppf(0.95, 2 * sum(later) + 2) / 2)
+    # the first round (the tier at a larger budget) does not count; converged when the bound is within tolerance
+    c = confidence(7, [40, 0, 0], tolerance=2)
+    assert c["bound"] == pytest.approx(1.5, abs=0.01) and c["converged"] and c["last_productive_round"] == 1
+    assert not confidence(7, [40, 0, 0], tolerance=1)["converged"] and not confidence(7, [0, 0], 2)["converged"]
+    assert not confidence(7, [40, 0], tolerance=3)["converged"]  # one later round is not enough, whatever its bound
+    assert not confidence(7, [4, 0, 2, 0], 2)["converged"] and confidence(7, [4, 0, 2, 0, 0], 2)["converged"]
+    # no round after the first: the bound is the most any round broke (the tier's without rounds), never converged
+    assert (
+        confidence(3, [])["bound"] == 3 and confidence(7, [4])["bound"] == 4 and not confidence(7, [0], 9)["converged"]
     )
-    assert confidence(7, [4, 0, 0])["bound"] == 0 and confidence(3, [])["bound"] == 3
-    assert confidence(7, [4, 0, 0])["converged"] and confidence(7, [4, 0, 0])["last_productive_round"] == 1
-    assert confidence(3, [])["last_productive_breaks"] == 3 and not confidence(3, [0])["converged"]
-    assert "NOT converged" in confidence_statement("0.1", 0.5, confidence(7, [4, 5, 0]), 200)
-    # one empty round (the quick preset): not shown converged, and no "up to 0.0 points lower"
-    one = confidence_statement("0.1", 0.5, confidence(7, [0]), 200)
-    assert "NOT shown converged" in one and "0.0 points" not in one
+    line = confidence_statement("0.1", 0.5, confidence(7, [4, 5, 0], 2), 200)
+    assert "NOT converged" in line and "above the tolerance of 2" in line
+    assert "NOT shown converged" in confidence_statement("0.1", 0.5, confidence(7, [0]), 200)
+    # an attacks.json of the earlier rule (no tolerance) still reads
+    assert "NOT converged" in confidence_statement("0.1", 0.5, {"converged": False, "bound": 4, "rounds_run": 3}, 200)
 
 
 def test_the_audit_tells_findings_about_the_paper_protocol_from_doubts_about_the_evaluation():
@@ -266,6 +280,11 @@ def test_the_audit_tells_findings_about_the_paper_protocol_from_doubts_about_the
     per_eps["0.1"].check_rounds, per_eps["0.1"].confidence = [3, 1], {"converged": False}
     text = audit_text(audit(per_eps, 100, 0, (0.5, 0.0), 10))
     assert text.startswith("FAIL: attack not converged (ε=0.1)") and "finding: paper protocol overestimates" in text
+    # rounds past the stop that broke more than the rule's bound per round: the rule itself is in doubt
+    per_eps["0.1"].confidence = {"converged": True, "bound": 1.5, "tolerance": 2, "rounds_after_stop": [1, 3, 1]}
+    assert "FAIL: convergence rule exceeded (ε=0.1)" in audit_text(audit(per_eps, 100, 0, (0.5, 0.0), 10))
+    per_eps["0.1"].confidence["rounds_after_stop"] = [1, 2, 1]
+    assert "convergence rule" not in audit_text(audit(per_eps, 100, 0, (0.5, 0.0), 10))
     old = Check("x", False, "", rule="paper protocol overestimates")  # an attacks.json without the finding field
     assert verdict(old) == "FINDING" and verdict(Check("x", False, "", rule="attack not converged")) == "FAIL"
 

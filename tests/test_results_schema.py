@@ -93,6 +93,6 @@ def test_a_version_2_file_reads_without_pass_counts_and_the_report_leaves_them_b
     data.pop("passes_by_phase")
     data["schema_version"] = 2
     ev = Evaluation.from_json(data)
-    assert ev.passes_by_phase == {} and ev.schema_version == SCHEMA_VERSION == 3
+    assert ev.passes_by_phase == {} and ev.schema_version == SCHEMA_VERSION == 4
     row = row_of({"name": "snn_test", "attacks": ev, "energy": {}, "stage": None}, ["0.1"], None)
     assert row["passes_per_sample"] is None and row["paper_passes_per_sample"] is None

@@ -210,9 +210,8 @@ def confidence_section(runs: list[dict[str, Any]]) -> str:
             [
                 "## Confidence of the worst case",
                 "",
-                "Two consecutive check rounds (each with a new seed) that "
-                "break nothing = converged; otherwise another round would likely break up to as many samples as "
-                "the most productive check round did.",
+                "Converged: the 95 % Poisson bound on what one more check round would break, from what the rounds "
+                "after the first broke (each with a new seed), is within the tolerance (docs/evaluation.md).",
                 "",
             ]
             + lines

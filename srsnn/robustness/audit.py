@@ -4,49 +4,64 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from scipy.special import gammaincinv
+
 from .results import Check, EpsResult
 
 
-def confidence(tier: int, rounds: list[int]) -> dict[str, Any]:
-    """How settled a worst case is: converged when two consecutive check rounds broke nothing. Otherwise another
-    round would likely break up to as many samples as the most productive check round did (``bound``: the last
-    round alone understates it, as an independent attack's extra breaks show; the tier itself = round 0 when no
-    round ran)."""
+def next_round_bound(later: list[int], level: float = 0.95) -> float:
+    """What one more round like the later check rounds would break, at most (``level`` upper bound): the rounds after
+    the first re-run the same attacks with new seeds, so their breaks are taken as Poisson draws of one rate; with K
+    breaks in n rounds, lambda_u = P^{-1}(K + 1, level) / n, the exact Poisson upper limit (Garwood, 1936; P^{-1}
+    the inverse regularised lower incomplete gamma function). K = 0, n = 2: 1.5 samples."""
+    return float(gammaincinv(sum(later) + 1, level)) / len(later)
+
+
+def confidence(tier: int, rounds: list[int], tolerance: float = 0.0, after: Optional[list[int]] = None) -> dict:
+    """How settled a worst case is. The first check round re-runs the tier at a larger budget; the later ones re-run
+    its productive attacks with new seeds. ``bound``: the 95 % upper bound on what one more later round would break
+    (``next_round_bound``); converged when it is at most ``tolerance`` samples (the budget's ``tolerance`` times the
+    samples evaluated) after at least two later rounds (one empty round is weak evidence: K = 0, n = 1 gives 3).
+    Without a later round the bound is the most any round broke (the tier's, when none ran).
+    ``after``: what rounds run past the stop broke (``AdaptiveBudget.verify_rounds``, to check the rule)."""
     counts = [tier] + rounds
     last = max((r for r, c in enumerate(counts) if c), default=0)
-    converged = len(rounds) >= 2 and rounds[-2:] == [0, 0]
+    later = rounds[1:]
+    bound = next_round_bound(later) if later else float(max(rounds) if rounds else tier)
     return {
-        "converged": converged,
+        "converged": len(later) >= 2 and bound <= tolerance,
         "rounds_run": len(rounds),
         "last_productive_round": last,
         "last_productive_breaks": counts[last],
-        "bound": 0 if converged else max(rounds) if rounds else tier,
+        "bound": round(bound, 2),
+        "tolerance": round(tolerance, 2),
+        "rounds_after_stop": list(after or []),
     }
 
 
 def confidence_statement(eps: str, worst: float, conf: Optional[dict], total: int) -> str:
-    """One line per epsilon: the worst case and what another round would likely still find."""
+    """One line per epsilon: the worst case, whether it converged, and what another round would still break."""
     head = f"eps={eps}: worst case {100 * worst:.1f} %"
     if not conf:
         return head + " (no adaptive tier: an upper bound)"
-    k, r = conf["last_productive_breaks"], conf["last_productive_round"]
-    where = "the adaptive tier" if r == 0 else f"check round {r}"
-    if conf["converged"]:
+    points = lambda n: f"{100 * n / max(total, 1):.1f} points"
+    bound, tol, n = conf["bound"], conf.get("tolerance", 0), conf["rounds_run"]
+    if "tolerance" not in conf:  # an attacks.json of the earlier rule: two consecutive empty rounds
+        return f"{head}; {'converged' if conf['converged'] else 'NOT converged'} (two consecutive empty rounds)"
+    after = conf.get("rounds_after_stop") or []
+    checked = f"; {len(after)} round(s) past the stop broke {', '.join(map(str, after))}" if after else ""
+    if n < 3:
         return (
-            f"{head}; converged: the last productive round ({where}) broke {k} sample(s), the two rounds after it "
-            "none, so another round would likely find nothing more"
+            f"{head}; NOT shown converged: {n} check round(s), and two rounds after the first are needed to bound "
+            f"the next one (up to {bound:g} sample(s), {points(bound)} lower){checked}"
         )
-    bound = conf["bound"]
-    if bound == 0:  # every round ran broke nothing, but fewer than the two that show convergence
-        return (
-            f"{head}; NOT shown converged: the {conf['rounds_run']} check round(s) broke nothing (the last "
-            f"productive: {where}, {k} sample(s)), and two consecutive empty rounds are needed to show it"
-        )
-    return (
-        f"{head}; NOT converged after {conf['rounds_run']} check round(s) (the last productive: {where}, {k} "
-        f"sample(s)); another round would likely break up to as many as the most productive check round, {bound} "
-        f"(up to {100 * bound / max(total, 1):.1f} points lower)"
+    what = (
+        f"another round would break at most {bound:g} sample(s) ({points(bound)}; 95 % Poisson bound from what the "
+        f"{n - 1} round(s) after the first broke)"
     )
+    if conf["converged"]:
+        return f"{head}; converged: {what}, within the tolerance of {tol:g} sample(s){checked}"
+    return f"{head}; NOT converged after {n} check round(s): {what}, above the tolerance of {tol:g}{checked}"
 
 
 def summarize(local: dict[str, Any], total: int, clean: int) -> dict[str, EpsResult]:
@@ -77,7 +92,8 @@ def audit(
 ) -> list[Check]:
     """Checks whose failure casts doubt on the numbers: masked gradients, non-monotone accuracy, no collapse at a
     huge epsilon, the paper's protocol overestimating the worst case by more than ``margin_points``, an adaptive
-    tier that had not converged (2x budget still breaks samples), Square or transfer beating the white-box attacks.
+    tier that had not converged (another round would break more than the tolerance), Square or transfer beating the
+    white-box attacks.
     ``zero_grads``: samples whose input gradient is zero under every gradient path (see ``dead_paths`` for each
     path)."""
     tol = 1  # samples: a random start may flip one borderline sample
@@ -124,10 +140,26 @@ def _per_eps_checks(check: Callable, eps: str, v: EpsResult, margin_points: floa
     if v.check_rounds:
         r = v.check_rounds
         check(
-            f"eps={eps}: adaptive attack converged (two consecutive check rounds broke nothing more)",
+            f"eps={eps}: adaptive attack converged (another round would break at most the tolerance)",
             v.confidence["converged"],
-            "samples broken by each check round: " + ", ".join(map(str, r)),
+            "samples broken by each check round: "
+            + ", ".join(map(str, r))
+            + (
+                f"; next round's 95 % bound {v.confidence['bound']:g}, tolerance {v.confidence['tolerance']:g}"
+                if "tolerance" in v.confidence
+                else ""
+            ),
             "attack not converged",
+            eps,
+        )
+    after = (v.confidence or {}).get("rounds_after_stop")
+    if after:
+        bound = v.confidence["bound"]
+        check(
+            f"eps={eps}: the rounds past the stop broke at most the rule's bound per round",
+            sum(after) <= bound * len(after) + 1e-9,
+            f"{len(after)} round(s) past the stop broke {', '.join(map(str, after))}; bound {bound:g} per round",
+            "convergence rule exceeded",
             eps,
         )
     for key, what in (("square", "Square (black-box)"), ("transfer", "transfer")):

@@ -21,8 +21,11 @@ class AdaptiveBudget:
     wrong classes, at most num_classes - 1); other_targets: the same through the other top_k - 1 paths;
     snn_steps, snn_restarts: SA-PGD (Wang et al., arXiv 2512.22522) through the published SNN-specific gradient
     paths, ASSG and HART (SNNs only; their A and gamma chosen on the validation split; snn_restarts 0 = off);
-    square_queries: Square's budget (0 = skip); check_rounds: at most this many rounds after the tier; they stop
-    after two consecutive rounds that break nothing (converged; 0 = off), else at the cap (not converged).
+    square_queries: Square's budget (0 = skip); check_rounds: at most this many rounds after the tier (0 = off); they
+    stop when converged: the 95 % upper bound on what one more round would break, from what the rounds after the
+    first broke (``srsnn.robustness.audit.next_round_bound``), is at most ``tolerance`` (a fraction of the samples
+    evaluated), else at the cap (not converged); verify_rounds: rounds run past that stop to check the rule (their
+    breaks count in the worst case and are reported apart).
 
     allocation: what the rounds spend their passes on.
     ``margin`` (per-sample allocation, after A^3's online discarding, Liu et al., CVPR 2022): every tier and round
@@ -56,24 +59,35 @@ class AdaptiveBudget:
     rank_samples: int = 0
     tune_samples: int = 100
     tier_targets: int = 3
+    tolerance: float = 0.015
+    verify_rounds: int = 0
 
     def __post_init__(self):
         if (
             min(self.top_k, self.steps, self.restarts, self.max_targets, self.other_targets, self.apgd_ce_restarts) < 1
             or min(self.snn_steps, self.tier_targets, self.tune_samples) < 1
-            or min(self.square_queries, self.check_rounds, self.snn_restarts, self.rank_samples) < 0
+            or min(self.square_queries, self.check_rounds, self.snn_restarts, self.rank_samples, self.verify_rounds) < 0
+            or not 0 <= self.tolerance < 1
             or self.allocation not in ("margin", "uniform")
             or not 0 < self.reach <= 1
         ):
             raise UserError(
                 "adaptive budget: top_k, steps, restarts, ce_restarts, max_targets, other_targets, snn_steps, "
-                "tier_targets, tune_samples must be >= 1, square_queries, check_rounds, snn_restarts, rank_samples "
-                f">= 0, allocation margin or uniform and 0 < reach <= 1, got {self}"
+                "tier_targets, tune_samples must be >= 1, square_queries, check_rounds, snn_restarts, rank_samples, "
+                f"verify_rounds >= 0, allocation margin or uniform, 0 < reach <= 1 and 0 <= tolerance < 1, got {self}"
             )
 
     @property
     def apgd_ce_restarts(self) -> int:
         return self.restarts if self.ce_restarts is None else self.ce_restarts
+
+    @property
+    def _rule(self) -> str:
+        past = f"; {self.verify_rounds} round(s) past the stop check it" if self.verify_rounds else ""
+        return (
+            "the 95 % bound on what another round would break, from the rounds after the first, at most "
+            f"{self.tolerance:g} of the samples{past}"
+        )
 
     def targets(self, place: int, num_classes: int) -> int:
         """Target classes of APGD-T through the path at ``place`` in the ranking (0 = the strongest)."""
@@ -101,8 +115,8 @@ class AdaptiveBudget:
         )
         if self.allocation == "margin":
             rounds = (
-                f"; up to {self.check_rounds} round(s), each with a new seed, until two consecutive rounds break "
-                "nothing: the (attack, path) pairs that broke something so far (the first at 2x steps, the later "
+                f"; up to {self.check_rounds} round(s), each with a new seed, until converged ({self._rule}): the "
+                "(attack, path) pairs that broke something so far (the first at 2x steps, the later "
                 f"at 2x restarts; APGD-T over {self.targets(0, num_classes)} targets through each path) on the "
                 f"survivors within reach (closest gap below {self.reach:g}x the clean gap), in the first round the "
                 "tier's most productive at 3x starts within twice the reach; Square "
@@ -116,7 +130,7 @@ class AdaptiveBudget:
             + (
                 f"; convergence check: up to {self.check_rounds} round(s), the first every attack again through the "
                 "same paths and targets at 2x steps (Square 2x queries), the later ones the attacks that broke "
-                "something at 2x restarts, each with a new seed, until two consecutive rounds break nothing"
+                f"something at 2x restarts, each with a new seed, until converged ({self._rule})"
                 if self.check_rounds
                 else ""
             )

@@ -4,8 +4,9 @@ One schema for the writer (``AttackEvaluation``), the readers (``report.py``, ``
 second opinion. Every file carries ``schema_version``; older files still read (version 0: no version, the keys of
 version 1; ``attacks.json`` version 2 renamed ``broken_by_stage``, ``seconds_by_stage``, ``rank_attack`` and a
 check's ``kind`` to ``broken_by_phase``, ``seconds_by_phase``, ``ranking_attack`` and ``rule``; version 3 added
-``passes_by_phase``), and a newer version
-than this code knows is refused with one clear error.
+``passes_by_phase``; version 4's per-epsilon ``confidence`` bounds the next check round by a Poisson limit against a
+``tolerance``, ``srsnn.robustness.audit.confidence``: a version-3 one still reads and says its rule), and a newer
+version than this code knows is refused with one clear error.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 from srsnn.errors import UserError
 
-SCHEMA_VERSION = 3  # attacks.json (3: passes_by_phase; older files read with it empty)
+SCHEMA_VERSION = 4  # attacks.json (3: passes_by_phase, older files read with it empty; 4: the convergence rule)
 RECORD_VERSION = 1  # per_sample.json and energy.json: their keys are those of version 1
 
 # version 1 -> 2, per object: an evaluation has phases (paper, rank, adaptive, ...), a check follows a rule

@@ -16,9 +16,9 @@ Plain torch + torchattacks (no Lightning; ``callbacks.AttackEvaluation`` is a th
    al., ECCV 2020; ``square_queries``) on the deployed forward, then a transfer attack from another model.
 4. **convergence check** (``check_rounds``): rounds that re-run the tier's white-box attacks through the *same*
    paths with the same targets at 2x steps and a new seed, and Square at 2x queries with a new seed (cheap, and
-   it finds what masked gradients hide), on the survivors, until two consecutive rounds break nothing (converged)
-   or the rounds run out (not converged: the audit says so, and the confidence statement bounds what another
-   round would likely still find by the most any check round broke).
+   it finds what masked gradients hide), then the productive ones again with new seeds, on the survivors, until
+   converged (the 95 % Poisson bound on what one more round would break is within the tolerance,
+   ``srsnn.robustness.audit.confidence``) or the rounds run out (not converged: the audit says so).
 
 Iterate-selecting attacks (APGD, APGD-T) keep the iterate that fools the model they see. Through a path whose
 forward is not the deployed one (the ReLU network) they see ``DeployedJudge``: the deployed logits with the path's
@@ -340,7 +340,7 @@ class Evaluator:
             for i in torch.nonzero(kept).flatten().tolist():
                 st.breaker[i] = self.ranking_breaks[i]
             st.phases["rank"], st.alive = int(kept.sum()), st.alive & ~kept
-        tier, rounds = self._tier_and_checks(st, x, y, eps, bar, out)
+        tier, rounds, after, tol = self._tier_and_checks(st, x, y, eps, bar, out)
         g = self._sum([float(st.alive.sum()), float(paper_alive_all.sum())] + list(st.phases.values()), x.device)
         res = {
             "robust_worst": int(g[0]),
@@ -348,15 +348,16 @@ class Evaluator:
             "robust_paper": counts,
             "broken_by_phase": dict(zip(st.phases, (int(v) for v in g[2:]))),
             "check_rounds": rounds,
-            "confidence": confidence(tier, rounds),
+            "confidence": confidence(tier, rounds, tol, after),
             "top_k": [m["name"] for m in self.ranked[: self.adaptive.top_k]] if self.adaptive else [],
             "per_sample": {"worst": st.breaker, "paper": paper},
         }
         return res, st.alive
 
-    def _tier_and_checks(self, st, x, y, eps, bar, out) -> tuple[int, list[int]]:
-        """The adaptive tier (and the transfer attack), then check rounds until two in a row break nothing (at most
-        ``check_rounds``), each on the survivors. Returns what the tier broke and what each round broke (all ranks)."""
+    def _tier_and_checks(self, st, x, y, eps, bar, out) -> tuple[int, list[int], list[int], float]:
+        """The adaptive tier (and the transfer attack), then check rounds on the survivors until converged (at most
+        ``check_rounds``; ``srsnn.robustness.audit.confidence``), then ``verify_rounds`` more. Returns what the tier,
+        each round and each round past the stop broke (all ranks), and the tolerance in samples."""
         ranked = self.ranked
         units = self.plan.adaptive_units(ranked)
         if self.transfer:
@@ -368,22 +369,26 @@ class Evaluator:
         tally: dict[tuple, float] = {}  # what each (attack, path) broke so far at this epsilon (all ranks)
         self._tally(tally, units, made)
         rounds: list[int] = []
-        total_rounds = self.adaptive.check_rounds if self.adaptive else 0
-        ticks = out["units_done"] + total_rounds * len(self.plan.check_units(ranked, 0, self.plan.pairs(ranked)))
-        for r in range(total_rounds):
+        after: list[int] = []
+        b = self.adaptive
+        cap, verify = (b.check_rounds, b.verify_rounds if b.check_rounds else 0) if b else (0, 0)
+        tol = b.tolerance * self._sum([float(len(y))], x.device)[0] if b else 0.0
+        ticks = out["units_done"] + (cap + verify) * len(self.plan.check_units(ranked, 0, self.plan.pairs(ranked)))
+        settled = lambda: len(rounds) == cap or confidence(tier, rounds, tol)["converged"]
+        for r in range(cap + verify):
+            if len(after) == verify and settled():
+                break
             workhorse = max(tally, key=tally.get) if tally else None  # the pair that broke the most so far
             check = self.plan.check_units(ranked, r, frozenset(tally), workhorse)
             st.phases.setdefault("check", 0)
             first = workhorse if r == 0 else None
-            masks = self._within_reach(st, check, first) if self.adaptive.allocation == "margin" else None
+            masks = self._within_reach(st, check, first) if b.allocation == "margin" else None
             made = self._sum(self._run_units(st, check, x, y, eps, bar, out, f"{r + 1}", masks), x.device)
             self._tally(tally, check, made)
-            rounds.append(int(sum(made)))
-            if rounds[-2:] == [0, 0]:  # two consecutive empty rounds: converged
-                break
+            (after if settled() else rounds).append(int(sum(made)))
         for _ in range(out["units_done"], ticks):  # the bar's total counts every round in full
             self._step(bar, out, f"eps={eps:g} done")
-        return tier, rounds
+        return tier, rounds, after, tol
 
     @staticmethod
     def _tally(tally: dict, units: list[Unit], made: list[float]) -> None:
