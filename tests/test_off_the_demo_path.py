@@ -162,6 +162,22 @@ def test_the_evaluations_size_is_reachable_by_name_and_a_stray_callback_option_i
     energy = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("SpikeEnergyMonitor"))
     assert ev["num_samples"] == 20 and ev["adaptive"] == "quick" and ev["epsilons"] == [0.05]
     assert energy["init_args"]["num_samples"] != 20  # the energy monitor keeps its own
+    # a preset with some keys changed, by name too
+    out = run_main(
+        "test", "--config", "conf/digits/ann.yaml", "--evaluation.adaptive", "{preset: strong, verify_rounds: 3}",
+        "--print_config",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    cfg = yaml.safe_load(out.stdout)
+    ev = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("AttackEvaluation"))["init_args"]
+    from callbacks import AttackEvaluation
+    from callbacks.evaluation import PRESETS
+
+    budget = AttackEvaluation(adaptive=ev["adaptive"]).adaptive
+    assert budget.verify_rounds == 3 and budget.check_rounds == PRESETS["strong"]["check_rounds"]
+    assert budget.allocation == "margin" and AttackEvaluation(adaptive=ev["adaptive"]).preset == "strong+"
+    with pytest.raises(UserError, match="adaptive.preset: 'strongest'"):
+        AttackEvaluation(adaptive={"preset": "strongest"})
     out = run_main(
         "test",
         "--config",
