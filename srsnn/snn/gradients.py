@@ -31,7 +31,7 @@ from typing import Callable, Optional
 
 import torch
 
-from srsnn.snn.native import sum_over_steps
+from srsnn.snn.steps import mean_over_steps
 from srsnn.snn.surrogates import Surrogate, make_surrogate
 
 Derivative = Callable[[torch.Tensor], torch.Tensor]
@@ -170,7 +170,7 @@ class RGA(Path):
     def new_forward(self) -> None:
         # the mean is taken once, at the first backward step (every step's input is recorded by then)
         self.inputs: list[torch.Tensor] = []
-        self.mean_input = functools.cache(lambda inputs=self.inputs: sum_over_steps(inputs) / len(inputs))
+        self.mean_input = functools.cache(lambda inputs=self.inputs: mean_over_steps(inputs))
 
     def local(self, t, v, x, s, theta) -> Derivative:
         self.inputs.append(x.detach())

@@ -6,7 +6,7 @@ the process).
 
 from __future__ import annotations
 
-from typing import Iterable, Literal, Optional, get_args
+from typing import Literal, Optional, get_args
 
 import snntorch
 import torch
@@ -14,6 +14,7 @@ from snntorch._neurons.neurons import SpikingNeuron
 from torch import nn
 
 from srsnn.errors import UserError
+from srsnn.snn.steps import mean_over_steps, sum_over_steps
 
 SUPPORTED = (
     snntorch.Leaky,
@@ -59,17 +60,6 @@ def spiking_neurons(net: nn.Module) -> list[tuple[str, nn.Module]]:
                 "spike_grad(mem - threshold), declare it with srsnn.snn.native.register_neuron"
             )
     return found
-
-
-def sum_over_steps(outputs: Iterable[torch.Tensor]) -> torch.Tensor:
-    """o_1 + o_2 + ... + o_T, one elementwise add per step, in step order: the readout over time of both runners.
-    A reduction over the time dimension (``sum(0)``, ``mean(0)``) vectorises across the other dimensions and rounds a
-    sample's output differently with the size of its batch; elementwise adds do not, so a sample's logits are the
-    same bits in any batch (the evaluation's records: the same on any process count)."""
-    total = None
-    for o in outputs:
-        total = o if total is None else total + o
-    return total
 
 
 def describe(m: nn.Module) -> dict:
@@ -138,7 +128,7 @@ class NativeNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         once = self.path_forward if self.path_forward is not None and torch.is_grad_enabled() else self._once
-        out = once(x) if self.eot == 1 else sum_over_steps(once(x) for _ in range(self.eot)) / self.eot
+        out = once(x) if self.eot == 1 else mean_over_steps(once(x) for _ in range(self.eot))
         if not (self.training or self._checked):
             self._checked = True
             with torch.no_grad():

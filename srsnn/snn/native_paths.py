@@ -22,7 +22,8 @@ from torch import nn
 
 from srsnn.errors import UserError
 from srsnn.snn.gradients import PATHS, Path, make_path
-from srsnn.snn.native import NativeNet, spiking_neurons, sum_over_steps
+from srsnn.snn.native import NativeNet, spiking_neurons
+from srsnn.snn.steps import mean_over_steps
 
 NATIVE_MODES = ("spike", *PATHS)
 
@@ -168,7 +169,7 @@ def hart_backward(out, grad, x, calls) -> torch.Tensor:
     gx = zero(x, direct[-1])
     for n in sorted({k for k, _, _ in calls}, reverse=True):
         mine = [i for i, (k, _, _) in enumerate(calls) if k == n]
-        mean = sum_over_steps(g[i] for i in mine) / len(mine)
+        mean = mean_over_steps(g[i] for i in mine)
         below = [i for i, (k, _, _) in enumerate(calls) if k < n]
         got = torch.autograd.grad(
             [calls[i][1] for i in mine],

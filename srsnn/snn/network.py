@@ -22,9 +22,10 @@ from snntorch._neurons.neurons import SpikingNeuron
 from torch import nn
 
 from srsnn.snn.gradients import make_path
-from srsnn.snn.native import NativeNet, has_native_neurons, spiking_neurons, sum_over_steps
+from srsnn.snn.native import NativeNet, has_native_neurons, spiking_neurons
 from srsnn.snn.native_paths import native_gradient_path, reset_native_path_state
 from srsnn.snn.neurons import MODES, IFNeuron
+from srsnn.snn.steps import mean_over_steps
 from srsnn.snn.surrogates import make_surrogate
 
 Schedule = Literal["auto", "layer", "time"]
@@ -144,13 +145,13 @@ class SpikingNetwork(nn.Module):
                 h = torch.cat([m(chunk) for chunk in h.split(fold * B)])
             else:
                 h = m(h)
-        return sum_over_steps(h.reshape(T, B, *h.shape[1:]).unbind(0)) / T
+        return mean_over_steps(h.reshape(T, B, *h.shape[1:]).unbind(0))
 
     def _time_major(self, rest: list[nn.Module], steps: list[torch.Tensor], neurons: list[IFNeuron]) -> torch.Tensor:
         for n in neurons:
             n.num_steps, n.stepping, n.state = 1, True, None
         try:
-            return sum_over_steps(_through(rest, h) for h in steps) / len(steps)
+            return mean_over_steps(_through(rest, h) for h in steps)
         finally:
             for n in neurons:  # no membrane (and no autograd history) survives the forward
                 n.stepping, n.state = False, None
