@@ -44,10 +44,10 @@ def confidence_statement(eps: str, worst: float, conf: Optional[dict], total: in
     head = f"eps={eps}: worst case {100 * worst:.1f} %"
     if not conf:
         return head + " (no adaptive tier: an upper bound)"
-    points = lambda n: f"{100 * n / max(total, 1):.1f} points"
-    bound, tol, n = conf["bound"], conf.get("tolerance", 0), conf["rounds_run"]
     if "tolerance" not in conf:  # an attacks.json of the earlier rule: two consecutive empty rounds
         return f"{head}; {'converged' if conf['converged'] else 'NOT converged'} (two consecutive empty rounds)"
+    points = lambda n: f"{100 * n / max(total, 1):.1f} points"
+    bound, tol, n = conf["bound"], conf["tolerance"], conf["rounds_run"]
     after = conf.get("rounds_after_stop") or []
     checked = f"; {len(after)} round(s) past the stop broke {', '.join(map(str, after))}" if after else ""
     if n < 3:

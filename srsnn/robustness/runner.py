@@ -371,7 +371,8 @@ class Evaluator:
         rounds: list[int] = []
         after: list[int] = []
         b = self.adaptive
-        cap, verify = (b.check_rounds, b.verify_rounds if b.check_rounds else 0) if b else (0, 0)
+        cap = b.check_rounds if b else 0
+        verify = b.verify_rounds if cap else 0  # rounds past a stop: none without rounds
         tol = b.tolerance * self._sum([float(len(y))], x.device)[0] if b else 0.0
         ticks = out["units_done"] + (cap + verify) * len(self.plan.check_units(ranked, 0, self.plan.pairs(ranked)))
         settled = lambda: len(rounds) == cap or confidence(tier, rounds, tol)["converged"]
