@@ -5,10 +5,15 @@ PY     := $(VENV)/bin/python
 
 .PHONY: demo reproduce test test-e2e test-recipes install bench gpu-check clean
 
+# pip would compile every installed file to bytecode (half the install's time; most are never imported): instead
+# Python caches the bytecode of what is imported, on first use, even where the environment sets
+# PYTHONDONTWRITEBYTECODE (else every process of a run would compile torch and Lightning anew)
+unexport PYTHONDONTWRITEBYTECODE
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-compile -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -32,6 +32,22 @@ def _size(args) -> tuple[int, ...]:
     return tuple(int(s) for s in args)
 
 
+_DRAWS = frozenset(
+    {
+        torch.rand,
+        torch.randn,
+        torch.rand_like,
+        torch.randn_like,
+        torch.Tensor.uniform_,
+        torch.Tensor.normal_,
+        torch.randint,
+        torch.randperm,
+        torch.bernoulli,
+        torch.multinomial,
+    }
+)  # the random functions ``_Draws`` serves or routes to its own generator
+
+
 class _Draws(TorchFunctionMode):
     """Serves torch's random draws from per-sample streams (batch-shaped draws) or one shared stream (the rest)."""
 
@@ -47,6 +63,10 @@ class _Draws(TorchFunctionMode):
         return out if device is None else out.to(device)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        # every op of the attacked model passes through here: the ones that draw nothing leave at once (the checks
+        # below cost about as much as the op itself on small SNN layers)
+        if func not in _DRAWS:
+            return func(*args, **(kwargs or {}))
         kwargs = dict(kwargs or {})
         if func in (torch.rand, torch.randn) and "generator" not in kwargs and "out" not in kwargs:
             dtype = kwargs.get("dtype") or torch.get_default_dtype()
