@@ -1,11 +1,13 @@
 """The loop both second-opinion scripts share: attacks in order on the samples nothing broke yet, every example judged
-on the deployed model, written as ``per_sample.json`` (``srsnn.robustness.results.PerSample``)."""
+on the deployed model, written as ``per_sample.json`` (``srsnn.robustness.results.PerSample``), with the adversarial
+example of every break beside it (``<out>.adversarial.safetensors.gz``, the cards' format) so that each break can be
+judged again on the repo's own model (``bench/judge_examples.py``)."""
 
 from __future__ import annotations
 
 import torch
 
-from srsnn.robustness.results import PerSample, SampleRecord
+from srsnn.robustness.results import Examples, PerSample, SampleRecord
 
 
 def run_opinion(model, x, y, epsilons, attacks, path, out: str, seed: int, repeats=lambda name: 1) -> None:
@@ -15,7 +17,7 @@ def run_opinion(model, x, y, epsilons, attacks, path, out: str, seed: int, repea
     with torch.no_grad():
         clean = model(x).argmax(1) == y
     samples = [SampleRecord(index=i, clean_correct=bool(c), broken_by={}) for i, c in enumerate(clean.tolist())]
-    alive = clean.clone()
+    alive, examples = clean.clone(), Examples()
     for eps in sorted(epsilons):
         for name, pth, attack in attacks(eps):
             for _ in range(repeats(name)):
@@ -26,7 +28,9 @@ def run_opinion(model, x, y, epsilons, attacks, path, out: str, seed: int, repea
                     adv = attack(x[idx], y[idx])
                 assert (adv - x[idx]).abs().max() <= eps + 1e-5 and 0 <= adv.min() and adv.max() <= 1
                 with torch.no_grad():
-                    fooled = model(adv).argmax(1) != y[idx]  # judged on the deployed model, whatever path crafted it
+                    logits = model(adv)
+                fooled = logits.argmax(1) != y[idx]  # judged on the deployed model, whatever path crafted it
+                examples.keep(idx.tolist(), eps, adv, logits, y[idx])
                 for i in idx[fooled].tolist():
                     samples[i].broken_by[f"{eps:g}"] = name
                 alive[idx[fooled]] = False
@@ -38,4 +42,5 @@ def run_opinion(model, x, y, epsilons, attacks, path, out: str, seed: int, repea
         print(f"eps={eps:g}: {int(alive.sum())} robust", flush=True)
     note = "broken_by: the second opinion's attack that broke the sample (null = robust)"
     PerSample(samples=samples, note=note).write(out)
-    print(f"wrote {out}")
+    examples.write(out.removesuffix(".json") + ".adversarial.safetensors.gz")
+    print(f"wrote {out} and its examples")
