@@ -33,18 +33,8 @@ def _size(args) -> tuple[int, ...]:
 
 
 _DRAWS = frozenset(
-    {
-        torch.rand,
-        torch.randn,
-        torch.rand_like,
-        torch.randn_like,
-        torch.Tensor.uniform_,
-        torch.Tensor.normal_,
-        torch.randint,
-        torch.randperm,
-        torch.bernoulli,
-        torch.multinomial,
-    }
+    {torch.rand, torch.randn, torch.rand_like, torch.randn_like, torch.Tensor.uniform_, torch.Tensor.normal_}
+    | {torch.randint, torch.randperm, torch.bernoulli, torch.multinomial}
 )  # the random functions ``_Draws`` serves or routes to its own generator
 
 
