@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 .PHONY: demo reproduce test test-e2e test-recipes install bench gpu-check clean
 
 # pip would compile every installed file to bytecode (half the install's time; most are never imported): instead
-# Python caches the bytecode of what is imported, on first use, even where the environment sets
+# one import of the entry points caches the bytecode of what a run imports, even where the environment sets
 # PYTHONDONTWRITEBYTECODE (else every process of a run would compile torch and Lightning anew)
 unexport PYTHONDONTWRITEBYTECODE
 
@@ -14,6 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q --no-compile -e '.[test]'
+	$(PY) -c "import srsnn_cli.train, srsnn_cli.pipeline, srsnn_cli.report, torch.distributed, pytest"
 	touch $@
 
 install: $(VENV)/.installed
