@@ -53,8 +53,8 @@ class _Draws(TorchFunctionMode):
         return out if device is None else out.to(device)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        # every op of the attacked model passes through here: the ones that draw nothing leave at once (the checks
-        # below cost about as much as the op itself on small SNN layers)
+        # every torch function the attacked model calls passes through here: those that draw nothing leave at once
+        # (bench/keyed_overhead.py: the mode costs under 2 % of an attack step)
         if func not in _DRAWS:
             return func(*args, **(kwargs or {}))
         kwargs = dict(kwargs or {})
