@@ -2,7 +2,8 @@
 # A pipeline's second opinion (<results>/second_opinion/): for every seed of its run folder (or the folder itself, one
 # seed) and both SNNs (dense, HYDRA 90 %), export the fine-tuned model, attack it with bench/second_opinion.py (--snn:
 # ASSG + SA-PGD and HART at the script's own settings; --strong: a reviewer's budget through the 3 paths the repo's
-# ranking put first), and write README.md with each per-sample comparison (`report.py compare`) as printed. Two
+# ranking put first), and write README.md with each per-sample comparison (`report.py compare`) as printed and how
+# many of the attack's adversarial examples (kept beside its per-sample file) fool the repo's own model. Two
 # models run at a time, one thread each.
 #
 #     bash bench/second_opinion_runs.sh [runs/pipeline/digits-seeds] [results/digits] [digits] [200]
@@ -62,6 +63,14 @@ fi
     echo "## $([ "$seed" = . ] || echo "$seed / ")$run: $([ "$kind" = theirs_snn ] && echo 'ASSG + SA-PGD and HART (`--snn`)' || echo '`--strong`')"
     echo
     $PY report.py compare "$RES/evaluation/$seed/$run.per_sample.json" "$f"
+    examples="${f%.json}.adversarial.safetensors.gz"  # written by bench/opinion.py beside its per-sample file
+    if [ -e "$examples" ]; then
+      seed_dir=$([ "$seed" = . ] && echo "$RUNS" || echo "$RUNS/$seed")
+      config=$(ls -d "$seed_dir/$run"/test/version_*/config.yaml | tail -1)
+      echo
+      echo "Their adversarial examples judged on the repo's own model (\`bench/judge_examples.py\`, \`$(basename "$examples")\`):"
+      $PY bench/judge_examples.py "$config" "$seed_dir/${run%_test}" "$examples" 2>/dev/null | tail -1
+    fi
   done
 } >"$OUT/README.md"
 echo "wrote $OUT/README.md"
