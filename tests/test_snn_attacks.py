@@ -139,6 +139,29 @@ def test_the_tier_attacks_through_assg_and_hart_with_sapgd_and_rounds_rerun_them
     assert not [u for u in no_snn.plan.adaptive_units(no_snn.members) if u.attack == "sapgd"]
 
 
+def test_sapgd_takes_the_first_rounds_starts_it_is_given_and_the_rule_otherwise():
+    from srsnn.errors import UserError
+    from srsnn.robustness.budget import AdaptiveBudget
+    from srsnn.robustness.paths import paper_ensemble
+    from srsnn.robustness.runner import Evaluator
+
+    snn, _, _ = _snn_and_data()
+    pairs = frozenset({("sapgd", "assg(0.425)"), ("sapgd", "hart(1)")})
+
+    def starts(budget, round_):
+        ev = Evaluator(snn, paper_ensemble()[:2], [0.02], [{"name": "fgsm"}], 10, budget, snn_paths=snn_attack_paths())
+        units = ev.plan.focus_units(ev.members, round_, pairs, ("sapgd", "assg(0.425)"))
+        return [u.kwargs.get("n_restarts") for u in units if u.attack == "sapgd"]
+
+    rule = AdaptiveBudget(snn_steps=4, snn_restarts=1, allocation="margin")
+    assert starts(rule, 0) == [3, 1] and starts(rule, 1) == [1, 1]  # the workhorse 3x, the other as the tier's run
+    more = AdaptiveBudget(snn_steps=4, snn_restarts=1, allocation="margin", snn_first_round_starts=10)
+    assert starts(more, 0) == [10, 10] and starts(more, 1) == [1, 1]
+    assert "SA-PGD at 10 starts" in more.describe(3, 10) and "SA-PGD at" not in rule.describe(3, 10)
+    with pytest.raises(UserError, match="snn_first_round_starts"):
+        AdaptiveBudget(snn_first_round_starts=-1)
+
+
 def test_tuning_picks_from_the_grid_on_the_samples_it_is_given_and_prefers_the_default_on_ties():
     from srsnn.robustness.tuning import GRIDS, tune_snn_paths
 

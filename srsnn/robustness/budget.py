@@ -21,6 +21,8 @@ class AdaptiveBudget:
     wrong classes, at most num_classes - 1); other_targets: the same through the other top_k - 1 paths;
     snn_steps, snn_restarts: SA-PGD (Wang et al., arXiv 2512.22522) through the published SNN-specific gradient
     paths, ASSG and HART (SNNs only; their A and gamma chosen on the validation split; snn_restarts 0 = off);
+    snn_first_round_starts: SA-PGD's starts in the first margin-allocated round (0 = as the rule below says): its
+    breaks come from lucky starts, so a survivor that falls to one start in two can outlive the rounds' few;
     square_queries: Square's budget (0 = skip); check_rounds: at most this many rounds after the tier (0 = off); they
     stop when converged: the 95 % upper bound on what one more round would break, from what the rounds after the
     first broke (``srsnn.robustness.audit.next_round_bound``), is at most ``tolerance`` (a fraction of the samples
@@ -61,12 +63,14 @@ class AdaptiveBudget:
     tier_targets: int = 3
     tolerance: float = 0.015
     verify_rounds: int = 0
+    snn_first_round_starts: int = 0
 
     def __post_init__(self):
         if (
             min(self.top_k, self.steps, self.restarts, self.max_targets, self.other_targets, self.apgd_ce_restarts) < 1
             or min(self.snn_steps, self.tier_targets, self.tune_samples) < 1
             or min(self.square_queries, self.check_rounds, self.snn_restarts, self.rank_samples, self.verify_rounds) < 0
+            or self.snn_first_round_starts < 0
             or not 0 <= self.tolerance < 1
             or self.allocation not in ("margin", "uniform")
             or not 0 < self.reach <= 1
@@ -74,7 +78,8 @@ class AdaptiveBudget:
             raise UserError(
                 "adaptive budget: top_k, steps, restarts, ce_restarts, max_targets, other_targets, snn_steps, "
                 "tier_targets, tune_samples must be >= 1, square_queries, check_rounds, snn_restarts, rank_samples, "
-                f"verify_rounds >= 0, allocation margin or uniform, 0 < reach <= 1 and 0 <= tolerance < 1, got {self}"
+                f"verify_rounds, snn_first_round_starts >= 0, allocation margin or uniform, 0 < reach <= 1 and "
+                f"0 <= tolerance < 1, got {self}"
             )
 
     @property
@@ -119,7 +124,9 @@ class AdaptiveBudget:
                 "(attack, path) pairs that broke something so far (the first at 2x steps, the later "
                 f"at 2x restarts; APGD-T over {self.targets(0, num_classes)} targets through each path) on the "
                 f"survivors within reach (closest gap below {self.reach:g}x the clean gap), in the first round the "
-                "tier's most productive at 3x starts within twice the reach; Square "
+                "tier's most productive at 3x starts within twice the reach"
+                + (f", SA-PGD at {self.snn_first_round_starts} starts" if self.snn_first_round_starts else "")
+                + "; Square "
                 f"({self.square_queries} queries, 2x in the first round) on those within reach and those the "
                 "gradient attacks could not move"
             )

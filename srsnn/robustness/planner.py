@@ -121,6 +121,8 @@ class Planner:
                 kw["steps"] = 2 * kw["steps"]
                 if (u.attack, u.member["name"]) == workhorse:  # and 3x starts for the pair that breaks the most
                     kw["n_restarts"] = 3 * kw.get("n_restarts", 1)
+                if u.attack == "sapgd" and b.snn_first_round_starts:
+                    kw["n_restarts"] = b.snn_first_round_starts
             elif u.attack != "sapgd":  # later: 2x restarts (SA-PGD a new start of the tier's run)
                 kw["n_restarts"] = 2 * kw.get("n_restarts", 1)
             if "n_classes" in kw:
