@@ -159,7 +159,9 @@ def test_sapgd_takes_the_first_rounds_starts_it_is_given_and_the_rule_otherwise(
     assert starts(more, 0) == [10, 10] and starts(more, 1) == [1, 1]
     assert "SA-PGD at 10 starts" in more.describe(3, 10) and "SA-PGD at" not in rule.describe(3, 10)
     with pytest.raises(UserError, match="snn_first_round_starts"):
-        AdaptiveBudget(snn_first_round_starts=-1)
+        AdaptiveBudget(snn_first_round_starts=-1, allocation="margin")
+    with pytest.raises(UserError, match="applies to allocation margin"):
+        AdaptiveBudget(snn_first_round_starts=10, allocation="uniform")
 
 
 def test_tuning_picks_from_the_grid_on_the_samples_it_is_given_and_prefers_the_default_on_ties():

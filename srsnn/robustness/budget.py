@@ -81,6 +81,11 @@ class AdaptiveBudget:
                 f"verify_rounds, snn_first_round_starts >= 0, allocation margin or uniform, 0 < reach <= 1 and "
                 f"0 <= tolerance < 1, got {self}"
             )
+        if self.snn_first_round_starts and self.allocation != "margin":  # else it would be ignored without a word
+            raise UserError(
+                "adaptive budget: snn_first_round_starts applies to allocation margin (the strong preset's rounds); "
+                "allocation uniform reruns SA-PGD with the tier's starts: set allocation: margin or drop the key"
+            )
 
     @property
     def apgd_ce_restarts(self) -> int:
