@@ -50,15 +50,16 @@ DEFAULT_ADAPTIVE = dataclasses.asdict(AdaptiveBudget())
 PRESETS = {
     "thorough": {},  # the default (``adaptive: true``): every round on every survivor
     # about a quarter of thorough's passes, rounds allocated by margin: the digits demo's budget (docs/benchmarks.md
-    # says what it misses)
+    # says what it misses); SA-PGD gets 10 short starts in the first round because its breaks are lucky starts
     "strong": dict(
         other_targets=1,
         ce_restarts=1,
         snn_restarts=1,
         check_rounds=6,
         allocation="margin",
-        rank_samples=100,
-        tune_samples=50,
+        rank_samples=30,
+        tune_samples=20,
+        snn_first_round_starts=10,
     ),
     # large models: at most ~3x the paper protocol's passes, no rounds (its numbers are upper bounds)
     "fast": dict(

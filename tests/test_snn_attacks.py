@@ -151,12 +151,13 @@ def test_sapgd_takes_the_first_rounds_starts_it_is_given_and_the_rule_otherwise(
     def starts(budget, round_):
         ev = Evaluator(snn, paper_ensemble()[:2], [0.02], [{"name": "fgsm"}], 10, budget, snn_paths=snn_attack_paths())
         units = ev.plan.focus_units(ev.members, round_, pairs, ("sapgd", "assg(0.425)"))
-        return [u.kwargs.get("n_restarts") for u in units if u.attack == "sapgd"]
+        return [(u.kwargs.get("n_restarts"), u.kwargs["steps"]) for u in units if u.attack == "sapgd"]
 
     rule = AdaptiveBudget(snn_steps=4, snn_restarts=1, allocation="margin")
-    assert starts(rule, 0) == [3, 1] and starts(rule, 1) == [1, 1]  # the workhorse 3x, the other as the tier's run
+    assert starts(rule, 0) == [(3, 8), (1, 8)]  # the first round at 2x steps, the workhorse at 3x starts
+    assert starts(rule, 1) == [(1, 4), (1, 4)]
     more = AdaptiveBudget(snn_steps=4, snn_restarts=1, allocation="margin", snn_first_round_starts=10)
-    assert starts(more, 0) == [10, 10] and starts(more, 1) == [1, 1]
+    assert starts(more, 0) == [(10, 4), (10, 4)] and starts(more, 1) == [(1, 4), (1, 4)]  # many short starts
     assert "SA-PGD at 10 starts" in more.describe(3, 10) and "SA-PGD at" not in rule.describe(3, 10)
     with pytest.raises(UserError, match="snn_first_round_starts"):
         AdaptiveBudget(snn_first_round_starts=-1, allocation="margin")

@@ -21,8 +21,8 @@ class AdaptiveBudget:
     wrong classes, at most num_classes - 1); other_targets: the same through the other top_k - 1 paths;
     snn_steps, snn_restarts: SA-PGD (Wang et al., arXiv 2512.22522) through the published SNN-specific gradient
     paths, ASSG and HART (SNNs only; their A and gamma chosen on the validation split; snn_restarts 0 = off);
-    snn_first_round_starts: SA-PGD's starts in the first margin-allocated round (0 = as the rule below says): its
-    breaks come from lucky starts, so a survivor that falls to one start in two can outlive the rounds' few;
+    snn_first_round_starts: SA-PGD's starts, of snn_steps each, in the first margin-allocated round (0 = as the rule
+    below says): its breaks come from lucky starts, so a survivor that falls to one start in two can outlive a few;
     square_queries: Square's budget (0 = skip); check_rounds: at most this many rounds after the tier (0 = off); they
     stop when converged: the 95 % upper bound on what one more round would break, from what the rounds after the
     first broke (``srsnn.robustness.audit.next_round_bound``), is at most ``tolerance`` (a fraction of the samples

@@ -109,7 +109,7 @@ class Planner:
         """A margin-allocated round (0-based): the tier's (attack, path) pairs that broke something so far at this
         epsilon (``productive``), in the tier's order, with a new seed (APGD-T over ``tier_targets`` targets through
         every path): the first round at 2x steps, the ``workhorse`` (the pair that broke the most) also at 3x starts,
-        and Square at 2x queries; the later rounds at 2x restarts (SA-PGD: a new start of the tier's run) and Square
+        SA-PGD at ``snn_first_round_starts`` starts of the tier's steps if set, and Square at 2x queries; the later rounds at 2x restarts (SA-PGD: a new start of the tier's run) and Square
         at its queries. Which survivors each runs on is the runner's choice (``Evaluator._within_reach``)."""
         b = self.adaptive
         units = []
@@ -121,8 +121,8 @@ class Planner:
                 kw["steps"] = 2 * kw["steps"]
                 if (u.attack, u.member["name"]) == workhorse:  # and 3x starts for the pair that breaks the most
                     kw["n_restarts"] = 3 * kw.get("n_restarts", 1)
-                if u.attack == "sapgd" and b.snn_first_round_starts:
-                    kw["n_restarts"] = b.snn_first_round_starts
+                if u.attack == "sapgd" and b.snn_first_round_starts:  # many short starts: its breaks are lucky ones
+                    kw.update(n_restarts=b.snn_first_round_starts, steps=u.kwargs["steps"])
             elif u.attack != "sapgd":  # later: 2x restarts (SA-PGD a new start of the tier's run)
                 kw["n_restarts"] = 2 * kw.get("n_restarts", 1)
             if "n_classes" in kw:
