@@ -109,8 +109,9 @@ class Planner:
         """A margin-allocated round (0-based): the tier's (attack, path) pairs that broke something so far at this
         epsilon (``productive``), in the tier's order, with a new seed (APGD-T over ``tier_targets`` targets through
         every path): the first round at 2x steps, the ``workhorse`` (the pair that broke the most) also at 3x starts,
-        SA-PGD at ``snn_first_round_starts`` starts of the tier's steps if set, and Square at 2x queries; the later rounds at 2x restarts (SA-PGD: a new start of the tier's run) and Square
-        at its queries. Which survivors each runs on is the runner's choice (``Evaluator._within_reach``)."""
+        SA-PGD at ``snn_first_round_starts`` starts of the tier's steps if set, and Square at 2x queries; the later
+        rounds at 2x restarts (SA-PGD: a new start of the tier's run) and Square at its queries. Which survivors
+        each runs on is the runner's choice (``Evaluator._within_reach``)."""
         b = self.adaptive
         units = []
         for u in self.adaptive_units(ranked):
