@@ -7,7 +7,8 @@ For every stored example (``bench/opinion.py`` writes them beside its ``per_samp
 its clean image and the margin max_{k != y} z_k - z_y of the repo's deployed forward (> 0: fooled), run on the
 example alone and in one batch with all the others (CPU kernels round batches of different sizes differently; a
 spiking network's threshold turns such rounding into a different spike). With ``--per_sample``: what the repo's own
-evaluation says of the sample at that epsilon.
+evaluation says of the sample at that epsilon. Then the model card's own checks of them
+(``srsnn.export.card.check_examples``: the eps ball, [0, 1], fooled in batches, floating-point noise apart).
 """
 
 import argparse
@@ -20,6 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from callbacks.shards import first_samples  # noqa: E402
 from lightning_modules.loading import load_trained  # noqa: E402
+from srsnn.export.card import Verdict, check_examples  # noqa: E402
 from srsnn.robustness.paths import padded  # noqa: E402
 from srsnn.robustness.results import Examples, margins  # noqa: E402
 
@@ -48,4 +50,10 @@ with torch.no_grad():
         record = ours[k]["broken_by"].get(f"{e:g}") if ours else ""
         held += int(z.argmax(1)[0] != y[k])  # as the evaluation judges: a tie whose first maximum is wrong counts
         print(f"{k:5d}  {e:<5g}  {dist:.4f}  {stored[r]:13.4f}  {alone:12.4f}  {float(together[r]):12.4f}  {record}")
-print(f"{held} of {len(idx)} examples fool the repo's model on their own")
+verdict = Verdict()
+if idx:
+    check_examples(net, x, y, found, verdict)
+for line in verdict.failures + [f"{n} (within floating-point noise)" for n in verdict.noise]:
+    print(line)
+fails = len(verdict.failures)
+print(f"{held} of {len(idx)} examples fool the repo's model on their own; {fails} fail the card's checks (above)")

@@ -135,3 +135,29 @@ def _compare(*args) -> tuple[int, str]:
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         code = report.main(["compare", *map(str, args)])
     return code, out.getvalue() + err.getvalue()
+
+
+def test_example_checks_name_an_example_outside_the_ball_and_keep_floating_point_noise_apart():
+    from srsnn.export.card import Verdict, check_examples
+
+    model = torch.nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]))  # class = the larger of x0, x1
+    x = torch.tensor([[0.6, 0.4, 0, 0]] * 4)  # every clean image is class 0
+    y = torch.zeros(4, dtype=torch.int64)
+    adv = torch.tensor(
+        [
+            [0.4, 0.6, 0, 0],  # fools it, within eps 0.2
+            [0.2, 0.8, 0, 0],  # fools it, but 0.4 away
+            [0.6, 0.4, 0, 0],  # does not fool it; its stored margin was within noise
+            [0.6, 0.4, 0, 0],  # does not fool it; its stored margin was clear
+        ]
+    )
+    examples = dict(
+        index=torch.arange(4), x=adv, eps=torch.full((4,), 0.2), margin=torch.tensor([0.2, 0.6, 1e-6, 0.3])
+    )
+    out = Verdict()
+    check_examples(model, x, y, examples, out)
+    assert out.checked == 4 and len(out.failures) == 2 and len(out.noise) == 1, out
+    assert out.failures[0].startswith("sample 1: its example lies outside the eps=0.2 ball")
+    assert out.failures[1].startswith("sample 3 (eps=0.2): no longer fools") and out.noise[0].startswith("sample 2")

@@ -132,27 +132,31 @@ def verify(
         return out
     idx = examples.get("index", torch.zeros(0, dtype=torch.int64))
     if len(idx):
-        adv, eps, stored = examples["x"], examples["eps"], examples["margin"]
-        clean = x[idx]
-        dist = (adv - clean).flatten(1).abs().amax(1)
-        for i in torch.nonzero((dist > eps + 1e-6) | (adv.flatten(1).amin(1) < 0) | (adv.flatten(1).amax(1) > 1)):
-            k = int(idx[i])
-            out.failures.append(f"sample {k}: its example lies outside the eps={float(eps[i]):g} ball or [0, 1]")
-        with torch.no_grad():
-            logits = torch.cat([model(b) for b in adv.split(256)])
-        m = margins(logits.float(), y[idx])
-        scale = logits.abs().amax(1).clamp_min(1.0)
-        fooled = logits.argmax(1) != y[idx]  # the evaluation's judgement (a tie broken to another class counts)
-        for i in range(len(idx)):
-            k, now = int(idx[i]), float(m[i])
-            if bool(fooled[i]):
-                continue
-            was = float(stored[i])
-            line = f"sample {k} (eps={float(eps[i]):g}): no longer fools the model (margin {now:.3g}, stored {was:.3g})"
-            (out.noise if abs(was) <= MARGIN_TOLERANCE * float(scale[i]) else out.failures).append(line)
-        out.checked = len(idx)
+        check_examples(model, x, y, examples, out)
     _check_counts(card, idx, examples.get("eps"), out)
     return out
+
+
+def check_examples(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, examples: dict[str, torch.Tensor], out: Verdict
+) -> None:
+    """The stored examples (``index``, ``x``, ``eps``, ``margin``) against the clean images ``x`` and labels ``y``
+    (indexed by sample): each lies in its eps ball and [0, 1] and fools ``model``; one that no longer fools it with a
+    stored margin below ``MARGIN_TOLERANCE`` of its logits' scale is floating-point noise (``out.noise``)."""
+    idx, adv, eps, stored = examples["index"], examples["x"], examples["eps"], examples["margin"]
+    dist = (adv - x[idx]).flatten(1).abs().amax(1)
+    for i in torch.nonzero((dist > eps + 1e-6) | (adv.flatten(1).amin(1) < 0) | (adv.flatten(1).amax(1) > 1)):
+        out.failures.append(f"sample {int(idx[i])}: its example lies outside the eps={float(eps[i]):g} ball or [0, 1]")
+    with torch.no_grad():
+        logits = torch.cat([model(b) for b in adv.split(256)])
+    m = margins(logits.float(), y[idx])
+    scale = logits.abs().amax(1).clamp_min(1.0)
+    fooled = logits.argmax(1) != y[idx]  # the evaluation's judgement (a tie broken to another class counts)
+    for i in torch.nonzero(~fooled).flatten().tolist():
+        k, now, was = int(idx[i]), float(m[i]), float(stored[i])
+        line = f"sample {k} (eps={float(eps[i]):g}): no longer fools the model (margin {now:.3g}, stored {was:.3g})"
+        (out.noise if abs(was) <= MARGIN_TOLERANCE * float(scale[i]) else out.failures).append(line)
+    out.checked += len(idx)
 
 
 def _check_counts(card: Card, idx: torch.Tensor, eps: Optional[torch.Tensor], out: Verdict) -> None:
