@@ -153,9 +153,7 @@ def test_example_checks_name_an_example_outside_the_ball_and_keep_floating_point
             [0.6, 0.4, 0, 0],  # does not fool it; its stored margin was clear
         ]
     )
-    examples = dict(
-        index=torch.arange(4), x=adv, eps=torch.full((4,), 0.2), margin=torch.tensor([0.2, 0.6, 1e-6, 0.3])
-    )
+    examples = dict(index=torch.arange(4), x=adv, eps=torch.full((4,), 0.2), margin=torch.tensor([0.2, 0.6, 1e-6, 0.3]))
     out = Verdict()
     check_examples(model, x, y, examples, out)
     assert out.checked == 4 and len(out.failures) == 2 and len(out.noise) == 1, out
