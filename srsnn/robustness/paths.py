@@ -73,6 +73,21 @@ def snn_attack_paths(
 
 
 MIN_ROWS = {True: 4, False: 2}  # by whether an input gradient will be taken
+LINEAR_ROWS = 16  # MKL's sgemm rounds a linear layer's forward of fewer rows by another kernel (AVX-512: up to 15)
+
+
+def _pad_linear_rows(module: nn.Module, args: tuple):
+    (x,) = args
+    rows = x.shape[:-1].numel()
+    if 0 < rows < LINEAR_ROWS:  # zero rows: they add nothing to the weight's gradient
+        module._unpadded_shape = x.shape[:-1]
+        return (torch.cat([x.reshape(rows, -1), x.new_zeros(LINEAR_ROWS - rows, x.shape[-1])]),)
+
+
+def _unpad_linear_rows(module: nn.Module, args: tuple, out: torch.Tensor):
+    shape = module.__dict__.pop("_unpadded_shape", None)
+    if shape is not None:
+        return out[: shape.numel()].reshape(*shape, out.shape[-1])
 
 
 class PaddedRows(nn.Module):
@@ -80,7 +95,8 @@ class PaddedRows(nn.Module):
     padded with copies of its first row, whose outputs, and so whose gradients, are dropped. CPU kernels round a
     batch of 1-3 rows differently from a larger one (the linear and convolution layers' input gradients; a
     time-stepped network's forward on one row), so without it a sample's result would depend on how many others
-    survive with it on its process. A forward without an input gradient needs 2 rows, one with it 4."""
+    survive with it on its process. A forward without an input gradient needs 2 rows, one with it 4; and a linear
+    layer's forward ``LINEAR_ROWS`` (a time-stepped network feeds it one step's rows), padded with zeros inside it."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -89,9 +105,16 @@ class PaddedRows(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = MIN_ROWS[x.requires_grad and torch.is_grad_enabled()]
-        if 0 < len(x) < rows:
-            return self.model(torch.cat([x, x[:1].expand(rows - len(x), *x.shape[1:])]))[: len(x)]
-        return self.model(x)
+        linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
+        hooks = [m.register_forward_pre_hook(_pad_linear_rows) for m in linears]
+        hooks += [m.register_forward_hook(_unpad_linear_rows) for m in linears]
+        try:
+            if 0 < len(x) < rows:
+                return self.model(torch.cat([x, x[:1].expand(rows - len(x), *x.shape[1:])]))[: len(x)]
+            return self.model(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
 
 
 def padded(model: nn.Module) -> PaddedRows:
