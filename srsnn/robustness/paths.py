@@ -101,11 +101,13 @@ class PaddedRows(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.linears = [m for m in model.modules() if isinstance(m, nn.Linear)]  # a plain list: the model owns them
         self.train(model.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = MIN_ROWS[x.requires_grad and torch.is_grad_enabled()]
-        linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
+        # a linear layer sees at least the batch's rows, so only a smaller batch needs its hooks (for this call only)
+        linears = self.linears if len(x) < LINEAR_ROWS else []
         hooks = [m.register_forward_pre_hook(_pad_linear_rows) for m in linears]
         hooks += [m.register_forward_hook(_unpad_linear_rows) for m in linears]
         try:
